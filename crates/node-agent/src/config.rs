@@ -95,12 +95,17 @@ impl Default for NodeConfig {
     }
 }
 
+/// The host name made into a valid node name (lowercase, `[a-z0-9-]`, at most 63 characters).
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "node".to_owned())
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let short = raw.trim().split('.').next().unwrap_or_default().to_ascii_lowercase();
+    let name: String = short
+        .chars()
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+        .take(63)
+        .collect();
+    let name = name.trim_matches('-').to_owned();
+    if name.is_empty() { "node".to_owned() } else { name }
 }
 
 fn valid_name(name: &str) -> bool {

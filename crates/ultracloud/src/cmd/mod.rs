@@ -1,0 +1,4 @@
+//! One module per top-level subcommand; each parses its flags and calls its library.
+
+pub mod doctor;
+pub mod node;

@@ -1,0 +1,63 @@
+//! `ultracloud`: the one binary of the platform (k3s style). Every service, the node agent, the
+//! host doctor and the client CLI are subcommands; this crate only parses the command line and
+//! hands each command to the library that implements it.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ultracloud_runtime::logging::{self, LogFormat};
+
+/// The services this build can run as `ultracloud <service>`; the node agent starts them by name.
+pub const SERVICES: &[&str] = &[];
+
+/// UltraCloud: a self-hostable cloud platform — VMs, private networks, DNS, load balancers,
+/// object storage and block volumes behind one authenticated API.
+#[derive(Debug, Parser)]
+#[command(name = "ultracloud", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "ULTRACLOUD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `ultracloud_node_agent=debug,warn` (RUST_LOG wins when set).
+    #[arg(long, global = true, env = "ULTRACLOUD_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node agent: supervise the services of this node's roles (or `node status`).
+    Node(cmd::node::NodeArgs),
+    /// Check this host for what UltraCloud needs, and install what is missing.
+    Doctor(cmd::doctor::DoctorArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, &cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Node(args) => cmd::node::run(args).await,
+            Command::Doctor(args) => cmd::doctor::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
