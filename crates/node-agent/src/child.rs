@@ -97,10 +97,10 @@ impl RunningChild {
 
     fn signal_group(&self, signal: Signal) {
         // The group exists as long as any member lives; ESRCH means everyone is already gone.
-        if let Err(e) = killpg(Pid::from_raw(self.pid as i32), signal) {
-            if e != nix::errno::Errno::ESRCH {
-                tracing::warn!(pid = self.pid, %signal, error = %e, "cannot signal service");
-            }
+        if let Err(e) = killpg(Pid::from_raw(self.pid as i32), signal)
+            && e != nix::errno::Errno::ESRCH
+        {
+            tracing::warn!(pid = self.pid, %signal, error = %e, "cannot signal service");
         }
     }
 }

@@ -99,11 +99,8 @@ impl Default for NodeConfig {
 fn hostname() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let short = raw.trim().split('.').next().unwrap_or_default().to_ascii_lowercase();
-    let name: String = short
-        .chars()
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
-        .take(63)
-        .collect();
+    let name: String =
+        short.chars().map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' }).take(63).collect();
     let name = name.trim_matches('-').to_owned();
     if name.is_empty() { "node".to_owned() } else { name }
 }
@@ -124,10 +121,10 @@ impl Validate for NodeConfig {
             if !valid_name(name) {
                 return Err(ConfigError::invalid("service", name, "service names use a-z, 0-9 and '-'"));
             }
-            if let Some(t) = svc.stop_timeout_secs {
-                if !(0.0..=3600.0).contains(&t) {
-                    return Err(ConfigError::invalid(&format!("service.{name}.stop_timeout_secs"), t, "0 to 3600 seconds"));
-                }
+            if let Some(t) = svc.stop_timeout_secs
+                && !(0.0..=3600.0).contains(&t)
+            {
+                return Err(ConfigError::invalid(&format!("service.{name}.stop_timeout_secs"), t, "0 to 3600 seconds"));
             }
         }
         if !(0.0..=3600.0).contains(&self.stop_timeout_secs) {
@@ -178,7 +175,10 @@ impl NodeConfig {
                     return Err(ConfigError::invalid(
                         &format!("service.{name}"),
                         &name,
-                        &format!("not a service of this binary (it has: {}); set `program` to supervise another command", available.join(", ")),
+                        &format!(
+                            "not a service of this binary (it has: {}); set `program` to supervise another command",
+                            available.join(", ")
+                        ),
                     ));
                 }
             };

@@ -26,9 +26,8 @@ impl Role {
         const CONTROL: &[&str] = &["chainfire", "flaredb", "iam", "prismnet", "plasmavmc"];
         const WORKER: &[&str] = &["prismnet-agent", "plasmavmc-agent"];
         const GATEWAY: &[&str] = &["apigateway", "nightlight", "creditservice"];
-        const ALL: &[&str] = &[
-            "chainfire", "flaredb", "iam", "prismnet", "plasmavmc", "prismnet-agent", "plasmavmc-agent",
-        ];
+        const ALL: &[&str] =
+            &["chainfire", "flaredb", "iam", "prismnet", "plasmavmc", "prismnet-agent", "plasmavmc-agent"];
         match self {
             Self::ControlPlane => CONTROL,
             Self::Worker => WORKER,

@@ -21,10 +21,6 @@ pub fn routes(node: &str, supervisor: SupervisorHandle) -> Router {
 }
 
 async fn status(State(state): State<StatusState>) -> Result<ApiJson<NodeStatus>, ApiError> {
-    let services = state
-        .supervisor
-        .status()
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let services = state.supervisor.status().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok(ApiJson(NodeStatus { node: state.node.clone(), services }))
 }

@@ -189,7 +189,10 @@ impl Runner {
             if !restart {
                 let state = if exit.failed() { ServiceState::Failed } else { ServiceState::Stopped };
                 tracing::warn!(service = %name, exit = %exit.description, state = %state, "service exited; its restart policy does not restart it");
-                self.log(&format!("{name} exited ({}); not restarting (policy {:?})", exit.description, self.spec.restart));
+                self.log(&format!(
+                    "{name} exited ({}); not restarting (policy {:?})",
+                    exit.description, self.spec.restart
+                ));
                 self.set(|s| {
                     s.state = state;
                     s.pid = None;

@@ -1,5 +1,7 @@
 //! The supervisor against real child processes (`/bin/sh`), with a fast backoff.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,14 +23,14 @@ fn sh(name: &str, script: &str, restart: RestartPolicy) -> ServiceSpec {
 }
 
 fn fast_backoff() -> Backoff {
-    Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(400), reset_after: Duration::from_secs(10) }
+    Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+        reset_after: Duration::from_secs(10),
+    }
 }
 
-async fn wait_for(
-    sup: &SupervisorHandle,
-    what: &str,
-    cond: impl Fn(&[ServiceStatus]) -> bool,
-) -> Vec<ServiceStatus> {
+async fn wait_for(sup: &SupervisorHandle, what: &str, cond: impl Fn(&[ServiceStatus]) -> bool) -> Vec<ServiceStatus> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let status = sup.status().await.unwrap();
@@ -63,8 +65,10 @@ async fn crashing_service_is_restarted_with_backoff_and_logged() {
     assert_eq!(exit.description, "exit code 3");
     let log = log_of(dir.path(), "crashy");
     assert!(log.matches("booting").count() >= 3, "child output is captured: {log}");
-    assert!(log.contains("restart #1 in 0.1s") && log.contains("restart #2 in 0.1s") && log.contains("restart #3 in 0.2s"),
-        "backoff doubles and is logged: {log}");
+    assert!(
+        log.contains("restart #1 in 0.1s") && log.contains("restart #2 in 0.1s") && log.contains("restart #3 in 0.2s"),
+        "backoff doubles and is logged: {log}"
+    );
     sup.shutdown().await.unwrap();
 }
 
@@ -141,16 +145,22 @@ async fn restart_policies_decide_the_final_state() {
 async fn apply_reconciles_added_removed_and_changed_services() {
     let dir = tempfile::tempdir().unwrap();
     let sup = SupervisorHandle::spawn(dir.path().to_owned(), fast_backoff());
-    sup.apply(vec![sh("keep", "exec sleep 1000", RestartPolicy::Always), sh("drop", "exec sleep 1000", RestartPolicy::Always)])
-        .await
-        .unwrap();
+    sup.apply(vec![
+        sh("keep", "exec sleep 1000", RestartPolicy::Always),
+        sh("drop", "exec sleep 1000", RestartPolicy::Always),
+    ])
+    .await
+    .unwrap();
     let before = wait_for(&sup, "running", |s| s.iter().all(|x| x.state == ServiceState::Running)).await;
     let keep_pid = before.iter().find(|s| s.name == "keep").unwrap().pid.unwrap();
     let drop_pid = before.iter().find(|s| s.name == "drop").unwrap().pid.unwrap();
 
-    sup.apply(vec![sh("keep", "exec sleep 1000", RestartPolicy::Always), sh("new", "exec sleep 1000", RestartPolicy::Always)])
-        .await
-        .unwrap();
+    sup.apply(vec![
+        sh("keep", "exec sleep 1000", RestartPolicy::Always),
+        sh("new", "exec sleep 1000", RestartPolicy::Always),
+    ])
+    .await
+    .unwrap();
     let after = wait_for(&sup, "new running", |s| s.iter().all(|x| x.state == ServiceState::Running)).await;
     let names: Vec<&str> = after.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["keep", "new"]);

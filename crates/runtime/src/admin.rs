@@ -33,9 +33,7 @@ pub struct ListenError {
 
 /// Binds a TCP listener, failing with an error that names `addr` and `purpose`.
 pub async fn bind(addr: SocketAddr, purpose: &str) -> Result<TcpListener, ListenError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ListenError { addr, purpose: purpose.to_owned(), source })
+    TcpListener::bind(addr).await.map_err(|source| ListenError { addr, purpose: purpose.to_owned(), source })
 }
 
 #[derive(Clone)]
@@ -54,12 +52,10 @@ pub fn router(service: &str, metrics: &Metrics, readiness: &Readiness, extra: Ro
         .route("/metrics", get(metrics_text))
         .route("/version", get(version))
         .with_state(state);
-    base.merge(extra)
-        .fallback(route_not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            HttpTracking { metrics: metrics.clone(), listener: "admin" },
-            track_http,
-        ))
+    base.merge(extra).fallback(route_not_found).layer(axum::middleware::from_fn_with_state(
+        HttpTracking { metrics: metrics.clone(), listener: "admin" },
+        track_http,
+    ))
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
@@ -78,10 +74,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AdminState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
         .into_response()
 }
 

@@ -101,9 +101,7 @@ where
     let env: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| {
-            k.strip_prefix(ENV_PREFIX)
-                .map(|rest| fields.contains(&top_level_env_key(rest)))
-                .unwrap_or(false)
+            k.strip_prefix(ENV_PREFIX).map(|rest| fields.contains(&top_level_env_key(rest))).unwrap_or(false)
         })
         .collect();
     figment = figment.merge(env_provider(env));
@@ -128,9 +126,8 @@ struct EnvSnapshot(Vec<(String, String)>);
 
 impl figment::Provider for EnvSnapshot {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable").interpolater(|_profile, keys| {
-            format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase())
-        })
+        Metadata::named("environment variable")
+            .interpolater(|_profile, keys| format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase()))
     }
 
     fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
@@ -152,9 +149,7 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
             dict.insert(last.clone(), value);
         }
         [first, rest @ ..] => {
-            let entry = dict
-                .entry(first.clone())
-                .or_insert_with(|| figment::value::Dict::new().into());
+            let entry = dict.entry(first.clone()).or_insert_with(|| figment::value::Dict::new().into());
             if let figment::value::Value::Dict(_, inner) = entry {
                 insert_path(inner, rest, value);
             }
@@ -207,7 +202,9 @@ fn render_value(v: &figment::value::Value) -> String {
         Value::Bool(_, b) => b.to_string(),
         Value::Num(_, n) => match n.to_u128() {
             Some(u) => u.to_string(),
-            None => n.to_i128().map(|i| i.to_string()).or_else(|| n.to_f64().map(|f| f.to_string())).unwrap_or_default(),
+            None => {
+                n.to_i128().map(|i| i.to_string()).or_else(|| n.to_f64().map(|f| f.to_string())).unwrap_or_default()
+            }
         },
         Value::Empty(_, _) => "empty".to_owned(),
         Value::Dict(_, _) => "(a table)".to_owned(),

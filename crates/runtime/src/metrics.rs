@@ -69,12 +69,7 @@ impl Metrics {
     }
 
     /// Registers a service-specific metric (`name` gets the `ultracloud_` prefix).
-    pub fn register(
-        &self,
-        name: &str,
-        help: &str,
-        metric: impl prometheus_client::registry::Metric,
-    ) {
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner).register(name, help, metric);
     }
 
@@ -110,11 +105,8 @@ pub struct HttpTracking {
 pub async fn track_http(State(tracking): State<HttpTracking>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;
     let labels = HttpLabels { listener: tracking.listener, method, route, status: response.status().as_u16() };
     tracking.metrics.observe_http(labels, start.elapsed().as_secs_f64());

@@ -52,13 +52,7 @@ impl ServiceContext {
 
     /// A context from parts, for tests that run several services in one process.
     pub fn with_parts(name: &str, data_dir: DataDir, shutdown: CancellationToken) -> Self {
-        Self {
-            name: name.to_owned(),
-            data_dir,
-            metrics: Metrics::new(name),
-            readiness: Readiness::default(),
-            shutdown,
-        }
+        Self { name: name.to_owned(), data_dir, metrics: Metrics::new(name), readiness: Readiness::default(), shutdown }
     }
 
     /// The service's name.

@@ -1,5 +1,7 @@
 //! The admin listener over real HTTP on 127.0.0.1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
+
 use std::time::Duration;
 
 use axum::Router;
@@ -11,7 +13,8 @@ use ultracloud_runtime::data_dir::DataDir;
 use ultracloud_runtime::error::{ApiJson, ErrorBody};
 
 async fn start(dir: &tempfile::TempDir) -> (ServiceContext, std::net::SocketAddr) {
-    let ctx = ServiceContext::with_parts("demo", DataDir::lock(dir.path().join("d")).unwrap(), CancellationToken::new());
+    let ctx =
+        ServiceContext::with_parts("demo", DataDir::lock(dir.path().join("d")).unwrap(), CancellationToken::new());
     let admin = ctx.start_admin("127.0.0.1:0".parse().unwrap(), Router::new()).await.unwrap();
     (ctx, admin.local_addr)
 }
@@ -22,7 +25,8 @@ async fn health_version_and_unknown_routes() {
     let (_ctx, addr) = start(&dir).await;
     let health: serde_json::Value = reqwest::get(format!("http://{addr}/healthz")).await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
-    let version: serde_json::Value = reqwest::get(format!("http://{addr}/version")).await.unwrap().json().await.unwrap();
+    let version: serde_json::Value =
+        reqwest::get(format!("http://{addr}/version")).await.unwrap().json().await.unwrap();
     assert_eq!(version["service"], "demo");
     assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
     let missing = reqwest::get(format!("http://{addr}/nope")).await.unwrap();
@@ -81,7 +85,8 @@ async fn api_json_errors_name_the_problem() {
         "ok"
     }
     let dir = tempfile::tempdir().unwrap();
-    let ctx = ServiceContext::with_parts("demo", DataDir::lock(dir.path().join("d")).unwrap(), CancellationToken::new());
+    let ctx =
+        ServiceContext::with_parts("demo", DataDir::lock(dir.path().join("d")).unwrap(), CancellationToken::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = Router::new().route("/v1/vms", post(create));
@@ -115,7 +120,8 @@ async fn admin_port_in_use_fails_naming_the_address() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let ctx = ServiceContext::with_parts("demo", DataDir::lock(dir.path().join("d")).unwrap(), CancellationToken::new());
+    let ctx =
+        ServiceContext::with_parts("demo", DataDir::lock(dir.path().join("d")).unwrap(), CancellationToken::new());
     let err = ctx.start_admin(addr, Router::new()).await.unwrap_err();
     let msg = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(msg.contains(&addr.to_string()) && msg.contains("admin API"), "{msg}");

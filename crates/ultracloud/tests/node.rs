@@ -1,5 +1,7 @@
 //! `ultracloud node` as a real process: supervision, status, data-dir lock, SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -136,11 +138,12 @@ fn node_supervises_reports_locks_and_stops_on_sigterm() {
     let mut agent = agent;
     kill(Pid::from_raw(agent.0.id() as i32), Signal::SIGTERM).unwrap();
     let exit = wait_until("agent exit", || agent.0.try_wait().unwrap());
-    assert!(exit.success(), "agent exit {exit:?}; log: {}", std::fs::read_to_string(dir.path().join("agent.log")).unwrap());
     assert!(
-        kill(Pid::from_raw(steady_pid), None).is_err(),
-        "service pid {steady_pid} outlived the agent"
+        exit.success(),
+        "agent exit {exit:?}; log: {}",
+        std::fs::read_to_string(dir.path().join("agent.log")).unwrap()
     );
+    assert!(kill(Pid::from_raw(steady_pid), None).is_err(), "service pid {steady_pid} outlived the agent");
     let agent_log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
     assert!(agent_log.contains("restarting with backoff"), "{agent_log}");
 }
@@ -154,5 +157,8 @@ fn bad_config_value_is_named() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("stop_timeout_secs") && err.contains("soon") && err.contains("ULTRACLOUD_STOP_TIMEOUT_SECS"), "{err}");
+    assert!(
+        err.contains("stop_timeout_secs") && err.contains("soon") && err.contains("ULTRACLOUD_STOP_TIMEOUT_SECS"),
+        "{err}"
+    );
 }
