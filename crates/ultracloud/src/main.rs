@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use ultracloud_runtime::logging::{self, LogFormat};
 
 /// The services this build can run as `ultracloud <service>`; the node agent starts them by name.
-pub const SERVICES: &[&str] = &[];
+pub const SERVICES: &[&str] = &["chainfire"];
 
 /// UltraCloud: a self-hostable cloud platform — VMs, private networks, DNS, load balancers,
 /// object storage and block volumes behind one authenticated API.
@@ -22,7 +22,7 @@ struct Cli {
     log_format: LogFormat,
 
     /// Log filter, e.g. `info` or `ultracloud_node_agent=debug,warn` (RUST_LOG wins when set).
-    #[arg(long, global = true, env = "ULTRACLOUD_LOG_LEVEL", default_value = "info")]
+    #[arg(long, global = true, env = "ULTRACLOUD_LOG_LEVEL", default_value = "info,openraft=warn")]
     log_level: String,
 
     #[command(subcommand)]
@@ -35,6 +35,8 @@ enum Command {
     Node(cmd::node::NodeArgs),
     /// Check this host for what UltraCloud needs, and install what is missing.
     Doctor(cmd::doctor::DoctorArgs),
+    /// Run chainfire, the replicated coordination store (etcd v3 API).
+    Chainfire(cmd::chainfire::ChainfireArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Node(args) => cmd::node::run(args).await,
             Command::Doctor(args) => cmd::doctor::run(args).await,
+            Command::Chainfire(args) => cmd::chainfire::run(args).await,
         }
     });
     match result {

@@ -1,4 +1,5 @@
 //! One module per top-level subcommand; each parses its flags and calls its library.
 
+pub mod chainfire;
 pub mod doctor;
 pub mod node;

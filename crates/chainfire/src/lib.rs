@@ -1,0 +1,22 @@
+//! chainfire: UltraCloud's replicated coordination store — membership, leases, leader election,
+//! configuration and watches — speaking the etcd v3 gRPC API so every etcd client works with it.
+//!
+//! Layers, bottom up: [`mvcc`] (etcd's revisioned key-value model on redb), [`raft`] (openraft
+//! with its log and state machine in the same redb file, and a gRPC transport), [`node`] (a
+//! member: proposals forwarded to the leader, read-index reads, leases, membership), [`server`]
+//! (the etcd services and the peer service, and start-up), [`client`] (helpers for the other
+//! UltraCloud components over the `etcd-client` crate).
+
+pub mod config;
+pub mod error;
+pub mod lessor;
+pub mod mvcc;
+pub mod node;
+pub mod pb;
+pub mod raft;
+pub mod server;
+pub mod service;
+pub mod watch_hub;
+
+pub use config::ChainfireConfig;
+pub use error::EtcdError;
