@@ -50,6 +50,8 @@ pub struct ChainfireConfig {
     pub election_timeout_ms: u64,
     /// Log entries between snapshots.
     pub snapshot_count: u64,
+    /// Log entries kept behind a snapshot for slow followers (beyond that they get the snapshot).
+    pub snapshot_catchup_entries: u64,
     /// Seconds between progress notifications to watchers that ask for them.
     pub watch_progress_notify_interval_secs: u64,
 }
@@ -71,6 +73,7 @@ impl Default for ChainfireConfig {
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
             snapshot_count: 10_000,
+            snapshot_catchup_entries: 5_000,
             watch_progress_notify_interval_secs: 600,
         }
     }
@@ -101,7 +104,11 @@ pub fn socket_of(url: &str) -> Result<SocketAddr, String> {
 impl ChainfireConfig {
     /// Client URLs announced to others.
     pub fn client_urls(&self) -> Vec<String> {
-        if self.advertise_client_urls.is_empty() { self.listen_client_urls.clone() } else { self.advertise_client_urls.clone() }
+        if self.advertise_client_urls.is_empty() {
+            self.listen_client_urls.clone()
+        } else {
+            self.advertise_client_urls.clone()
+        }
     }
 
     /// Peer URLs announced to others.

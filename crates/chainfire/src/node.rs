@@ -285,22 +285,15 @@ impl Node {
     pub fn caught_up(&self, id: u64) -> bool {
         let m = self.raft.metrics().borrow().clone();
         let last = m.last_log_index.unwrap_or(0);
-        let matched = m
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&id).cloned().flatten())
-            .map_or(0, |log_id| log_id.index);
+        let matched =
+            m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |log_id| log_id.index);
         last.saturating_sub(matched) <= 16 && matched > 0
     }
 }
 
 fn membership_error<E: std::fmt::Display>(e: &E) -> EtcdError {
     let msg = e.to_string();
-    if msg.contains("forward") || msg.contains("leader") {
-        EtcdError::NoLeader
-    } else {
-        EtcdError::Internal(msg)
-    }
+    if msg.contains("forward") || msg.contains("leader") { EtcdError::NoLeader } else { EtcdError::Internal(msg) }
 }
 
 /// Turns a state machine answer into the response or its etcd error.

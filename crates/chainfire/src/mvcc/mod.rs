@@ -26,6 +26,9 @@ use crate::pb::mvccpb::Event;
 
 pub use keys::KeyRange;
 
+#[cfg(test)]
+mod model_tests;
+
 /// key → latest live KeyValue.
 pub const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 /// (key, main revision) → tag byte (0 put, 1 tombstone) + KeyValue.

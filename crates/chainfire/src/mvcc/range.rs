@@ -25,7 +25,12 @@ pub trait HistoryTable: ReadableTable<(&'static [u8], u64), &'static [u8]> {}
 impl<T: ReadableTable<(&'static [u8], u64), &'static [u8]>> HistoryTable for T {}
 
 /// Answers `req` against the given tables.
-pub fn range(kv: &impl KvTable, history: &impl HistoryTable, revs: Revisions, req: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+pub fn range(
+    kv: &impl KvTable,
+    history: &impl HistoryTable,
+    revs: Revisions,
+    req: &RangeRequest,
+) -> Result<RangeResponse, EtcdError> {
     if req.key.is_empty() {
         return Err(EtcdError::EmptyKey);
     }

@@ -14,7 +14,7 @@ use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion
 use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
 use crate::pb::etcdserverpb::{
-    Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
     LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RequestOp,
     ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
@@ -311,7 +311,11 @@ impl<'t> Writer<'t> {
             Some(v) => Some(KeyValue::decode(v.value()).map_err(super::decode_error)?),
             None => None,
         };
-        let value = if req.ignore_value { prev.as_ref().map(|p| p.value.clone()).unwrap_or_default() } else { req.value.clone() };
+        let value = if req.ignore_value {
+            prev.as_ref().map(|p| p.value.clone()).unwrap_or_default()
+        } else {
+            req.value.clone()
+        };
         let lease = if req.ignore_lease { prev.as_ref().map_or(0, |p| p.lease) } else { req.lease };
         let kv = KeyValue {
             key: req.key.clone(),
@@ -346,7 +350,10 @@ impl<'t> Writer<'t> {
                 self.lease_keys.remove((prev.lease, prev.key.as_slice()))?;
             }
             self.history.insert((prev.key.as_slice(), rev as u64), encode_record(None).as_slice())?;
-            self.record(EventType::Delete, KeyValue { key: prev.key.clone(), mod_revision: rev, ..Default::default() })?;
+            self.record(
+                EventType::Delete,
+                KeyValue { key: prev.key.clone(), mod_revision: rev, ..Default::default() },
+            )?;
         }
         Ok(DeleteRangeResponse {
             header: None,
@@ -465,7 +472,12 @@ pub fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<(), EtcdError> {
     Ok(())
 }
 
-fn collect_writes(ops: &[RequestOp], max_ops: usize, puts: &mut Vec<Vec<u8>>, deletes: &mut Vec<KeyRange>) -> Result<(), EtcdError> {
+fn collect_writes(
+    ops: &[RequestOp],
+    max_ops: usize,
+    puts: &mut Vec<Vec<u8>>,
+    deletes: &mut Vec<KeyRange>,
+) -> Result<(), EtcdError> {
     for op in ops {
         match &op.request {
             Some(Request::RequestPut(p)) => {

@@ -91,7 +91,10 @@ impl StateMachine {
         Ok((applied, membership))
     }
 
-    fn apply_batch(&self, entries: Vec<Entry>) -> Result<(Vec<Outcome>, Vec<(i64, Vec<crate::pb::mvccpb::Event>)>), std::io::Error> {
+    fn apply_batch(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Result<(Vec<Outcome>, Vec<(i64, Vec<crate::pb::mvccpb::Event>)>), std::io::Error> {
         let mut tx = self.mvcc.db().begin_write().map_err(io_err)?;
         tx.set_durability(redb::Durability::None).map_err(io_err)?;
         let mut outcomes = Vec::with_capacity(entries.len());
@@ -233,7 +236,10 @@ fn apply_one(
     match result {
         Ok((response, events)) => (InternalResponse { response: Some(response), error: None }, events),
         Err(e) => (
-            InternalResponse { response: None, error: Some(RejectReason { code: e.code() as i32, message: e.to_string() }) },
+            InternalResponse {
+                response: None,
+                error: Some(RejectReason { code: e.code() as i32, message: e.to_string() }),
+            },
             Vec::new(),
         ),
     }

@@ -86,7 +86,10 @@ impl Cluster for ClusterService {
         Ok(Response::new(resp))
     }
 
-    async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
         let req = request.into_inner();
         if self.node.is_leader() {
             self.node.remove_member(req.id).await?;
@@ -97,7 +100,10 @@ impl Cluster for ClusterService {
         Ok(Response::new(MemberRemoveResponse { header: self.node.header(self.revision()), members }))
     }
 
-    async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
         let req = request.into_inner();
         if !self.node.is_leader() {
             return Err(EtcdError::NoLeader.into());
@@ -114,14 +120,20 @@ impl Cluster for ClusterService {
             .change_membership(ChangeMembers::SetNodes(update), false)
             .await
             .map_err(|e| EtcdError::Internal(e.to_string()))?;
-        Ok(Response::new(MemberUpdateResponse { header: self.node.header(self.revision()), members: self.node.members()? }))
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.node.header(self.revision()),
+            members: self.node.members()?,
+        }))
     }
 
     async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
         if request.into_inner().linearizable {
             self.node.linearize().await?;
         }
-        Ok(Response::new(MemberListResponse { header: self.node.header(self.revision()), members: self.node.members()? }))
+        Ok(Response::new(MemberListResponse {
+            header: self.node.header(self.revision()),
+            members: self.node.members()?,
+        }))
     }
 
     async fn member_promote(
@@ -134,6 +146,9 @@ impl Cluster for ClusterService {
         } else {
             self.leader_client()?.member_promote(req).await?;
         }
-        Ok(Response::new(MemberPromoteResponse { header: self.node.header(self.revision()), members: self.node.members()? }))
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.node.header(self.revision()),
+            members: self.node.members()?,
+        }))
     }
 }

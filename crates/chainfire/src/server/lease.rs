@@ -61,7 +61,10 @@ impl Lease for LeaseService {
         }
     }
 
-    async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let req = request.into_inner();
         match self.node.propose(InternalRequest { request: Some(Internal::LeaseRevoke(req)) }).await? {
             Outcome::LeaseRevoke(mut r) => {
@@ -108,7 +111,13 @@ impl Lease for LeaseService {
         let revision = self.node.mvcc.revisions().map_err(Status::from)?.current;
         let header = self.node.header(revision);
         let Some((granted, keys)) = self.node.mvcc.lease(req.id)? else {
-            return Ok(Response::new(LeaseTimeToLiveResponse { header, id: req.id, ttl: -1, granted_ttl: 0, keys: vec![] }));
+            return Ok(Response::new(LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: vec![],
+            }));
         };
         let ttl = self.node.remaining_ttl(req.id).await?;
         Ok(Response::new(LeaseTimeToLiveResponse {
@@ -120,7 +129,10 @@ impl Lease for LeaseService {
         }))
     }
 
-    async fn lease_leases(&self, _request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
         self.node.linearize().await?;
         let leases = self.node.mvcc.leases().map_err(Status::from)?;
         let revision = self.node.mvcc.revisions().map_err(Status::from)?.current;

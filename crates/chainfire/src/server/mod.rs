@@ -145,8 +145,9 @@ pub async fn start(
         election_timeout_max: config.election_timeout_ms * 2,
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
-        max_in_snapshot_log_to_keep: 1_000,
-        purge_batch_size: 256,
+        max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
+        // Purge in batches, but never wait for more entries than a snapshot interval holds.
+        purge_batch_size: (config.snapshot_count / 2).clamp(1, 256),
         ..Default::default()
     }
     .validate()
@@ -242,11 +243,10 @@ async fn identity(db: &Database, config: &ChainfireConfig) -> Result<(u64, u64),
     let (id, cluster) = match config.initial_cluster_state {
         ClusterState::New => {
             let members = initial_members(config)?;
-            let me = members
-                .iter()
-                .find(|(_, m)| m.name == config.name)
-                .map(|(id, _)| *id)
-                .ok_or_else(|| StartError::Config(format!("--initial-cluster has no member named {}", config.name)))?;
+            let me =
+                members.iter().find(|(_, m)| m.name == config.name).map(|(id, _)| *id).ok_or_else(|| {
+                    StartError::Config(format!("--initial-cluster has no member named {}", config.name))
+                })?;
             (me, cluster_id(&members.keys().copied().collect::<Vec<_>>()))
         }
         ClusterState::Existing => discover(config).await?,

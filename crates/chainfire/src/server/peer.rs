@@ -40,7 +40,9 @@ fn decode<T: serde::de::DeserializeOwned>(payload: &RaftPayload) -> Result<T, St
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
-    bincode::serialize(value).map(|data| Response::new(RaftPayload { data })).map_err(|e| Status::internal(e.to_string()))
+    bincode::serialize(value)
+        .map(|data| Response::new(RaftPayload { data }))
+        .map_err(|e| Status::internal(e.to_string()))
 }
 
 #[tonic::async_trait]
@@ -71,7 +73,10 @@ impl Peer for PeerService {
         }
     }
 
-    async fn lease_keep_alive(&self, request: Request<KeepAliveRequest>) -> Result<Response<KeepAliveResponse>, Status> {
+    async fn lease_keep_alive(
+        &self,
+        request: Request<KeepAliveRequest>,
+    ) -> Result<Response<KeepAliveResponse>, Status> {
         self.require_leader()?;
         let id = request.into_inner().id;
         Ok(Response::new(KeepAliveResponse { ttl: self.node.lessor.keep_alive(id).unwrap_or(0) }))
@@ -91,7 +96,10 @@ impl Peer for PeerService {
         Ok(Response::new(super::cluster::add_on_leader(&self.node, request.into_inner()).await?))
     }
 
-    async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
         self.require_leader()?;
         self.node.remove_member(request.into_inner().id).await?;
         Ok(Response::new(MemberRemoveResponse { header: None, members: self.node.members()? }))

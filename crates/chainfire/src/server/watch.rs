@@ -116,8 +116,13 @@ impl Session {
             Some(RequestUnion::CancelRequest(cancel)) => {
                 if self.watchers.remove(&cancel.watch_id).is_some() {
                     let header = self.node.header(self.current());
-                    self.send(WatchResponse { header, watch_id: cancel.watch_id, canceled: true, ..Default::default() })
-                        .await?;
+                    self.send(WatchResponse {
+                        header,
+                        watch_id: cancel.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    })
+                    .await?;
                 }
                 Ok(())
             }
@@ -135,9 +140,17 @@ impl Session {
         let id = if create.watch_id > 0 { create.watch_id } else { self.next_free_id() };
         let header = self.node.header(revs.current);
         if create.key.is_empty() || self.watchers.contains_key(&id) {
-            let reason = if create.key.is_empty() { EtcdError::EmptyKey.to_string() } else { "watch id already in use".into() };
+            let reason =
+                if create.key.is_empty() { EtcdError::EmptyKey.to_string() } else { "watch id already in use".into() };
             return self
-                .send(WatchResponse { header, watch_id: id, created: true, canceled: true, cancel_reason: reason, ..Default::default() })
+                .send(WatchResponse {
+                    header,
+                    watch_id: id,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: reason,
+                    ..Default::default()
+                })
                 .await;
         }
         let start = if create.start_revision > 0 { create.start_revision } else { revs.current + 1 };
@@ -210,7 +223,10 @@ impl Session {
             // Never split a revision: when the batch is full, hold back its last revision.
             let last_rev = events.last().and_then(|e| e.kv.as_ref()).map_or(upto, |kv| kv.mod_revision);
             let (send, next) = if full {
-                let cut = events.iter().position(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision == last_rev)).unwrap_or(0);
+                let cut = events
+                    .iter()
+                    .position(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision == last_rev))
+                    .unwrap_or(0);
                 if cut == 0 { (events, last_rev + 1) } else { (events[..cut].to_vec(), last_rev) }
             } else {
                 (events, upto + 1)
@@ -257,8 +273,13 @@ impl Session {
                 w.next_rev = revision + 1;
             }
             if !send.is_empty() {
-                self.send(WatchResponse { header: self.node.header(revision), watch_id: id, events: send, ..Default::default() })
-                    .await?;
+                self.send(WatchResponse {
+                    header: self.node.header(revision),
+                    watch_id: id,
+                    events: send,
+                    ..Default::default()
+                })
+                .await?;
             }
         }
         Ok(())
