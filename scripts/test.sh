@@ -12,12 +12,14 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 if [ "$(id -u)" = 0 ]; then
+    # Build tools, protoc (the etcd-client crate used by chainfire's tests compiles its protos
+    # with it) and etcdctl (tests drive the real etcd client against chainfire).
     build_pkgs=()
-    for p in gcc pkg-config; do
-        command -v "$p" >/dev/null 2>&1 || build_pkgs+=("$p")
+    for tool in gcc:gcc pkg-config:pkg-config protoc:protobuf-compiler etcdctl:etcd-client; do
+        command -v "${tool%%:*}" >/dev/null 2>&1 || build_pkgs+=("${tool#*:}")
     done
     if [ ${#build_pkgs[@]} -gt 0 ]; then
-        step "installing build tools: ${build_pkgs[*]}"
+        step "installing build and test tools: ${build_pkgs[*]}"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${build_pkgs[@]}"
     fi

@@ -7,6 +7,8 @@
 //! (the etcd services and the peer service, and start-up), [`client`] (helpers for the other
 //! UltraCloud components over the `etcd-client` crate).
 
+pub mod bench;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod lessor;

@@ -46,6 +46,9 @@ pub struct Node {
     pub config: ChainfireConfig,
     /// The state machine (for consistent dumps).
     pub state_machine: StateMachine,
+    /// Cancelled when the member stops; long-lived streams (watch, keep-alive) end on it so the
+    /// servers can finish their graceful shutdown.
+    pub shutdown: tokio_util::sync::CancellationToken,
     peers: Mutex<HashMap<String, PeerClient<Channel>>>,
 }
 
@@ -67,8 +70,20 @@ impl Node {
         lessor: Arc<Lessor>,
         config: ChainfireConfig,
         state_machine: StateMachine,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        Self { id, cluster_id, raft, mvcc, hub, lessor, config, state_machine, peers: Mutex::new(HashMap::new()) }
+        Self {
+            id,
+            cluster_id,
+            raft,
+            mvcc,
+            hub,
+            lessor,
+            config,
+            state_machine,
+            shutdown,
+            peers: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A response header at `revision`.

@@ -27,7 +27,6 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 
 // A plain #[test]: the suite starts its own runtime for each case.
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder)?;
-    Ok(())
+fn openraft_storage_suite() {
+    Suite::test_all(Builder).expect("every case of the suite passes");
 }

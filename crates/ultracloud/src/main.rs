@@ -37,6 +37,8 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// Run chainfire, the replicated coordination store (etcd v3 API).
     Chainfire(cmd::chainfire::ChainfireArgs),
+    /// Measure throughput and latency of a running endpoint (prints figures).
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
             Command::Node(args) => cmd::node::run(args).await,
             Command::Doctor(args) => cmd::doctor::run(args).await,
             Command::Chainfire(args) => cmd::chainfire::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     });
     match result {

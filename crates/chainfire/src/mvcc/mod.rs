@@ -52,6 +52,9 @@ pub const META_COMPACT: &str = "compact_revision";
 /// Every state-machine table, for snapshots.
 pub const SM_TABLES: [&str; 7] = ["kv", "history", "events", "leases", "lease_keys", "members", "sm_meta"];
 
+/// A lease as stored: its granted TTL and the keys attached to it.
+pub type LeaseRecord = (i64, Vec<Vec<u8>>);
+
 /// Read access to the MVCC store.
 #[derive(Clone)]
 pub struct Mvcc {
@@ -153,7 +156,7 @@ impl Mvcc {
     }
 
     /// The granted TTL of `lease` and the keys attached to it.
-    pub fn lease(&self, lease: i64) -> Result<Option<(i64, Vec<Vec<u8>>)>, EtcdError> {
+    pub fn lease(&self, lease: i64) -> Result<Option<LeaseRecord>, EtcdError> {
         let tx = self.db.begin_read()?;
         let leases = tx.open_table(LEASES)?;
         let Some(ttl) = leases.get(lease)?.map(|g| g.value()) else { return Ok(None) };

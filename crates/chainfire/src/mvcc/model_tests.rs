@@ -40,6 +40,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A read row: key, mod revision, create revision, version, value.
+type Row = (Vec<u8>, i64, i64, i64, Vec<u8>);
+
 /// Version record of the model: (mod revision, create revision, version, value) or deletion.
 type Version = (i64, Option<(i64, i64, Vec<u8>)>);
 
@@ -191,10 +194,10 @@ proptest! {
                 }
                 let got = got.unwrap();
                 let read_at = if at == 0 { model.rev } else { at };
-                let expected: Vec<(Vec<u8>, i64, i64, i64, Vec<u8>)> = (0u8..9)
+                let expected: Vec<Row> = (0u8..9)
                     .filter_map(|k| model.at(&key(k), read_at).map(|(m, c, ver, val)| (key(k), m, c, ver, val)))
                     .collect();
-                let actual: Vec<(Vec<u8>, i64, i64, i64, Vec<u8>)> = got
+                let actual: Vec<Row> = got
                     .kvs
                     .iter()
                     .map(|kv| (kv.key.clone(), kv.mod_revision, kv.create_revision, kv.version, kv.value.clone()))

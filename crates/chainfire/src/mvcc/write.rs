@@ -420,11 +420,11 @@ fn set_headers(responses: &mut [ResponseOp], revision: i64) {
     let header = Some(ResponseHeader { revision, ..Default::default() });
     for op in responses {
         match &mut op.response {
-            Some(Response::ResponseRange(r)) => r.header = header.clone(),
-            Some(Response::ResponsePut(r)) => r.header = header.clone(),
-            Some(Response::ResponseDeleteRange(r)) => r.header = header.clone(),
+            Some(Response::ResponseRange(r)) => r.header = header,
+            Some(Response::ResponsePut(r)) => r.header = header,
+            Some(Response::ResponseDeleteRange(r)) => r.header = header,
             Some(Response::ResponseTxn(r)) => {
-                r.header = header.clone();
+                r.header = header;
                 set_headers(&mut r.responses, revision);
             }
             None => {}
@@ -490,11 +490,8 @@ fn collect_writes(
                 }
                 deletes.push(KeyRange::new(&d.key, &d.range_end));
             }
-            Some(Request::RequestRange(r)) => {
-                if r.key.is_empty() {
-                    return Err(EtcdError::EmptyKey);
-                }
-            }
+            Some(Request::RequestRange(r)) if r.key.is_empty() => return Err(EtcdError::EmptyKey),
+            Some(Request::RequestRange(_)) => {}
             Some(Request::RequestTxn(t)) => {
                 check_txn(t, max_ops)?;
                 // Writes of both nested branches may not collide with this branch's writes.

@@ -45,11 +45,16 @@ impl std::fmt::Debug for StateMachine {
     }
 }
 
+/// A `history` row key: (key, revision).
+type HistoryKey = (Vec<u8>, u64);
+/// The events of one applied revision.
+type Published = (i64, Vec<crate::pb::mvccpb::Event>);
+
 /// Everything a snapshot holds: the rows of every state-machine table.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Image {
     kv: Vec<(Vec<u8>, Vec<u8>)>,
-    history: Vec<((Vec<u8>, u64), Vec<u8>)>,
+    history: Vec<(HistoryKey, Vec<u8>)>,
     events: Vec<((u64, u32), Vec<u8>)>,
     leases: Vec<(i64, i64)>,
     lease_keys: Vec<(i64, Vec<u8>)>,
@@ -91,10 +96,7 @@ impl StateMachine {
         Ok((applied, membership))
     }
 
-    fn apply_batch(
-        &self,
-        entries: Vec<Entry>,
-    ) -> Result<(Vec<Outcome>, Vec<(i64, Vec<crate::pb::mvccpb::Event>)>), std::io::Error> {
+    fn apply_batch(&self, entries: Vec<Entry>) -> Result<(Vec<Outcome>, Vec<Published>), std::io::Error> {
         let mut tx = self.mvcc.db().begin_write().map_err(io_err)?;
         tx.set_durability(redb::Durability::None).map_err(io_err)?;
         let mut outcomes = Vec::with_capacity(entries.len());

@@ -85,7 +85,14 @@ impl Lease for LeaseService {
         let (tx, rx) = mpsc::channel(64);
         let node = self.node.clone();
         tokio::spawn(async move {
-            while let Some(Ok(req)) = inbound.next().await {
+            loop {
+                let req = tokio::select! {
+                    () = node.shutdown.cancelled() => return,
+                    msg = inbound.next() => match msg {
+                        Some(Ok(req)) => req,
+                        _ => return,
+                    },
+                };
                 let reply = match node.keep_alive(req.id).await {
                     Ok(ttl) => {
                         let revision = node.mvcc.revisions().map(|r| r.current).unwrap_or(0);

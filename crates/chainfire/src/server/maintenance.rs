@@ -96,6 +96,8 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(|e| Status::from(EtcdError::Internal(e.to_string())))?;
         let mut data = image.snapshot.into_inner();
+        // etcdctl takes the hash to be present only if the size is 32 more than a multiple of 512.
+        data.resize(data.len().next_multiple_of(512), 0);
         let digest = Sha256::digest(&data);
         data.extend_from_slice(&digest);
         let header = self.node.header(self.revision());
@@ -106,7 +108,7 @@ impl Maintenance for MaintenanceService {
             .map(|(i, chunk)| {
                 let sent = (i * SNAPSHOT_CHUNK + chunk.len()) as u64;
                 Ok(SnapshotResponse {
-                    header: header.clone(),
+                    header,
                     remaining_bytes: total as u64 - sent,
                     blob: chunk.to_vec(),
                     version: ETCD_API_VERSION.into(),

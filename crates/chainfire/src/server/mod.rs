@@ -166,7 +166,7 @@ pub async fn start(
         }
     }
 
-    let node = Arc::new(Node::new(id, cluster, raft, mvcc, hub, lessor, config.clone(), sm));
+    let node = Arc::new(Node::new(id, cluster, raft, mvcc, hub, lessor, config.clone(), sm, shutdown.clone()));
     let mut tasks = Vec::new();
     let client_addrs: Vec<SocketAddr> = client_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let peer_addrs: Vec<SocketAddr> = peer_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();

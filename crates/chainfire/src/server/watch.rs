@@ -95,6 +95,7 @@ impl Session {
                     Err(broadcast::error::RecvError::Closed) => Err(Gone),
                 },
                 _ = progress.tick() => self.periodic_progress().await,
+                () = self.node.shutdown.cancelled() => Err(Gone),
             };
             if step.is_err() {
                 return;
@@ -127,8 +128,11 @@ impl Session {
                 Ok(())
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                // Every watcher is synced up to the current revision once this task is idle.
-                let header = self.node.header(self.current());
+                // A progress response at R promises every event up to R was sent: catch every
+                // watcher up to R from the store first (the hub may still hold some of them).
+                let current = self.current();
+                self.catch_up_to(current).await?;
+                let header = self.node.header(current);
                 self.send(WatchResponse { header, watch_id: -1, ..Default::default() }).await
             }
             None => Ok(()),
@@ -154,7 +158,7 @@ impl Session {
                 .await;
         }
         let start = if create.start_revision > 0 { create.start_revision } else { revs.current + 1 };
-        self.send(WatchResponse { header: header.clone(), watch_id: id, created: true, ..Default::default() }).await?;
+        self.send(WatchResponse { header, watch_id: id, created: true, ..Default::default() }).await?;
         if start < revs.compacted {
             return self
                 .send(WatchResponse {
@@ -227,7 +231,18 @@ impl Session {
                     .iter()
                     .position(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision == last_rev))
                     .unwrap_or(0);
-                if cut == 0 { (events, last_rev + 1) } else { (events[..cut].to_vec(), last_rev) }
+                if cut > 0 {
+                    (events[..cut].to_vec(), last_rev)
+                } else {
+                    // The whole batch is one revision: read that revision whole.
+                    match self.node.mvcc.events(last_rev, last_rev, &w.keys, usize::MAX) {
+                        Ok(whole) => (whole, last_rev + 1),
+                        Err(e) => {
+                            tracing::error!(error = %e, "watch catch-up failed");
+                            return Err(Gone);
+                        }
+                    }
+                }
             } else {
                 (events, upto + 1)
             };
@@ -244,9 +259,13 @@ impl Session {
 
     async fn catch_up_all(&mut self) -> Result<(), Gone> {
         let current = self.current();
+        self.catch_up_to(current).await
+    }
+
+    async fn catch_up_to(&mut self, revision: i64) -> Result<(), Gone> {
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
-            self.catch_up(id, current).await?;
+            self.catch_up(id, revision).await?;
         }
         Ok(())
     }
@@ -306,10 +325,12 @@ impl Session {
     }
 
     async fn periodic_progress(&mut self) -> Result<(), Gone> {
-        let header = self.node.header(self.current());
+        let current = self.current();
+        self.catch_up_to(current).await?;
+        let header = self.node.header(current);
         let ids: Vec<i64> = self.watchers.iter().filter(|(_, w)| w.progress_notify).map(|(id, _)| *id).collect();
         for id in ids {
-            self.send(WatchResponse { header: header.clone(), watch_id: id, ..Default::default() }).await?;
+            self.send(WatchResponse { header, watch_id: id, ..Default::default() }).await?;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! One module per top-level subcommand; each parses its flags and calls its library.
 
+pub mod bench;
 pub mod chainfire;
 pub mod doctor;
 pub mod node;
