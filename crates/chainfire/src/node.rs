@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tonic::transport::Channel;
 
+use crate::batcher::{BatchError, Batcher};
 use crate::config::ChainfireConfig;
 use crate::error::EtcdError;
 use crate::lessor::Lessor;
@@ -20,7 +21,7 @@ use crate::pb::peer::peer_client::PeerClient;
 use crate::pb::peer::{Empty, InternalRequest, InternalResponse, KeepAliveRequest, TimeToLiveRequest};
 use crate::raft::network::{peer_channel, peer_client};
 use crate::raft::state_machine::StateMachine;
-use crate::raft::types::{Member, Proposal, Raft};
+use crate::raft::types::{Member, Raft};
 use crate::watch_hub::WatchHub;
 
 /// How long a write or linearizable read may wait for a leader and a commit.
@@ -50,6 +51,7 @@ pub struct Node {
     /// servers can finish their graceful shutdown.
     pub shutdown: tokio_util::sync::CancellationToken,
     peers: Mutex<HashMap<String, PeerClient<Channel>>>,
+    batcher: Batcher,
 }
 
 impl std::fmt::Debug for Node {
@@ -72,6 +74,7 @@ impl Node {
         state_machine: StateMachine,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
+        let raft_for_batcher = raft.clone();
         Self {
             id,
             cluster_id,
@@ -83,6 +86,7 @@ impl Node {
             state_machine,
             shutdown,
             peers: Mutex::new(HashMap::new()),
+            batcher: Batcher::spawn(raft_for_batcher),
         }
     }
 
@@ -134,12 +138,11 @@ impl Node {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             if self.is_leader() {
-                match self.raft.client_write(Proposal(req.clone())).await {
-                    Ok(resp) => return into_result(resp.data.0),
+                match self.batcher.propose(req.clone()).await {
+                    Ok(resp) => return into_result(resp),
                     // Lost leadership before accepting it: retry with the new leader.
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                    Err(RaftError::APIError(e)) => return Err(EtcdError::Internal(e.to_string())),
-                    Err(RaftError::Fatal(e)) => return Err(EtcdError::Internal(e.to_string())),
+                    Err(BatchError::NotLeader) => {}
+                    Err(BatchError::Failed(e)) => return Err(EtcdError::Internal(e)),
                 }
             } else if let Some(leader) = self.leader_member() {
                 let mut client = self.peer(&leader)?;
@@ -159,40 +162,35 @@ impl Node {
 
     /// Serves `req` as the leader only (for forwarded proposals): no further forwarding.
     pub async fn propose_as_leader(&self, req: InternalRequest) -> Result<InternalResponse, tonic::Status> {
-        match self.raft.client_write(Proposal(req)).await {
-            Ok(resp) => Ok(resp.data.0),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(tonic::Status::failed_precondition("etcdserver: not leader"))
-            }
-            Err(e) => Err(tonic::Status::internal(e.to_string())),
+        match self.batcher.propose(req).await {
+            Ok(resp) => Ok(resp),
+            Err(BatchError::NotLeader) => Err(tonic::Status::failed_precondition("etcdserver: not leader")),
+            Err(BatchError::Failed(e)) => Err(tonic::Status::internal(e)),
         }
     }
 
     /// Waits until this member's store reflects every write committed before the call
-    /// (Raft read index), so a following local read is linearizable.
+    /// (Raft read index), so a following local read is linearizable. The leader confirms its
+    /// leadership with a quorum (one heartbeat round, none in a one-member cluster); a follower
+    /// asks the leader for the read index. Either then waits for its own store to apply it.
     pub async fn linearize(&self) -> Result<(), EtcdError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            match self.raft.ensure_linearizable().await {
-                Ok(_) => return Ok(()),
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                    if let Some(leader) = f.leader_node.clone() {
+            let index = match self.raft.get_read_log_id().await {
+                Ok((read_log_id, _)) => Some(read_log_id.map_or(0, |l| l.index)),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => match f.leader_node.clone() {
+                    Some(leader) => {
                         let mut client = self.peer(&leader)?;
-                        if let Ok(resp) = client.read_index(Empty {}).await {
-                            let index = resp.into_inner().index;
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            return self
-                                .raft
-                                .wait(Some(left))
-                                .applied_index_at_least(Some(index), "read index")
-                                .await
-                                .map(|_| ())
-                                .map_err(|_| EtcdError::Timeout);
-                        }
+                        client.read_index(Empty {}).await.ok().map(|r| r.into_inner().index)
                     }
-                }
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {}
+                    None => None,
+                },
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => None,
                 Err(RaftError::Fatal(e)) => return Err(EtcdError::Internal(e.to_string())),
+            };
+            if let Some(index) = index {
+                let left = deadline.saturating_duration_since(Instant::now());
+                return tokio::time::timeout(left, self.hub.wait_applied(index)).await.map_err(|_| EtcdError::Timeout);
             }
             if Instant::now() >= deadline {
                 return Err(if self.leader().is_some() { EtcdError::Timeout } else { EtcdError::NoLeader });

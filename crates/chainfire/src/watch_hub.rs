@@ -30,16 +30,36 @@ pub enum Applied {
 pub struct WatchHub {
     tx: broadcast::Sender<Applied>,
     revision: Arc<watch::Sender<i64>>,
+    /// Raft log index applied to the store: linearizable reads wait on it.
+    applied_index: Arc<watch::Sender<u64>>,
 }
 
 /// Capacity of the broadcast channel before slow watchers fall back to the store.
 const CHANNEL_CAPACITY: usize = 4096;
 
 impl WatchHub {
-    /// A hub whose current revision starts at `revision`.
-    pub fn new(revision: i64) -> Self {
+    /// A hub whose current revision starts at `revision` and applied log index at `applied`.
+    pub fn new(revision: i64, applied: u64) -> Self {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
-        Self { tx, revision: Arc::new(watch::channel(revision).0) }
+        Self { tx, revision: Arc::new(watch::channel(revision).0), applied_index: Arc::new(watch::channel(applied).0) }
+    }
+
+    /// Records that the store has applied the log up to `index`.
+    pub fn set_applied(&self, index: u64) {
+        self.applied_index.send_if_modified(|cur| {
+            let newer = index > *cur;
+            if newer {
+                *cur = index;
+            }
+            newer
+        });
+    }
+
+    /// Waits until the store has applied the log up to `index`.
+    pub async fn wait_applied(&self, index: u64) {
+        let mut rx = self.applied_index.subscribe();
+        // The sender lives as long as the hub, which outlives every waiter.
+        let _ = rx.wait_for(|applied| *applied >= index).await;
     }
 
     /// Subscribes to applied changes.

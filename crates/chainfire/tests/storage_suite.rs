@@ -20,7 +20,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let db = Arc::new(redb::Database::create(dir.path().join("db.redb")).unwrap());
         let log = LogStore::open(db.clone()).unwrap();
         let mvcc = Mvcc::open(db).unwrap();
-        let sm = StateMachine::new(mvcc, WatchHub::new(1), Arc::new(Lessor::default()), dir.path().join("snap.bin"));
+        let sm = StateMachine::new(mvcc, WatchHub::new(1, 0), Arc::new(Lessor::default()), dir.path().join("snap.bin"));
         Ok((dir, log, sm))
     }
 }

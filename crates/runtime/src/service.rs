@@ -99,10 +99,11 @@ pub struct AdminHandle {
     pub task: JoinHandle<std::io::Result<()>>,
 }
 
-/// Flags shared by every service subcommand.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CommonArgs {
-    /// TOML config file. Precedence: defaults < file < ULTRACLOUD_* env < flags.
+/// The `--config FILE` flag every service subcommand has.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigFileArg {
+    /// TOML config file (keys as the long flags, with `_`). Precedence: defaults < file <
+    /// ULTRACLOUD_* env < flags.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -23,9 +23,24 @@ use crate::pb::peer::peer_client::PeerClient;
 /// Largest gRPC message between peers (snapshots travel in chunks below this).
 pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// Creates connections to peers.
+/// Creates connections to peers, reusing one HTTP/2 channel per peer URL (openraft asks for a
+/// client per replication stream and per leadership check; a channel is cheap to clone).
 #[derive(Debug, Clone, Default)]
-pub struct Network;
+pub struct Network {
+    channels: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>,
+}
+
+impl Network {
+    fn channel(&self, url: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = map.get(url) {
+            return Ok(c.clone());
+        }
+        let c = peer_channel(url)?;
+        map.insert(url.to_owned(), c.clone());
+        Ok(c)
+    }
+}
 
 /// A lazily connected client to one peer.
 #[derive(Debug)]
@@ -53,7 +68,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Self::Network {
-        PeerConnection { target, client: None, url: node.peer_urls.first().cloned() }
+        let url = node.peer_urls.first().cloned();
+        let client = url.as_deref().and_then(|u| self.channel(u).ok()).map(peer_client);
+        PeerConnection { target, client, url }
     }
 }
 

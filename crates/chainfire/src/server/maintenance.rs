@@ -26,13 +26,13 @@ const SNAPSHOT_CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct MaintenanceService {
     node: Arc<Node>,
-    db_path: std::path::PathBuf,
+    db_files: Vec<std::path::PathBuf>,
 }
 
 impl MaintenanceService {
-    /// Serves maintenance of `node`, whose database file is `db_path`.
-    pub fn new(node: Arc<Node>, db_path: std::path::PathBuf) -> Self {
-        Self { node, db_path }
+    /// Serves maintenance of `node`, whose database files are `db_files`.
+    pub fn new(node: Arc<Node>, db_files: Vec<std::path::PathBuf>) -> Self {
+        Self { node, db_files }
     }
 
     fn revision(&self) -> i64 {
@@ -50,7 +50,7 @@ impl Maintenance for MaintenanceService {
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let m = self.node.raft.metrics().borrow().clone();
-        let db_size = std::fs::metadata(&self.db_path).map(|m| m.len() as i64).unwrap_or(0);
+        let db_size: i64 = self.db_files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len() as i64).sum();
         let is_learner = !m.membership_config.membership().voter_ids().any(|v| v == self.node.id);
         Ok(Response::new(StatusResponse {
             header: self.node.header(self.revision()),

@@ -38,8 +38,10 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Member, Raft};
 use crate::watch_hub::WatchHub;
 
-/// Name of the database file in the data dir.
-pub const DB_FILE: &str = "chainfire.redb";
+/// The Raft log (and this member's identity), in the data dir.
+pub const LOG_FILE: &str = "raft-log.redb";
+/// The key-value store (the state machine), in the data dir.
+pub const STORE_FILE: &str = "store.redb";
 /// Name of the snapshot file in the data dir.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
 /// Local (never replicated) facts of this member: its ID and its cluster's.
@@ -91,13 +93,17 @@ impl std::fmt::Debug for Running {
 }
 
 impl Running {
-    /// Waits for the listeners to finish (after `shutdown` was cancelled), then stops Raft.
+    /// Waits for the listeners to finish (after `shutdown` was cancelled), stops Raft, and makes
+    /// the store durable so the next start need not re-apply the log.
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
         }
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.node.state_machine.sync() {
+            tracing::warn!(error = %e, "syncing the store at shutdown");
         }
     }
 }
@@ -113,10 +119,14 @@ pub async fn start(
     data_dir: &std::path::Path,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
-    let db_path = data_dir.join(DB_FILE);
-    let db = Arc::new(Database::create(&db_path).map_err(|e| storage_err(&db_path)(e.into()))?);
-    let log = LogStore::open(db.clone()).map_err(storage_err(&db_path))?;
-    let mvcc = Mvcc::open(db.clone())?;
+    // Two files, so the log writer's fsyncs and the state machine's applies never wait for each
+    // other's write lock (redb has one writer per database).
+    let log_path = data_dir.join(LOG_FILE);
+    let db = Arc::new(Database::create(&log_path).map_err(|e| storage_err(&log_path)(e.into()))?);
+    let log = LogStore::open(db.clone()).map_err(storage_err(&log_path))?;
+    let store_path = data_dir.join(STORE_FILE);
+    let store_db = Arc::new(Database::create(&store_path).map_err(|e| storage_err(&store_path)(e.into()))?);
+    let mvcc = Mvcc::open(store_db)?;
 
     // Bind first, so a taken port fails the start before anything else happens.
     let mut client_listeners = Vec::new();
@@ -134,10 +144,11 @@ pub async fn start(
     tracing::info!(member = format!("{id:x}"), cluster = format!("{cluster:x}"), name = %config.name, "chainfire identity");
 
     let revs = mvcc.revisions()?;
-    let hub = WatchHub::new(revs.current);
+    let hub = WatchHub::new(revs.current, 0);
     let lessor = Arc::new(Lessor::default());
     lessor.reset(mvcc.leases()?);
     let sm = StateMachine::new(mvcc.clone(), hub.clone(), lessor.clone(), data_dir.join(SNAPSHOT_FILE));
+    hub.set_applied(sm.applied_index());
     let raft_config = openraft::Config {
         cluster_name: config.initial_cluster_token.clone(),
         heartbeat_interval: config.heartbeat_interval_ms,
@@ -152,7 +163,7 @@ pub async fn start(
     }
     .validate()
     .map_err(|e| StartError::Config(format!("raft settings: {e}")))?;
-    let raft = Raft::new(id, Arc::new(raft_config), Network, log, sm.clone())
+    let raft = Raft::new(id, Arc::new(raft_config), Network::default(), log, sm.clone())
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
@@ -178,12 +189,15 @@ pub async fn start(
             .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max_msg))
             .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())))
             .add_service(
-                MaintenanceServer::new(maintenance::MaintenanceService::new(node.clone(), db_path.clone()))
-                    .max_encoding_message_size(MAX_PEER_MESSAGE),
+                MaintenanceServer::new(maintenance::MaintenanceService::new(
+                    node.clone(),
+                    vec![log_path.clone(), store_path.clone()],
+                ))
+                .max_encoding_message_size(MAX_PEER_MESSAGE),
             );
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(listener);
+            let incoming = no_delay(listener);
             if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "client API server failed");
             }
@@ -195,7 +209,7 @@ pub async fn start(
             .max_encoding_message_size(MAX_PEER_MESSAGE);
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(listener);
+            let incoming = no_delay(listener);
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
@@ -209,6 +223,20 @@ pub async fn start(
     tasks.push(tokio::spawn(publish_attributes(node.clone(), shutdown.clone())));
     tracing::info!(client = ?client_addrs, peer = ?peer_addrs, "chainfire serving");
     Ok(Running { node, client_addrs, peer_addrs, tasks })
+}
+
+/// Accepted connections with Nagle's algorithm off: small gRPC responses must not wait for the
+/// client's delayed ACK (40 ms on Linux).
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(c) = &conn {
+            let _ = c.set_nodelay(true);
+        }
+        conn
+    })
 }
 
 fn initial_members(config: &ChainfireConfig) -> Result<BTreeMap<u64, Member>, StartError> {
@@ -236,7 +264,7 @@ async fn identity(db: &Database, config: &ChainfireConfig) -> Result<(u64, u64),
         let cluster = t.get("cluster_id")?.map(|v| v.value());
         Ok(id.zip(cluster))
     };
-    let path = std::path::PathBuf::from(DB_FILE);
+    let path = std::path::PathBuf::from(LOG_FILE);
     if let Some(found) = read().map_err(storage_err(&path))? {
         return Ok(found);
     }

@@ -67,8 +67,9 @@ impl Peer for PeerService {
     }
 
     async fn read_index(&self, _request: Request<Empty>) -> Result<Response<ReadIndexResponse>, Status> {
-        match self.node.raft.ensure_linearizable().await {
-            Ok(log_id) => Ok(Response::new(ReadIndexResponse { index: log_id.map_or(0, |l| l.index) })),
+        // The follower waits for its own store to apply the index; the leader need not.
+        match self.node.raft.get_read_log_id().await {
+            Ok((log_id, _)) => Ok(Response::new(ReadIndexResponse { index: log_id.map_or(0, |l| l.index) })),
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
     }

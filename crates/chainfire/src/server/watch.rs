@@ -160,16 +160,7 @@ impl Session {
         let start = if create.start_revision > 0 { create.start_revision } else { revs.current + 1 };
         self.send(WatchResponse { header, watch_id: id, created: true, ..Default::default() }).await?;
         if start < revs.compacted {
-            return self
-                .send(WatchResponse {
-                    header,
-                    watch_id: id,
-                    canceled: true,
-                    compact_revision: revs.compacted,
-                    cancel_reason: EtcdError::Compacted.to_string(),
-                    ..Default::default()
-                })
-                .await;
+            return self.cancel_compacted(id, revs).await;
         }
         let filters: Vec<FilterType> = create.filters.iter().filter_map(|f| FilterType::try_from(*f).ok()).collect();
         self.watchers.insert(
@@ -184,6 +175,19 @@ impl Session {
             },
         );
         self.catch_up(id, revs.current).await
+    }
+
+    /// Tells the client watcher `id` was canceled because its start is compacted away.
+    async fn cancel_compacted(&self, id: i64, revs: crate::mvcc::Revisions) -> Result<(), Gone> {
+        self.send(WatchResponse {
+            header: self.node.header(revs.current),
+            watch_id: id,
+            canceled: true,
+            compact_revision: revs.compacted,
+            cancel_reason: EtcdError::Compacted.to_string(),
+            ..Default::default()
+        })
+        .await
     }
 
     fn next_free_id(&mut self) -> i64 {
@@ -205,16 +209,7 @@ impl Session {
             let revs = self.node.mvcc.revisions().unwrap_or_default();
             if w.next_rev < revs.compacted {
                 self.watchers.remove(&id);
-                return self
-                    .send(WatchResponse {
-                        header: self.node.header(revs.current),
-                        watch_id: id,
-                        canceled: true,
-                        compact_revision: revs.compacted,
-                        cancel_reason: EtcdError::Compacted.to_string(),
-                        ..Default::default()
-                    })
-                    .await;
+                return self.cancel_compacted(id, revs).await;
             }
             let events = match self.node.mvcc.events(w.next_rev, upto, &w.keys, CATCH_UP_BATCH) {
                 Ok(e) => e,

@@ -8,15 +8,15 @@ use clap::Args;
 use serde::Serialize;
 use ultracloud_chainfire::ChainfireConfig;
 use ultracloud_chainfire::config::ClusterState;
+use ultracloud_runtime::service::ConfigFileArg;
 
 /// Run a chainfire member: a replicated key-value store speaking the etcd v3 API (etcdctl and
 /// every etcd client work with it). With no flags: a one-member cluster on 127.0.0.1:2379.
 #[derive(Debug, Args, Serialize)]
 pub struct ChainfireArgs {
-    /// TOML config file (keys as the long flags, with `_`). Precedence: file < ULTRACLOUD_* env < flags.
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[command(flatten)]
     #[serde(skip)]
-    config: Option<PathBuf>,
+    file: ConfigFileArg,
 
     /// Human-readable name of this member [default: default].
     #[arg(long)]
@@ -91,7 +91,7 @@ pub struct ChainfireArgs {
 
 /// Runs the subcommand.
 pub async fn run(args: ChainfireArgs) -> anyhow::Result<ExitCode> {
-    let config: ChainfireConfig = ultracloud_runtime::config::load(args.config.as_deref(), &args)?;
+    let config: ChainfireConfig = ultracloud_runtime::config::load(args.file.config.as_deref(), &args)?;
     ultracloud_chainfire::service::run(config).await?;
     Ok(ExitCode::SUCCESS)
 }

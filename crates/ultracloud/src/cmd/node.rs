@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use ultracloud_node_agent::config::NodeConfig;
 use ultracloud_node_agent::roles::Role;
+use ultracloud_runtime::service::ConfigFileArg;
 
 /// `ultracloud node`: run the node agent, or query one.
 #[derive(Debug, Args)]
@@ -30,10 +31,9 @@ enum NodeCommand {
 /// Flags of the node agent; each overrides the config file and ULTRACLOUD_* environment.
 #[derive(Debug, Args, Serialize)]
 struct RunArgs {
-    /// Node config file (TOML). Precedence: defaults < file < ULTRACLOUD_* env < flags.
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[command(flatten)]
     #[serde(skip)]
-    config: Option<PathBuf>,
+    file: ConfigFileArg,
 
     /// Node name [default: the host name].
     #[arg(long)]
@@ -80,7 +80,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config: NodeConfig = ultracloud_runtime::config::load(args.config.as_deref(), &args)?;
+    let config: NodeConfig = ultracloud_runtime::config::load(args.file.config.as_deref(), &args)?;
     let self_exe = std::env::current_exe().context("cannot locate the ultracloud binary to run services")?;
     ultracloud_node_agent::agent::run(config, &self_exe, crate::SERVICES).await?;
     Ok(ExitCode::SUCCESS)
