@@ -7,6 +7,7 @@
 //! (the etcd services and the peer service, and start-up), [`client`] (helpers for the other
 //! UltraCloud components over the `etcd-client` crate).
 
+pub mod backup;
 pub mod batcher;
 pub mod bench;
 pub mod client;

@@ -82,7 +82,7 @@ impl LogStore {
         std::thread::Builder::new()
             .name("chainfire-log-writer".into())
             .spawn(move || write_loop(&thread_db, &thread_pending, &ops))
-            .map_err(|e| redb::Error::Io(e))?;
+            .map_err(redb::Error::Io)?;
         Ok(Self { db, pending, seq: Arc::new(AtomicU64::new(0)), writer })
     }
 

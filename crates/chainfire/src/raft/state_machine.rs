@@ -210,6 +210,22 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Loads a backup image into this (empty) store as the starting state of a new cluster: the
+    /// data and revisions are kept; Raft state and member attributes of the old cluster are not.
+    pub fn restore_backup(&self, image: &[u8]) -> Result<(), std::io::Error> {
+        let img: Image = bincode::deserialize(image).map_err(io_err)?;
+        self.restore(img)?;
+        let tx = self.mvcc.db().begin_write().map_err(io_err)?;
+        {
+            let mut meta = tx.open_table(mvcc::META).map_err(io_err)?;
+            meta.remove(LAST_APPLIED).map_err(io_err)?;
+            meta.remove(MEMBERSHIP).map_err(io_err)?;
+            let mut members = tx.open_table(mvcc::MEMBERS).map_err(io_err)?;
+            members.retain(|_, _| false).map_err(io_err)?;
+        }
+        tx.commit().map_err(io_err)
+    }
+
     fn save_snapshot(&self, stored: &StoredSnapshot) -> Result<(), std::io::Error> {
         let bytes = bincode::serialize(stored).map_err(io_err)?;
         let tmp = self.snapshot_path.with_extension("tmp");

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::error::EtcdError;
@@ -95,11 +94,7 @@ impl Maintenance for MaintenanceService {
         let image = openraft::RaftSnapshotBuilder::build_snapshot(&mut sm)
             .await
             .map_err(|e| Status::from(EtcdError::Internal(e.to_string())))?;
-        let mut data = image.snapshot.into_inner();
-        // etcdctl takes the hash to be present only if the size is 32 more than a multiple of 512.
-        data.resize(data.len().next_multiple_of(512), 0);
-        let digest = Sha256::digest(&data);
-        data.extend_from_slice(&digest);
+        let data = crate::backup::frame(image.snapshot.into_inner());
         let header = self.node.header(self.revision());
         let total = data.len();
         let chunks: Vec<Result<SnapshotResponse, Status>> = data

@@ -12,8 +12,32 @@ use ultracloud_runtime::service::ConfigFileArg;
 
 /// Run a chainfire member: a replicated key-value store speaking the etcd v3 API (etcdctl and
 /// every etcd client work with it). With no flags: a one-member cluster on 127.0.0.1:2379.
-#[derive(Debug, Args, Serialize)]
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ChainfireArgs {
+    #[command(subcommand)]
+    command: Option<ChainfireCommand>,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ChainfireCommand {
+    /// Restore a backup (`etcdctl snapshot save`) into an empty data dir; then start the member
+    /// with `--initial-cluster-state new` (every member of the new cluster restores the same file).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The new member's data dir (must not hold chainfire state).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Flags of a running member.
+#[derive(Debug, Args, Serialize)]
+struct RunArgs {
     #[command(flatten)]
     #[serde(skip)]
     file: ConfigFileArg,
@@ -91,6 +115,18 @@ pub struct ChainfireArgs {
 
 /// Runs the subcommand.
 pub async fn run(args: ChainfireArgs) -> anyhow::Result<ExitCode> {
+    if let Some(ChainfireCommand::Restore { file, data_dir }) = args.command {
+        let revs = ultracloud_chainfire::backup::restore(&file, &data_dir)?;
+        println!(
+            "restored {} into {} (revision {}, compacted at {}); start the member with --initial-cluster-state new",
+            file.display(),
+            data_dir.display(),
+            revs.current,
+            revs.compacted
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let args = args.run;
     let config: ChainfireConfig = ultracloud_runtime::config::load(args.file.config.as_deref(), &args)?;
     ultracloud_chainfire::service::run(config).await?;
     Ok(ExitCode::SUCCESS)
