@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tonic::transport::Channel;
 
@@ -304,9 +304,12 @@ impl Node {
     }
 }
 
-fn membership_error<E: std::fmt::Display>(e: &E) -> EtcdError {
-    let msg = e.to_string();
-    if msg.contains("forward") || msg.contains("leader") { EtcdError::NoLeader } else { EtcdError::Internal(msg) }
+fn membership_error(e: &RaftError<u64, ClientWriteError<u64, Member>>) -> EtcdError {
+    match e {
+        // Leadership moved while the change was being proposed: the client retries.
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => EtcdError::NoLeader,
+        other => EtcdError::Internal(other.to_string()),
+    }
 }
 
 /// Turns a state machine answer into the response or its etcd error.

@@ -227,6 +227,15 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
+    /// IDs of the members whose attributes are recorded (including this transaction's writes).
+    pub fn member_ids(&self) -> Result<Vec<u64>, EtcdError> {
+        let mut ids = Vec::new();
+        for item in self.members.iter()? {
+            ids.push(item?.0.value());
+        }
+        Ok(ids)
+    }
+
     /// Forgets a removed member's attributes.
     pub fn remove_member(&mut self, id: u64) -> Result<(), EtcdError> {
         self.members.remove(id)?;

@@ -121,9 +121,9 @@ impl StateMachine {
                         w.meta().insert(MEMBERSHIP, bytes.as_slice()).map_err(io_err)?;
                         // Forget attributes of members that left.
                         let ids: Vec<u64> = stored.membership().nodes().map(|(id, _)| *id).collect();
-                        for attrs in self.mvcc_member_ids(&w)? {
-                            if !ids.contains(&attrs) {
-                                w.remove_member(attrs).map_err(io_err)?;
+                        for known in w.member_ids().map_err(io_err)? {
+                            if !ids.contains(&known) {
+                                w.remove_member(known).map_err(io_err)?;
                             }
                         }
                         InternalResponse { response: Some(Response::Empty(Empty {})), error: None }
@@ -145,10 +145,6 @@ impl StateMachine {
             }
         }
         Ok((outcomes, published))
-    }
-
-    fn mvcc_member_ids(&self, _w: &Writer<'_>) -> Result<Vec<u64>, std::io::Error> {
-        Ok(self.mvcc.member_attributes().map_err(io_err)?.into_iter().map(|a| a.id).collect())
     }
 
     /// Makes every commit so far durable (applies skip the fsync).

@@ -80,7 +80,10 @@ impl Cluster for ClusterService {
         let mut resp = if self.node.is_leader() {
             add_on_leader(&self.node, req).await?
         } else {
-            self.leader_client()?.member_add(req).await?.into_inner()
+            let resp = self.leader_client()?.member_add(req).await?.into_inner();
+            // Read your writes: the change is applied here too before we answer.
+            self.node.linearize().await?;
+            resp
         };
         resp.header = self.node.header(self.revision());
         Ok(Response::new(resp))
@@ -95,6 +98,7 @@ impl Cluster for ClusterService {
             self.node.remove_member(req.id).await?;
         } else {
             self.leader_client()?.member_remove(req).await?;
+            self.node.linearize().await?;
         }
         let members = self.node.members()?;
         Ok(Response::new(MemberRemoveResponse { header: self.node.header(self.revision()), members }))
@@ -145,6 +149,7 @@ impl Cluster for ClusterService {
             self.node.promote_member(req.id).await?;
         } else {
             self.leader_client()?.member_promote(req).await?;
+            self.node.linearize().await?;
         }
         Ok(Response::new(MemberPromoteResponse {
             header: self.node.header(self.revision()),

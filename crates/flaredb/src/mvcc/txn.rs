@@ -73,15 +73,11 @@ impl Store {
                         ttl_ms: lock.ttl_ms,
                     });
                 }
-                if let Some((ts, w)) = record_of_txn(&writes, &m.key, start_ts)? {
-                    match w.kind {
-                        WriteKind::Rollback => return Err(MvccError::TxnAborted { start_ts }),
-                        // Committed already (a retried prewrite after commit): nothing to do.
-                        _ => {
-                            let _ = ts;
-                            continue;
-                        }
+                if let Some((_, w)) = record_of_txn(&writes, &m.key, start_ts)? {
+                    if w.kind == WriteKind::Rollback {
+                        return Err(MvccError::TxnAborted { start_ts });
                     }
+                    continue; // committed already: a retried prewrite after commit
                 }
                 if let Some((commit_ts, _)) = newest_commit_since(&writes, &m.key, start_ts)? {
                     return Err(MvccError::WriteConflict {
