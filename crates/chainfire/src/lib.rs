@@ -2,7 +2,7 @@
 //! configuration and watches — speaking the etcd v3 gRPC API so every etcd client works with it.
 //!
 //! Layers, bottom up: [`mvcc`] (etcd's revisioned key-value model on redb), [`raft`] (openraft
-//! with its log and state machine in the same redb file, and a gRPC transport), [`node`] (a
+//! with a group-commit log and the store in two redb files, and a gRPC transport), [`node`] (a
 //! member: proposals forwarded to the leader, read-index reads, leases, membership), [`server`]
 //! (the etcd services and the peer service, and start-up), [`client`] (helpers for the other
 //! UltraCloud components over the `etcd-client` crate).

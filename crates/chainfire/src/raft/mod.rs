@@ -1,5 +1,5 @@
-//! Replication: openraft with its log and state machine in one redb database, and a gRPC
-//! transport between members.
+//! Replication: openraft with its log (group commit) and the state machine in two redb
+//! databases, and a gRPC transport between members.
 
 pub mod log_store;
 pub mod network;
