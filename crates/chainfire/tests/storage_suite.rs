@@ -7,7 +7,7 @@ use std::sync::Arc;
 use openraft::testing::{StoreBuilder, Suite};
 use ultracloud_chainfire::lessor::Lessor;
 use ultracloud_chainfire::mvcc::Mvcc;
-use ultracloud_chainfire::raft::log_store::LogStore;
+use ultracloud_chainfire::raft::LogStore;
 use ultracloud_chainfire::raft::state_machine::StateMachine;
 use ultracloud_chainfire::raft::types::{StorageError, TypeConfig};
 use ultracloud_chainfire::watch_hub::WatchHub;

@@ -21,6 +21,14 @@ pub fn compose(physical_ms: u64, logical: u64) -> Ts {
     (physical_ms << LOGICAL_BITS) | (logical & ((1 << LOGICAL_BITS) - 1))
 }
 
+/// How long after a one-phase write's first attempt a retry with its token is still recognised.
+pub const DEDUP_WINDOW_MS: u64 = 60_000;
+
+/// Milliseconds since the Unix epoch by the wall clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+}
+
 /// A strictly increasing timestamp source for one process.
 ///
 /// The cluster's oracle lives in the placement component; this one serves a single node and
@@ -38,7 +46,7 @@ impl Oracle {
 
     /// The next timestamp.
     pub fn next(&self) -> Ts {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
+        let now = now_ms();
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *last = std::cmp::max(compose(now, 0), *last + 1);
         *last

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use ultracloud_runtime::logging::{self, LogFormat};
 
 /// The services this build can run as `ultracloud <service>`; the node agent starts them by name.
-pub const SERVICES: &[&str] = &["chainfire"];
+pub const SERVICES: &[&str] = &["chainfire", "flaredb"];
 
 /// UltraCloud: a self-hostable cloud platform — VMs, private networks, DNS, load balancers,
 /// object storage and block volumes behind one authenticated API.
@@ -37,6 +37,10 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// Run chainfire, the replicated coordination store (etcd v3 API).
     Chainfire(cmd::chainfire::ChainfireArgs),
+    /// Run flaredb, the transactional database (regions on Raft, snapshot-isolation transactions).
+    Flaredb(cmd::flaredb::FlaredbArgs),
+    /// The flaredb client: get, put, del, incr, cas, scan, txn, regions, status.
+    Db(cmd::db::DbArgs),
     /// Measure throughput and latency of a running endpoint (prints figures).
     Bench(cmd::bench::BenchArgs),
 }
@@ -56,6 +60,8 @@ fn main() -> ExitCode {
             Command::Node(args) => cmd::node::run(args).await,
             Command::Doctor(args) => cmd::doctor::run(args).await,
             Command::Chainfire(args) => cmd::chainfire::run(args).await,
+            Command::Flaredb(args) => cmd::flaredb::run(args).await,
+            Command::Db(args) => cmd::db::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
         }
     });

@@ -32,7 +32,7 @@ use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::pb::peer::internal_request::Request as Internal;
 use crate::pb::peer::peer_server::PeerServer;
 use crate::pb::peer::{Empty, InternalRequest, MemberAttributes};
-use crate::raft::log_store::LogStore;
+use crate::raft::LogStore;
 use crate::raft::network::{MAX_PEER_MESSAGE, Network, peer_channel, peer_client};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Member, Raft};
@@ -123,7 +123,8 @@ pub async fn start(
     // other's write lock (redb has one writer per database).
     let log_path = data_dir.join(LOG_FILE);
     let db = Arc::new(Database::create(&log_path).map_err(|e| storage_err(&log_path)(e.into()))?);
-    let log = LogStore::open(db.clone()).map_err(storage_err(&log_path))?;
+    let log: LogStore =
+        ultracloud_raftlog::LogDb::open(db.clone(), "chainfire-log-writer").map_err(storage_err(&log_path))?.group(0);
     let store_path = data_dir.join(STORE_FILE);
     let store_db = Arc::new(Database::create(&store_path).map_err(|e| storage_err(&store_path)(e.into()))?);
     let mvcc = Mvcc::open(store_db)?;

@@ -29,14 +29,14 @@ use serde::{Deserialize, Serialize};
 use crate::ts::Ts;
 
 pub use read::KeyValue;
-pub use txn::{Mutation, TxnStatus};
+pub use txn::{Mutation, OnePc, OnePcResult, TxnStatus, WriteSet};
 
 /// key → Lock.
-pub(crate) const LOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locks");
+pub const LOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locks");
 /// (key, commit_ts or rolled-back start_ts) → Write.
-pub(crate) const WRITES: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("writes");
+pub const WRITES: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("writes");
 /// (start_ts, key) → (): the locks of a transaction, for resolving them all.
-pub(crate) const LOCKS_BY_TXN: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("locks_by_txn");
+pub const LOCKS_BY_TXN: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("locks_by_txn");
 
 /// Longest key accepted.
 pub const MAX_KEY_BYTES: usize = 8 * 1024;
@@ -83,10 +83,13 @@ pub struct Write {
     pub start_ts: Ts,
     /// What it wrote.
     pub kind: WriteKind,
+    /// The client's token of a one-phase write, so a retry after an ambiguous failure (a lost
+    /// answer, a leader change) finds it applied instead of applying it twice.
+    pub token: Option<u128>,
 }
 
 /// Why an operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MvccError {
     /// Another transaction holds a lock on `key`; resolve it through its primary, then retry.
     #[error("key {key:?} is locked by transaction {start_ts} (primary {primary:?})")]
@@ -185,7 +188,8 @@ impl Store {
         Ok(Self { db })
     }
 
-    pub(crate) fn db(&self) -> &Database {
+    /// The database underneath.
+    pub fn db(&self) -> &Database {
         &self.db
     }
 }

@@ -2,5 +2,7 @@
 
 pub mod bench;
 pub mod chainfire;
+pub mod db;
 pub mod doctor;
+pub mod flaredb;
 pub mod node;

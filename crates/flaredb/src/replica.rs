@@ -1,0 +1,179 @@
+//! A running replica of one group on this node: its Raft, state machine, proposal batcher and
+//! latches, and the checks every request goes through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::error::{CheckIsLeaderError, RaftError};
+use ultracloud_raftlog::batcher::{BatchError, Batcher, Batching};
+
+use crate::error::FlareError;
+use crate::latches::Latches;
+use crate::mvcc::OnePc;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::types::{Command, Outcome, Outcomes, Proposal, Raft, TypeConfig};
+use crate::region::{NodeId, RegionDescriptor, RegionId};
+use crate::ts::Ts;
+
+/// How long a request may wait for a leader, a commit or an apply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hands out timestamps (the oracle, wherever it runs).
+pub trait TimestampSource: Send + Sync + 'static {
+    /// Reserves `count` consecutive timestamps and returns the first.
+    fn timestamps(&self, count: u32) -> impl std::future::Future<Output = Result<Ts, FlareError>> + Send;
+}
+
+/// How a region's batcher packs commands: one-phase writes get their commit timestamps when
+/// their batch is proposed, in proposal order.
+pub struct CommandBatching<T> {
+    tso: Arc<T>,
+}
+
+impl<T: TimestampSource> Batching for CommandBatching<T> {
+    type Config = TypeConfig;
+    type Request = Command;
+    type Response = Outcome;
+
+    fn size(request: &Command) -> usize {
+        match request {
+            Command::Prewrite { mutations, .. } => mutations
+                .iter()
+                .map(|m| {
+                    m.key.len()
+                        + match &m.op {
+                            crate::mvcc::Op::Put(v) => v.len(),
+                            crate::mvcc::Op::Delete => 0,
+                        }
+                })
+                .sum(),
+            Command::OnePc { op: OnePc::Put { value, .. }, .. } => value.len(),
+            _ => 64,
+        }
+    }
+
+    fn pack(requests: Vec<Command>) -> Proposal {
+        Proposal(requests)
+    }
+
+    fn unpack(response: Outcomes, count: usize) -> Option<Vec<Outcome>> {
+        (response.0.len() == count).then_some(response.0)
+    }
+
+    async fn prepare(&self, requests: &mut [Command]) -> Result<(), String> {
+        let n = requests.iter().filter(|c| matches!(c, Command::OnePc { .. })).count();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut ts = self.tso.timestamps(n as u32).await.map_err(|e| e.to_string())?;
+        for c in requests.iter_mut() {
+            if let Command::OnePc { commit_ts, .. } = c {
+                *commit_ts = ts;
+                ts += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A replica of one group.
+pub struct Replica {
+    /// The group.
+    pub id: RegionId,
+    /// This node.
+    pub node: NodeId,
+    /// Its Raft.
+    pub raft: Raft,
+    /// Its state machine.
+    pub sm: StateMachine,
+    /// Keys of one-phase writes in flight.
+    pub latches: Latches,
+    batcher: Batcher<CommandBatchingDyn>,
+}
+
+/// The batching of a replica (type-erased over the timestamp source).
+pub type CommandBatchingDyn = CommandBatching<crate::tso::TsoClient>;
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// Wraps a started Raft.
+    pub fn new(id: RegionId, node: NodeId, raft: Raft, sm: StateMachine, tso: Arc<crate::tso::TsoClient>) -> Self {
+        let batcher = Batcher::spawn(raft.clone(), CommandBatching { tso });
+        Self { id, node, raft, sm, latches: Latches::default(), batcher }
+    }
+
+    /// Whether this replica leads its group now.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.node)
+    }
+
+    /// The leader's ID and address, when known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    fn not_leader(&self) -> FlareError {
+        FlareError::NotLeader { region: self.id, leader: self.leader() }
+    }
+
+    /// The descriptor, checked against the client's view: same version, every key inside.
+    pub fn check(&self, version: Option<u64>, keys: &[&[u8]]) -> Result<RegionDescriptor, FlareError> {
+        let desc = self.sm.desc().ok_or(FlareError::RegionNotFound { region: self.id })?;
+        if version.is_some_and(|v| v != desc.version) {
+            return Err(FlareError::StaleRegion { region: self.id, current: Some(desc) });
+        }
+        if let Some(k) = keys.iter().find(|k| !desc.contains(k)) {
+            return Err(FlareError::KeyNotInRegion { key: k.to_vec(), region: self.id });
+        }
+        Ok(desc)
+    }
+
+    /// Proposes `cmd` on the leader and returns its outcome (errors included).
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome, FlareError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.batcher.propose(cmd)).await {
+            Err(_) => Err(FlareError::Unavailable(format!("region {}: proposal timed out", self.id))),
+            Ok(Err(BatchError::NotLeader(_))) => Err(self.not_leader()),
+            Ok(Err(BatchError::Failed(e))) => Err(FlareError::Unavailable(format!("region {}: {e}", self.id))),
+            Ok(Ok(Outcome::Error(e))) => Err(e),
+            Ok(Ok(o)) => Ok(o),
+        }
+    }
+
+    /// Makes a read on this replica linearizable: confirms leadership with a quorum and waits
+    /// until everything committed before is applied.
+    pub async fn read_index(&self) -> Result<(), FlareError> {
+        let index = match self.raft.get_read_log_id().await {
+            Ok((log_id, _)) => log_id.map_or(0, |l| l.index),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => return Err(self.not_leader()),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                return Err(FlareError::Unavailable(format!("region {}: {e}", self.id)));
+            }
+            Err(RaftError::Fatal(e)) => return Err(FlareError::Unavailable(format!("region {}: {e}", self.id))),
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, self.sm.wait_applied(index))
+            .await
+            .map_err(|_| FlareError::Unavailable(format!("region {}: apply timed out", self.id)))
+    }
+
+    /// Refuses reads below the region's GC safe point.
+    pub fn check_read_ts(&self, ts: Ts) -> Result<(), FlareError> {
+        let safe_point = self.sm.shared().gc_safe_point;
+        if ts != u64::MAX && ts < safe_point {
+            return Err(FlareError::SnapshotTooOld { ts, safe_point });
+        }
+        Ok(())
+    }
+}
