@@ -453,6 +453,20 @@ impl Client {
         }
     }
 
+    /// Splits the region holding `key` so that `key` starts a new region (an operator tool;
+    /// regions also split by themselves when they grow). Returns the new region's ID.
+    pub async fn split_at(&self, key: &[u8]) -> Result<u64, FlareError> {
+        let r = self
+            .routed(Some(key), None, |t| {
+                let req = SplitRequest { region: t.desc.id, key: Some(key.to_vec()) };
+                async move { self.post::<_, IdResponse>(&t.addr, "/v1/split", &req).await }
+            })
+            .await?;
+        // The map changed: the next request must not route with the old range.
+        let _ = self.refresh().await;
+        Ok(r.id)
+    }
+
     /// Starts a transaction (snapshot isolation; writes are buffered until commit).
     pub async fn begin(&self) -> Result<Txn, FlareError> {
         Ok(Txn { client: self.clone(), start_ts: self.timestamp().await?, writes: BTreeMap::new() })

@@ -8,6 +8,7 @@
 //! runs transactions. docs/flaredb.md has the whole picture.
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod error;

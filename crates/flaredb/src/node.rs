@@ -35,6 +35,8 @@ use crate::tso::{Oracle, TsoClient};
 pub const DATA_FILE: &str = "data.redb";
 /// The Raft log database, in the data dir.
 pub const LOG_FILE: &str = "raft-log.redb";
+/// Groups whose replica was removed from this node: peers' late messages must not re-create it.
+const TOMBSTONES: redb::TableDefinition<u64, ()> = redb::TableDefinition::new("tombstones");
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,8 @@ pub struct Node {
     data: Arc<Database>,
     logs: LogDb<TypeConfig>,
     replicas: RwLock<HashMap<RegionId, Arc<Replica>>>,
+    /// Serializes replica start-ups, so two requests never start the same group twice.
+    starting: tokio::sync::Mutex<()>,
     raft_config: Arc<openraft::Config>,
     events: mpsc::UnboundedSender<(RegionId, GroupEvent)>,
     tso: Arc<TsoClient>,
@@ -144,6 +148,7 @@ impl Node {
             data,
             logs,
             replicas: RwLock::new(HashMap::new()),
+            starting: tokio::sync::Mutex::new(()),
             events,
             tso: Arc::new(TsoClient::default()),
             oracle: Mutex::new(None),
@@ -210,6 +215,7 @@ impl Node {
 
     /// Starts the replica of `group` from its stored state.
     async fn start_replica(self: &Arc<Self>, group: RegionId) -> Result<Arc<Replica>, FlareError> {
+        let _starting = self.starting.lock().await;
         if let Some(r) = self.replicas.read().unwrap_or_else(PoisonError::into_inner).get(&group) {
             return Ok(r.clone());
         }
@@ -249,6 +255,9 @@ impl Node {
         }
         tx.open_table(crate::raft::state_machine::GROUPS)
             .and_then(|mut t| t.remove(group).map(|_| ()).map_err(Into::into))
+            .map_err(unavailable)?;
+        tx.open_table(TOMBSTONES)
+            .and_then(|mut t| t.insert(group, ()).map(|_| ()).map_err(Into::into))
             .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
         tracing::info!(group, "replica removed from this node");
@@ -294,9 +303,40 @@ impl Node {
         }
         let tx = self.data.begin_write().map_err(unavailable)?;
         write_group(&tx, id, &GroupState::default()).map_err(unavailable)?;
+        tx.open_table(TOMBSTONES)
+            .and_then(|mut t| t.remove(id).map(|_| ()).map_err(Into::into))
+            .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
         self.start_replica(id).await?;
         Ok(())
+    }
+
+    /// The replica of `group`, created empty when a leader talks to this node about a group it
+    /// lacks: a replica that was down while its region split received the parent's snapshot
+    /// instead of the split, so it never created the new region; the new region's leader then
+    /// brings it up with a snapshot. Groups removed from this node stay removed.
+    pub async fn replica_for_leader(self: &Arc<Self>, group: RegionId) -> Result<Arc<Replica>, FlareError> {
+        if let Ok(r) = self.replica(group) {
+            return Ok(r);
+        }
+        let removed = {
+            let tx = self.data.begin_read().map_err(unavailable)?;
+            match tx.open_table(TOMBSTONES) {
+                Ok(t) => t.get(group).map_err(unavailable)?.is_some(),
+                Err(redb::TableError::TableDoesNotExist(_)) => false,
+                Err(e) => return Err(unavailable(e)),
+            }
+        };
+        if removed || group == META_REGION {
+            return Err(FlareError::RegionNotFound { region: group });
+        }
+        tracing::info!(group, "a leader contacted this node for a group it lacks; creating an empty replica");
+        let tx = self.data.begin_write().map_err(unavailable)?;
+        if read_group(&self.data, group).map_err(unavailable)?.is_none() {
+            write_group(&tx, group, &GroupState::default()).map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        self.start_replica(group).await
     }
 
     async fn handle_events(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(RegionId, GroupEvent)>) {
@@ -390,7 +430,7 @@ impl Node {
     }
 
     /// Splits a region this node leads at `key` (or at its middle key).
-    pub async fn split(&self, region: RegionId, key: Option<Vec<u8>>) -> Result<RegionId, FlareError> {
+    pub async fn split(self: &Arc<Self>, region: RegionId, key: Option<Vec<u8>>) -> Result<RegionId, FlareError> {
         let replica = self.replica(region)?;
         if !replica.is_leader() {
             return Err(FlareError::NotLeader { region, leader: replica.leader() });
@@ -404,6 +444,10 @@ impl Node {
         };
         let new_region = self.alloc_ids(1).await?;
         replica.propose(Command::Split { split_key: key, new_region }).await?;
+        // Tell the placement component now, so clients find both halves without waiting.
+        if let Err(e) = self.send_heartbeat().await {
+            tracing::debug!(error = %e, "heartbeat after split not delivered");
+        }
         Ok(new_region)
     }
 
@@ -585,8 +629,7 @@ impl Node {
             {
                 match self.split(r.id, None).await {
                     Ok(child) => {
-                        tracing::info!(region = r.id, child, keys, bytes, "split a region past its size limit");
-                        let _ = self.send_heartbeat().await;
+                        tracing::info!(region = r.id, child, keys, bytes, "split a region past its size limit")
                     }
                     Err(e) => tracing::warn!(region = r.id, error = %e, "split failed"),
                 }

@@ -262,7 +262,8 @@ async fn raft_rpc(
     Path((group, kind)): Path<(RegionId, String)>,
     body: Bytes,
 ) -> Response {
-    let Ok(replica) = node.replica(group) else {
+    let replica = if kind == "vote" { node.replica(group) } else { node.replica_for_leader(group).await };
+    let Ok(replica) = replica else {
         return (http::StatusCode::NOT_FOUND, format!("group {group} is not on this node")).into_response();
     };
     fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Response> {

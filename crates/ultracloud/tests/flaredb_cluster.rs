@@ -1,0 +1,217 @@
+//! flaredb as real processes on loopback: regions split under load and keep serving, a killed
+//! node's replicas are re-created elsewhere, a restarted node catches up, and bad input gets
+//! clear errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
+
+mod flaredb_support;
+
+use std::time::{Duration, Instant};
+
+use flaredb_support::FCluster;
+use ultracloud_flaredb::error::FlareError;
+use ultracloud_flaredb::mvcc::MvccError;
+
+const FAST: &[&str] = &["--heartbeat-ms=300", "--node-down-after-ms=3000"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_split_under_load_and_keep_serving() {
+    let mut flags = FAST.to_vec();
+    flags.push("--region-split-keys=30");
+    let cluster = FCluster::start(3, &flags);
+    let c = cluster.ready().await;
+    // Four writers and a scanning reader at once, while regions split underneath them.
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..60 {
+                let k = format!("key/{w}/{i:03}");
+                c.put(k.as_bytes(), format!("v{w}-{i}").as_bytes()).await.unwrap();
+            }
+        }));
+    }
+    let reader = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for _ in 0..20 {
+                let rows = c.scan(b"key/", Some(b"key0"), 0, false).await.unwrap();
+                assert!(rows.windows(2).all(|w| w[0].key < w[1].key), "a scan is in key order");
+                assert!(rows.len() >= last, "writes are never lost: {} after {last}", rows.len());
+                last = rows.len();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    for t in tasks {
+        t.await.unwrap();
+    }
+    reader.await.unwrap();
+    let map = cluster.wait_regions(&c, 30, "at least 4 regions", |r| r.regions.len() >= 4).await;
+    // The map tiles the key space: sorted, contiguous, open at both ends.
+    assert!(map.regions[0].desc.start.is_empty() && map.regions.last().unwrap().desc.end.is_none());
+    for w in map.regions.windows(2) {
+        assert_eq!(w[0].desc.end.as_deref(), Some(w[1].desc.start.as_slice()), "regions are contiguous");
+    }
+    for w in 0..4 {
+        for i in 0..60 {
+            let k = format!("key/{w}/{i:03}");
+            assert_eq!(c.get(k.as_bytes()).await.unwrap(), Some(format!("v{w}-{i}").into_bytes()), "{k}");
+        }
+    }
+    let all = c.scan(b"key/", Some(b"key0"), 0, false).await.unwrap();
+    assert_eq!(all.len(), 240);
+    let back = c.scan(b"key/", Some(b"key0"), 0, true).await.unwrap();
+    assert_eq!(back.iter().rev().map(|p| &p.key).collect::<Vec<_>>(), all.iter().map(|p| &p.key).collect::<Vec<_>>());
+    let first_ten = c.scan(b"key/", None, 10, true).await.unwrap();
+    assert_eq!(first_ten.len(), 10);
+    assert_eq!(first_ten[0].key, b"key/3/059");
+    // A transaction across the first and the last region commits atomically.
+    c.transact(async |t| {
+        t.put(b"a-first", b"1");
+        t.put(b"z-last", b"1");
+        t.delete(b"key/0/000");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let ts = c.timestamp().await.unwrap();
+    assert_eq!(c.get_at(b"a-first", Some(ts)).await.unwrap(), Some(b"1".to_vec()));
+    assert_eq!(c.get_at(b"z-last", Some(ts)).await.unwrap(), Some(b"1".to_vec()));
+    assert_eq!(c.get(b"key/0/000").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_replaced_and_a_restarted_node_catches_up() {
+    let mut flags = FAST.to_vec();
+    flags.push("--region-split-keys=25");
+    let mut cluster = FCluster::start(3, &flags);
+    let c = cluster.ready().await;
+    cluster.join("n4");
+    for i in 0..100 {
+        c.put(format!("k{i:03}").as_bytes(), b"x").await.unwrap();
+    }
+    let n4 = cluster.node_id(3);
+    cluster
+        .wait_regions(&c, 40, "the joined node to receive replicas", |r| {
+            r.regions.len() >= 3 && r.regions.iter().any(|g| g.desc.voters.contains(&n4))
+        })
+        .await;
+
+    // A short outage: n3 misses writes and catches up from its peers' logs.
+    let n3 = cluster.node_id(2);
+    cluster.nodes[2].kill();
+    for i in 0..50 {
+        c.put(format!("k{i:03}").as_bytes(), b"y").await.unwrap();
+    }
+    cluster.restart(2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let caught_up = caught_up(&cluster, 2, n3).await;
+        if caught_up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n3 did not catch up\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // A long outage: n2's replicas are re-created on the other nodes.
+    let n2 = cluster.node_id(1);
+    cluster.nodes[1].kill();
+    let map = cluster
+        .wait_regions(&c, 60, "n2's replicas to be replaced", |r| {
+            r.regions
+                .iter()
+                .all(|g| !g.desc.voters.contains(&n2) && g.desc.voters.len() == 3 && g.desc.learners.is_empty())
+        })
+        .await;
+    assert!(map.nodes.iter().any(|n| n.id == n2 && !n.up), "n2 is reported down");
+    for i in 0..100 {
+        let want: &[u8] = if i < 50 { b"y" } else { b"x" };
+        assert_eq!(c.get(format!("k{i:03}").as_bytes()).await.unwrap().as_deref(), Some(want), "k{i:03}");
+    }
+    // Back again: it is told its replicas are stale, drops them, and is counted up again.
+    cluster.restart(1);
+    cluster.wait_regions(&c, 30, "n2 up again", |r| r.nodes.iter().any(|n| n.id == n2 && n.up)).await;
+    c.put(b"after", b"1").await.unwrap();
+    assert_eq!(c.get(b"after").await.unwrap(), Some(b"1".to_vec()));
+}
+
+/// Whether every replica on node `i` applied as far as its region's leader.
+async fn caught_up(cluster: &FCluster, i: usize, id: u64) -> bool {
+    let status = |addr: String| async move {
+        let r = reqwest::get(format!("http://{addr}/v1/status")).await.ok()?;
+        r.json::<ultracloud_flaredb::api::StatusResponse>().await.ok()
+    };
+    let Some(mine) = status(cluster.nodes[i].addr.clone()).await else { return false };
+    let mut others = Vec::new();
+    for (j, n) in cluster.nodes.iter().enumerate() {
+        if j != i && n.is_running() {
+            if let Some(s) = status(n.addr.clone()).await {
+                others.push(s);
+            }
+        }
+    }
+    mine.replicas.iter().all(|r| {
+        let leader_applied = others
+            .iter()
+            .flat_map(|s| s.replicas.iter())
+            .find(|o| o.group == r.group && o.role == "leader")
+            .map(|o| o.applied);
+        r.leader.is_some() && r.leader != Some(id) && leader_applied.is_some_and(|a| r.applied >= a)
+            || r.role == "leader"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let cluster = FCluster::start(1, FAST);
+    let c = cluster.ready().await;
+    let big_key = vec![b'k'; 8 * 1024 + 1];
+    let e = c.put(&big_key, b"v").await.unwrap_err();
+    assert!(matches!(&e, FlareError::Invalid(m) if m.contains("exceeds the limit")), "{e}");
+    let e = c.put(b"", b"v").await.unwrap_err();
+    assert!(e.to_string().contains("empty key"), "{e}");
+    let big_value = vec![0u8; 4 * 1024 * 1024 + 1];
+    let e = c.put(b"k", &big_value).await.unwrap_err();
+    assert!(e.to_string().contains("exceeds the limit"), "{e}");
+    c.put(b"n", b"not a number").await.unwrap();
+    let e = c.increment(b"n", 1).await.unwrap_err();
+    assert!(e.to_string().contains("not a decimal integer"), "{e}");
+
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", cluster.nodes[0].addr);
+    let post =
+        |p: &str, body: &str| http.post(url(p)).header("content-type", "application/json").body(body.to_owned()).send();
+    let r = post("/v1/region/get", "{not json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid", "{body}");
+    let r = post("/v1/region/get", r#"{"region": 1, "key": "%%%"}"#).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("base64"));
+    let r = post("/v1/region/get", r#"{"region": 999, "key": "aw=="}"#).await.unwrap();
+    assert_eq!(r.status(), 421);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "region_not_found");
+    // Committing a transaction that never prewrote: refused, nothing written.
+    let r =
+        post("/v1/region/commit", r#"{"region": 1, "keys": ["aw=="], "start_ts": 5, "commit_ts": 9}"#).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "mvcc", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("rolled back"), "{body}");
+    let r =
+        post("/v1/region/commit", r#"{"region": 1, "keys": ["aw=="], "start_ts": 9, "commit_ts": 5}"#).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.get(url("/v1/ts?count=0")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.get(url("/v1/openapi.json")).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["openapi"], "3.0.3");
+    // The server is still fine.
+    assert_eq!(c.get(b"n").await.unwrap(), Some(b"not a number".to_vec()));
+    assert!(matches!(
+        c.get(b"n").await.map(|_| ()),
+        Ok(()) | Err(FlareError::Mvcc { source: MvccError::KeyIsLocked { .. } })
+    ));
+}
