@@ -113,7 +113,8 @@ pub enum Workload {
 
 impl std::fmt::Display for Workload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        // `pad`, so table columns line up.
+        f.pad(match self {
             Workload::Get => "get",
             Workload::Put => "put",
             Workload::Txn => "txn",
@@ -152,8 +153,8 @@ pub enum KeyDistribution {
 impl std::fmt::Display for KeyDistribution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KeyDistribution::Uniform => f.write_str("uniform"),
-            KeyDistribution::Zipf { theta } => write!(f, "zipf:{theta}"),
+            KeyDistribution::Uniform => f.pad("uniform"),
+            KeyDistribution::Zipf { theta } => f.pad(&format!("zipf:{theta}")),
         }
     }
 }
