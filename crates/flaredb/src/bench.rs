@@ -348,7 +348,7 @@ impl KeyPicker {
             Some(z) => {
                 // Ranks are 1..=n; rank 1 is the hottest.
                 let rank = (z.sample(rng) as u64).clamp(1, self.n) - 1;
-                ((u128::from(rank) * u128::from(self.scatter)) % u128::from(self.n)) as u64
+                ((u128::from(rank) * u128::from(self.scatter) + u128::from(self.n / 3)) % u128::from(self.n)) as u64
             }
         }
     }
