@@ -208,7 +208,7 @@ impl Client {
                 }
                 FlareError::Unavailable(_) => {
                     tokio::time::sleep(backoff(attempt)).await;
-                    if attempt % 3 == 0 {
+                    if attempt.is_multiple_of(3) {
                         let _ = self.refresh().await;
                     }
                     true

@@ -39,7 +39,7 @@ pub enum FlareError {
         /// The region.
         region: RegionId,
         /// The region as this replica knows it.
-        current: Option<RegionDescriptor>,
+        current: Option<Box<RegionDescriptor>>,
     },
     /// A key of the request is outside the region.
     #[error("key {key:?} is not in region {region}")]

@@ -130,7 +130,7 @@ impl Replica {
     pub fn check(&self, version: Option<u64>, keys: &[&[u8]]) -> Result<RegionDescriptor, FlareError> {
         let desc = self.sm.desc().ok_or(FlareError::RegionNotFound { region: self.id })?;
         if version.is_some_and(|v| v != desc.version) {
-            return Err(FlareError::StaleRegion { region: self.id, current: Some(desc) });
+            return Err(FlareError::StaleRegion { region: self.id, current: Some(Box::new(desc)) });
         }
         if let Some(k) = keys.iter().find(|k| !desc.contains(k)) {
             return Err(FlareError::KeyNotInRegion { key: k.to_vec(), region: self.id });

@@ -266,9 +266,10 @@ async fn raft_rpc(
     let Ok(replica) = replica else {
         return (http::StatusCode::NOT_FOUND, format!("group {group} is not on this node")).into_response();
     };
-    fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Response> {
-        bincode::deserialize(b)
-            .map_err(|e| (http::StatusCode::BAD_REQUEST, format!("malformed raft message: {e}")).into_response())
+    fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Box<Response>> {
+        bincode::deserialize(b).map_err(|e| {
+            Box::new((http::StatusCode::BAD_REQUEST, format!("malformed raft message: {e}")).into_response())
+        })
     }
     fn encode<T: serde::Serialize>(v: &T) -> Response {
         match bincode::serialize(v) {
@@ -282,20 +283,20 @@ async fn raft_rpc(
         "vote" => {
             return match decode::<VoteRequest<u64>>(&body) {
                 Ok(req) => encode(&replica.raft.vote(req).await),
-                Err(r) => r,
+                Err(r) => *r,
             };
         }
         "snapshot" => {
             return match decode::<InstallSnapshotRequest<TypeConfig>>(&body) {
                 Ok(req) => encode(&replica.raft.install_snapshot(req).await),
-                Err(r) => r,
+                Err(r) => *r,
             };
         }
         other => return (http::StatusCode::NOT_FOUND, format!("unknown raft RPC {other:?}")).into_response(),
     };
     match result {
         Ok(fut) => fut.await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

@@ -147,10 +147,11 @@ async fn caught_up(cluster: &FCluster, i: usize, id: u64) -> bool {
     let Some(mine) = status(cluster.nodes[i].addr.clone()).await else { return false };
     let mut others = Vec::new();
     for (j, n) in cluster.nodes.iter().enumerate() {
-        if j != i && n.is_running() {
-            if let Some(s) = status(n.addr.clone()).await {
-                others.push(s);
-            }
+        if j != i
+            && n.is_running()
+            && let Some(s) = status(n.addr.clone()).await
+        {
+            others.push(s);
         }
     }
     mine.replicas.iter().all(|r| {

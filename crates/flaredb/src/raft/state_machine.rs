@@ -97,12 +97,15 @@ pub struct Shared {
     pub meta: Option<MetaState>,
 }
 
+/// A `writes` row: ((key, commit_ts), encoded write).
+type WriteRow = ((Vec<u8>, u64), Vec<u8>);
+
 /// Everything a snapshot holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Image {
     state: GroupState,
     locks: Vec<(Vec<u8>, Vec<u8>)>,
-    writes: Vec<((Vec<u8>, u64), Vec<u8>)>,
+    writes: Vec<WriteRow>,
     by_txn: Vec<(u64, Vec<u8>)>,
 }
 

@@ -196,8 +196,8 @@ pub async fn run(args: DbArgs) -> anyhow::Result<ExitCode> {
             } else {
                 let name = |id: u64| r.nodes.iter().find(|n| n.id == id).map_or(id.to_string(), |n| n.name.clone());
                 println!(
-                    "{:<8} {:<20} {:<20} {:<8} {:<24} {:<10} {}",
-                    "REGION", "START", "END", "VERSION", "REPLICAS", "LEADER", "KEYS"
+                    "{:<8} {:<20} {:<20} {:<8} {:<24} {:<10} KEYS",
+                    "REGION", "START", "END", "VERSION", "REPLICAS", "LEADER"
                 );
                 for i in &r.regions {
                     let d = &i.desc;
@@ -219,7 +219,7 @@ pub async fn run(args: DbArgs) -> anyhow::Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&r.nodes)?);
             } else {
-                println!("{:<12} {:<22} {:<6} {}", "NODE", "ADDRESS", "UP", "LEADS");
+                println!("{:<12} {:<22} {:<6} LEADS", "NODE", "ADDRESS", "UP");
                 for n in &r.nodes {
                     let leads = r.regions.iter().filter(|i| i.leader == Some(n.id)).count();
                     println!("{:<12} {:<22} {:<6} {}", n.name, n.addr, if n.up { "yes" } else { "NO" }, leads);
