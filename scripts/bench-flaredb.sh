@@ -12,13 +12,16 @@
 # them to $OUT when set.
 #
 # Usage: scripts/bench-flaredb.sh [requests-per-cell [max-seconds-per-cell]]
-#        (BIN=path/to/ultracloud to use another build; default target/release/ultracloud)
+#   BIN=path/to/ultracloud  another build (default target/release/ultracloud)
+#   TARGETS="postgres flaredb-1 flaredb-3"  which targets to run (default all three)
+#   KEY_SPACE=10000  distinct keys
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-./target/release/ultracloud}
 REQUESTS=${1:-3000}
 MAX_SECONDS=${2:-30}
 KEY_SPACE=${KEY_SPACE:-10000}
+TARGETS=${TARGETS:-postgres flaredb-1 flaredb-3}
 PGBIN=/usr/lib/postgresql/15/bin
 FLARE_PIDS=()
 PG_PID=""
@@ -153,14 +156,19 @@ echo "# flaredb vs PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') 
     "$(nproc) cores, $(uname -r), $REQUESTS requests per cell (at most ${MAX_SECONDS} s)," \
     "$KEY_SPACE keys, 256-byte values"
 
-start_postgres
-run_bench "PostgreSQL 15 (fsync=on, synchronous_commit=on)" postgres --url "$PG_URL"
-stop_postgres
-
-start_flaredb 1
-run_bench "flaredb, 1 node" flaredb --endpoints "$ENDPOINTS"
-stop_flaredb
-
-start_flaredb 3
-run_bench "flaredb, 3 nodes" flaredb --endpoints "$ENDPOINTS"
-stop_flaredb
+for target in $TARGETS; do
+    case $target in
+        postgres)
+            start_postgres
+            run_bench "PostgreSQL 15 (fsync=on, synchronous_commit=on)" postgres --url "$PG_URL"
+            stop_postgres
+            ;;
+        flaredb-1 | flaredb-3)
+            n=${target#flaredb-}
+            start_flaredb "$n"
+            run_bench "flaredb, $n node(s)" flaredb --endpoints "$ENDPOINTS"
+            stop_flaredb
+            ;;
+        *) echo "unknown target $target (postgres, flaredb-1, flaredb-3)" >&2; exit 2 ;;
+    esac
+done

@@ -86,7 +86,7 @@ impl Node {
             state_machine,
             shutdown,
             peers: Mutex::new(HashMap::new()),
-            batcher: Batcher::spawn(raft_for_batcher),
+            batcher: Batcher::spawn(raft_for_batcher, crate::batcher::EtcdBatching),
         }
     }
 
@@ -141,7 +141,7 @@ impl Node {
                 match self.batcher.propose(req.clone()).await {
                     Ok(resp) => return into_result(resp),
                     // Lost leadership before accepting it: retry with the new leader.
-                    Err(BatchError::NotLeader) => {}
+                    Err(BatchError::NotLeader(_)) => {}
                     Err(BatchError::Failed(e)) => return Err(EtcdError::Internal(e)),
                 }
             } else if let Some(leader) = self.leader_member() {
@@ -164,7 +164,7 @@ impl Node {
     pub async fn propose_as_leader(&self, req: InternalRequest) -> Result<InternalResponse, tonic::Status> {
         match self.batcher.propose(req).await {
             Ok(resp) => Ok(resp),
-            Err(BatchError::NotLeader) => Err(tonic::Status::failed_precondition("etcdserver: not leader")),
+            Err(BatchError::NotLeader(_)) => Err(tonic::Status::failed_precondition("etcdserver: not leader")),
             Err(BatchError::Failed(e)) => Err(tonic::Status::internal(e)),
         }
     }

@@ -516,4 +516,31 @@ mod tests {
         let err = s.rollback(&[b"p".to_vec()], start).unwrap_err();
         assert!(matches!(err, MvccError::AlreadyCommitted { .. }), "{err}");
     }
+
+    #[test]
+    fn one_phase_writes_cas_increment_and_token_retries() {
+        let (_d, s) = store();
+        let t = compose(1_000_000, 0);
+        s.one_pc(&OnePc::Put { key: b"k".to_vec(), value: b"1".to_vec() }, t, None).unwrap();
+        assert_eq!(s.get(b"k", t).unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.get(b"k", t - 1).unwrap(), None, "invisible below its commit_ts");
+        let cas = OnePc::Cas { key: b"k".to_vec(), expected: Some(b"0".to_vec()), new: Some(b"2".to_vec()) };
+        assert_eq!(s.one_pc(&cas, t + 1, None).unwrap(), OnePcResult::CasFailed { current: Some(b"1".to_vec()) });
+        let inc = OnePc::Increment { key: b"k".to_vec(), delta: 41 };
+        let token = Some((7u128, t));
+        assert_eq!(s.one_pc(&inc, t + 2, token).unwrap(), OnePcResult::Done { value: Some(b"42".to_vec()) });
+        // The same token again (a retry after a lost answer): answered, not applied twice.
+        assert_eq!(s.one_pc(&inc, t + 3, token).unwrap(), OnePcResult::Done { value: Some(b"42".to_vec()) });
+        assert_eq!(s.get(b"k", t + 10).unwrap(), Some(b"42".to_vec()));
+        // A commit_ts at or below the newest commit is a conflict; a locked key is reported.
+        let err = s.one_pc(&inc, t + 2, None).unwrap_err();
+        assert!(matches!(err, MvccError::WriteConflict { .. }), "{err}");
+        s.prewrite(&[put(b"k", b"x")], b"k", t + 20, 1000).unwrap();
+        let err = s.one_pc(&inc, t + 30, None).unwrap_err();
+        assert!(matches!(err, MvccError::KeyIsLocked { .. }), "{err}");
+        s.rollback(&[b"k".to_vec()], t + 20).unwrap();
+        s.one_pc(&OnePc::Put { key: b"n".to_vec(), value: b"abc".to_vec() }, t + 40, None).unwrap();
+        let err = s.one_pc(&OnePc::Increment { key: b"n".to_vec(), delta: 1 }, t + 41, None).unwrap_err();
+        assert!(matches!(err, MvccError::Invalid(ref m) if m.contains("decimal")), "{err}");
+    }
 }

@@ -528,3 +528,71 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshot_of(&img).map(Some).map_err(|e| StorageIOError::read_state_machine(&e).into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::mvcc::{OnePc, Store};
+    use crate::raft::types::Proposal;
+
+    fn db() -> (tempfile::TempDir, Arc<Database>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("d.redb")).unwrap());
+        Store::open(db.clone()).unwrap();
+        (dir, db)
+    }
+
+    fn entry(index: u64, cmds: Vec<Command>) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(Proposal(cmds)) }
+    }
+
+    fn put(key: &[u8], ts: u64) -> Command {
+        Command::OnePc { op: OnePc::Put { key: key.to_vec(), value: b"v".to_vec() }, commit_ts: ts, token: None }
+    }
+
+    #[tokio::test]
+    async fn a_split_narrows_the_parent_and_a_snapshot_carries_only_its_range() {
+        let (_d, data) = db();
+        let whole =
+            RegionDescriptor { id: 1, start: vec![], end: None, version: 1, conf_ver: 1, voters: vec![1], learners: vec![] };
+        let voters = [(1u64, NodeInfo { addr: "127.0.0.1:1".into() })];
+        let tx = data.begin_write().unwrap();
+        write_group(&tx, 1, &GroupState::new_group(Some(whole), &voters, None)).unwrap();
+        tx.commit().unwrap();
+        let (events, mut rx) = mpsc::unbounded_channel();
+        let mut sm = StateMachine::open(1, 1, data.clone(), events).unwrap();
+        let out = sm
+            .apply(vec![
+                entry(1, vec![put(b"a", 10), put(b"z", 11)]),
+                entry(2, vec![Command::Split { split_key: b"m".to_vec(), new_region: 2 }]),
+                entry(3, vec![put(b"b", 12), put(b"y", 13)]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out[2].0[0], Outcome::OnePc(crate::mvcc::OnePcResult::Done { value: None }));
+        assert!(matches!(&out[2].0[1], Outcome::Error(FlareError::KeyNotInRegion { .. })), "{:?}", out[2]);
+        let desc = sm.desc().unwrap();
+        assert_eq!((desc.end.as_deref(), desc.version), (Some(&b"m"[..]), 2));
+        let Some((1, GroupEvent::Split { child })) = rx.recv().await else { panic!("no split event") };
+        assert_eq!((child.id, child.start.as_slice(), child.end.as_deref()), (2, &b"m"[..], None));
+        let child_state = read_group(&data, 2).unwrap().unwrap();
+        assert_eq!(child_state.applied, Some(initial_log_id()), "the new region starts pre-applied");
+        assert_eq!(child_state.membership.membership().voter_ids().collect::<Vec<_>>(), [1]);
+
+        // Region 1's snapshot, installed on another node, holds a and b but not z.
+        let snap = sm.get_current_snapshot().await.unwrap().unwrap();
+        let (_d2, other) = db();
+        let (events2, _rx2) = mpsc::unbounded_channel();
+        let mut sm2 = StateMachine::open(1, 2, other.clone(), events2).unwrap();
+        sm2.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+        let store = Store::open(other.clone()).unwrap();
+        assert_eq!(store.get(b"a", u64::MAX).unwrap(), Some(b"v".to_vec()));
+        assert_eq!(store.get(b"b", u64::MAX).unwrap(), Some(b"v".to_vec()));
+        assert_eq!(store.get(b"z", u64::MAX).unwrap(), None, "z belongs to the new region");
+        assert_eq!(sm2.desc().unwrap().end.as_deref(), Some(&b"m"[..]));
+        assert_eq!(sm2.applied_state().await.unwrap().0.map(|l| l.index), Some(3));
+    }
+}
