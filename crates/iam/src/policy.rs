@@ -1,0 +1,259 @@
+//! Authorization: scopes, roles made of permission patterns, role bindings, and the decision
+//! every API call gets (allow or deny, with the reason).
+//!
+//! A binding grants a role at a scope; it covers that scope and everything inside it (a
+//! tenant-scope binding covers the tenant's projects; a system binding covers everything).
+//! Nothing outside a binding's scope is ever granted by it, which is what keeps tenants apart.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a resource lives (or where a binding applies).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Scope {
+    /// The whole platform.
+    System,
+    /// One tenant.
+    Tenant {
+        /// Tenant ID.
+        tenant: String,
+    },
+    /// One project of a tenant.
+    Project {
+        /// Tenant ID.
+        tenant: String,
+        /// Project ID.
+        project: String,
+    },
+}
+
+impl Scope {
+    /// Whether this scope is `other` or contains it.
+    pub fn contains(&self, other: &Scope) -> bool {
+        match (self, other) {
+            (Scope::System, _) => true,
+            (Scope::Tenant { tenant: a }, Scope::Tenant { tenant: b } | Scope::Project { tenant: b, .. }) => a == b,
+            (Scope::Project { tenant: a, project: p }, Scope::Project { tenant: b, project: q }) => a == b && p == q,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::System => f.write_str("system"),
+            Scope::Tenant { tenant } => write!(f, "tenant/{tenant}"),
+            Scope::Project { tenant, project } => write!(f, "tenant/{tenant}/project/{project}"),
+        }
+    }
+}
+
+/// Every action of every service: `service.resource.verb`. An action not listed is refused.
+pub const CATALOGUE: &[(&str, &[&str], &[&str])] = &[
+    ("iam", &["tenant", "project", "user", "service_account", "api_key", "role", "binding"], CRUD),
+    ("compute", &["vm"], &["create", "read", "list", "update", "delete", "start", "stop", "console", "migrate"]),
+    ("compute", &["image"], CRUD),
+    ("network", &["vpc", "subnet", "router", "port", "security_group", "service_ip"], CRUD),
+    ("storage", &["volume", "snapshot"], &["create", "read", "list", "update", "delete", "attach", "detach"]),
+    ("object", &["bucket", "object"], CRUD),
+    ("dns", &["zone", "record"], CRUD),
+    ("lb", &["load_balancer", "listener", "pool", "health_check"], CRUD),
+    ("db", &["key"], &["read", "list", "write"]),
+    ("k8s", &["pod", "service", "deployment"], CRUD),
+    ("billing", &["usage", "quota"], &["read", "list", "update"]),
+];
+
+const CRUD: &[&str] = &["create", "read", "list", "update", "delete"];
+
+/// Whether `action` is in the catalogue.
+pub fn is_known_action(action: &str) -> bool {
+    let mut parts = action.split('.');
+    let (Some(s), Some(r), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    CATALOGUE.iter().any(|(svc, resources, verbs)| *svc == s && resources.contains(&r) && verbs.contains(&v))
+}
+
+/// Every action in the catalogue.
+pub fn all_actions() -> Vec<String> {
+    let mut out = Vec::new();
+    for (svc, resources, verbs) in CATALOGUE {
+        for r in *resources {
+            for v in *verbs {
+                out.push(format!("{svc}.{r}.{v}"));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a permission pattern grants `action`: `*` (everything), `svc.*`, `svc.res.*`,
+/// `*.read` (a verb of every resource), or the action itself.
+pub fn pattern_matches(pattern: &str, action: &str) -> bool {
+    if pattern == "*" || pattern == action {
+        return true;
+    }
+    if let Some(prefix) = pattern.strip_suffix(".*") {
+        return action.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'));
+    }
+    if let Some(verb) = pattern.strip_prefix("*.") {
+        return action.rsplit('.').next() == Some(verb);
+    }
+    false
+}
+
+/// A role: a name and permission patterns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    /// Name (built-in names are reserved).
+    pub name: String,
+    /// Permission patterns.
+    pub permissions: Vec<String>,
+}
+
+/// The built-in roles.
+pub fn builtin_roles() -> Vec<Role> {
+    let role = |name: &str, perms: &[&str]| Role {
+        name: name.to_owned(),
+        permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    vec![
+        role("system-admin", &["*"]),
+        role("tenant-admin", &["*"]),
+        role("project-admin", &["*"]),
+        role(
+            "member",
+            &["compute.*", "network.*", "storage.*", "object.*", "dns.*", "lb.*", "db.*", "k8s.*", "*.read", "*.list"],
+        ),
+        role("viewer", &["*.read", "*.list"]),
+    ]
+}
+
+/// A role granted to a subject at a scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// `user:<id>` or `sa:<id>`.
+    pub subject: String,
+    /// Role name.
+    pub role: String,
+    /// Where it applies.
+    pub scope: Scope,
+}
+
+/// An authorization decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Allowed?
+    pub allowed: bool,
+    /// Why (names the binding that granted it, or what was missing).
+    pub reason: String,
+}
+
+/// Decides whether `subject` may do `action` on a resource in `scope`, given its bindings and
+/// the known roles (built-in and custom). Role names a binding refers to but that do not exist
+/// grant nothing.
+pub fn authorize(subject: &str, action: &str, scope: &Scope, bindings: &[Binding], roles: &[Role]) -> Decision {
+    if !is_known_action(action) {
+        return Decision { allowed: false, reason: format!("unknown action {action:?}") };
+    }
+    for b in bindings.iter().filter(|b| b.subject == subject) {
+        if !b.scope.contains(scope) {
+            continue;
+        }
+        let Some(role) = roles.iter().find(|r| r.name == b.role) else { continue };
+        if let Some(p) = role.permissions.iter().find(|p| pattern_matches(p, action)) {
+            return Decision {
+                allowed: true,
+                reason: format!("role {} bound at {} grants {action} (pattern {p:?})", role.name, b.scope),
+            };
+        }
+    }
+    Decision { allowed: false, reason: format!("no role bound to {subject} grants {action} on {scope}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(t: &str) -> Scope {
+        Scope::Tenant { tenant: t.into() }
+    }
+
+    fn project(t: &str, p: &str) -> Scope {
+        Scope::Project { tenant: t.into(), project: p.into() }
+    }
+
+    fn bind(subject: &str, role: &str, scope: Scope) -> Binding {
+        Binding { subject: subject.into(), role: role.into(), scope }
+    }
+
+    #[test]
+    fn scopes_nest_and_never_cross_tenants() {
+        assert!(Scope::System.contains(&project("a", "p")));
+        assert!(tenant("a").contains(&project("a", "p")));
+        assert!(!tenant("a").contains(&project("b", "p")));
+        assert!(!tenant("a").contains(&Scope::System));
+        assert!(!project("a", "p").contains(&tenant("a")));
+        assert!(!project("a", "p").contains(&project("a", "q")));
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("*", "compute.vm.create"));
+        assert!(pattern_matches("compute.*", "compute.vm.create"));
+        assert!(!pattern_matches("compute.*", "computer.vm.create"));
+        assert!(pattern_matches("*.read", "network.subnet.read"));
+        assert!(!pattern_matches("*.read", "network.subnet.create"));
+        assert!(pattern_matches("compute.vm.*", "compute.vm.stop"));
+        assert!(!pattern_matches("compute.vm", "compute.vm.stop"));
+    }
+
+    #[test]
+    fn tenants_and_projects_are_isolated() {
+        let roles = builtin_roles();
+        let b = vec![
+            bind("user:alice", "tenant-admin", tenant("acme")),
+            bind("user:bob", "member", project("acme", "web")),
+            bind("user:vic", "viewer", project("acme", "web")),
+            bind("user:root", "system-admin", Scope::System),
+        ];
+        let allowed = |s: &str, a: &str, sc: Scope| authorize(s, a, &sc, &b, &roles).allowed;
+        assert!(allowed("user:alice", "compute.vm.create", project("acme", "web")));
+        assert!(allowed("user:alice", "iam.project.create", tenant("acme")));
+        assert!(!allowed("user:alice", "compute.vm.read", project("globex", "web")), "another tenant");
+        assert!(!allowed("user:alice", "iam.tenant.create", Scope::System), "tenant admins stay in their tenant");
+        assert!(allowed("user:bob", "compute.vm.delete", project("acme", "web")));
+        assert!(!allowed("user:bob", "compute.vm.read", project("acme", "db")), "another project");
+        assert!(!allowed("user:bob", "iam.user.create", project("acme", "web")), "members do not administer");
+        assert!(allowed("user:bob", "iam.user.list", project("acme", "web")));
+        assert!(allowed("user:vic", "network.subnet.read", project("acme", "web")));
+        assert!(!allowed("user:vic", "network.subnet.create", project("acme", "web")));
+        assert!(allowed("user:root", "iam.tenant.delete", Scope::System));
+        let d = authorize("user:bob", "compute.vm.fly", &project("acme", "web"), &b, &roles);
+        assert!(!d.allowed && d.reason.contains("unknown action"), "{d:?}");
+        let d = authorize("user:bob", "compute.vm.read", &project("acme", "db"), &b, &roles);
+        assert!(d.reason.contains("no role"), "{d:?}");
+    }
+
+    #[test]
+    fn custom_roles_and_missing_roles() {
+        let mut roles = builtin_roles();
+        roles.push(Role {
+            name: "vm-operator".into(),
+            permissions: vec!["compute.vm.start".into(), "compute.vm.stop".into()],
+        });
+        let b = vec![bind("sa:ops", "vm-operator", tenant("acme")), bind("sa:ghost", "deleted-role", tenant("acme"))];
+        assert!(authorize("sa:ops", "compute.vm.stop", &project("acme", "x"), &b, &roles).allowed);
+        assert!(!authorize("sa:ops", "compute.vm.delete", &project("acme", "x"), &b, &roles).allowed);
+        assert!(!authorize("sa:ghost", "compute.vm.read", &project("acme", "x"), &b, &roles).allowed);
+    }
+
+    #[test]
+    fn the_catalogue_is_consistent() {
+        let all = all_actions();
+        assert!(all.iter().all(|a| is_known_action(a)));
+        assert!(all.contains(&"network.subnet.read".to_owned()) && all.contains(&"compute.vm.create".to_owned()));
+        assert!(!is_known_action("compute.vm") && !is_known_action("compute.vm.create.x"));
+    }
+}
