@@ -8,4 +8,5 @@
 pub mod jwt;
 pub mod password;
 pub mod policy;
+pub mod service;
 pub mod throttle;

@@ -60,7 +60,10 @@ pub fn router(service: &str, metrics: &Metrics, readiness: &Readiness, extra: Ro
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    // Handlers may ask for the peer address (`ConnectInfo<SocketAddr>`), e.g. to throttle by source.
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 async fn healthz() -> Json<serde_json::Value> {

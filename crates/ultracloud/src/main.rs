@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use ultracloud_runtime::logging::{self, LogFormat};
 
 /// The services this build can run as `ultracloud <service>`; the node agent starts them by name.
-pub const SERVICES: &[&str] = &["chainfire", "flaredb"];
+pub const SERVICES: &[&str] = &["chainfire", "flaredb", "iam"];
 
 /// UltraCloud: a self-hostable cloud platform — VMs, private networks, DNS, load balancers,
 /// object storage and block volumes behind one authenticated API.
@@ -39,6 +39,8 @@ enum Command {
     Chainfire(cmd::chainfire::ChainfireArgs),
     /// Run flaredb, the transactional database (regions on Raft, snapshot-isolation transactions).
     Flaredb(cmd::flaredb::FlaredbArgs),
+    /// Run iam: identity, tenancy, tokens and authorization for every API.
+    Iam(cmd::iam::IamArgs),
     /// The flaredb client: get, put, del, incr, cas, scan, txn, regions, status.
     Db(cmd::db::DbArgs),
     /// Measure throughput and latency of a running endpoint (prints figures).
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
             Command::Chainfire(args) => cmd::chainfire::run(args).await,
             Command::Flaredb(args) => cmd::flaredb::run(args).await,
             Command::Db(args) => cmd::db::run(args).await,
+            Command::Iam(args) => cmd::iam::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
         }
     });

@@ -5,4 +5,5 @@ pub mod chainfire;
 pub mod db;
 pub mod doctor;
 pub mod flaredb;
+pub mod iam;
 pub mod node;

@@ -1,0 +1,63 @@
+//! `ultracloud iam`: identity, tenancy and authorization.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Serialize;
+use ultracloud_iam::service::IamConfig;
+use ultracloud_runtime::service::ConfigFileArg;
+
+/// Run an iam replica: tenants, projects, users, role bindings, tokens (Ed25519 JWTs, JWKS at
+/// /.well-known/jwks.json) and authorization decisions. State lives in flaredb; run as many
+/// replicas as you like. The first start creates the system admin `admin` and prints where its
+/// generated password is (a 0600 file), unless --admin-password-file gives one.
+#[derive(Debug, Args, Serialize)]
+pub struct IamArgs {
+    #[command(flatten)]
+    #[serde(skip)]
+    file: ConfigFileArg,
+
+    /// Where the API listens [default: 127.0.0.1:8480].
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+
+    /// Admin listener [default: 127.0.0.1:9103].
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<SocketAddr>,
+
+    /// Data dir (only the bootstrap password file) [default: /var/lib/ultracloud/iam as root].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+
+    /// flaredb nodes, host:port,… [default: 127.0.0.1:2479].
+    #[arg(long, value_name = "ADDRS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flaredb_endpoints: Option<String>,
+
+    /// Access token lifetime in seconds [default: 300].
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_lifetime_secs: Option<u64>,
+
+    /// Read the first admin's password from this file instead of generating one.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    admin_password_file: Option<PathBuf>,
+}
+
+/// Runs the subcommand.
+pub async fn run(args: IamArgs) -> anyhow::Result<ExitCode> {
+    let mut config: IamConfig = ultracloud_runtime::config::load(args.file.config.as_deref(), &args)?;
+    if let Some(f) = &args.admin_password_file {
+        let p =
+            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("--admin-password-file {}: {e}", f.display()))?;
+        config.admin_password = Some(p.trim().to_owned());
+    }
+    ultracloud_iam::service::run(config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
