@@ -556,8 +556,15 @@ mod tests {
     #[tokio::test]
     async fn a_split_narrows_the_parent_and_a_snapshot_carries_only_its_range() {
         let (_d, data) = db();
-        let whole =
-            RegionDescriptor { id: 1, start: vec![], end: None, version: 1, conf_ver: 1, voters: vec![1], learners: vec![] };
+        let whole = RegionDescriptor {
+            id: 1,
+            start: vec![],
+            end: None,
+            version: 1,
+            conf_ver: 1,
+            voters: vec![1],
+            learners: vec![],
+        };
         let voters = [(1u64, NodeInfo { addr: "127.0.0.1:1".into() })];
         let tx = data.begin_write().unwrap();
         write_group(&tx, 1, &GroupState::new_group(Some(whole), &voters, None)).unwrap();
