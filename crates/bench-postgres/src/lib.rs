@@ -54,11 +54,13 @@ impl std::fmt::Debug for PostgresSession {
 }
 
 fn failed(e: tokio_postgres::Error) -> RequestError {
+    // The server's message ("could not serialize access …"), not just "db error".
+    let message = e.as_db_error().map_or_else(|| e.to_string(), ToString::to_string);
     match e.code() {
         Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
-            RequestError::Conflict(e.to_string())
+            RequestError::Conflict(message)
         }
-        _ => RequestError::Failed(e.as_db_error().map_or_else(|| e.to_string(), ToString::to_string)),
+        _ => RequestError::Failed(message),
     }
 }
 

@@ -257,6 +257,9 @@ pub struct WriteRequest {
     /// with the same token after an ambiguous failure never applies the write twice.
     #[serde(default)]
     pub token: Option<String>,
+    /// Set on every attempt after the first: only then is the token looked for.
+    #[serde(default)]
+    pub retry: bool,
 }
 
 /// A one-phase write in JSON.

@@ -316,13 +316,16 @@ impl Client {
     /// A one-phase write, retried safely (with a token) and through locks.
     async fn write(&self, op: JsonOnePc, key: &[u8]) -> Result<WriteResponse, FlareError> {
         let token = rand::random::<u128>().to_string();
+        let mut attempts = 0u32;
         loop {
             let r = self
                 .routed(Some(key), None, |t| {
+                    attempts += 1;
                     let req = WriteRequest {
                         route: Route { region: t.desc.id, version: Some(t.desc.version) },
                         op: op.clone(),
                         token: Some(token.clone()),
+                        retry: attempts > 1,
                     };
                     async move { self.post::<_, WriteResponse>(&t.addr, "/v1/region/write", &req).await }
                 })

@@ -559,7 +559,8 @@ impl Node {
             .filter_map(|r| {
                 let desc = r.sm.desc()?;
                 let leader = r.is_leader();
-                let approximate_keys = if leader { self.region_size(&desc, u64::MAX).map_or(0, |(k, _)| k) } else { 0 };
+                let approximate_keys =
+                    if leader { r.approximate_keys.load(std::sync::atomic::Ordering::Relaxed) } else { 0 };
                 Some(ReplicaReport { desc, leader, approximate_keys })
             })
             .collect();
@@ -624,9 +625,9 @@ impl Node {
                 continue;
             }
             let Some(desc) = r.sm.desc() else { continue };
-            if let Ok((keys, bytes)) = self.region_size(&desc, self.config.region_split_keys)
-                && (keys > self.config.region_split_keys || bytes > self.config.region_split_bytes)
-            {
+            let Ok((keys, bytes)) = self.region_size(&desc, self.config.region_split_keys) else { continue };
+            r.approximate_keys.store(keys, std::sync::atomic::Ordering::Relaxed);
+            if keys > self.config.region_split_keys || bytes > self.config.region_split_bytes {
                 match self.split(r.id, None).await {
                     Ok(child) => {
                         tracing::info!(region = r.id, child, keys, bytes, "split a region past its size limit")

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use openraft::ServerState;
 use openraft::error::{CheckIsLeaderError, RaftError};
+use tokio::sync::{mpsc, oneshot};
 use ultracloud_raftlog::batcher::{BatchError, Batcher, Batching};
 
 use crate::error::FlareError;
@@ -77,6 +78,32 @@ impl<T: TimestampSource> Batching for CommandBatching<T> {
     }
 }
 
+/// Confirms leadership for reads, one quorum round for every read that queued before the round
+/// started (reads that arrive during a round wait for the next one, so each read's confirmation
+/// happened after it arrived: still linearizable, with one heartbeat round per batch instead of
+/// per read).
+async fn confirm_reads(id: RegionId, raft: Raft, mut queue: mpsc::Receiver<oneshot::Sender<Result<u64, FlareError>>>) {
+    while let Some(first) = queue.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(r) = queue.try_recv() {
+            waiting.push(r);
+        }
+        let result = match raft.get_read_log_id().await {
+            Ok((log_id, _)) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(FlareError::NotLeader { region: id, leader: None })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(FlareError::Unavailable(format!("region {id}: {e}")))
+            }
+            Err(RaftError::Fatal(e)) => Err(FlareError::Unavailable(format!("region {id}: {e}"))),
+        };
+        for w in waiting {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
 /// A replica of one group.
 pub struct Replica {
     /// The group.
@@ -89,7 +116,10 @@ pub struct Replica {
     pub sm: StateMachine,
     /// Keys of one-phase writes in flight.
     pub latches: Latches,
+    /// Keys in the region at the last size check (leaders only; for heartbeats and splits).
+    pub approximate_keys: std::sync::atomic::AtomicU64,
     batcher: Batcher<CommandBatchingDyn>,
+    reads: mpsc::Sender<oneshot::Sender<Result<u64, FlareError>>>,
 }
 
 /// The batching of a replica (type-erased over the timestamp source).
@@ -105,7 +135,18 @@ impl Replica {
     /// Wraps a started Raft.
     pub fn new(id: RegionId, node: NodeId, raft: Raft, sm: StateMachine, tso: Arc<crate::tso::TsoClient>) -> Self {
         let batcher = Batcher::spawn(raft.clone(), CommandBatching { tso });
-        Self { id, node, raft, sm, latches: Latches::default(), batcher }
+        let (reads, queue) = mpsc::channel(4096);
+        tokio::spawn(confirm_reads(id, raft.clone(), queue));
+        Self {
+            id,
+            node,
+            raft,
+            sm,
+            latches: Latches::default(),
+            approximate_keys: std::sync::atomic::AtomicU64::new(0),
+            batcher,
+            reads,
+        }
     }
 
     /// Whether this replica leads its group now.
@@ -155,13 +196,12 @@ impl Replica {
     /// Makes a read on this replica linearizable: confirms leadership with a quorum and waits
     /// until everything committed before is applied.
     pub async fn read_index(&self) -> Result<(), FlareError> {
-        let index = match self.raft.get_read_log_id().await {
-            Ok((log_id, _)) => log_id.map_or(0, |l| l.index),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => return Err(self.not_leader()),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                return Err(FlareError::Unavailable(format!("region {}: {e}", self.id)));
-            }
-            Err(RaftError::Fatal(e)) => return Err(FlareError::Unavailable(format!("region {}: {e}", self.id))),
+        let (reply, answer) = oneshot::channel();
+        self.reads.send(reply).await.map_err(|_| FlareError::Unavailable("replica stopped".into()))?;
+        let index = match answer.await.map_err(|_| FlareError::Unavailable("replica stopped".into()))? {
+            Ok(index) => index,
+            Err(FlareError::NotLeader { .. }) => return Err(self.not_leader()),
+            Err(e) => return Err(e),
         };
         tokio::time::timeout(REQUEST_TIMEOUT, self.sm.wait_applied(index))
             .await

@@ -165,17 +165,17 @@ async fn region_write(State(node): State<Arc<Node>>, Body(req): Body<WriteReques
     let token = match req.token.as_deref() {
         None => None,
         Some(t) => {
-            let t: u128 = t.parse().map_err(|_| FlareError::Invalid(format!("token {t:?} is not a decimal u128")))?;
-            // Retries come within the dedup window; older first attempts are not looked for.
-            let since = crate::ts::compose(crate::ts::now_ms().saturating_sub(crate::ts::DEDUP_WINDOW_MS), 0);
-            Some((t, since))
+            Some(t.parse::<u128>().map_err(|_| FlareError::Invalid(format!("token {t:?} is not a decimal u128")))?)
         }
     };
+    // Retries come within the dedup window; older first attempts are not looked for.
+    let retry_since = (req.retry && token.is_some())
+        .then(|| crate::ts::compose(crate::ts::now_ms().saturating_sub(crate::ts::DEDUP_WINDOW_MS), 0));
     let r = replica_for(&node, &req.route)?;
     r.check(req.route.version, &[op.key()])?;
     // Latched from before the commit timestamp is taken until the write applied.
     let _latch = r.latches.hold(op.key());
-    match r.propose(Command::OnePc { op, commit_ts: 0, token }).await? {
+    match r.propose(Command::OnePc { op, commit_ts: 0, token, retry_since }).await? {
         Outcome::OnePc(result) => Ok(Json(WriteResponse::from_result(result))),
         other => Err(FlareError::Internal(format!("unexpected outcome {other:?}"))),
     }

@@ -291,12 +291,20 @@ impl<'t> WriteSet<'t> {
 
     /// Writes one key at `commit_ts` in one step. Fails with `KeyIsLocked` when a transaction
     /// holds the key and with `WriteConflict` when something committed at or after `commit_ts`.
-    /// With a `token`, a write of the key since `token.1` that carries the same token means this
-    /// is a retry of a write already applied: it answers as the first time and writes nothing.
-    pub fn one_pc(&mut self, op: &OnePc, commit_ts: Ts, token: Option<(u128, Ts)>) -> Result<OnePcResult, MvccError> {
+    /// The write records `token`. A retry (`retry_since` set) first looks for a version of the
+    /// key since then carrying the same token: found, the write was applied before, so it answers
+    /// as the first time and writes nothing. First attempts skip the search (it costs a walk over
+    /// the key's recent versions).
+    pub fn one_pc(
+        &mut self,
+        op: &OnePc,
+        commit_ts: Ts,
+        token: Option<u128>,
+        retry_since: Option<Ts>,
+    ) -> Result<OnePcResult, MvccError> {
         let key = op.key();
         check_key(key)?;
-        if let Some((token, since)) = token {
+        if let (Some(token), Some(since)) = (token, retry_since) {
             for item in self.writes.range::<(&[u8], u64)>((key, since)..=(key, u64::MAX))? {
                 let (_, v) = item?;
                 let w: Write = decode(v.value())?;
@@ -355,7 +363,6 @@ impl<'t> WriteSet<'t> {
             }
         };
         // One-phase writes have no separate start: start_ts = commit_ts marks them.
-        let token = token.map(|(t, _)| t);
         self.writes.insert((key, commit_ts), encode(&Write { start_ts: commit_ts, kind, token })?.as_slice())?;
         Ok(OnePcResult::Done { value })
     }
@@ -456,8 +463,14 @@ impl Store {
     }
 
     /// [`WriteSet::one_pc`] in a transaction of its own.
-    pub fn one_pc(&self, op: &OnePc, commit_ts: Ts, token: Option<(u128, Ts)>) -> Result<OnePcResult, MvccError> {
-        self.write(|w| w.one_pc(op, commit_ts, token))
+    pub fn one_pc(
+        &self,
+        op: &OnePc,
+        commit_ts: Ts,
+        token: Option<u128>,
+        retry_since: Option<Ts>,
+    ) -> Result<OnePcResult, MvccError> {
+        self.write(|w| w.one_pc(op, commit_ts, token, retry_since))
     }
 
     /// [`WriteSet::gc`] over the whole key space, in a transaction of its own.
@@ -521,26 +534,25 @@ mod tests {
     fn one_phase_writes_cas_increment_and_token_retries() {
         let (_d, s) = store();
         let t = compose(1_000_000, 0);
-        s.one_pc(&OnePc::Put { key: b"k".to_vec(), value: b"1".to_vec() }, t, None).unwrap();
+        s.one_pc(&OnePc::Put { key: b"k".to_vec(), value: b"1".to_vec() }, t, None, None).unwrap();
         assert_eq!(s.get(b"k", t).unwrap(), Some(b"1".to_vec()));
         assert_eq!(s.get(b"k", t - 1).unwrap(), None, "invisible below its commit_ts");
         let cas = OnePc::Cas { key: b"k".to_vec(), expected: Some(b"0".to_vec()), new: Some(b"2".to_vec()) };
-        assert_eq!(s.one_pc(&cas, t + 1, None).unwrap(), OnePcResult::CasFailed { current: Some(b"1".to_vec()) });
+        assert_eq!(s.one_pc(&cas, t + 1, None, None).unwrap(), OnePcResult::CasFailed { current: Some(b"1".to_vec()) });
         let inc = OnePc::Increment { key: b"k".to_vec(), delta: 41 };
-        let token = Some((7u128, t));
-        assert_eq!(s.one_pc(&inc, t + 2, token).unwrap(), OnePcResult::Done { value: Some(b"42".to_vec()) });
+        assert_eq!(s.one_pc(&inc, t + 2, Some(7), None).unwrap(), OnePcResult::Done { value: Some(b"42".to_vec()) });
         // The same token again (a retry after a lost answer): answered, not applied twice.
-        assert_eq!(s.one_pc(&inc, t + 3, token).unwrap(), OnePcResult::Done { value: Some(b"42".to_vec()) });
+        assert_eq!(s.one_pc(&inc, t + 3, Some(7), Some(t)).unwrap(), OnePcResult::Done { value: Some(b"42".to_vec()) });
         assert_eq!(s.get(b"k", t + 10).unwrap(), Some(b"42".to_vec()));
         // A commit_ts at or below the newest commit is a conflict; a locked key is reported.
-        let err = s.one_pc(&inc, t + 2, None).unwrap_err();
+        let err = s.one_pc(&inc, t + 2, None, None).unwrap_err();
         assert!(matches!(err, MvccError::WriteConflict { .. }), "{err}");
         s.prewrite(&[put(b"k", b"x")], b"k", t + 20, 1000).unwrap();
-        let err = s.one_pc(&inc, t + 30, None).unwrap_err();
+        let err = s.one_pc(&inc, t + 30, None, None).unwrap_err();
         assert!(matches!(err, MvccError::KeyIsLocked { .. }), "{err}");
         s.rollback(&[b"k".to_vec()], t + 20).unwrap();
-        s.one_pc(&OnePc::Put { key: b"n".to_vec(), value: b"abc".to_vec() }, t + 40, None).unwrap();
-        let err = s.one_pc(&OnePc::Increment { key: b"n".to_vec(), delta: 1 }, t + 41, None).unwrap_err();
+        s.one_pc(&OnePc::Put { key: b"n".to_vec(), value: b"abc".to_vec() }, t + 40, None, None).unwrap();
+        let err = s.one_pc(&OnePc::Increment { key: b"n".to_vec(), delta: 1 }, t + 41, None, None).unwrap_err();
         assert!(matches!(err, MvccError::Invalid(ref m) if m.contains("decimal")), "{err}");
     }
 }

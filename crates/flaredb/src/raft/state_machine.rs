@@ -321,7 +321,9 @@ impl StateMachine {
             Command::ResolveLock { start_ts, commit_ts } => set
                 .resolve_lock(start_ts, commit_ts, &desc.start, desc.end.as_deref())
                 .map(|n| Outcome::Count(n as u64)),
-            Command::OnePc { op, commit_ts, token } => set.one_pc(&op, commit_ts, token).map(Outcome::OnePc),
+            Command::OnePc { op, commit_ts, token, retry_since } => {
+                set.one_pc(&op, commit_ts, token, retry_since).map(Outcome::OnePc)
+            }
             Command::Gc { safe_point } => {
                 let r = set.gc(safe_point, &desc.start, desc.end.as_deref()).map(|n| Outcome::Count(n as u64));
                 if r.is_ok() {
@@ -550,7 +552,12 @@ mod tests {
     }
 
     fn put(key: &[u8], ts: u64) -> Command {
-        Command::OnePc { op: OnePc::Put { key: key.to_vec(), value: b"v".to_vec() }, commit_ts: ts, token: None }
+        Command::OnePc {
+            op: OnePc::Put { key: key.to_vec(), value: b"v".to_vec() },
+            commit_ts: ts,
+            token: None,
+            retry_since: None,
+        }
     }
 
     #[tokio::test]

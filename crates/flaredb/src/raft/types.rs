@@ -75,8 +75,10 @@ pub enum Command {
         op: OnePc,
         /// Its commit timestamp.
         commit_ts: Ts,
-        /// The client's token and the oldest timestamp a first attempt could have committed at.
-        token: Option<(u128, Ts)>,
+        /// The client's token for this write.
+        token: Option<u128>,
+        /// On a retry: the oldest timestamp the first attempt could have committed at.
+        retry_since: Option<Ts>,
     },
     /// Drop versions older than the safe point.
     Gc {
