@@ -197,11 +197,10 @@ async fn ts(State(node): State<Arc<Node>>, Query(q): Query<Count>) -> Api<TsResp
 }
 
 async fn alloc_id(State(node): State<Arc<Node>>, Query(q): Query<Count>) -> Api<IdResponse> {
-    let Some(meta) = node.meta_leader() else {
+    if node.meta_leader().is_none() {
         let leader = node.replica(META_REGION).ok().and_then(|r| r.leader());
         return Err(FlareError::NotLeader { region: META_REGION, leader });
-    };
-    drop(meta);
+    }
     Ok(Json(IdResponse { id: node.alloc_ids(u64::from(q.count.unwrap_or(1).max(1))).await? }))
 }
 

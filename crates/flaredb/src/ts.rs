@@ -2,7 +2,6 @@
 //! counter in the low bits (TiDB's layout), so timestamps order like time and a single oracle can
 //! hand out 262,144 of them per millisecond.
 
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bits of the logical part.
@@ -29,42 +28,14 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }
 
-/// A strictly increasing timestamp source for one process.
-///
-/// The cluster's oracle lives in the placement component; this one serves a single node and
-/// tests. It never goes backwards, even if the wall clock does.
-#[derive(Debug, Default)]
-pub struct Oracle {
-    last: Mutex<Ts>,
-}
-
-impl Oracle {
-    /// An oracle that will hand out timestamps above `floor` (e.g. the last one persisted).
-    pub fn starting_after(floor: Ts) -> Self {
-        Self { last: Mutex::new(floor) }
-    }
-
-    /// The next timestamp.
-    pub fn next(&self) -> Ts {
-        let now = now_ms();
-        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *last = std::cmp::max(compose(now, 0), *last + 1);
-        *last
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn strictly_increasing_and_decomposable() {
-        let o = Oracle::default();
-        let a = o.next();
-        let b = o.next();
-        assert!(b > a);
+    fn timestamps_order_like_time_and_decompose() {
         assert_eq!(physical_ms(compose(1234, 5)), 1234);
-        let far = Oracle::starting_after(compose(u64::MAX >> LOGICAL_BITS >> 1, 7));
-        assert!(far.next() > compose(u64::MAX >> LOGICAL_BITS >> 1, 7));
+        assert!(compose(1234, 5) < compose(1234, 6) && compose(1234, (1 << LOGICAL_BITS) - 1) < compose(1235, 0));
+        assert_eq!(compose(1, 1 << LOGICAL_BITS), compose(1, 0), "the logical part never spills into the physical");
     }
 }

@@ -299,7 +299,7 @@ mod tests {
         sig[5] ^= 1;
         let flipped = format!("{}.{}.{}", parts[0], parts[1], B64.encode(sig));
         assert_eq!(v.verify(&flipped, NOW + 1), Err(TokenError::Signature));
-        // Same kid, another key: signature fails. Another ring: its kid is unknown.
+        // A token of another key ring: its kid is unknown here.
         let other = ring();
         let t2 = other.sign(&claims()).unwrap();
         assert!(matches!(v.verify(&t2, NOW + 1), Err(TokenError::UnknownKey(_))));

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use flaredb_support::FCluster;
 use ultracloud_flaredb::error::FlareError;
-use ultracloud_flaredb::mvcc::MvccError;
 
 const FAST: &[&str] = &["--heartbeat-ms=300", "--node-down-after-ms=3000"];
 
@@ -120,7 +119,7 @@ async fn a_killed_node_is_replaced_and_a_restarted_node_catches_up() {
     let n2 = cluster.node_id(1);
     cluster.nodes[1].kill();
     let map = cluster
-        .wait_regions(&c, 60, "n2's replicas to be replaced", |r| {
+        .wait_regions(&c, 120, "n2's replicas to be replaced", |r| {
             r.regions
                 .iter()
                 .all(|g| !g.desc.voters.contains(&n2) && g.desc.voters.len() == 3 && g.desc.learners.is_empty())
@@ -209,10 +208,7 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(r.status(), 400);
     let r = http.get(url("/v1/openapi.json")).send().await.unwrap();
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["openapi"], "3.0.3");
-    // The server is still fine.
+    // The server is still fine and nothing refused was written.
     assert_eq!(c.get(b"n").await.unwrap(), Some(b"not a number".to_vec()));
-    assert!(matches!(
-        c.get(b"n").await.map(|_| ()),
-        Ok(()) | Err(FlareError::Mvcc { source: MvccError::KeyIsLocked { .. } })
-    ));
+    assert_eq!(c.get(b"k").await.unwrap(), None, "the oversized value was not stored");
 }
