@@ -35,6 +35,9 @@ pub struct Claims {
     pub exp: u64,
     /// Token ID (for revocation lists and audit).
     pub jti: String,
+    /// The API key it was issued for, if any (deleting the key revokes its tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub akid: Option<String>,
 }
 
 /// Why a token was refused.
@@ -266,6 +269,7 @@ mod tests {
             nbf: NOW,
             exp: NOW + 300,
             jti: "t1".into(),
+            akid: None,
         }
     }
 

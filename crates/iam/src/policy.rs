@@ -88,19 +88,21 @@ pub fn all_actions() -> Vec<String> {
     out
 }
 
-/// Whether a permission pattern grants `action`: `*` (everything), `svc.*`, `svc.res.*`,
-/// `*.read` (a verb of every resource), or the action itself.
+/// Whether a permission pattern grants `action`: `*` (everything), `svc.*` (a service),
+/// `*.verb` (a verb of every resource), a three-part pattern with `*` for any part
+/// (`svc.res.*`, `iam.*.read`), or the action itself.
 pub fn pattern_matches(pattern: &str, action: &str) -> bool {
     if pattern == "*" || pattern == action {
         return true;
     }
-    if let Some(prefix) = pattern.strip_suffix(".*") {
-        return action.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'));
+    let p: Vec<&str> = pattern.split('.').collect();
+    let a: Vec<&str> = action.split('.').collect();
+    match p.len() {
+        2 if p[1] == "*" => a.len() == 3 && a[0] == p[0],
+        2 if p[0] == "*" => a.len() == 3 && a[2] == p[1],
+        3 if a.len() == 3 => p.iter().zip(&a).all(|(p, a)| *p == "*" || p == a),
+        _ => false,
     }
-    if let Some(verb) = pattern.strip_prefix("*.") {
-        return action.rsplit('.').next() == Some(verb);
-    }
-    false
 }
 
 /// A role: a name and permission patterns.
@@ -110,13 +112,31 @@ pub struct Role {
     pub name: String,
     /// Permission patterns.
     pub permissions: Vec<String>,
+    /// The tenant owning a custom role: it grants nothing outside that tenant. `None`: a
+    /// platform-wide role (built-in, or custom made by a system admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
+
+/// Checks a permission pattern: it must grant at least one action of the catalogue.
+pub fn validate_pattern(pattern: &str) -> Result<(), String> {
+    if all_actions().iter().any(|a| pattern_matches(pattern, a)) {
+        Ok(())
+    } else {
+        Err(format!("permission {pattern:?} matches no action (see GET /v1/permissions)"))
+    }
+}
+
+/// The name of the built-in role of platform services' own service accounts: they read
+/// policies, revocations and tenancy to authorize their callers.
+pub const PLATFORM_SERVICE: &str = "platform-service";
 
 /// The built-in roles.
 pub fn builtin_roles() -> Vec<Role> {
     let role = |name: &str, perms: &[&str]| Role {
         name: name.to_owned(),
         permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
+        tenant: None,
     };
     vec![
         role("system-admin", &["*"]),
@@ -127,6 +147,7 @@ pub fn builtin_roles() -> Vec<Role> {
             &["compute.*", "network.*", "storage.*", "object.*", "dns.*", "lb.*", "db.*", "k8s.*", "*.read", "*.list"],
         ),
         role("viewer", &["*.read", "*.list"]),
+        role(PLATFORM_SERVICE, &["iam.*.read", "iam.*.list"]),
     ]
 }
 
@@ -162,6 +183,9 @@ pub fn authorize(subject: &str, action: &str, scope: &Scope, bindings: &[Binding
             continue;
         }
         let Some(role) = roles.iter().find(|r| r.name == b.role) else { continue };
+        if role.tenant.as_ref().is_some_and(|t| !Scope::Tenant { tenant: t.clone() }.contains(scope)) {
+            continue; // a tenant's custom role never reaches outside the tenant
+        }
         if let Some(p) = role.permissions.iter().find(|p| pattern_matches(p, action)) {
             return Decision {
                 allowed: true,
@@ -207,6 +231,10 @@ mod tests {
         assert!(!pattern_matches("*.read", "network.subnet.create"));
         assert!(pattern_matches("compute.vm.*", "compute.vm.stop"));
         assert!(!pattern_matches("compute.vm", "compute.vm.stop"));
+        assert!(pattern_matches("iam.*.read", "iam.binding.read"));
+        assert!(!pattern_matches("iam.*.read", "iam.binding.create"));
+        assert!(!pattern_matches("iam.*.read", "compute.vm.read"));
+        assert!(pattern_matches("*.vm.read", "compute.vm.read"));
     }
 
     #[test]
@@ -242,11 +270,21 @@ mod tests {
         roles.push(Role {
             name: "vm-operator".into(),
             permissions: vec!["compute.vm.start".into(), "compute.vm.stop".into()],
+            tenant: Some("acme".into()),
         });
-        let b = vec![bind("sa:ops", "vm-operator", tenant("acme")), bind("sa:ghost", "deleted-role", tenant("acme"))];
+        let b = vec![
+            bind("sa:ops", "vm-operator", tenant("acme")),
+            bind("sa:ghost", "deleted-role", tenant("acme")),
+            // Bound (wrongly) at system scope: the tenant's role still stays in its tenant.
+            bind("sa:wide", "vm-operator", Scope::System),
+        ];
         assert!(authorize("sa:ops", "compute.vm.stop", &project("acme", "x"), &b, &roles).allowed);
         assert!(!authorize("sa:ops", "compute.vm.delete", &project("acme", "x"), &b, &roles).allowed);
         assert!(!authorize("sa:ghost", "compute.vm.read", &project("acme", "x"), &b, &roles).allowed);
+        assert!(authorize("sa:wide", "compute.vm.stop", &project("acme", "x"), &b, &roles).allowed);
+        assert!(!authorize("sa:wide", "compute.vm.stop", &project("globex", "x"), &b, &roles).allowed);
+        assert!(validate_pattern("compute.vm.*").is_ok() && validate_pattern("*.read").is_ok());
+        assert!(validate_pattern("compute.vm.fly").is_err() && validate_pattern("nothing").is_err());
     }
 
     #[test]

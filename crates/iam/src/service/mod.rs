@@ -1,6 +1,8 @@
 //! The `ultracloud iam` service: stateless replicas over flaredb. See docs/iam.md.
 
 pub mod api;
+pub mod model;
+pub mod source;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -12,11 +14,15 @@ use serde::{Deserialize, Serialize};
 use ultracloud_flaredb::error::FlareError;
 use ultracloud_runtime::config::{ConfigError, Validate};
 
-use crate::jwt::{KeyRing, Verifier};
+use crate::authz::Authorizer;
+use crate::credential::{self, Kind};
+use crate::jwt::{Claims, KeyRing};
 use crate::password::{self, Cost};
-use crate::policy::{Binding, Scope};
+use crate::policy::{Binding, PLATFORM_SERVICE, Scope};
 use crate::throttle::{Policy, Throttle};
-use store::{Store, User};
+use model::{ApiKey, RefreshRecord, ServiceAccount, User};
+use source::LocalSource;
+use store::{Store, binding_id};
 
 /// iam's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,10 +40,15 @@ pub struct IamConfig {
     pub issuer: String,
     /// Access token lifetime in seconds.
     pub token_lifetime_secs: u64,
+    /// Refresh token lifetime in seconds.
+    pub refresh_lifetime_secs: u64,
     /// Signing key rotation interval in seconds.
     pub key_rotation_secs: u64,
     /// The first system admin's password (default: generated and written to a 0600 file).
     pub admin_password: Option<String>,
+    /// The API key of the `platform` service account other services use (`ucak_…`; default:
+    /// generated on the first start and written to a 0600 file).
+    pub platform_api_key: Option<String>,
 }
 
 impl Default for IamConfig {
@@ -49,8 +60,10 @@ impl Default for IamConfig {
             flaredb_endpoints: "127.0.0.1:2479".into(),
             issuer: "ultracloud-iam".into(),
             token_lifetime_secs: 300,
+            refresh_lifetime_secs: 12 * 3600,
             key_rotation_secs: 24 * 3600,
             admin_password: None,
+            platform_api_key: None,
         }
     }
 }
@@ -69,6 +82,16 @@ impl Validate for IamConfig {
                 self.key_rotation_secs,
                 "at least 2 × token_lifetime_secs",
             ));
+        }
+        if !(self.token_lifetime_secs..=30 * 24 * 3600).contains(&self.refresh_lifetime_secs) {
+            return Err(ConfigError::invalid(
+                "refresh_lifetime_secs",
+                self.refresh_lifetime_secs,
+                "token_lifetime_secs to 30 days",
+            ));
+        }
+        if self.platform_api_key.as_ref().is_some_and(|k| credential::parse(Kind::ApiKey, k).is_none()) {
+            return Err(ConfigError::invalid("platform_api_key", "(hidden)", "an API key, ucak_<id>_<secret>"));
         }
         if self.admin_password.as_ref().is_some_and(|p| p.len() < 12) {
             return Err(ConfigError::invalid("admin_password", "(hidden)", "at least 12 characters"));
@@ -93,7 +116,31 @@ pub struct Iam {
     pub throttle: Throttle,
     /// Password hashing cost.
     pub cost: Cost,
-    ring: RwLock<(KeyRing, Verifier)>,
+    /// Token verification and authorization with caches kept current from flaredb.
+    pub authz: Arc<Authorizer<LocalSource>>,
+    ring: RwLock<KeyRing>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Tokens issued at a login or refresh.
+#[derive(Serialize, Deserialize)]
+pub struct Issued {
+    /// The access token (JWT).
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Exchange it once for new tokens at `POST /v1/auth/token` (`grant_type` `refresh_token`).
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires.
+    pub refresh_expires_in: u64,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued").field("expires_in", &self.expires_in).finish_non_exhaustive()
+    }
 }
 
 impl Iam {
@@ -103,32 +150,86 @@ impl Iam {
             config.flaredb_endpoints.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         let store = Store::new(ultracloud_flaredb::Client::new(endpoints)?);
         let ring = store.keyring(now_secs(), config.token_lifetime_secs).await?;
-        let verifier = Verifier::new(&ring.jwks());
+        let authz = Authorizer::new(LocalSource::new(store.clone(), config.token_lifetime_secs));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(authz.clone().watch(shutdown.clone()));
         Ok(Arc::new(Self {
             config,
             store,
             throttle: Throttle::new(Policy::default()),
             cost,
-            ring: RwLock::new((ring, verifier)),
+            authz,
+            ring: RwLock::new(ring),
+            shutdown,
         }))
     }
 
-    /// The current key ring and verifier.
-    pub fn keys(&self) -> (KeyRing, Verifier) {
+    /// The current key ring.
+    pub fn keys(&self) -> KeyRing {
         self.ring.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Reloads the keys from flaredb (another replica may have rotated them).
     pub async fn reload_keys(&self) -> Result<(), FlareError> {
         let ring = self.store.keyring(now_secs(), self.config.token_lifetime_secs).await?;
-        let verifier = Verifier::new(&ring.jwks());
-        *self.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (ring, verifier);
+        *self.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner) = ring;
         Ok(())
+    }
+
+    /// Issues an access token and a refresh token for `subject`.
+    pub async fn issue(
+        &self,
+        subject: &str,
+        tenant: Option<String>,
+        akid: Option<String>,
+    ) -> Result<Issued, Box<dyn std::error::Error + Send + Sync>> {
+        let issued = now_secs();
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            sub: subject.to_owned(),
+            tenant: tenant.clone(),
+            iat: issued,
+            nbf: issued,
+            exp: issued + self.config.token_lifetime_secs,
+            jti: credential::new_id(),
+            akid: akid.clone(),
+        };
+        let access_token = self.keys().sign(&claims)?;
+        let minted = credential::mint(Kind::Refresh);
+        let record = RefreshRecord {
+            id: minted.id.clone(),
+            subject: subject.to_owned(),
+            tenant,
+            akid,
+            hash: minted.hash.clone(),
+            expires: issued + self.config.refresh_lifetime_secs,
+        };
+        self.store.create_refresh(&record).await?;
+        Ok(Issued {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: self.config.token_lifetime_secs,
+            refresh_token: minted.token,
+            refresh_expires_in: self.config.refresh_lifetime_secs,
+        })
+    }
+
+    /// Makes a change this replica just wrote take effect here at once (other replicas and
+    /// guards follow through the version watch).
+    pub async fn changed(&self) {
+        if let Err(e) = self.authz.refresh().await {
+            tracing::warn!(error = %e, "refreshing authorization caches failed");
+        }
+    }
+
+    /// Stops the background tasks.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
     }
 
     /// Rotates the signing keys when the newest is older than the rotation interval.
     pub async fn rotate_if_due(&self) -> Result<(), FlareError> {
-        let (ring, _) = self.keys();
+        let ring = self.keys();
         let newest = ring.keys.iter().map(|k| k.created).max().unwrap_or(0);
         if now_secs() >= newest + self.config.key_rotation_secs {
             self.store.rotate_keys(now_secs(), self.config.token_lifetime_secs).await?;
@@ -137,40 +238,69 @@ impl Iam {
         self.reload_keys().await
     }
 
-    /// Creates the system admin on the very first start. Returns the password file it wrote.
-    pub async fn bootstrap(
-        &self,
-        data_dir: &Path,
-    ) -> Result<Option<PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
-        if self.store.user_by_name("admin").await?.is_some() {
-            return Ok(None);
+    /// Creates the system admin and the `platform` service account on the very first start.
+    /// Returns the secret files it wrote (generated admin password, platform API key).
+    pub async fn bootstrap(&self, data_dir: &Path) -> Result<Vec<PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
+        let mut written = Vec::new();
+        if self.store.user("admin").await?.is_none() {
+            let (password, generated) = match &self.config.admin_password {
+                Some(p) => (p.clone(), false),
+                None => (generate_password(), true),
+            };
+            let user = User {
+                id: "admin".into(),
+                tenant: None,
+                password_hash: password::hash(&password, self.cost)?,
+                disabled: false,
+            };
+            // False: another replica bootstrapped first.
+            if self.store.create_user(&user).await? {
+                let b = Binding { subject: "user:admin".into(), role: "system-admin".into(), scope: Scope::System };
+                self.store.bind(&binding_id(&b), &b).await?;
+                if generated {
+                    let path = data_dir.join("admin-password");
+                    write_secret(&path, &password)?;
+                    written.push(path);
+                }
+            }
         }
-        let (password, generated) = match &self.config.admin_password {
-            Some(p) => (p.clone(), false),
-            None => (generate_password(), true),
-        };
-        let user = User {
-            id: "admin".into(),
-            name: "admin".into(),
-            tenant: None,
-            password_hash: password::hash(&password, self.cost)?,
-            disabled: false,
-        };
-        if !self.store.create_user(&user).await? {
-            return Ok(None); // another replica bootstrapped first
+        if self.store.service_account("platform").await?.is_none() {
+            let sa = ServiceAccount {
+                id: "platform".into(),
+                tenant: None,
+                description: "UltraCloud's own services (policy lookups, service-to-service calls)".into(),
+            };
+            if self.store.create_service_account(&sa).await? {
+                let b = Binding { subject: "sa:platform".into(), role: PLATFORM_SERVICE.into(), scope: Scope::System };
+                self.store.bind(&binding_id(&b), &b).await?;
+                let (id, hash, token) = match &self.config.platform_api_key {
+                    Some(k) => {
+                        let (id, secret) = credential::parse(Kind::ApiKey, k).ok_or("platform_api_key is malformed")?;
+                        (id.to_owned(), credential::hash(secret), None)
+                    }
+                    None => {
+                        let m = credential::mint(Kind::ApiKey);
+                        (m.id, m.hash, Some(m.token))
+                    }
+                };
+                let key = ApiKey {
+                    id,
+                    owner: "sa:platform".into(),
+                    tenant: None,
+                    hash,
+                    created: now_secs(),
+                    expires: None,
+                    description: "bootstrap key of the platform service account".into(),
+                };
+                self.store.create_api_key(&key).await?;
+                if let Some(token) = token {
+                    let path = data_dir.join("platform-api-key");
+                    write_secret(&path, &token)?;
+                    written.push(path);
+                }
+            }
         }
-        self.store
-            .bind(
-                "system-admin",
-                &Binding { subject: "user:admin".into(), role: "system-admin".into(), scope: Scope::System },
-            )
-            .await?;
-        if !generated {
-            return Ok(None);
-        }
-        let path = data_dir.join("admin-password");
-        write_secret(&path, &password)?;
-        Ok(Some(path))
+        Ok(written)
     }
 
     /// Runs the background duties: key reload and rotation, until `shutdown`.
@@ -212,13 +342,14 @@ pub async fn run(config: IamConfig) -> Result<(), Box<dyn std::error::Error + Se
     let ctx = ultracloud_runtime::ServiceContext::start("iam", &config.data_dir)?;
     let listener = ultracloud_runtime::admin::bind(config.listen, "iam API").await?;
     let iam = Iam::start(config.clone(), Cost::default()).await?;
-    if let Some(path) = iam.bootstrap(ctx.data_dir().path()).await? {
-        println!("iam: created the system admin `admin`; its password is in {} (mode 0600)", path.display());
+    for path in iam.bootstrap(ctx.data_dir().path()).await? {
+        println!("iam: first start; a generated secret is in {} (mode 0600)", path.display());
     }
     tokio::spawn(iam.clone().duties(ctx.shutdown.clone()));
     let admin = ctx.start_admin(config.admin_listen, axum::Router::new()).await?;
     tracing::info!(api = %config.listen, admin = %admin.local_addr, "iam ready");
-    ctx.serve_api(listener, api::router(iam)).await?;
+    ctx.serve_api(listener, api::router(iam.clone())).await?;
+    iam.stop();
     let _ = admin.task.await;
     Ok(())
 }

@@ -1,0 +1,410 @@
+//! The guard every UltraCloud service puts in front of its API.
+//!
+//! ```text
+//! let guard = Guard::connect(GuardConfig { endpoints, api_key })?;   // the service's own key
+//! Router::new()
+//!     .route("/v1/tenants/{tenant}/projects/{project}/vms", post(create_vm))
+//!     .route_layer(guard.require("compute.vm.create"))
+//! ```
+//!
+//! [`Guard::require`] is a tower layer that verifies the bearer token offline against a cached
+//! JWKS, refuses revoked tokens, resolves the request's scope (path parameters `tenant` and
+//! `project`, else the `x-ultracloud-tenant`/`x-ultracloud-project` headers, else the token's
+//! home tenant), checks the action against the subject's cached policy, and answers 401/403/503
+//! with the platform's JSON error. Handlers then read the [`Principal`]. Caches follow iam's
+//! authorization version through a long poll (`GET /v1/watch`), so changes arrive within one
+//! round trip. The guard talks to iam with the service's own service-account token
+//! ([`TokenSource`]), which is also what the service uses for calls to other services.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use ultracloud_runtime::error::ApiError;
+
+use crate::authz::{AuthError, Authorizer, PolicySource, SubjectPolicy};
+use crate::jwt::{Claims, Jwks};
+use crate::policy::{Decision, Scope};
+use crate::service::api::WatchAnswer;
+use crate::service::model::Revocation;
+
+/// The bearer token of a request, or 401.
+pub fn bearer(headers: &http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthenticated("missing Authorization: Bearer <token>"))?;
+    header.strip_prefix("Bearer ").ok_or_else(|| ApiError::unauthenticated("Authorization must be a Bearer token"))
+}
+
+/// Where iam is and who the service is.
+#[derive(Clone)]
+pub struct GuardConfig {
+    /// iam replicas, as `http://host:port` (tried in turn).
+    pub endpoints: Vec<String>,
+    /// The service's service-account API key (`ucak_…`).
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for GuardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardConfig").field("endpoints", &self.endpoints).finish_non_exhaustive()
+    }
+}
+
+/// A small client of several iam replicas: tries them in turn, sticking to one that answers.
+#[derive(Debug)]
+struct Replicas {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+    preferred: AtomicUsize,
+}
+
+impl Replicas {
+    async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last_error = String::from("no iam endpoints configured");
+        for i in 0..n {
+            let idx = (first + i) % n;
+            match build(&self.http, &self.endpoints[idx]).send().await {
+                Ok(r) if !r.status().is_server_error() => {
+                    self.preferred.store(idx, Ordering::Relaxed);
+                    return Ok(r);
+                }
+                Ok(r) => last_error = format!("{}: {}", self.endpoints[idx], r.status()),
+                Err(e) => last_error = format!("{}: {e}", self.endpoints[idx]),
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// A service account's access token, fetched with its API key and renewed before it expires.
+#[derive(Debug)]
+pub struct TokenSource {
+    replicas: Arc<Replicas>,
+    api_key: String,
+    cached: Mutex<Option<(String, Instant)>>,
+}
+
+impl TokenSource {
+    /// A bearer token for calls to iam or other services.
+    pub async fn token(&self) -> Result<String, String> {
+        if let Some((t, renew_at)) = &*self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+            && Instant::now() < *renew_at
+        {
+            return Ok(t.clone());
+        }
+        let body = serde_json::json!({"grant_type": "api_key", "api_key": self.api_key});
+        let resp = self.replicas.send(|http, base| http.post(format!("{base}/v1/auth/token")).json(&body)).await?;
+        if !resp.status().is_success() {
+            return Err(format!("iam refused the service's API key: {}", resp.status()));
+        }
+        let issued: crate::service::Issued = resp.json().await.map_err(|e| e.to_string())?;
+        // Renew at 80% of the lifetime, so a token in use never expires mid-flight.
+        let renew_at = Instant::now() + Duration::from_secs(issued.expires_in * 4 / 5);
+        *self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((issued.access_token.clone(), renew_at));
+        Ok(issued.access_token)
+    }
+
+    fn forget(&self) {
+        *self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+/// iam's HTTP API as a [`PolicySource`].
+#[derive(Debug)]
+pub struct HttpSource {
+    replicas: Arc<Replicas>,
+    tokens: Arc<TokenSource>,
+}
+
+impl HttpSource {
+    async fn get<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T, String> {
+        for attempt in 0..2 {
+            let token = self.tokens.token().await?;
+            let resp = self
+                .replicas
+                .send(|http, base| http.get(format!("{base}{path}")).bearer_auth(&token).timeout(timeout))
+                .await?;
+            if resp.status() == http::StatusCode::UNAUTHORIZED && attempt == 0 {
+                self.tokens.forget(); // revoked or expired early: fetch a new one once
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(format!("iam answered {} to {path}", resp.status()));
+            }
+            return resp.json().await.map_err(|e| format!("{path}: {e}"));
+        }
+        Err(format!("iam refused the service's token for {path}"))
+    }
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl PolicySource for HttpSource {
+    async fn jwks(&self) -> Result<Jwks, String> {
+        let resp = self
+            .replicas
+            .send(|http, base| http.get(format!("{base}/.well-known/jwks.json")).timeout(CALL_TIMEOUT))
+            .await?;
+        resp.json().await.map_err(|e| format!("jwks: {e}"))
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>, String> {
+        let r: crate::service::api::Revocations = self.get("/v1/revocations", CALL_TIMEOUT).await?;
+        Ok(r.items)
+    }
+
+    async fn policy(&self, subject: &str) -> Result<SubjectPolicy, String> {
+        self.get(&format!("/v1/policy/{subject}"), CALL_TIMEOUT).await
+    }
+
+    async fn next_version(&self, known: u64) -> Result<u64, String> {
+        let w: WatchAnswer = self.get(&format!("/v1/watch?after={known}"), Duration::from_secs(30)).await?;
+        Ok(w.version)
+    }
+}
+
+/// A service's connection to iam: authorizer, token source, background watch.
+#[derive(Debug)]
+pub struct Guard {
+    authz: Arc<Authorizer<HttpSource>>,
+    tokens: Arc<TokenSource>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Guard {
+    /// Connects lazily (nothing is fetched until the first request) and starts the watch.
+    pub fn connect(config: GuardConfig) -> Result<Arc<Self>, String> {
+        if config.endpoints.is_empty() {
+            return Err("no iam endpoints".into());
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        let endpoints = config.endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
+        let replicas = Arc::new(Replicas { http, endpoints, preferred: AtomicUsize::new(0) });
+        let tokens =
+            Arc::new(TokenSource { replicas: replicas.clone(), api_key: config.api_key, cached: Mutex::default() });
+        let authz = Authorizer::new(HttpSource { replicas, tokens: tokens.clone() });
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(authz.clone().watch(shutdown.clone()));
+        Ok(Arc::new(Self { authz, tokens, shutdown }))
+    }
+
+    /// The authorizer (for decisions inside handlers, e.g. filtering lists).
+    pub fn authorizer(&self) -> &Arc<Authorizer<HttpSource>> {
+        &self.authz
+    }
+
+    /// The service's own token source, for service-to-service calls.
+    pub fn tokens(&self) -> &Arc<TokenSource> {
+        &self.tokens
+    }
+
+    /// A layer that admits a request only when its caller may do `action` in its scope.
+    pub fn require(self: &Arc<Self>, action: &'static str) -> RequireLayer<HttpSource> {
+        RequireLayer { authz: self.authz.clone(), action }
+    }
+}
+
+/// The authenticated caller of a request and the scope it addressed (set by [`RequireLayer`]).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The token's claims.
+    pub claims: Claims,
+    /// The scope resolved from the request.
+    pub scope: Scope,
+    policy: Arc<SubjectPolicy>,
+}
+
+impl Principal {
+    /// The decision for `action` on `scope` (cached policy; no round trip).
+    pub fn decide(&self, action: &str, scope: &Scope) -> Decision {
+        self.policy.decide(action, scope)
+    }
+
+    /// Whether `action` on `scope` is allowed.
+    pub fn may(&self, action: &str, scope: &Scope) -> bool {
+        self.decide(action, scope).allowed
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
+            tracing::error!("a handler reads the Principal on a route without Guard::require");
+            ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, "internal", "route is not guarded")
+        })
+    }
+}
+
+/// Scope headers, for APIs whose paths do not name the tenant/project.
+pub const TENANT_HEADER: &str = "x-ultracloud-tenant";
+/// See [`TENANT_HEADER`].
+pub const PROJECT_HEADER: &str = "x-ultracloud-project";
+
+/// The scope a request addresses: path parameters, else headers, else the caller's tenant.
+pub fn resolve_scope(path: &[(String, String)], headers: &http::HeaderMap, claims: &Claims) -> Scope {
+    let param = |name: &str| path.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let tenant = param("tenant").or_else(|| header(TENANT_HEADER)).or_else(|| claims.tenant.clone());
+    let project = param("project").or_else(|| header(PROJECT_HEADER));
+    match (tenant, project) {
+        (Some(tenant), Some(project)) => Scope::Project { tenant, project },
+        (Some(tenant), None) => Scope::Tenant { tenant },
+        (None, _) => Scope::System,
+    }
+}
+
+/// Authenticates and authorizes one request; the [`Principal`] on success.
+pub async fn admit<S: PolicySource>(
+    authz: &Authorizer<S>,
+    action: &str,
+    parts: &mut Parts,
+) -> Result<Principal, ApiError> {
+    let claims = authz.authenticate(bearer(&parts.headers)?).await?;
+    let path: Vec<(String, String)> = match RawPathParams::from_request_parts(parts, &()).await {
+        Ok(p) => p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        Err(_) => Vec::new(),
+    };
+    let scope = resolve_scope(&path, &parts.headers, &claims);
+    let policy = authz.policy(&claims.sub).await?;
+    let d = policy.decide(action, &scope);
+    if !d.allowed {
+        return Err(AuthError::Forbidden(d.reason).into());
+    }
+    Ok(Principal { claims, scope, policy })
+}
+
+/// See [`Guard::require`].
+pub struct RequireLayer<S> {
+    authz: Arc<Authorizer<S>>,
+    action: &'static str,
+}
+
+impl<S> Clone for RequireLayer<S> {
+    fn clone(&self) -> Self {
+        Self { authz: self.authz.clone(), action: self.action }
+    }
+}
+
+impl<S> RequireLayer<S> {
+    /// A layer over any authorizer (iam itself, tests).
+    pub fn new(authz: Arc<Authorizer<S>>, action: &'static str) -> Self {
+        Self { authz, action }
+    }
+}
+
+impl<S, I> tower::Layer<I> for RequireLayer<S> {
+    type Service = RequireService<S, I>;
+
+    fn layer(&self, inner: I) -> Self::Service {
+        RequireService { authz: self.authz.clone(), action: self.action, inner }
+    }
+}
+
+/// See [`Guard::require`].
+pub struct RequireService<S, I> {
+    authz: Arc<Authorizer<S>>,
+    action: &'static str,
+    inner: I,
+}
+
+impl<S, I: Clone> Clone for RequireService<S, I> {
+    fn clone(&self) -> Self {
+        Self { authz: self.authz.clone(), action: self.action, inner: self.inner.clone() }
+    }
+}
+
+impl<S, I> tower::Service<Request> for RequireService<S, I>
+where
+    S: PolicySource,
+    I: tower::Service<Request, Response = Response, Error = std::convert::Infallible> + Clone + Send + 'static,
+    I::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, std::convert::Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone that was polled ready serves this request; a fresh clone stays behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (authz, action) = (self.authz.clone(), self.action);
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            match admit(&authz, action, &mut parts).await {
+                Ok(principal) => {
+                    parts.extensions.insert(principal);
+                    inner.call(Request::from_parts(parts, body)).await
+                }
+                Err(e) => Ok(e.into_response()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(tenant: Option<&str>) -> Claims {
+        Claims {
+            iss: "i".into(),
+            sub: "user:a".into(),
+            tenant: tenant.map(str::to_owned),
+            iat: 0,
+            nbf: 0,
+            exp: 1,
+            jti: "j".into(),
+            akid: None,
+        }
+    }
+
+    #[test]
+    fn scope_comes_from_path_then_headers_then_the_token() {
+        let mut h = http::HeaderMap::new();
+        let p = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let path = [p("tenant", "acme"), p("project", "web")];
+        assert_eq!(
+            resolve_scope(&path, &h, &claims(Some("other"))),
+            Scope::Project { tenant: "acme".into(), project: "web".into() }
+        );
+        assert_eq!(resolve_scope(&[], &h, &claims(Some("acme"))), Scope::Tenant { tenant: "acme".into() });
+        assert_eq!(resolve_scope(&[], &h, &claims(None)), Scope::System);
+        h.insert(TENANT_HEADER, "globex".parse().unwrap());
+        h.insert(PROJECT_HEADER, "db".parse().unwrap());
+        assert_eq!(
+            resolve_scope(&[], &h, &claims(Some("acme"))),
+            Scope::Project { tenant: "globex".into(), project: "db".into() },
+            "headers name the scope; authorization then decides whether the caller may use it"
+        );
+    }
+}
