@@ -41,6 +41,26 @@ enum Command {
     Flaredb(cmd::flaredb::FlaredbArgs),
     /// Run iam: identity, tenancy, tokens and authorization for every API.
     Iam(cmd::iam::IamArgs),
+    /// Log in to iam; later commands use the stored session.
+    Login(cmd::account::LoginArgs),
+    /// End the session (revokes its tokens).
+    Logout(cmd::account::LogoutArgs),
+    /// Show who you are logged in as, and your role bindings.
+    Whoami(cmd::account::WhoamiArgs),
+    /// Tenants: create, list, show, delete.
+    Tenant(cmd::iam_admin::TenantArgs),
+    /// A tenant's projects: create, list, delete.
+    Project(cmd::iam_admin::ProjectArgs),
+    /// Users: create, list, show, disable, enable, delete.
+    User(cmd::iam_admin::UserArgs),
+    /// Service accounts: create, list, delete.
+    Sa(cmd::iam_admin::SaArgs),
+    /// API keys: create (shown once), list, delete.
+    Apikey(cmd::iam_admin::ApiKeyArgs),
+    /// Custom roles and the permission catalogue.
+    Role(cmd::iam_admin::RoleArgs),
+    /// Role bindings: grant and revoke roles at a scope.
+    Binding(cmd::iam_admin::BindingArgs),
     /// The flaredb client: get, put, del, incr, cas, scan, txn, regions, status.
     Db(cmd::db::DbArgs),
     /// Measure throughput and latency of a running endpoint (prints figures).
@@ -66,6 +86,16 @@ fn main() -> ExitCode {
             Command::Db(args) => cmd::db::run(args).await,
             Command::Iam(args) => cmd::iam::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Login(args) => cmd::account::login(args).await,
+            Command::Logout(args) => cmd::account::logout(args).await,
+            Command::Whoami(args) => cmd::account::whoami(args).await,
+            Command::Tenant(args) => cmd::iam_admin::tenant(args).await,
+            Command::Project(args) => cmd::iam_admin::project(args).await,
+            Command::User(args) => cmd::iam_admin::user(args).await,
+            Command::Sa(args) => cmd::iam_admin::sa(args).await,
+            Command::Apikey(args) => cmd::iam_admin::apikey(args).await,
+            Command::Role(args) => cmd::iam_admin::role(args).await,
+            Command::Binding(args) => cmd::iam_admin::binding(args).await,
         }
     });
     match result {

@@ -11,8 +11,9 @@ use ultracloud_runtime::service::ConfigFileArg;
 
 /// Run an iam replica: tenants, projects, users, role bindings, tokens (Ed25519 JWTs, JWKS at
 /// /.well-known/jwks.json) and authorization decisions. State lives in flaredb; run as many
-/// replicas as you like. The first start creates the system admin `admin` and prints where its
-/// generated password is (a 0600 file), unless --admin-password-file gives one.
+/// replicas as you like. The first start creates the system admin `admin` and the `platform`
+/// service account (used by the other services), and prints where their generated secrets are
+/// (0600 files), unless --admin-password-file / --platform-api-key-file give them.
 #[derive(Debug, Args, Serialize)]
 pub struct IamArgs {
     #[command(flatten)]
@@ -44,20 +45,38 @@ pub struct IamArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     token_lifetime_secs: Option<u64>,
 
+    /// Refresh token lifetime in seconds [default: 43200].
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_lifetime_secs: Option<u64>,
+
     /// Read the first admin's password from this file instead of generating one.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     admin_password_file: Option<PathBuf>,
+
+    /// Read the platform service account's API key (ucak_…) from this file instead of
+    /// generating one; give every replica (and every service) the same file.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    platform_api_key_file: Option<PathBuf>,
+}
+
+fn read_secret_file(flag: &str, f: &std::path::Path) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", f.display()))?;
+    Ok(s.trim().to_owned())
 }
 
 /// Runs the subcommand.
 pub async fn run(args: IamArgs) -> anyhow::Result<ExitCode> {
     let mut config: IamConfig = ultracloud_runtime::config::load(args.file.config.as_deref(), &args)?;
     if let Some(f) = &args.admin_password_file {
-        let p =
-            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("--admin-password-file {}: {e}", f.display()))?;
-        config.admin_password = Some(p.trim().to_owned());
+        config.admin_password = Some(read_secret_file("--admin-password-file", f)?);
     }
+    if let Some(f) = &args.platform_api_key_file {
+        config.platform_api_key = Some(read_secret_file("--platform-api-key-file", f)?);
+    }
+    ultracloud_runtime::config::Validate::validate(&config)?;
     ultracloud_iam::service::run(config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }

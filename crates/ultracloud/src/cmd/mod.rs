@@ -1,9 +1,13 @@
 //! One module per top-level subcommand; each parses its flags and calls its library.
 
+pub mod account;
 pub mod bench;
 pub mod chainfire;
 pub mod db;
 pub mod doctor;
 pub mod flaredb;
 pub mod iam;
+pub mod iam_admin;
 pub mod node;
+pub mod session;
+pub mod table;

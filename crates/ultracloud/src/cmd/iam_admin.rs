@@ -1,0 +1,469 @@
+//! `ultracloud tenant|project|user|sa|apikey|role|binding`: iam's resources on the command
+//! line, through the session of `ultracloud login`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::session::{self, Session};
+use super::table;
+
+/// Flags every iam resource command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// iam's URL (default: the one logged in to).
+    #[arg(long, global = true, env = "ULTRACLOUD_IAM")]
+    iam: Option<String>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Common {
+    async fn session(&self) -> anyhow::Result<Session> {
+        Session::open(self.iam.as_deref()).await
+    }
+
+    fn show(&self, v: &Value) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            let rows: Vec<Vec<String>> = v
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| vec![k.clone(), table::cell(v)]).collect())
+                .unwrap_or_default();
+            table::print(&["FIELD", "VALUE"], &rows);
+        }
+    }
+}
+
+/// Parses `system`, `TENANT` or `TENANT/PROJECT`.
+fn parse_scope(s: &str) -> anyhow::Result<Value> {
+    Ok(match s.split_once('/') {
+        _ if s == "system" => json!({"kind": "system"}),
+        Some((t, p)) if !t.is_empty() && !p.is_empty() => json!({"kind": "project", "tenant": t, "project": p}),
+        None if !s.is_empty() => json!({"kind": "tenant", "tenant": s}),
+        _ => bail!("scope {s:?}: use system, TENANT or TENANT/PROJECT"),
+    })
+}
+
+/// Manage tenants (system admins create and delete them).
+#[derive(Debug, Args)]
+pub struct TenantArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: TenantCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// ID: lowercase letters, digits, dashes.
+        id: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        display_name: String,
+    },
+    /// List the tenants you may see.
+    List,
+    /// Show a tenant.
+    Show {
+        /// ID.
+        id: String,
+    },
+    /// Delete an empty tenant.
+    Delete {
+        /// ID.
+        id: String,
+    },
+}
+
+/// Runs `tenant`.
+pub async fn tenant(args: TenantArgs) -> anyhow::Result<ExitCode> {
+    let (c, s) = (&args.common, args.common.session().await?);
+    match args.command {
+        TenantCommand::Create { id, display_name } => {
+            c.show(&s.iam(Method::POST, "/v1/tenants", Some(&json!({"id": id, "display_name": display_name}))).await?)
+        }
+        TenantCommand::List => table::items(c.json, &s.iam_list("/v1/tenants").await?, &["id", "display_name"]),
+        TenantCommand::Show { id } => c.show(&s.iam(Method::GET, &format!("/v1/tenants/{id}"), None).await?),
+        TenantCommand::Delete { id } => {
+            s.iam(Method::DELETE, &format!("/v1/tenants/{id}"), None).await?;
+            println!("tenant {id} deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Manage a tenant's projects.
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The tenant.
+    #[arg(long, short, global = true, env = "ULTRACLOUD_TENANT")]
+    tenant: Option<String>,
+    #[command(subcommand)]
+    command: ProjectCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectCommand {
+    /// Create a project.
+    Create {
+        /// ID.
+        id: String,
+    },
+    /// List projects.
+    List,
+    /// Delete a project.
+    Delete {
+        /// ID.
+        id: String,
+    },
+}
+
+/// Runs `project`.
+pub async fn project(args: ProjectArgs) -> anyhow::Result<ExitCode> {
+    let Some(tenant) = &args.tenant else { bail!("which tenant? pass --tenant (or set ULTRACLOUD_TENANT)") };
+    let (c, s) = (&args.common, args.common.session().await?);
+    let base = format!("/v1/tenants/{tenant}/projects");
+    match args.command {
+        ProjectCommand::Create { id } => c.show(&s.iam(Method::POST, &base, Some(&json!({"id": id}))).await?),
+        ProjectCommand::List => table::items(c.json, &s.iam_list(&base).await?, &["tenant", "id"]),
+        ProjectCommand::Delete { id } => {
+            s.iam(Method::DELETE, &format!("{base}/{id}"), None).await?;
+            println!("project {tenant}/{id} deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Manage users.
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password comes from --password-file, ULTRACLOUD_NEW_PASSWORD or the
+    /// terminal.
+    Create {
+        /// Login name.
+        name: String,
+        /// Home tenant (none: a platform user).
+        #[arg(long, short)]
+        tenant: Option<String>,
+        /// Read the password from this file.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// List the users you may see.
+    List,
+    /// Show a user.
+    Show {
+        /// Name.
+        name: String,
+    },
+    /// Disable a user (its tokens are revoked).
+    Disable {
+        /// Name.
+        name: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// Name.
+        name: String,
+    },
+    /// Delete a user, its API keys and bindings.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+/// Runs `user`.
+pub async fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
+    let (c, s) = (&args.common, args.common.session().await?);
+    match args.command {
+        UserCommand::Create { name, tenant, password_file } => {
+            let pw = session::read_secret(password_file.as_deref(), "ULTRACLOUD_NEW_PASSWORD", "New password")?;
+            let body = json!({"name": name, "tenant": tenant, "password": pw});
+            c.show(&s.iam(Method::POST, "/v1/users", Some(&body)).await?);
+        }
+        UserCommand::List => table::items(c.json, &s.iam_list("/v1/users").await?, &["id", "tenant", "disabled"]),
+        UserCommand::Show { name } => c.show(&s.iam(Method::GET, &format!("/v1/users/{name}"), None).await?),
+        UserCommand::Disable { name } => {
+            c.show(&s.iam(Method::PATCH, &format!("/v1/users/{name}"), Some(&json!({"disabled": true}))).await?)
+        }
+        UserCommand::Enable { name } => {
+            c.show(&s.iam(Method::PATCH, &format!("/v1/users/{name}"), Some(&json!({"disabled": false}))).await?)
+        }
+        UserCommand::Delete { name } => {
+            s.iam(Method::DELETE, &format!("/v1/users/{name}"), None).await?;
+            println!("user {name} deleted; its tokens are revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Manage service accounts (non-human subjects that use API keys).
+#[derive(Debug, Args)]
+pub struct SaArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: SaCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SaCommand {
+    /// Create a service account.
+    Create {
+        /// ID.
+        id: String,
+        /// Home tenant (none: a platform account).
+        #[arg(long, short)]
+        tenant: Option<String>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the service accounts you may see.
+    List,
+    /// Delete a service account, its keys and bindings.
+    Delete {
+        /// ID.
+        id: String,
+    },
+}
+
+/// Runs `sa`.
+pub async fn sa(args: SaArgs) -> anyhow::Result<ExitCode> {
+    let (c, s) = (&args.common, args.common.session().await?);
+    match args.command {
+        SaCommand::Create { id, tenant, description } => {
+            let body = json!({"id": id, "tenant": tenant, "description": description});
+            c.show(&s.iam(Method::POST, "/v1/service-accounts", Some(&body)).await?);
+        }
+        SaCommand::List => {
+            table::items(c.json, &s.iam_list("/v1/service-accounts").await?, &["id", "tenant", "description"])
+        }
+        SaCommand::Delete { id } => {
+            s.iam(Method::DELETE, &format!("/v1/service-accounts/{id}"), None).await?;
+            println!("service account {id} deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Manage API keys (yours, or a service account's).
+#[derive(Debug, Args)]
+pub struct ApiKeyArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: ApiKeyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; it is printed once, so store it.
+    Create {
+        /// Whose key (user:NAME or sa:ID; default: you).
+        #[arg(long)]
+        owner: Option<String>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Lifetime in seconds (default: until deleted).
+        #[arg(long, value_name = "SECS")]
+        expires_in: Option<u64>,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        /// Whose keys (default: yours).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Delete a key; tokens issued for it stop working.
+    Delete {
+        /// Key ID.
+        id: String,
+    },
+}
+
+/// Runs `apikey`.
+pub async fn apikey(args: ApiKeyArgs) -> anyhow::Result<ExitCode> {
+    let (c, s) = (&args.common, args.common.session().await?);
+    match args.command {
+        ApiKeyCommand::Create { owner, description, expires_in } => {
+            let body = json!({"owner": owner, "description": description, "expires_in": expires_in});
+            let v = s.iam(Method::POST, "/v1/api-keys", Some(&body)).await?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "API key {} for {} (shown once; store it now):",
+                    table::cell(&v["id"]),
+                    table::cell(&v["owner"])
+                );
+                println!("{}", table::cell(&v["api_key"]));
+            }
+        }
+        ApiKeyCommand::List { owner } => {
+            let path = match owner {
+                Some(o) => format!("/v1/api-keys?owner={o}"),
+                None => "/v1/api-keys".into(),
+            };
+            table::items(c.json, &s.iam_list(&path).await?, &["id", "owner", "created", "expires", "description"]);
+        }
+        ApiKeyCommand::Delete { id } => {
+            s.iam(Method::DELETE, &format!("/v1/api-keys/{id}"), None).await?;
+            println!("API key {id} deleted; its tokens are revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Manage custom roles (built-in: system-admin, tenant-admin, project-admin, member, viewer).
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: RoleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RoleCommand {
+    /// Create a custom role.
+    Create {
+        /// Name.
+        name: String,
+        /// Permission patterns (e.g. compute.vm.start, network.*, *.read), repeatable.
+        #[arg(long = "permission", short, required = true)]
+        permissions: Vec<String>,
+        /// The tenant owning it (none: platform-wide, system admins only).
+        #[arg(long, short)]
+        tenant: Option<String>,
+    },
+    /// List custom roles you may see.
+    List,
+    /// Show a role (built-in or custom).
+    Show {
+        /// Name.
+        name: String,
+    },
+    /// Delete a custom role that is no longer bound.
+    Delete {
+        /// Name.
+        name: String,
+    },
+    /// List every action of the permission catalogue.
+    Actions,
+}
+
+/// Runs `role`.
+pub async fn role(args: RoleArgs) -> anyhow::Result<ExitCode> {
+    let (c, s) = (&args.common, args.common.session().await?);
+    match args.command {
+        RoleCommand::Create { name, permissions, tenant } => {
+            let body = json!({"name": name, "permissions": permissions, "tenant": tenant});
+            c.show(&s.iam(Method::POST, "/v1/roles", Some(&body)).await?);
+        }
+        RoleCommand::List => table::items(c.json, &s.iam_list("/v1/roles").await?, &["name", "tenant", "permissions"]),
+        RoleCommand::Show { name } => c.show(&s.iam(Method::GET, &format!("/v1/roles/{name}"), None).await?),
+        RoleCommand::Delete { name } => {
+            s.iam(Method::DELETE, &format!("/v1/roles/{name}"), None).await?;
+            println!("role {name} deleted");
+        }
+        RoleCommand::Actions => {
+            let v = s.iam(Method::GET, "/v1/permissions", None).await?;
+            for a in v["actions"].as_array().into_iter().flatten() {
+                println!("{}", table::cell(a));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Grant and revoke roles: a binding gives a subject a role at a scope.
+#[derive(Debug, Args)]
+pub struct BindingArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: BindingCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BindingCommand {
+    /// Grant a role.
+    Create {
+        /// user:NAME or sa:ID.
+        subject: String,
+        /// Role name.
+        role: String,
+        /// system, TENANT or TENANT/PROJECT.
+        #[arg(long)]
+        scope: String,
+    },
+    /// List bindings you may see.
+    List {
+        /// Only this subject's.
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// Remove a binding (its ID is in `binding list`).
+    Delete {
+        /// user:NAME or sa:ID.
+        subject: String,
+        /// Binding ID (ROLE@SCOPE).
+        id: String,
+    },
+}
+
+/// Runs `binding`.
+pub async fn binding(args: BindingArgs) -> anyhow::Result<ExitCode> {
+    let (c, s) = (&args.common, args.common.session().await?);
+    match args.command {
+        BindingCommand::Create { subject, role, scope } => {
+            let body = json!({"subject": subject, "role": role, "scope": parse_scope(&scope)?});
+            c.show(&s.iam(Method::POST, "/v1/bindings", Some(&body)).await?);
+        }
+        BindingCommand::List { subject } => {
+            let path = match subject {
+                Some(sub) => format!("/v1/bindings?subject={sub}"),
+                None => "/v1/bindings".into(),
+            };
+            table::items(c.json, &s.iam_list(&path).await?, &["id", "subject", "role", "scope"]);
+        }
+        BindingCommand::Delete { subject, id } => {
+            s.iam(Method::DELETE, &format!("/v1/bindings/{subject}/{id}"), None).await?;
+            println!("binding {subject}/{id} deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scopes_parse() {
+        assert_eq!(super::parse_scope("system").unwrap()["kind"], "system");
+        assert_eq!(super::parse_scope("acme").unwrap()["tenant"], "acme");
+        assert_eq!(super::parse_scope("acme/web").unwrap()["project"], "web");
+        assert!(super::parse_scope("acme/").is_err() && super::parse_scope("").is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! The CLI's session: the tokens `ultracloud login` stored, and an HTTP client that sends
+//! them, renewing the access token with the refresh token when it has expired.
+//!
+//! Credentials live in `$ULTRACLOUD_CONFIG_DIR/credentials.json` (default
+//! `~/.config/ultracloud/`), mode 0600. `ULTRACLOUD_TOKEN` overrides them for scripts.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where iam is when nothing says otherwise.
+pub const DEFAULT_IAM: &str = "http://127.0.0.1:8480";
+
+/// What `ultracloud login` stores.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    /// iam's base URL.
+    pub iam: String,
+    /// Who logged in (for `whoami` without a round trip).
+    pub subject: String,
+    /// The access token.
+    pub access_token: String,
+    /// When it expires (seconds since the epoch).
+    pub expires_at: u64,
+    /// The refresh token.
+    pub refresh_token: String,
+}
+
+fn now() -> u64 {
+    ultracloud_iam::service::now_secs()
+}
+
+/// The credentials file.
+pub fn path() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("ULTRACLOUD_CONFIG_DIR") {
+        return Ok(PathBuf::from(dir).join("credentials.json"));
+    }
+    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set; set ULTRACLOUD_CONFIG_DIR"))?;
+    Ok(PathBuf::from(home).join(".config/ultracloud/credentials.json"))
+}
+
+impl Credentials {
+    /// The stored credentials, if any.
+    pub fn load() -> anyhow::Result<Option<Self>> {
+        let path = path()?;
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| format!("{} is corrupt", path.display()))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Stores them (0600).
+    pub fn save(&self) -> anyhow::Result<PathBuf> {
+        let path = path()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let text = serde_json::to_string_pretty(self)?;
+        ultracloud_iam::service::write_secret(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Removes the stored credentials.
+    pub fn forget() -> anyhow::Result<()> {
+        match std::fs::remove_file(path()?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Credentials from a token answer of `POST /v1/auth/token`.
+    pub fn from_issued(iam: &str, subject: String, issued: &ultracloud_iam::service::Issued) -> Self {
+        Self {
+            iam: iam.to_owned(),
+            subject,
+            access_token: issued.access_token.clone(),
+            expires_at: now() + issued.expires_in,
+            refresh_token: issued.refresh_token.clone(),
+        }
+    }
+}
+
+/// An error answer, as `code: message`.
+pub async fn error_of(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    match (body["error"]["code"].as_str(), body["error"]["message"].as_str()) {
+        (Some(code), Some(msg)) => anyhow!("{msg} ({code}, HTTP {})", status.as_u16()),
+        _ => anyhow!("HTTP {status}"),
+    }
+}
+
+/// Exchanges a grant for tokens.
+pub async fn grant(http: &reqwest::Client, iam: &str, body: &Value) -> anyhow::Result<ultracloud_iam::service::Issued> {
+    let resp = http
+        .post(format!("{iam}/v1/auth/token"))
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach iam at {iam}"))?;
+    if !resp.status().is_success() {
+        return Err(error_of(resp).await);
+    }
+    Ok(resp.json().await?)
+}
+
+/// An authenticated client of the platform's APIs.
+pub struct Session {
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    /// iam's base URL.
+    pub iam: String,
+    token: String,
+}
+
+impl Session {
+    /// The session of `ULTRACLOUD_TOKEN`, else of the stored credentials (refreshed when the
+    /// access token has expired).
+    pub async fn open(iam_override: Option<&str>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::new();
+        if let Ok(token) = std::env::var("ULTRACLOUD_TOKEN") {
+            let iam = iam_override.unwrap_or(DEFAULT_IAM).trim_end_matches('/').to_owned();
+            return Ok(Self { http, iam, token });
+        }
+        let Some(mut creds) = Credentials::load()? else {
+            bail!("not logged in: run `ultracloud login` (or set ULTRACLOUD_TOKEN)");
+        };
+        if let Some(iam) = iam_override {
+            creds.iam = iam.trim_end_matches('/').to_owned();
+        }
+        if creds.expires_at <= now() + 10 {
+            let body = serde_json::json!({"grant_type": "refresh_token", "refresh_token": creds.refresh_token});
+            let issued = grant(&http, &creds.iam, &body)
+                .await
+                .map_err(|e| anyhow!("the session has ended ({e}); run `ultracloud login`"))?;
+            creds = Credentials::from_issued(&creds.iam, creds.subject.clone(), &issued);
+            creds.save()?;
+        }
+        Ok(Self { http, iam: creds.iam, token: creds.access_token })
+    }
+
+    /// Sends a request to `base + path` and returns the JSON answer (null for 204), or the
+    /// API's error as an error.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        base: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{base}{path}")).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach {base}"))?;
+        if !resp.status().is_success() {
+            return Err(error_of(resp).await);
+        }
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        Ok(resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// [`Session::call`] against iam.
+    pub async fn iam(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        self.call(method, &self.iam, path, body).await
+    }
+
+    /// Every item of a paginated list at iam.
+    pub async fn iam_list(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        let sep = if path.contains('?') { '&' } else { '?' };
+        loop {
+            let page_path = match &token {
+                Some(t) => format!("{path}{sep}limit=1000&page_token={t}"),
+                None => format!("{path}{sep}limit=1000"),
+            };
+            let page = self.iam(reqwest::Method::GET, &page_path, None).await?;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_page_token"].as_str() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return Ok(items),
+            }
+        }
+    }
+}
+
+/// Reads a secret: from a file, else an environment variable, else the terminal without echo.
+pub fn read_secret(file: Option<&std::path::Path>, env: &str, prompt: &str) -> anyhow::Result<String> {
+    if let Some(f) = file {
+        return Ok(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?.trim().to_owned());
+    }
+    if let Ok(v) = std::env::var(env) {
+        return Ok(v);
+    }
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    eprint!("{prompt}: ");
+    std::io::stderr().flush()?;
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let saved = tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    tcsetattr(&stdin, SetArg::TCSANOW, &saved)?;
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
