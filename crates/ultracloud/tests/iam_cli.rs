@@ -45,13 +45,14 @@ async fn start_iam(dir: &std::path::Path, db: &str) -> Iam {
     let listen = format!("127.0.0.1:{}", free_port());
     let log = dir.join("iam.log");
     let child = iam_command(&dir.join("iam"), db, &listen, &log).spawn().unwrap();
-    let url = format!("http://{listen}");
+    // From here the process is owned by `Iam`, whose Drop kills and waits for it.
+    let iam = Iam { child, url: format!("http://{listen}"), log };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if reqwest::get(format!("{url}/v1/openapi.json")).await.is_ok_and(|r| r.status().is_success()) {
-            return Iam { child, url, log };
+        if reqwest::get(format!("{}/v1/openapi.json", iam.url)).await.is_ok_and(|r| r.status().is_success()) {
+            return iam;
         }
-        assert!(Instant::now() < deadline, "iam did not start:\n{}", std::fs::read_to_string(&log).unwrap());
+        assert!(Instant::now() < deadline, "iam did not start:\n{}", std::fs::read_to_string(&iam.log).unwrap());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

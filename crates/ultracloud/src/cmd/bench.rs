@@ -27,6 +27,9 @@ enum BenchTarget {
     /// NULL)` (created if missing): SELECT, INSERT … ON CONFLICT DO UPDATE, and REPEATABLE READ
     /// transactions retried on serialization failures. One connection per client.
     Postgres(PostgresBench),
+    /// iam: token issuance (password and API-key grants), `POST /v1/authorize`, and offline
+    /// verification + decision in the shared guard, at several concurrency levels.
+    Iam(super::bench_iam::IamBench),
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +139,7 @@ struct EtcdBench {
 /// Runs the subcommand.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.target {
+        BenchTarget::Iam(a) => super::bench_iam::run(a).await?,
         BenchTarget::Etcd(a) => {
             let config = ultracloud_chainfire::bench::BenchConfig {
                 endpoints: a.endpoints,

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod bench;
+pub mod bench_iam;
 pub mod chainfire;
 pub mod db;
 pub mod doctor;
