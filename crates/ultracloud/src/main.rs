@@ -63,6 +63,8 @@ enum Command {
     Binding(cmd::iam_admin::BindingArgs),
     /// The flaredb client: get, put, del, incr, cas, scan, txn, regions, status.
     Db(cmd::db::DbArgs),
+    /// The six-node test cluster on this machine: build, start, smoke, status, logs, ssh, stop, clean.
+    Cluster(cmd::cluster::ClusterArgs),
     /// Measure throughput and latency of a running endpoint (prints figures).
     Bench(cmd::bench::BenchArgs),
 }
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
             Command::Db(args) => cmd::db::run(args).await,
             Command::Iam(args) => cmd::iam::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
+            Command::Cluster(args) => cmd::cluster::run(args).await,
             Command::Login(args) => cmd::account::login(args).await,
             Command::Logout(args) => cmd::account::logout(args).await,
             Command::Whoami(args) => cmd::account::whoami(args).await,

@@ -337,16 +337,50 @@ pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Runs a replica until SIGTERM/SIGINT.
+/// Connects to flaredb, retrying until it answers (flaredb may still be forming its cluster
+/// when iam starts); `None` when shut down first.
+async fn connect(
+    config: &IamConfig,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<Arc<Iam>>, FlareError> {
+    let started = std::time::Instant::now();
+    loop {
+        match Iam::start(config.clone(), Cost::default()).await {
+            Ok(iam) => return Ok(Some(iam)),
+            Err(FlareError::Invalid(m)) => return Err(FlareError::Invalid(m)),
+            Err(e) => tracing::warn!(
+                error = %e,
+                endpoints = %config.flaredb_endpoints,
+                waited_secs = started.elapsed().as_secs(),
+                "waiting for flaredb"
+            ),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Runs a replica until SIGTERM/SIGINT. Both listeners are bound first, so a port in use or a
+/// bad address stops the start before anything else; `/readyz` reports not ready until flaredb
+/// has answered.
 pub async fn run(config: IamConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let ctx = ultracloud_runtime::ServiceContext::start("iam", &config.data_dir)?;
     let listener = ultracloud_runtime::admin::bind(config.listen, "iam API").await?;
-    let iam = Iam::start(config.clone(), Cost::default()).await?;
+    let connected = Arc::new(std::sync::OnceLock::<Arc<Iam>>::new());
+    let probe = connected.clone();
+    ctx.readiness.add("flaredb", move || {
+        let ok = probe.get().is_some();
+        async move { if ok { Ok(()) } else { Err("waiting for flaredb".to_owned()) } }
+    });
+    let admin = ctx.start_admin(config.admin_listen, axum::Router::new()).await?;
+    let Some(iam) = connect(&config, &ctx.shutdown).await? else { return Ok(()) };
+    let _ = connected.set(iam.clone());
     for path in iam.bootstrap(ctx.data_dir().path()).await? {
         println!("iam: first start; a generated secret is in {} (mode 0600)", path.display());
     }
     tokio::spawn(iam.clone().duties(ctx.shutdown.clone()));
-    let admin = ctx.start_admin(config.admin_listen, axum::Router::new()).await?;
     tracing::info!(api = %config.listen, admin = %admin.local_addr, "iam ready");
     ctx.serve_api(listener, api::router(iam.clone())).await?;
     iam.stop();

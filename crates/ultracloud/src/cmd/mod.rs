@@ -4,6 +4,7 @@ pub mod account;
 pub mod bench;
 pub mod bench_iam;
 pub mod chainfire;
+pub mod cluster;
 pub mod db;
 pub mod doctor;
 pub mod flaredb;

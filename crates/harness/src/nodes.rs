@@ -1,0 +1,176 @@
+//! Node agents: their configuration files, and starting, stopping and killing them inside
+//! their namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::sys;
+use crate::topology::{Node, Role, Topology, ports};
+
+/// The secret files every iam replica shares (so whichever bootstraps first uses them).
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// The admin password file.
+    pub admin_password: PathBuf,
+    /// The platform service account's API key file.
+    pub platform_api_key: PathBuf,
+}
+
+/// Generates the secrets once (0600 files under `<lab>/secrets`).
+pub fn ensure_secrets(lab: &Path) -> anyhow::Result<Secrets> {
+    let dir = lab.join("secrets");
+    std::fs::create_dir_all(&dir)?;
+    let s = Secrets { admin_password: dir.join("admin-password"), platform_api_key: dir.join("platform-api-key") };
+    if !s.admin_password.exists() {
+        ultracloud_iam::service::write_secret(&s.admin_password, &ultracloud_iam::service::generate_password())?;
+    }
+    if !s.platform_api_key.exists() {
+        let key = ultracloud_iam::credential::mint(ultracloud_iam::credential::Kind::ApiKey);
+        ultracloud_iam::service::write_secret(&s.platform_api_key, &key.token)?;
+    }
+    Ok(s)
+}
+
+/// A node's directory.
+pub fn node_dir(lab: &Path, node: &Node) -> PathBuf {
+    lab.join(&node.name)
+}
+
+fn strings(args: &[String]) -> toml::Value {
+    toml::Value::Array(args.iter().cloned().map(toml::Value::String).collect())
+}
+
+/// The node agent configuration of `node`.
+pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> String {
+    let ip = node.ip;
+    let mut doc = toml::Table::new();
+    doc.insert("name".into(), node.name.clone().into());
+    doc.insert("data_dir".into(), node_dir(lab, node).display().to_string().into());
+    doc.insert("admin_listen".into(), node.addr(ports::AGENT).to_string().into());
+    doc.insert("roles".into(), toml::Value::Array(vec![node.role.agent_role().into()]));
+    doc.insert("stop_timeout_secs".into(), 5.into());
+    let mut services = toml::Table::new();
+    if node.role == Role::ControlPlane {
+        let peers = |port: u16, scheme: &str| {
+            topo.control_plane()
+                .iter()
+                .map(|n| format!("{}={scheme}{}", n.name, n.addr(port)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let service = |args: Vec<String>| {
+            let mut t = toml::Table::new();
+            t.insert("args".into(), strings(&args));
+            toml::Value::Table(t)
+        };
+        services.insert(
+            "chainfire".into(),
+            service(vec![
+                format!("--name={}", node.name),
+                format!("--listen-client-urls=http://{ip}:{}", ports::CHAINFIRE),
+                format!("--listen-peer-urls=http://{ip}:{}", ports::CHAINFIRE_PEER),
+                format!("--initial-cluster={}", peers(ports::CHAINFIRE_PEER, "http://")),
+                format!("--admin-listen={ip}:{}", ports::CHAINFIRE_ADMIN),
+            ]),
+        );
+        services.insert(
+            "flaredb".into(),
+            service(vec![
+                format!("--name={}", node.name),
+                format!("--listen={ip}:{}", ports::FLAREDB),
+                format!("--initial-cluster={}", peers(ports::FLAREDB, "")),
+                format!("--admin-listen={ip}:{}", ports::FLAREDB_ADMIN),
+            ]),
+        );
+        services.insert(
+            "iam".into(),
+            service(vec![
+                format!("--listen={ip}:{}", ports::IAM),
+                format!("--admin-listen={ip}:{}", ports::IAM_ADMIN),
+                format!("--flaredb-endpoints={}", topo.control_plane_endpoints(ports::FLAREDB)),
+                format!("--admin-password-file={}", secrets.admin_password.display()),
+                format!("--platform-api-key-file={}", secrets.platform_api_key.display()),
+            ]),
+        );
+    }
+    doc.insert("service".into(), toml::Value::Table(services));
+    toml::to_string(&doc).unwrap_or_default()
+}
+
+/// Writes the node's configuration; returns its path.
+pub fn write_config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> anyhow::Result<PathBuf> {
+    let dir = node_dir(lab, node);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("node.toml");
+    std::fs::write(&path, config(lab, topo, node, secrets)).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Starts the node agent inside the node's namespace, detached from the harness (its own
+/// process group: it outlives `cluster start`). Returns its PID.
+pub fn spawn_agent(lab: &Path, bin: &Path, node: &Node) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let dir = node_dir(lab, node);
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log"))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", &node.ns()])
+        .arg(bin)
+        .arg("node")
+        .arg("--config")
+        .arg(dir.join("node.toml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting the node agent of {}", node.name))?;
+    // `ip netns exec` execs the agent: the PID is the agent's.
+    Ok(i32::try_from(child.id()).unwrap_or_default())
+}
+
+/// Stops a node agent gracefully (SIGTERM; it stops its services), then SIGKILLs whatever is
+/// left in the namespace after `grace`. Without a known agent, only the latter.
+pub fn stop_agent(pid: Option<i32>, ns: &str, grace: Duration) {
+    if let Some(pid) = pid {
+        sys::terminate(pid);
+        let deadline = Instant::now() + grace;
+        while sys::alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    kill_all(ns);
+}
+
+/// SIGKILLs every process in the namespace (a node losing power).
+pub fn kill_all(ns: &str) -> usize {
+    let pids = sys::pids_in(ns);
+    for pid in &pids {
+        sys::kill(*pid);
+    }
+    pids.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_plane_configs_name_every_peer_and_workers_run_no_services_yet() {
+        let topo = Topology::default();
+        let lab = Path::new("/lab");
+        let s = Secrets { admin_password: "/lab/s/a".into(), platform_api_key: "/lab/s/k".into() };
+        let c = config(lab, &topo, topo.node("node02").unwrap(), &s);
+        let parsed: toml::Table = toml::from_str(&c).unwrap();
+        assert_eq!(parsed["admin_listen"].as_str(), Some("10.231.0.12:9100"));
+        let chainfire = parsed["service"]["chainfire"]["args"].as_array().unwrap();
+        assert!(chainfire.iter().any(|a| a.as_str().unwrap().contains("node03=http://10.231.0.13:2380")));
+        let iam = parsed["service"]["iam"]["args"].as_array().unwrap();
+        assert!(iam.iter().any(|a| a.as_str() == Some("--platform-api-key-file=/lab/s/k")));
+        let w: toml::Table = toml::from_str(&config(lab, &topo, topo.node("node05").unwrap(), &s)).unwrap();
+        assert_eq!(w["roles"].as_array().unwrap()[0].as_str(), Some("worker"));
+        assert!(w["service"].as_table().unwrap().is_empty());
+    }
+}
