@@ -13,9 +13,10 @@ fi
 
 if [ "$(id -u)" = 0 ]; then
     # Build tools, protoc (the etcd-client crate used by chainfire's tests compiles its protos
-    # with it) and etcdctl (tests drive the real etcd client against chainfire).
+    # with it), etcdctl (tests drive the real etcd client against chainfire) and busybox
+    # (prismnet's dataplane test runs udhcpc, ping, httpd and nc inside its "VMs").
     build_pkgs=()
-    for tool in gcc:gcc pkg-config:pkg-config protoc:protobuf-compiler etcdctl:etcd-client; do
+    for tool in gcc:gcc pkg-config:pkg-config protoc:protobuf-compiler etcdctl:etcd-client busybox:busybox-static; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || build_pkgs+=("${tool#*:}")
     done
     if [ ${#build_pkgs[@]} -gt 0 ]; then

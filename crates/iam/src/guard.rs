@@ -99,6 +99,18 @@ pub struct TokenSource {
 }
 
 impl TokenSource {
+    /// A token source on its own (for agents that call services but serve no guarded API).
+    pub fn new(iam_endpoints: Vec<String>, api_key: String) -> Result<Arc<Self>, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        let endpoints = iam_endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
+        let replicas = Arc::new(Replicas { http, endpoints, preferred: AtomicUsize::new(0) });
+        Ok(Arc::new(Self { replicas, api_key, cached: Mutex::default() }))
+    }
+
     /// A bearer token for calls to iam or other services.
     pub async fn token(&self) -> Result<String, String> {
         if let Some((t, renew_at)) = &*self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -119,7 +131,8 @@ impl TokenSource {
         Ok(issued.access_token)
     }
 
-    fn forget(&self) {
+    /// Drops the cached token (after a 401), so the next call fetches a new one.
+    pub fn forget(&self) {
         *self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 }

@@ -147,7 +147,9 @@ pub fn builtin_roles() -> Vec<Role> {
             &["compute.*", "network.*", "storage.*", "object.*", "dns.*", "lb.*", "db.*", "k8s.*", "*.read", "*.list"],
         ),
         role("viewer", &["*.read", "*.list"]),
-        role(PLATFORM_SERVICE, &["iam.*.read", "iam.*.list"]),
+        // Platform services act for the platform: they read iam and drive each other's
+        // resources (a VM's port, a volume's attachment) on behalf of their callers.
+        role(PLATFORM_SERVICE, &["iam.*.read", "iam.*.list", "network.*", "compute.*", "storage.*"]),
     ]
 }
 

@@ -1,0 +1,157 @@
+//! One dnsmasq per subnet and host, inside a namespace of its own (so tenants' overlapping
+//! CIDRs never meet in one routing table), serving static leases only. It runs detached with a
+//! pid file, so an agent restart leaves it serving; lease changes are a file rewrite and a
+//! SIGHUP.
+
+use std::path::{Path, PathBuf};
+
+use super::host::{CommandError, HostNs};
+use crate::plan::{DhcpPlan, SubnetPlan};
+
+/// The namespace of a subnet's DHCP server on `host`.
+pub fn namespace(host: &str, vni: u32) -> String {
+    format!("pndhcp-{host}-{vni:x}")
+}
+
+/// The files of one server.
+#[derive(Debug, Clone)]
+pub struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    /// Files under `state/dhcp/<vni>/`.
+    pub fn new(state: &Path, vni: u32) -> Self {
+        Self { dir: state.join("dhcp").join(format!("{vni:x}")) }
+    }
+
+    fn hosts(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+
+    fn opts(&self) -> PathBuf {
+        self.dir.join("opts")
+    }
+
+    fn pid(&self) -> PathBuf {
+        self.dir.join("pid")
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The running dnsmasq's PID, if it runs.
+    pub fn running(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.pid()).ok()?.trim().parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline).contains("dnsmasq").then_some(pid)
+    }
+}
+
+fn hosts_file(d: &DhcpPlan) -> String {
+    d.leases.iter().map(|(mac, ip)| format!("{mac},{ip}\n")).collect()
+}
+
+fn opts_file(s: &SubnetPlan) -> String {
+    let mut out = format!("option:mtu,{}\n", s.mtu);
+    match s.gateway {
+        Some(g) => out.push_str(&format!("option:router,{g}\n")),
+        None => out.push_str("option:router\n"),
+    }
+    if !s.dns_servers.is_empty() {
+        let list: Vec<String> = s.dns_servers.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("option:dns-server,{}\n", list.join(",")));
+    }
+    out
+}
+
+/// Writes `content` to `path` when it differs; true when it changed.
+fn write_if_changed(path: &Path, content: &str) -> std::io::Result<bool> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(content) {
+        return Ok(false);
+    }
+    std::fs::write(path, content)?;
+    Ok(true)
+}
+
+/// Makes the subnet's dnsmasq serve `d`: files written, process started or told to reload.
+pub async fn ensure(state: &Path, host: &str, s: &SubnetPlan, d: &DhcpPlan) -> Result<(), CommandError> {
+    let io = |e: std::io::Error| CommandError { command: "writing dnsmasq files".into(), detail: e.to_string() };
+    let f = Files::new(state, s.vni);
+    std::fs::create_dir_all(f.dir()).map_err(io)?;
+    let changed = write_if_changed(&f.hosts(), &hosts_file(d)).map_err(io)?
+        | write_if_changed(&f.opts(), &opts_file(s)).map_err(io)?;
+    if let Some(pid) = f.running() {
+        if changed {
+            // SIGHUP re-reads --dhcp-hostsfile and --dhcp-optsfile.
+            let _ = nix_hup(pid);
+        }
+        return Ok(());
+    }
+    let ns = namespace(host, s.vni);
+    let range = format!("--dhcp-range={},static,{},12h", s.cidr.network(), s.cidr.netmask());
+    let args = [
+        "--conf-file=/dev/null".to_owned(),
+        "--port=0".to_owned(),
+        "--interface=dhcp0".to_owned(),
+        "--bind-interfaces".to_owned(),
+        "--dhcp-authoritative".to_owned(),
+        "--user=root".to_owned(),
+        range,
+        format!("--dhcp-hostsfile={}", f.hosts().display()),
+        format!("--dhcp-optsfile={}", f.opts().display()),
+        format!("--dhcp-leasefile={}", f.dir().join("leases").display()),
+        format!("--pid-file={}", f.pid().display()),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    HostNs { netns: Some(ns) }.run("dnsmasq", &refs).await.map(|_| ())
+}
+
+fn nix_hup(pid: i32) -> std::io::Result<()> {
+    let out = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).output()?;
+    if out.status.success() { Ok(()) } else { Err(std::io::Error::other("kill -HUP failed")) }
+}
+
+/// Stops a subnet's dnsmasq and removes its files.
+pub fn stop(state: &Path, vni: u32) {
+    let f = Files::new(state, vni);
+    if let Some(pid) = f.running() {
+        let _ = std::process::Command::new("kill").arg(pid.to_string()).output();
+    }
+    let _ = std::fs::remove_dir_all(f.dir());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_hold_leases_and_options() {
+        let d = DhcpPlan {
+            ip: "10.0.0.2".parse().unwrap(),
+            mac: "52:54:00:00:00:02".into(),
+            leases: vec![("52:54:00:00:00:09".into(), "10.0.0.9".parse().unwrap())],
+        };
+        assert_eq!(hosts_file(&d), "52:54:00:00:00:09,10.0.0.9\n");
+        let s = SubnetPlan {
+            id: "s".into(),
+            vni: 1000,
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            gateway: Some("10.0.0.1".parse().unwrap()),
+            dns_servers: vec!["10.0.0.53".parse().unwrap()],
+            mtu: 1450,
+            peers: vec![],
+            dhcp: Some(d),
+            ports: vec![],
+        };
+        let o = opts_file(&s);
+        assert!(
+            o.contains("option:router,10.0.0.1")
+                && o.contains("option:mtu,1450")
+                && o.contains("option:dns-server,10.0.0.53")
+        );
+        assert_eq!(namespace("node04", 1000), "pndhcp-node04-3e8");
+    }
+}

@@ -1,0 +1,359 @@
+//! The prismnet agent: reconciles one host to the controller's plan for it.
+//!
+//! Per subnet with local ports: a bridge (`pnb<vni>`), a VXLAN device (`pnv<vni>`, no
+//! learning, static FDB entries for the peers), a DHCP server in its own namespace behind a
+//! veth (`pnd<vni>`), and a device per port (`pt<id>`: a tap, or a veth whose far end is
+//! `eth0` in the workload's namespace); then the nftables ruleset ([`nft`]). Reconciling is
+//! idempotent: it adds what is missing, removes what is stale, and leaves the rest alone, so an
+//! agent restart does not disturb traffic.
+
+pub mod dnsmasq;
+pub mod host;
+pub mod nft;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use host::{CommandError, HostNs, Link};
+use nft::{bridge_dev, dhcp_dev, port_dev, vxlan_dev};
+
+use crate::model::Plug;
+use crate::plan::{HostPlan, PortPlan, SubnetPlan};
+
+/// What the agent needs to know about its host.
+#[derive(Debug, Clone)]
+pub struct AgentHost {
+    /// The host's name (ports are bound to it).
+    pub name: String,
+    /// Its underlay address (VXLAN source, and what peers send to).
+    pub underlay_ip: Ipv4Addr,
+    /// Its underlay device.
+    pub underlay_dev: String,
+    /// The namespace it manages (`None`: its own).
+    pub netns: Option<String>,
+    /// Where DHCP files live.
+    pub state_dir: PathBuf,
+}
+
+/// One reconcile pass's outcome: what it changed, and the problems it skipped past.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Changes made (human-readable).
+    pub changes: Vec<String>,
+    /// Problems (a port whose namespace is missing, …); the rest was still reconciled.
+    pub problems: Vec<String>,
+}
+
+fn has(links: &[Link], name: &str) -> bool {
+    links.iter().any(|l| l.ifname == name)
+}
+
+/// Reconciles the host to `plan`.
+pub async fn reconcile(h: &AgentHost, plan: &HostPlan) -> Outcome {
+    let mut out = Outcome::default();
+    let ns = HostNs { netns: h.netns.clone() };
+    let links = match ns.links().await {
+        Ok(l) => l,
+        Err(e) => {
+            out.problems.push(e.to_string());
+            return out;
+        }
+    };
+    // Bridged IPv4 must pass the inet forward hook for security groups.
+    if let Err(e) = ns.run("sysctl", &["-qw", "net.bridge.bridge-nf-call-iptables=1"]).await {
+        out.problems.push(format!("{e} (is br_netfilter loaded?)"));
+    }
+    for s in &plan.subnets {
+        if let Err(e) = subnet(h, &ns, &links, s, &mut out).await {
+            out.problems.push(e.to_string());
+        }
+        for p in &s.ports {
+            if let Err(e) = port(&ns, &links, s, p, &mut out).await {
+                out.problems.push(format!("port {}: {e}", p.id));
+            }
+        }
+    }
+    let ruleset = nft::render(plan);
+    let file = h.state_dir.join("prismnet.nft");
+    let applied = match std::fs::create_dir_all(&h.state_dir).and_then(|()| std::fs::write(&file, &ruleset)) {
+        Ok(()) => ns.run("nft", &["-f", &file.display().to_string()]).await.map(|_| ()),
+        Err(e) => Err(CommandError { command: format!("writing {}", file.display()), detail: e.to_string() }),
+    };
+    if let Err(e) = applied {
+        out.problems.push(e.to_string());
+    }
+    remove_stale(h, &ns, &links, plan, &mut out).await;
+    out
+}
+
+async fn subnet(
+    h: &AgentHost,
+    ns: &HostNs,
+    links: &[Link],
+    s: &SubnetPlan,
+    out: &mut Outcome,
+) -> Result<(), CommandError> {
+    let (br, vx, mtu) = (bridge_dev(s.vni), vxlan_dev(s.vni), s.mtu.to_string());
+    if !has(links, &br) {
+        ns.ip(&["link", "add", &br, "mtu", &mtu, "type", "bridge"]).await?;
+        out.changes.push(format!("bridge {br}"));
+    }
+    ns.ip(&["link", "set", &br, "up"]).await?;
+    if !has(links, &vx) {
+        let (vni, local) = (s.vni.to_string(), h.underlay_ip.to_string());
+        ns.ip(&[
+            "link",
+            "add",
+            &vx,
+            "mtu",
+            &mtu,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "dstport",
+            "4789",
+            "local",
+            &local,
+            "dev",
+            &h.underlay_dev,
+            "nolearning",
+        ])
+        .await?;
+        out.changes.push(format!("vxlan {vx} (vni {})", s.vni));
+    }
+    ns.ip(&["link", "set", &vx, "master", &br, "up"]).await?;
+    // Static flooding entries: one per peer host, no multicast.
+    let fdb = ns.run("bridge", &["fdb", "show", "dev", &vx]).await?;
+    let have: BTreeSet<String> = fdb
+        .lines()
+        .filter(|l| l.starts_with("00:00:00:00:00:00"))
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "dst").nth(1).map(str::to_owned))
+        .collect();
+    let want: BTreeSet<String> = s.peers.iter().map(ToString::to_string).collect();
+    for peer in want.difference(&have) {
+        ns.run("bridge", &["fdb", "append", "00:00:00:00:00:00", "dev", &vx, "dst", peer]).await?;
+        out.changes.push(format!("{vx} → {peer}"));
+    }
+    for gone in have.difference(&want) {
+        ns.run("bridge", &["fdb", "del", "00:00:00:00:00:00", "dev", &vx, "dst", gone]).await?;
+        out.changes.push(format!("{vx} ↛ {gone}"));
+    }
+    if let Some(d) = &s.dhcp {
+        dhcp_server(h, ns, links, s, d, out).await?;
+    }
+    Ok(())
+}
+
+async fn dhcp_server(
+    h: &AgentHost,
+    ns: &HostNs,
+    links: &[Link],
+    s: &SubnetPlan,
+    d: &crate::plan::DhcpPlan,
+    out: &mut Outcome,
+) -> Result<(), CommandError> {
+    let dns = dnsmasq::namespace(&h.name, s.vni);
+    if !HostNs::namespaces().await?.contains(&dns) {
+        HostNs::add_namespace(&dns).await?;
+        HostNs::ip_in(&dns, &["link", "set", "lo", "up"]).await?;
+        out.changes.push(format!("namespace {dns}"));
+    }
+    let dev = dhcp_dev(s.vni);
+    if !has(links, &dev) {
+        ns.ip(&[
+            "link",
+            "add",
+            &dev,
+            "mtu",
+            &s.mtu.to_string(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "dhcp0",
+            "netns",
+            &dns,
+        ])
+        .await?;
+        let addr = format!("{}/{}", d.ip, s.cidr.prefix());
+        HostNs::ip_in(&dns, &["link", "set", "dhcp0", "address", &d.mac, "mtu", &s.mtu.to_string(), "up"]).await?;
+        HostNs::ip_in(&dns, &["addr", "replace", &addr, "dev", "dhcp0"]).await?;
+        out.changes.push(format!("dhcp server {} on {dev}", d.ip));
+    }
+    ns.ip(&["link", "set", &dev, "master", &bridge_dev(s.vni), "up"]).await?;
+    dnsmasq::ensure(&h.state_dir, &h.name, s, d).await
+}
+
+async fn port(
+    ns: &HostNs,
+    links: &[Link],
+    s: &SubnetPlan,
+    p: &PortPlan,
+    out: &mut Outcome,
+) -> Result<(), CommandError> {
+    let (dev, br, mtu) = (port_dev(&p.id), bridge_dev(s.vni), s.mtu.to_string());
+    if !has(links, &dev) {
+        match &p.plug {
+            Plug::Tap => {
+                ns.ip(&["tuntap", "add", "dev", &dev, "mode", "tap"]).await?;
+            }
+            Plug::Netns { netns } => {
+                if !HostNs::namespaces().await?.contains(netns) {
+                    return Err(CommandError {
+                        command: format!("plug into {netns}"),
+                        detail: "namespace does not exist".into(),
+                    });
+                }
+                ns.ip(&["link", "add", &dev, "type", "veth", "peer", "name", "eth0", "netns", netns]).await?;
+                HostNs::ip_in(netns, &["link", "set", "eth0", "address", &p.mac, "mtu", &mtu, "up"]).await?;
+            }
+        }
+        out.changes.push(format!("port {} as {dev}", p.id));
+    }
+    ns.ip(&["link", "set", &dev, "mtu", &mtu, "master", &br, "up"]).await?;
+    Ok(())
+}
+
+async fn remove_stale(h: &AgentHost, ns: &HostNs, links: &[Link], plan: &HostPlan, out: &mut Outcome) {
+    let mut want: BTreeSet<String> = BTreeSet::new();
+    let mut vnis = BTreeSet::new();
+    for s in &plan.subnets {
+        vnis.insert(s.vni);
+        want.extend([bridge_dev(s.vni), vxlan_dev(s.vni)]);
+        if s.dhcp.is_some() {
+            want.insert(dhcp_dev(s.vni));
+        }
+        want.extend(s.ports.iter().map(|p| port_dev(&p.id)));
+    }
+    // Ports first, then subnets' devices (a bridge goes with its last port).
+    let ours = |n: &str, prefix: &str| n.starts_with(prefix) && n.len() > prefix.len();
+    for prefix in ["pt", "pnd", "pnv", "pnb"] {
+        for l in links.iter().filter(|l| ours(&l.ifname, prefix) && !want.contains(&l.ifname)) {
+            match ns.ip(&["link", "del", &l.ifname]).await {
+                Ok(_) => out.changes.push(format!("removed {}", l.ifname)),
+                Err(e) => out.problems.push(e.to_string()),
+            }
+        }
+    }
+    // DHCP servers of subnets no longer here.
+    let dir = h.state_dir.join("dhcp");
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let Some(vni) = e.file_name().to_str().and_then(|n| u32::from_str_radix(n, 16).ok()) else { continue };
+            if !vnis.contains(&vni) {
+                dnsmasq::stop(&h.state_dir, vni);
+                let _ = HostNs::delete_namespace(&dnsmasq::namespace(&h.name, vni)).await;
+                out.changes.push(format!("removed dhcp server of vni {vni}"));
+            }
+        }
+    }
+}
+
+/// Removes everything prismnet made on the host (ports, subnets, DHCP servers, rules).
+pub async fn teardown(h: &AgentHost) -> Outcome {
+    let empty = HostPlan { host: h.name.clone(), version: 0, subnets: Vec::new() };
+    let mut out = reconcile(h, &empty).await;
+    let ns = HostNs { netns: h.netns.clone() };
+    for t in ["inet", "bridge"] {
+        let _ = ns.run("nft", &["delete", "table", t, "prismnet"]).await;
+    }
+    out.changes.push("removed nftables tables".into());
+    out
+}
+
+/// The controller as the agent sees it.
+#[derive(Debug, Clone)]
+pub struct ControllerClient {
+    http: reqwest::Client,
+    base: String,
+    tokens: Arc<ultracloud_iam::guard::TokenSource>,
+}
+
+impl ControllerClient {
+    /// A client of the controller at `base`, authenticated by `tokens`.
+    pub fn new(base: &str, tokens: Arc<ultracloud_iam::guard::TokenSource>) -> Self {
+        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), tokens }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+        let token = self.tokens.token().await?;
+        let resp = req.bearer_auth(token).send().await.map_err(|e| e.to_string())?;
+        if resp.status() == http::StatusCode::UNAUTHORIZED {
+            self.tokens.forget();
+        }
+        if !resp.status().is_success() {
+            return Err(format!("controller answered {}: {}", resp.status(), resp.text().await.unwrap_or_default()));
+        }
+        Ok(resp)
+    }
+
+    /// Registers the host's underlay address.
+    pub async fn register(&self, host: &AgentHost) -> Result<(), String> {
+        let body = serde_json::json!({"underlay_ip": host.underlay_ip});
+        self.send(self.http.put(format!("{}/v1/hosts/{}", self.base, host.name)).json(&body)).await.map(|_| ())
+    }
+
+    /// The host's plan.
+    pub async fn plan(&self, host: &str) -> Result<HostPlan, String> {
+        let r = self
+            .send(self.http.get(format!("{}/v1/hosts/{host}/plan", self.base)).timeout(Duration::from_secs(30)))
+            .await?;
+        r.json().await.map_err(|e| e.to_string())
+    }
+
+    /// Waits (up to ~15 s) for the version to move past `after`.
+    pub async fn wait(&self, after: u64) -> Result<u64, String> {
+        let url = format!("{}/v1/watch?after={after}", self.base);
+        let r = self.send(self.http.get(url).timeout(Duration::from_secs(30))).await?;
+        let v: crate::server::WatchAnswer = r.json().await.map_err(|e| e.to_string())?;
+        Ok(v.version)
+    }
+}
+
+/// Runs the agent until `shutdown`: register, then plan → reconcile → wait for a change (or
+/// 30 s) forever. `ready` is set after the first clean pass.
+pub async fn run(
+    host: AgentHost,
+    controller: ControllerClient,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut registered = false;
+    loop {
+        let pass = async {
+            if !registered {
+                controller.register(&host).await?;
+                registered = true;
+            }
+            let plan = controller.plan(&host.name).await?;
+            let outcome = reconcile(&host, &plan).await;
+            for c in &outcome.changes {
+                tracing::info!(change = %c, "reconciled");
+            }
+            for p in &outcome.problems {
+                tracing::warn!(problem = %p, "reconcile problem");
+            }
+            ready.store(outcome.problems.is_empty(), std::sync::atomic::Ordering::Relaxed);
+            Ok::<u64, String>(plan.version)
+        };
+        let wait_after = match pass.await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the controller; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tokio::time::timeout(Duration::from_secs(30), controller.wait(wait_after)) => {}
+        }
+    }
+}

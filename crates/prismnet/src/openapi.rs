@@ -1,0 +1,102 @@
+//! The OpenAPI document of the controller, served at `/v1/openapi.json`.
+
+use serde_json::{Value, json};
+
+const P: &str = "/v1/tenants/{tenant}/projects/{project}";
+
+/// (method, path suffix, summary, action).
+const OPERATIONS: &[(&str, &str, &str, &str)] = &[
+    ("post", "/vpcs", "Create a VPC {name, cidr}", "network.vpc.create"),
+    ("get", "/vpcs", "List VPCs", "network.vpc.list"),
+    ("get", "/vpcs/{id}", "A VPC (ID or name)", "network.vpc.read"),
+    ("delete", "/vpcs/{id}", "Delete a VPC without subnets or routers", "network.vpc.delete"),
+    (
+        "post",
+        "/subnets",
+        "Create a subnet {name, vpc, cidr, gateway?, no_gateway?, dhcp?, dns_servers?, pools?}",
+        "network.subnet.create",
+    ),
+    ("get", "/subnets", "List subnets", "network.subnet.list"),
+    ("get", "/subnets/{id}", "A subnet", "network.subnet.read"),
+    ("delete", "/subnets/{id}", "Delete a subnet (409 while ports use it)", "network.subnet.delete"),
+    ("post", "/routers", "Create a router {name, vpc, subnets?, routes?}", "network.router.create"),
+    ("get", "/routers", "List routers", "network.router.list"),
+    ("get", "/routers/{id}", "A router", "network.router.read"),
+    ("delete", "/routers/{id}", "Delete a router", "network.router.delete"),
+    (
+        "post",
+        "/security-groups",
+        "Create a security group {name, rules?} (default: egress anywhere, ingress from the group)",
+        "network.security_group.create",
+    ),
+    ("get", "/security-groups", "List security groups", "network.security_group.list"),
+    ("get", "/security-groups/{id}", "A security group", "network.security_group.read"),
+    ("put", "/security-groups/{id}", "Replace its rules {rules}", "network.security_group.update"),
+    ("delete", "/security-groups/{id}", "Delete an unused security group", "network.security_group.delete"),
+    (
+        "post",
+        "/ports",
+        "Create a port {subnet, name?, mac?, fixed_ips?, security_groups?, binding?, device_owner?}",
+        "network.port.create",
+    ),
+    ("get", "/ports", "List ports", "network.port.list"),
+    ("get", "/ports/{id}", "A port", "network.port.read"),
+    (
+        "patch",
+        "/ports/{id}",
+        "Rebind a port or change its groups {binding?, security_groups?, device_owner?}",
+        "network.port.update",
+    ),
+    ("delete", "/ports/{id}", "Delete a port (its addresses are released)", "network.port.delete"),
+    ("post", "/service-ips", "Allocate a service IP {subnet, name?}", "network.service_ip.create"),
+    ("get", "/service-ips", "List service IPs", "network.service_ip.list"),
+    ("get", "/service-ips/{id}", "A service IP", "network.service_ip.read"),
+    ("delete", "/service-ips/{id}", "Release a service IP", "network.service_ip.delete"),
+];
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut add = |method: &str, path: String, summary: &str, action: &str| {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .map(|n| json!({"name": n, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let op = json!({
+            "summary": summary,
+            "description": format!("Needs `{action}` in the project."),
+            "security": [{"bearer": []}],
+            "parameters": params,
+            "responses": {"200": {"description": "ok"}, "default": {"description": "error {\"error\": {code, message}}"}}
+        });
+        paths.entry(path).or_insert_with(|| json!({}))[method] = op;
+    };
+    for (m, suffix, summary, action) in OPERATIONS {
+        add(m, format!("{P}{suffix}"), summary, action);
+    }
+    add("put", "/v1/hosts/{host}".into(), "Register an agent host {underlay_ip}", "network.port.update (platform)");
+    add("get", "/v1/hosts/{host}/plan".into(), "The host's desired dataplane", "network.port.read (platform)");
+    add(
+        "get",
+        "/v1/watch".into(),
+        "Long poll: answers when the version differs from ?after=",
+        "network.port.read (platform)",
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "prismnet", "version": "1", "description": "Tenant networking: VPCs, subnets, routers, security groups, ports, service IPs. Resources are addressed by ID or name inside their project."},
+        "paths": Value::Object(paths),
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_operation_is_in_the_document() {
+        let d = super::document();
+        let n: usize = d["paths"].as_object().unwrap().values().map(|v| v.as_object().unwrap().len()).sum();
+        assert_eq!(n, super::OPERATIONS.len() + 3);
+    }
+}

@@ -1,0 +1,635 @@
+//! The controller's operations: validation against stored state, then one transaction.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::Cidr;
+use crate::ipam::{self, Pool};
+use crate::model::{Binding, Owner, Plug, Port, Route, Router, Rule, SecurityGroup, ServiceIp, Subnet, Vpc};
+use crate::store::{
+    Resource, Store, StoreError, txn_claim_ip, txn_claim_mac, txn_claim_vni, txn_delete, txn_get, txn_put,
+    txn_release_ip, txn_release_mac, txn_release_vni, txn_scan, txn_used_ips,
+};
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", &ultracloud_iam::credential::new_id()[..12])
+}
+
+fn valid_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!("name {name:?}: use 1-63 lowercase letters, digits and dashes")))
+    }
+}
+
+fn refuse<T>(e: StoreError) -> std::result::Result<Result<T>, ultracloud_flaredb::error::FlareError> {
+    Ok(Err(e))
+}
+
+/// `POST …/vpcs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewVpc {
+    /// Name.
+    pub name: String,
+    /// Address space.
+    pub cidr: Cidr,
+}
+
+/// Creates a VPC.
+pub async fn create_vpc(store: &Store, owner: &Owner, req: &NewVpc) -> Result<Vpc> {
+    valid_name(&req.name)?;
+    if req.cidr.prefix() > 29 {
+        return Err(StoreError::Invalid(format!("cidr {}: use /29 or larger", req.cidr)));
+    }
+    let vpc = Vpc { id: new_id("vpc"), owner: owner.clone(), name: req.name.clone(), cidr: req.cidr };
+    let owner = owner.clone();
+    store
+        .change(async move |t| {
+            if !Store::txn_name_free(t, Vpc::KIND, &owner, &vpc.name).await? {
+                return refuse(StoreError::Conflict(format!("a VPC named {:?} exists", vpc.name)));
+            }
+            txn_put(t, &vpc);
+            Ok(Ok(vpc.clone()))
+        })
+        .await
+}
+
+/// Deletes a VPC without subnets or routers.
+pub async fn delete_vpc(store: &Store, owner: &Owner, id: &str) -> Result<()> {
+    let vpc: Vpc = store.get_owned(owner, id, "VPC").await?;
+    let owner = owner.clone();
+    store
+        .change(async move |t| {
+            let subnets: Vec<Subnet> = txn_scan(t, &Store::idx_prefix(Subnet::KIND, &owner)).await?;
+            let routers: Vec<Router> = txn_scan(t, &Store::idx_prefix(Router::KIND, &owner)).await?;
+            let used: Vec<&str> = subnets
+                .iter()
+                .filter(|s| s.vpc == vpc.id)
+                .map(|s| s.name.as_str())
+                .chain(routers.iter().filter(|r| r.vpc == vpc.id).map(|r| r.name.as_str()))
+                .collect();
+            if !used.is_empty() {
+                return refuse(StoreError::Conflict(format!(
+                    "VPC {:?} still has subnets or routers: {}; delete them first",
+                    vpc.name,
+                    used.join(", ")
+                )));
+            }
+            txn_delete(t, &vpc);
+            Ok(Ok(()))
+        })
+        .await
+}
+
+/// `POST …/subnets`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewSubnet {
+    /// Name.
+    pub name: String,
+    /// The VPC (ID or name).
+    pub vpc: String,
+    /// Addresses (inside the VPC's).
+    pub cidr: Cidr,
+    /// Gateway (default: the first host address; `"none"` is written as null with
+    /// `no_gateway`).
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// No gateway at all.
+    #[serde(default)]
+    pub no_gateway: bool,
+    /// DHCP (default on).
+    #[serde(default)]
+    pub dhcp: Option<bool>,
+    /// DNS servers for DHCP.
+    #[serde(default)]
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// Allocation pools (default: every host address but the gateway).
+    #[serde(default)]
+    pub pools: Vec<Pool>,
+}
+
+/// Resolves an ID-or-name of a kind in a project.
+pub async fn resolve<R: Resource>(store: &Store, owner: &Owner, id_or_name: &str, what: &str) -> Result<R> {
+    if let Some(r) = store.get::<R>(id_or_name).await?.filter(|r| r.owner() == owner) {
+        return Ok(r);
+    }
+    match store.id_by_name(R::KIND, owner, id_or_name).await? {
+        Some(id) => store.get_owned(owner, &id, what).await,
+        None => {
+            Err(StoreError::NotFound(format!("{what} {id_or_name:?} not found in {}/{}", owner.tenant, owner.project)))
+        }
+    }
+}
+
+/// Creates a subnet: inside its VPC, overlapping none of the VPC's other subnets; allocates
+/// a VNI.
+pub async fn create_subnet(store: &Store, owner: &Owner, req: &NewSubnet) -> Result<Subnet> {
+    valid_name(&req.name)?;
+    let vpc: Vpc = resolve(store, owner, &req.vpc, "VPC").await?;
+    if !vpc.cidr.contains_net(&req.cidr) {
+        return Err(StoreError::Invalid(format!("cidr {} is not inside VPC {} ({})", req.cidr, vpc.name, vpc.cidr)));
+    }
+    if req.cidr.prefix() > 29 {
+        return Err(StoreError::Invalid(format!("cidr {}: use /29 or larger", req.cidr)));
+    }
+    let gateway = if req.no_gateway { None } else { Some(req.gateway.unwrap_or_else(|| req.cidr.hosts().0)) };
+    if let Some(g) = gateway {
+        let (lo, hi) = req.cidr.hosts();
+        if g < lo || g > hi {
+            return Err(StoreError::Invalid(format!("gateway {g} is not a host address of {}", req.cidr)));
+        }
+    }
+    let pools = if req.pools.is_empty() { ipam::default_pools(&req.cidr, gateway) } else { req.pools.clone() };
+    ipam::validate_pools(&req.cidr, gateway, &pools).map_err(StoreError::Invalid)?;
+    let mut subnet = Subnet {
+        id: new_id("subnet"),
+        owner: owner.clone(),
+        vpc: vpc.id.clone(),
+        name: req.name.clone(),
+        cidr: req.cidr,
+        gateway,
+        dhcp: req.dhcp.unwrap_or(true),
+        dns_servers: req.dns_servers.clone(),
+        pools,
+        vni: 0,
+    };
+    let owner = owner.clone();
+    store
+        .change(async move |t| {
+            if !Store::txn_name_free(t, Subnet::KIND, &owner, &subnet.name).await? {
+                return refuse(StoreError::Conflict(format!("a subnet named {:?} exists", subnet.name)));
+            }
+            let siblings: Vec<Subnet> = txn_scan(t, &Store::idx_prefix(Subnet::KIND, &owner)).await?;
+            if let Some(o) = siblings.iter().find(|s| s.vpc == subnet.vpc && s.cidr.overlaps(&subnet.cidr)) {
+                return refuse(StoreError::Conflict(format!(
+                    "cidr {} overlaps subnet {} ({}) of the same VPC",
+                    subnet.cidr, o.name, o.cidr
+                )));
+            }
+            subnet.vni = match txn_claim_vni(t, &subnet.id).await {
+                Ok(v) => v,
+                Err(StoreError::Db(e)) => return Err(e),
+                Err(e) => return refuse(e),
+            };
+            txn_put(t, &subnet);
+            Ok(Ok(subnet.clone()))
+        })
+        .await
+}
+
+/// Deletes a subnet; refused while ports (other than its DHCP ports) or service IPs use it.
+pub async fn delete_subnet(store: &Store, owner: &Owner, id: &str) -> Result<()> {
+    let subnet: Subnet = store.get_owned(owner, id, "subnet").await?;
+    let ports: Vec<Port> = store.list(owner).await?;
+    let in_use: Vec<String> = ports
+        .iter()
+        .filter(|p| p.subnet == subnet.id && p.device_owner != DHCP_OWNER)
+        .map(|p| if p.name.is_empty() { p.id.clone() } else { p.name.clone() })
+        .collect();
+    if !in_use.is_empty() {
+        return Err(StoreError::Conflict(format!(
+            "subnet {:?} has {} port(s) in use: {}; delete them first",
+            subnet.name,
+            in_use.len(),
+            in_use.join(", ")
+        )));
+    }
+    let sips: Vec<ServiceIp> = store.list(owner).await?;
+    if sips.iter().any(|s| s.subnet == subnet.id) {
+        return Err(StoreError::Conflict(format!("subnet {:?} has service IPs; delete them first", subnet.name)));
+    }
+    let dhcp: Vec<Port> = ports.into_iter().filter(|p| p.subnet == subnet.id && p.device_owner == DHCP_OWNER).collect();
+    store
+        .change(async move |t| {
+            for p in &dhcp {
+                release_port(t, p);
+                if let Some(b) = &p.binding {
+                    t.delete(&Store::dhcp_key(&subnet.id, &b.host));
+                }
+            }
+            txn_release_vni(t, subnet.vni);
+            txn_delete(t, &subnet);
+            Ok(Ok(()))
+        })
+        .await
+}
+
+/// Who owns DHCP ports.
+pub const DHCP_OWNER: &str = "network:dhcp";
+
+/// `POST …/security-groups`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewSecurityGroup {
+    /// Name.
+    pub name: String,
+    /// Rules (default: allow egress, allow ingress from the group).
+    #[serde(default)]
+    pub rules: Option<Vec<Rule>>,
+}
+
+fn check_rules(rules: &[Rule]) -> Result<()> {
+    use crate::model::Protocol;
+    for r in rules {
+        if let (Some(a), Some(b)) = (r.port_min, r.port_max)
+            && a > b
+        {
+            return Err(StoreError::Invalid(format!("rule ports {a}-{b}: min above max")));
+        }
+        if (r.port_min.is_some() || r.port_max.is_some()) && !matches!(r.protocol, Protocol::Tcp | Protocol::Udp) {
+            return Err(StoreError::Invalid("rule ports need protocol tcp or udp".into()));
+        }
+        if r.remote_cidr.is_some() && r.remote_group.is_some() {
+            return Err(StoreError::Invalid("a rule names remote_cidr or remote_group, not both".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Creates a security group.
+pub async fn create_security_group(store: &Store, owner: &Owner, req: &NewSecurityGroup) -> Result<SecurityGroup> {
+    valid_name(&req.name)?;
+    let id = new_id("sg");
+    let rules = req.rules.clone().unwrap_or_else(|| SecurityGroup::default_rules(&id));
+    check_rules(&rules)?;
+    for g in rules.iter().filter_map(|r| r.remote_group.as_ref()).filter(|g| **g != id) {
+        store.get_owned::<SecurityGroup>(owner, g, "security group").await?;
+    }
+    let sg = SecurityGroup { id, owner: owner.clone(), name: req.name.clone(), rules };
+    let owner = owner.clone();
+    store
+        .change(async move |t| {
+            if !Store::txn_name_free(t, SecurityGroup::KIND, &owner, &sg.name).await? {
+                return refuse(StoreError::Conflict(format!("a security group named {:?} exists", sg.name)));
+            }
+            txn_put(t, &sg);
+            Ok(Ok(sg.clone()))
+        })
+        .await
+}
+
+/// Replaces a security group's rules.
+pub async fn update_security_group(store: &Store, owner: &Owner, id: &str, rules: Vec<Rule>) -> Result<SecurityGroup> {
+    let mut sg: SecurityGroup = store.get_owned(owner, id, "security group").await?;
+    check_rules(&rules)?;
+    for g in rules.iter().filter_map(|r| r.remote_group.as_ref()).filter(|g| **g != sg.id) {
+        store.get_owned::<SecurityGroup>(owner, g, "security group").await?;
+    }
+    sg.rules = rules;
+    store
+        .change(async move |t| {
+            txn_put(t, &sg);
+            Ok(Ok(sg.clone()))
+        })
+        .await
+}
+
+/// Deletes a security group no port uses.
+pub async fn delete_security_group(store: &Store, owner: &Owner, id: &str) -> Result<()> {
+    let sg: SecurityGroup = store.get_owned(owner, id, "security group").await?;
+    let ports: Vec<Port> = store.list(owner).await?;
+    if let Some(p) = ports.iter().find(|p| p.security_groups.contains(&sg.id)) {
+        return Err(StoreError::Conflict(format!("security group {:?} is used by port {}", sg.name, p.id)));
+    }
+    store
+        .change(async move |t| {
+            txn_delete(t, &sg);
+            Ok(Ok(()))
+        })
+        .await
+}
+
+/// The project's `default` security group, created on first use.
+pub async fn default_security_group(store: &Store, owner: &Owner) -> Result<SecurityGroup> {
+    if let Some(id) = store.id_by_name(SecurityGroup::KIND, owner, "default").await? {
+        return store.get_owned(owner, &id, "security group").await;
+    }
+    match create_security_group(store, owner, &NewSecurityGroup { name: "default".into(), rules: None }).await {
+        Err(StoreError::Conflict(_)) => {
+            let id = store.id_by_name(SecurityGroup::KIND, owner, "default").await?.unwrap_or_default();
+            store.get_owned(owner, &id, "security group").await
+        }
+        other => other,
+    }
+}
+
+/// `POST …/ports`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewPort {
+    /// The subnet (ID or name).
+    pub subnet: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// MAC (default: generated).
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Requested addresses (default: one from IPAM).
+    #[serde(default)]
+    pub fixed_ips: Vec<Ipv4Addr>,
+    /// Security groups, IDs or names (default: the project's `default` group).
+    #[serde(default)]
+    pub security_groups: Option<Vec<String>>,
+    /// Where it is plugged in.
+    #[serde(default)]
+    pub binding: Option<Binding>,
+    /// What uses it.
+    #[serde(default)]
+    pub device_owner: String,
+}
+
+fn release_port(t: &mut ultracloud_flaredb::client::Txn, p: &Port) {
+    for ip in &p.fixed_ips {
+        txn_release_ip(t, &p.subnet, *ip);
+    }
+    txn_release_mac(t, &p.subnet, &p.mac);
+    txn_delete(t, p);
+}
+
+/// Creates a port: addresses from IPAM (never one twice) or as requested (refused when taken).
+pub async fn create_port(store: &Store, owner: &Owner, req: &NewPort) -> Result<Port> {
+    let subnet: Subnet = resolve(store, owner, &req.subnet, "subnet").await?;
+    let mac = match &req.mac {
+        Some(m) if crate::model::valid_mac(m) => m.to_ascii_lowercase(),
+        Some(m) => return Err(StoreError::Invalid(format!("mac {m:?}: use a unicast aa:bb:cc:dd:ee:ff"))),
+        None => crate::model::generate_mac(),
+    };
+    for ip in &req.fixed_ips {
+        if !subnet.cidr.contains(*ip)
+            || Some(*ip) == subnet.gateway
+            || *ip == subnet.cidr.network()
+            || *ip == subnet.cidr.broadcast()
+        {
+            return Err(StoreError::Invalid(format!(
+                "address {ip} is not assignable in {} ({})",
+                subnet.name, subnet.cidr
+            )));
+        }
+    }
+    let groups = match &req.security_groups {
+        None if req.device_owner == DHCP_OWNER => Vec::new(),
+        None => vec![default_security_group(store, owner).await?.id],
+        Some(list) => {
+            let mut ids = Vec::new();
+            for g in list {
+                ids.push(resolve::<SecurityGroup>(store, owner, g, "security group").await?.id);
+            }
+            ids
+        }
+    };
+    if let Some(Binding { plug: Plug::Netns { netns }, .. }) = &req.binding
+        && (netns.is_empty() || netns.contains('/') || netns.len() > 64)
+    {
+        return Err(StoreError::Invalid(format!("netns {netns:?} is not a namespace name")));
+    }
+    let mut port = Port {
+        id: new_id("port"),
+        owner: owner.clone(),
+        subnet: subnet.id.clone(),
+        name: req.name.clone(),
+        mac,
+        fixed_ips: Vec::new(),
+        security_groups: groups,
+        binding: req.binding.clone(),
+        device_owner: req.device_owner.clone(),
+    };
+    let requested = req.fixed_ips.clone();
+    store
+        .change(async move |t| {
+            if txn_get::<Subnet>(t, format!("prismnet/obj/subnet/{}", subnet.id).as_bytes()).await?.is_none() {
+                return refuse(StoreError::NotFound(format!("subnet {} was deleted", subnet.name)));
+            }
+            let used = txn_used_ips(t, &subnet.id).await?;
+            let ips = if requested.is_empty() {
+                match ipam::next_free(&subnet.pools, &used) {
+                    Some(ip) => vec![ip],
+                    None => return refuse(StoreError::Conflict(format!("subnet {} has no free address", subnet.name))),
+                }
+            } else {
+                if let Some(taken) = requested.iter().find(|ip| used.contains(ip)) {
+                    return refuse(StoreError::Conflict(format!("address {taken} is in use in {}", subnet.name)));
+                }
+                requested.clone()
+            };
+            if !txn_claim_mac(t, &subnet.id, &port.mac, &port.id).await? {
+                return refuse(StoreError::Conflict(format!("mac {} is in use in {}", port.mac, subnet.name)));
+            }
+            for ip in &ips {
+                txn_claim_ip(t, &subnet.id, *ip, &format!("port:{}", port.id));
+            }
+            port.fixed_ips = ips;
+            txn_put(t, &port);
+            Ok(Ok(port.clone()))
+        })
+        .await
+}
+
+/// `PATCH …/ports/{id}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PortPatch {
+    /// New binding (`null` unbinds).
+    #[serde(default, with = "double_option")]
+    pub binding: Option<Option<Binding>>,
+    /// New security groups.
+    #[serde(default)]
+    pub security_groups: Option<Vec<String>>,
+    /// New device owner.
+    #[serde(default)]
+    pub device_owner: Option<String>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(inner) => inner.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+/// Updates a port's binding, groups or owner (a VM moving host rebinds its port).
+pub async fn update_port(store: &Store, owner: &Owner, id: &str, patch: &PortPatch) -> Result<Port> {
+    let mut port: Port = store.get_owned(owner, id, "port").await?;
+    if let Some(groups) = &patch.security_groups {
+        let mut ids = Vec::new();
+        for g in groups {
+            ids.push(resolve::<SecurityGroup>(store, owner, g, "security group").await?.id);
+        }
+        port.security_groups = ids;
+    }
+    if let Some(b) = &patch.binding {
+        port.binding = b.clone();
+    }
+    if let Some(o) = &patch.device_owner {
+        port.device_owner = o.clone();
+    }
+    store
+        .change(async move |t| {
+            if txn_get::<Port>(t, format!("prismnet/obj/port/{}", port.id).as_bytes()).await?.is_none() {
+                return refuse(StoreError::NotFound(format!("port {} was deleted", port.id)));
+            }
+            txn_put(t, &port);
+            Ok(Ok(port.clone()))
+        })
+        .await
+}
+
+/// Deletes a port, releasing its addresses and MAC.
+pub async fn delete_port(store: &Store, owner: &Owner, id: &str) -> Result<()> {
+    let port: Port = store.get_owned(owner, id, "port").await?;
+    store
+        .change(async move |t| {
+            release_port(t, &port);
+            Ok(Ok(()))
+        })
+        .await
+}
+
+/// `POST …/routers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewRouter {
+    /// Name.
+    pub name: String,
+    /// The VPC (ID or name).
+    pub vpc: String,
+    /// Subnets to attach (IDs or names, in the VPC).
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// Static routes (next hops inside attached subnets).
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// Creates a router.
+pub async fn create_router(store: &Store, owner: &Owner, req: &NewRouter) -> Result<Router> {
+    valid_name(&req.name)?;
+    let vpc: Vpc = resolve(store, owner, &req.vpc, "VPC").await?;
+    let mut subnets = Vec::new();
+    for s in &req.subnets {
+        let subnet: Subnet = resolve(store, owner, s, "subnet").await?;
+        if subnet.vpc != vpc.id {
+            return Err(StoreError::Invalid(format!("subnet {} is not in VPC {}", subnet.name, vpc.name)));
+        }
+        subnets.push(subnet);
+    }
+    for r in &req.routes {
+        if !subnets.iter().any(|s| s.cidr.contains(r.nexthop)) {
+            return Err(StoreError::Invalid(format!("next hop {} is in no attached subnet", r.nexthop)));
+        }
+    }
+    let router = Router {
+        id: new_id("router"),
+        owner: owner.clone(),
+        vpc: vpc.id,
+        name: req.name.clone(),
+        subnets: subnets.into_iter().map(|s| s.id).collect(),
+        routes: req.routes.clone(),
+    };
+    let owner = owner.clone();
+    store
+        .change(async move |t| {
+            if !Store::txn_name_free(t, Router::KIND, &owner, &router.name).await? {
+                return refuse(StoreError::Conflict(format!("a router named {:?} exists", router.name)));
+            }
+            txn_put(t, &router);
+            Ok(Ok(router.clone()))
+        })
+        .await
+}
+
+/// Deletes a router.
+pub async fn delete_router(store: &Store, owner: &Owner, id: &str) -> Result<()> {
+    let router: Router = store.get_owned(owner, id, "router").await?;
+    store
+        .change(async move |t| {
+            txn_delete(t, &router);
+            Ok(Ok(()))
+        })
+        .await
+}
+
+/// `POST …/service-ips`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewServiceIp {
+    /// The subnet (ID or name).
+    pub subnet: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Allocates a service IP (a VIP) from a subnet's pools.
+pub async fn create_service_ip(store: &Store, owner: &Owner, req: &NewServiceIp) -> Result<ServiceIp> {
+    let subnet: Subnet = resolve(store, owner, &req.subnet, "subnet").await?;
+    let mut sip = ServiceIp {
+        id: new_id("sip"),
+        owner: owner.clone(),
+        subnet: subnet.id.clone(),
+        address: Ipv4Addr::UNSPECIFIED,
+        name: req.name.clone(),
+    };
+    store
+        .change(async move |t| {
+            let used = txn_used_ips(t, &subnet.id).await?;
+            let Some(ip) = ipam::next_free(&subnet.pools, &used) else {
+                return refuse(StoreError::Conflict(format!("subnet {} has no free address", subnet.name)));
+            };
+            txn_claim_ip(t, &subnet.id, ip, &format!("sip:{}", sip.id));
+            sip.address = ip;
+            txn_put(t, &sip);
+            Ok(Ok(sip.clone()))
+        })
+        .await
+}
+
+/// Releases a service IP.
+pub async fn delete_service_ip(store: &Store, owner: &Owner, id: &str) -> Result<()> {
+    let sip: ServiceIp = store.get_owned(owner, id, "service IP").await?;
+    store
+        .change(async move |t| {
+            txn_release_ip(t, &sip.subnet, sip.address);
+            txn_delete(t, &sip);
+            Ok(Ok(()))
+        })
+        .await
+}
+
+/// The DHCP port of `subnet` on `host`, created on first use.
+pub async fn ensure_dhcp_port(store: &Store, subnet: &Subnet, host: &str) -> Result<Port> {
+    let key = Store::dhcp_key(&subnet.id, host);
+    if let Some(id) = store.db.get(&key).await?
+        && let Some(p) = store.get::<Port>(&String::from_utf8_lossy(&id)).await?
+    {
+        return Ok(p);
+    }
+    let req = NewPort {
+        subnet: subnet.id.clone(),
+        name: format!("dhcp-{host}"),
+        binding: Some(Binding { host: host.to_owned(), plug: Plug::Tap }),
+        device_owner: DHCP_OWNER.into(),
+        security_groups: Some(Vec::new()),
+        ..Default::default()
+    };
+    let port = create_port(store, &subnet.owner, &req).await?;
+    // Two agents of one host racing would both create; the claim decides, the loser is freed.
+    let won = store.db.compare_and_swap(&key, None, Some(port.id.as_bytes())).await?.is_none();
+    if won {
+        return Ok(port);
+    }
+    delete_port(store, &subnet.owner, &port.id).await?;
+    let id = store.db.get(&key).await?.unwrap_or_default();
+    store.get_owned(&subnet.owner, &String::from_utf8_lossy(&id), "port").await
+}

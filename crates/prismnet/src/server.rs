@@ -1,0 +1,334 @@
+//! The controller's HTTP API. Tenant resources live under
+//! `/v1/tenants/{tenant}/projects/{project}/…` and every route is guarded by iam
+//! (`network.<resource>.<verb>` in that project); agents use `/v1/hosts/…` and `/v1/watch`
+//! with a platform service-account token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use ultracloud_iam::guard::Guard;
+use ultracloud_runtime::error::{ApiError, ApiJson};
+
+use crate::model::{Owner, Port, Router as NetRouter, Rule, SecurityGroup, ServiceIp, Subnet, Vpc};
+use crate::ops;
+use crate::plan::{self, HostPlan};
+use crate::store::{Host, Resource, Store, StoreError};
+
+/// The controller: its store and the version agents watch.
+#[derive(Debug)]
+pub struct Controller {
+    /// flaredb records.
+    pub store: Store,
+    version: watch::Sender<u64>,
+}
+
+impl Controller {
+    /// A controller over `store`; `watch_versions` keeps the version current.
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(Self { store, version: watch::Sender::new(0) })
+    }
+
+    /// Polls the version in flaredb every 200 ms until `shutdown` (agents long-poll this
+    /// replica, so one key read fans out to every agent).
+    pub async fn watch_versions(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Ok(v) = self.store.version().await {
+                self.version.send_if_modified(|cur| {
+                    let changed = *cur != v;
+                    *cur = v;
+                    changed
+                });
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+fn api_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Db(e) => {
+            tracing::error!(error = %e, "flaredb request failed");
+            ApiError::unavailable("the database is unavailable; retry")
+        }
+        StoreError::Conflict(m) => ApiError::conflict(m),
+        StoreError::NotFound(m) => ApiError::not_found(m),
+        StoreError::Invalid(m) => ApiError::invalid(m),
+    }
+}
+
+type Ctl = State<Arc<Controller>>;
+type ApiResult<T> = Result<T, ApiError>;
+
+fn owner((tenant, project): (String, String)) -> Owner {
+    Owner { tenant, project }
+}
+
+fn created<T: Serialize>(v: T) -> Response {
+    (http::StatusCode::CREATED, Json(v)).into_response()
+}
+
+/// A list answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Items<T> {
+    /// The items.
+    pub items: Vec<T>,
+}
+
+async fn list<R: Resource + Serialize>(ctl: &Controller, o: &Owner) -> ApiResult<Json<Items<R>>> {
+    Ok(Json(Items { items: ctl.store.list::<R>(o).await.map_err(api_error)? }))
+}
+
+async fn show<R: Resource + Serialize>(ctl: &Controller, o: &Owner, id: &str, what: &str) -> ApiResult<Json<R>> {
+    ops::resolve::<R>(&ctl.store, o, id, what).await.map(Json).map_err(api_error)
+}
+
+macro_rules! handlers {
+    ($list:ident, $show:ident, $ty:ty, $what:literal) => {
+        async fn $list(State(c): Ctl, Path(p): Path<(String, String)>) -> ApiResult<Json<Items<$ty>>> {
+            list::<$ty>(&c, &owner(p)).await
+        }
+        async fn $show(State(c): Ctl, Path((t, p, id)): Path<(String, String, String)>) -> ApiResult<Json<$ty>> {
+            show::<$ty>(&c, &owner((t, p)), &id, $what).await
+        }
+    };
+}
+
+handlers!(list_vpcs, show_vpc, Vpc, "VPC");
+handlers!(list_subnets, show_subnet, Subnet, "subnet");
+handlers!(list_routers, show_router, NetRouter, "router");
+handlers!(list_groups, show_group, SecurityGroup, "security group");
+handlers!(list_ports, show_port, Port, "port");
+handlers!(list_sips, show_sip, ServiceIp, "service IP");
+
+async fn create_vpc(
+    State(c): Ctl,
+    Path(p): Path<(String, String)>,
+    ApiJson(r): ApiJson<ops::NewVpc>,
+) -> ApiResult<Response> {
+    ops::create_vpc(&c.store, &owner(p), &r).await.map(created).map_err(api_error)
+}
+
+async fn create_subnet(
+    State(c): Ctl,
+    Path(p): Path<(String, String)>,
+    ApiJson(r): ApiJson<ops::NewSubnet>,
+) -> ApiResult<Response> {
+    ops::create_subnet(&c.store, &owner(p), &r).await.map(created).map_err(api_error)
+}
+
+async fn create_router(
+    State(c): Ctl,
+    Path(p): Path<(String, String)>,
+    ApiJson(r): ApiJson<ops::NewRouter>,
+) -> ApiResult<Response> {
+    ops::create_router(&c.store, &owner(p), &r).await.map(created).map_err(api_error)
+}
+
+async fn create_group(
+    State(c): Ctl,
+    Path(p): Path<(String, String)>,
+    ApiJson(r): ApiJson<ops::NewSecurityGroup>,
+) -> ApiResult<Response> {
+    ops::create_security_group(&c.store, &owner(p), &r).await.map(created).map_err(api_error)
+}
+
+/// `PUT …/security-groups/{id}`: the new rules.
+#[derive(Debug, Deserialize)]
+struct GroupRules {
+    rules: Vec<Rule>,
+}
+
+async fn update_group(
+    State(c): Ctl,
+    Path((t, p, id)): Path<(String, String, String)>,
+    ApiJson(r): ApiJson<GroupRules>,
+) -> ApiResult<Json<SecurityGroup>> {
+    let o = owner((t, p));
+    let g: SecurityGroup = ops::resolve(&c.store, &o, &id, "security group").await.map_err(api_error)?;
+    ops::update_security_group(&c.store, &o, &g.id, r.rules).await.map(Json).map_err(api_error)
+}
+
+async fn create_port(
+    State(c): Ctl,
+    Path(p): Path<(String, String)>,
+    ApiJson(r): ApiJson<ops::NewPort>,
+) -> ApiResult<Response> {
+    ops::create_port(&c.store, &owner(p), &r).await.map(created).map_err(api_error)
+}
+
+async fn update_port(
+    State(c): Ctl,
+    Path((t, p, id)): Path<(String, String, String)>,
+    ApiJson(r): ApiJson<ops::PortPatch>,
+) -> ApiResult<Json<Port>> {
+    ops::update_port(&c.store, &owner((t, p)), &id, &r).await.map(Json).map_err(api_error)
+}
+
+async fn create_sip(
+    State(c): Ctl,
+    Path(p): Path<(String, String)>,
+    ApiJson(r): ApiJson<ops::NewServiceIp>,
+) -> ApiResult<Response> {
+    ops::create_service_ip(&c.store, &owner(p), &r).await.map(created).map_err(api_error)
+}
+
+macro_rules! deleter {
+    ($name:ident, $ty:ty, $what:literal, $op:path) => {
+        async fn $name(State(c): Ctl, Path((t, p, id)): Path<(String, String, String)>) -> ApiResult<http::StatusCode> {
+            let o = owner((t, p));
+            let r: $ty = ops::resolve(&c.store, &o, &id, $what).await.map_err(api_error)?;
+            $op(&c.store, &o, r.id()).await.map_err(api_error)?;
+            Ok(http::StatusCode::NO_CONTENT)
+        }
+    };
+}
+
+deleter!(delete_vpc, Vpc, "VPC", ops::delete_vpc);
+deleter!(delete_subnet, Subnet, "subnet", ops::delete_subnet);
+deleter!(delete_router, NetRouter, "router", ops::delete_router);
+deleter!(delete_group, SecurityGroup, "security group", ops::delete_security_group);
+deleter!(delete_port, Port, "port", ops::delete_port);
+deleter!(delete_sip, ServiceIp, "service IP", ops::delete_service_ip);
+
+/// `PUT /v1/hosts/{host}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HostRegistration {
+    /// The address other hosts' VXLAN tunnels reach this host on.
+    pub underlay_ip: std::net::Ipv4Addr,
+}
+
+async fn register_host(
+    State(c): Ctl,
+    Path(host): Path<String>,
+    ApiJson(r): ApiJson<HostRegistration>,
+) -> ApiResult<http::StatusCode> {
+    if host.is_empty() || host.len() > 63 || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(ApiError::invalid(format!("host name {host:?}: letters, digits, dashes, dots")));
+    }
+    c.store.put_host(&Host { name: host, underlay_ip: r.underlay_ip }).await.map_err(api_error)?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+async fn host_plan(State(c): Ctl, Path(host): Path<String>) -> ApiResult<Json<HostPlan>> {
+    plan::for_host(&c.store, &host).await.map(Json).map_err(api_error)
+}
+
+/// `GET /v1/watch?after=N`.
+#[derive(Debug, Deserialize)]
+struct WatchQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+/// The answer of `/v1/watch`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WatchAnswer {
+    /// The current version (equal to `after` when nothing changed within 15 s).
+    pub version: u64,
+}
+
+async fn watch_version(State(c): Ctl, Query(q): Query<WatchQuery>) -> Json<WatchAnswer> {
+    let mut rx = c.version.subscribe();
+    let _ = tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|v| *v != q.after)).await;
+    Json(WatchAnswer { version: *rx.borrow() })
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
+/// The API router, every route behind `guard`.
+pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
+    let g = |action: &'static str| guard.require(action);
+    let base = "/v1/tenants/{tenant}/projects/{project}";
+    Router::new()
+        .route(
+            &format!("{base}/vpcs"),
+            post(create_vpc)
+                .route_layer(g("network.vpc.create"))
+                .merge(get(list_vpcs).route_layer(g("network.vpc.list"))),
+        )
+        .route(
+            &format!("{base}/vpcs/{{id}}"),
+            get(show_vpc)
+                .route_layer(g("network.vpc.read"))
+                .merge(delete(delete_vpc).route_layer(g("network.vpc.delete"))),
+        )
+        .route(
+            &format!("{base}/subnets"),
+            post(create_subnet)
+                .route_layer(g("network.subnet.create"))
+                .merge(get(list_subnets).route_layer(g("network.subnet.list"))),
+        )
+        .route(
+            &format!("{base}/subnets/{{id}}"),
+            get(show_subnet)
+                .route_layer(g("network.subnet.read"))
+                .merge(delete(delete_subnet).route_layer(g("network.subnet.delete"))),
+        )
+        .route(
+            &format!("{base}/routers"),
+            post(create_router)
+                .route_layer(g("network.router.create"))
+                .merge(get(list_routers).route_layer(g("network.router.list"))),
+        )
+        .route(
+            &format!("{base}/routers/{{id}}"),
+            get(show_router)
+                .route_layer(g("network.router.read"))
+                .merge(delete(delete_router).route_layer(g("network.router.delete"))),
+        )
+        .route(
+            &format!("{base}/security-groups"),
+            post(create_group)
+                .route_layer(g("network.security_group.create"))
+                .merge(get(list_groups).route_layer(g("network.security_group.list"))),
+        )
+        .route(
+            &format!("{base}/security-groups/{{id}}"),
+            get(show_group)
+                .route_layer(g("network.security_group.read"))
+                .merge(put(update_group).route_layer(g("network.security_group.update")))
+                .merge(delete(delete_group).route_layer(g("network.security_group.delete"))),
+        )
+        .route(
+            &format!("{base}/ports"),
+            post(create_port)
+                .route_layer(g("network.port.create"))
+                .merge(get(list_ports).route_layer(g("network.port.list"))),
+        )
+        .route(
+            &format!("{base}/ports/{{id}}"),
+            get(show_port)
+                .route_layer(g("network.port.read"))
+                .merge(patch(update_port).route_layer(g("network.port.update")))
+                .merge(delete(delete_port).route_layer(g("network.port.delete"))),
+        )
+        .route(
+            &format!("{base}/service-ips"),
+            post(create_sip)
+                .route_layer(g("network.service_ip.create"))
+                .merge(get(list_sips).route_layer(g("network.service_ip.list"))),
+        )
+        .route(
+            &format!("{base}/service-ips/{{id}}"),
+            get(show_sip)
+                .route_layer(g("network.service_ip.read"))
+                .merge(delete(delete_sip).route_layer(g("network.service_ip.delete"))),
+        )
+        .route("/v1/hosts/{host}", put(register_host).route_layer(g("network.port.update")))
+        .route("/v1/hosts/{host}/plan", get(host_plan).route_layer(g("network.port.read")))
+        .route("/v1/watch", get(watch_version).route_layer(g("network.port.read")))
+        .route("/v1/openapi.json", get(openapi))
+        .with_state(ctl)
+}

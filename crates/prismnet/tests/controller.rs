@@ -1,0 +1,148 @@
+//! The controller over a real flaredb and iam: tenant scoping, validation, and IPAM that never
+//! hands out one address twice, even with several controller replicas allocating at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use reqwest::Method as M;
+use serde_json::json;
+use ultracloud_prismnet::model::Owner;
+use ultracloud_prismnet::ops::{self, NewPort};
+use ultracloud_prismnet::store::{Store, StoreError};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_are_scoped_validated_and_refuse_to_lose_things() {
+    let s = support::Stack::start().await;
+    let acme = s.tenant("acme", "web").await;
+    let globex = s.tenant("globex", "app").await;
+    let base = "/v1/tenants/acme/projects/web";
+
+    let (st, v) =
+        s.call(M::POST, &format!("{base}/vpcs"), &acme, Some(json!({"name": "net", "cidr": "10.0.0.0/16"}))).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) =
+        s.call(M::POST, &format!("{base}/vpcs"), &acme, Some(json!({"name": "bad", "cidr": "10.0.0.1/16"}))).await;
+    assert_eq!(st, 422, "{v}");
+    assert!(v.to_string().contains("10.0.0.0/16"), "the error names the network meant: {v}");
+    let subnet = json!({"name": "s1", "vpc": "net", "cidr": "10.0.1.0/24", "dns_servers": ["10.0.0.53"]});
+    let (st, v) = s.call(M::POST, &format!("{base}/subnets"), &acme, Some(subnet)).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["gateway"], "10.0.1.1");
+    assert!(v["vni"].as_u64().unwrap() >= 1000);
+    let (st, v) = s
+        .call(
+            M::POST,
+            &format!("{base}/subnets"),
+            &acme,
+            Some(json!({"name": "s2", "vpc": "net", "cidr": "10.0.1.128/25"})),
+        )
+        .await;
+    assert_eq!(st, 409, "overlapping subnets in a VPC are refused: {v}");
+    let (st, v) = s
+        .call(
+            M::POST,
+            &format!("{base}/subnets"),
+            &acme,
+            Some(json!({"name": "s3", "vpc": "net", "cidr": "192.168.0.0/24"})),
+        )
+        .await;
+    assert_eq!(st, 400, "outside the VPC: {v}");
+    let (st, v) = s
+        .call(M::POST, &format!("{base}/ports"), &acme, Some(json!({"subnet": "s1", "fixed_ips": ["10.0.2.9"]})))
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, port) =
+        s.call(M::POST, &format!("{base}/ports"), &acme, Some(json!({"subnet": "s1", "name": "web-1"}))).await;
+    assert_eq!(st, 201, "{port}");
+    assert_eq!(port["fixed_ips"][0], "10.0.1.2", "the lowest free address after the gateway");
+    assert_eq!(port["security_groups"].as_array().unwrap().len(), 1, "the project's default group");
+    let (st, v) = s
+        .call(M::POST, &format!("{base}/ports"), &acme, Some(json!({"subnet": "s1", "fixed_ips": ["10.0.1.2"]})))
+        .await;
+    assert_eq!(st, 409, "a taken address: {v}");
+
+    // Another tenant: same CIDR is fine; acme's resources are invisible and untouchable.
+    let gbase = "/v1/tenants/globex/projects/app";
+    let (st, _) =
+        s.call(M::POST, &format!("{gbase}/vpcs"), &globex, Some(json!({"name": "net", "cidr": "10.0.0.0/16"}))).await;
+    assert_eq!(st, 201);
+    assert_eq!(s.call(M::GET, &format!("{base}/subnets"), &globex, None).await.0, 403);
+    let (st, v) = s.call(M::POST, &format!("{gbase}/ports"), &globex, Some(json!({"subnet": port["subnet"]}))).await;
+    assert_eq!(st, 404, "another tenant's subnet does not exist for globex: {v}");
+    let (st, v) = s.call(M::GET, &format!("{gbase}/ports"), &globex, None).await;
+    assert_eq!((st, v["items"].as_array().unwrap().len()), (200, 0));
+
+    // A subnet in use stays; a released address is reused.
+    let (st, v) = s.call(M::DELETE, &format!("{base}/subnets/s1"), &acme, None).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("web-1"), "names the ports: {v}");
+    let (st, _) = s.call(M::DELETE, &format!("{base}/ports/{}", port["id"].as_str().unwrap()), &acme, None).await;
+    assert_eq!(st, 204);
+    let (_, again) = s.call(M::POST, &format!("{base}/ports"), &acme, Some(json!({"subnet": "s1"}))).await;
+    assert_eq!(again["fixed_ips"][0], "10.0.1.2", "reused");
+    s.call(M::DELETE, &format!("{base}/ports/{}", again["id"].as_str().unwrap()), &acme, None).await;
+    assert_eq!(s.call(M::DELETE, &format!("{base}/vpcs/net"), &acme, None).await.0, 409, "the VPC has a subnet");
+    assert_eq!(s.call(M::DELETE, &format!("{base}/subnets/s1"), &acme, None).await.0, 204);
+    assert_eq!(s.call(M::DELETE, &format!("{base}/vpcs/net"), &acme, None).await.0, 204);
+    let (st, v) = s.call(M::GET, "/v1/openapi.json", &acme, None).await;
+    assert_eq!((st, v["openapi"].as_str()), (200, Some("3.0.3")));
+}
+
+/// Three "controller replicas" (separate clients) create 24 ports at once in a subnet with
+/// 13 free addresses: exactly 13 succeed, with 13 distinct addresses; the rest are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_allocation_never_hands_out_an_address_twice() {
+    let s = support::Stack::start().await;
+    let owner = Owner { tenant: "t".into(), project: "p".into() };
+    let store = Store::new(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
+    ops::create_vpc(&store, &owner, &ops::NewVpc { name: "v".into(), cidr: "10.9.0.0/16".parse().unwrap() })
+        .await
+        .unwrap();
+    let subnet = ops::NewSubnet {
+        name: "small".into(),
+        vpc: "v".into(),
+        cidr: "10.9.0.0/28".parse().unwrap(),
+        gateway: None,
+        no_gateway: false,
+        dhcp: Some(false),
+        dns_servers: vec![],
+        pools: vec![],
+    };
+    ops::create_subnet(&store, &owner, &subnet).await.unwrap();
+    let mut tasks = Vec::new();
+    for replica in 0..3 {
+        let store = Store::new(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
+        let owner = owner.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..8 {
+                let req = NewPort {
+                    subnet: "small".into(),
+                    name: format!("r{replica}-{i}"),
+                    security_groups: Some(vec![]),
+                    ..Default::default()
+                };
+                got.push(ops::create_port(&store, &owner, &req).await);
+            }
+            got
+        }));
+    }
+    let mut addresses = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        for r in t.await.unwrap() {
+            match r {
+                Ok(p) => addresses.extend(p.fixed_ips),
+                Err(StoreError::Conflict(m)) if m.contains("no free address") => refused += 1,
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+    }
+    let distinct: BTreeSet<_> = addresses.iter().collect();
+    assert_eq!(distinct.len(), addresses.len(), "an address was handed out twice: {addresses:?}");
+    assert_eq!(addresses.len(), 13, "a /28 minus the gateway holds 13 ports");
+    assert_eq!(refused, 24 - 13);
+}
