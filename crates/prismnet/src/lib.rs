@@ -5,6 +5,7 @@
 //! and nftables. docs/prismnet.md describes the whole.
 
 pub mod agent;
+pub mod apply;
 pub mod cidr;
 pub mod ipam;
 pub mod model;

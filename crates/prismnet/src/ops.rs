@@ -253,15 +253,34 @@ fn check_rules(rules: &[Rule]) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites rules' `remote_group` references (IDs or names; the group's own name or ID for
+/// itself) to IDs, refusing unknown groups.
+async fn resolve_rule_groups(
+    store: &Store,
+    owner: &Owner,
+    rules: &mut [Rule],
+    self_id: &str,
+    self_name: &str,
+) -> Result<()> {
+    for r in rules.iter_mut() {
+        let Some(g) = r.remote_group.clone() else { continue };
+        let id = if g == self_id || g == self_name {
+            self_id.to_owned()
+        } else {
+            resolve::<SecurityGroup>(store, owner, &g, "security group").await?.id
+        };
+        r.remote_group = Some(id);
+    }
+    Ok(())
+}
+
 /// Creates a security group.
 pub async fn create_security_group(store: &Store, owner: &Owner, req: &NewSecurityGroup) -> Result<SecurityGroup> {
     valid_name(&req.name)?;
     let id = new_id("sg");
-    let rules = req.rules.clone().unwrap_or_else(|| SecurityGroup::default_rules(&id));
+    let mut rules = req.rules.clone().unwrap_or_else(|| SecurityGroup::default_rules(&id));
     check_rules(&rules)?;
-    for g in rules.iter().filter_map(|r| r.remote_group.as_ref()).filter(|g| **g != id) {
-        store.get_owned::<SecurityGroup>(owner, g, "security group").await?;
-    }
+    resolve_rule_groups(store, owner, &mut rules, &id, &req.name).await?;
     let sg = SecurityGroup { id, owner: owner.clone(), name: req.name.clone(), rules };
     let owner = owner.clone();
     store
@@ -276,12 +295,15 @@ pub async fn create_security_group(store: &Store, owner: &Owner, req: &NewSecuri
 }
 
 /// Replaces a security group's rules.
-pub async fn update_security_group(store: &Store, owner: &Owner, id: &str, rules: Vec<Rule>) -> Result<SecurityGroup> {
+pub async fn update_security_group(
+    store: &Store,
+    owner: &Owner,
+    id: &str,
+    mut rules: Vec<Rule>,
+) -> Result<SecurityGroup> {
     let mut sg: SecurityGroup = store.get_owned(owner, id, "security group").await?;
     check_rules(&rules)?;
-    for g in rules.iter().filter_map(|r| r.remote_group.as_ref()).filter(|g| **g != sg.id) {
-        store.get_owned::<SecurityGroup>(owner, g, "security group").await?;
-    }
+    resolve_rule_groups(store, owner, &mut rules, &sg.id, &sg.name).await?;
     sg.rules = rules;
     store
         .change(async move |t| {

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use ultracloud_runtime::logging::{self, LogFormat};
 
 /// The services this build can run as `ultracloud <service>`; the node agent starts them by name.
-pub const SERVICES: &[&str] = &["chainfire", "flaredb", "iam"];
+pub const SERVICES: &[&str] = &["chainfire", "flaredb", "iam", "prismnet", "prismnet-agent"];
 
 /// UltraCloud: a self-hostable cloud platform — VMs, private networks, DNS, load balancers,
 /// object storage and block volumes behind one authenticated API.
@@ -61,6 +61,20 @@ enum Command {
     Role(cmd::iam_admin::RoleArgs),
     /// Role bindings: grant and revoke roles at a scope.
     Binding(cmd::iam_admin::BindingArgs),
+    /// Run the prismnet controller: tenant networks, subnets, security groups, ports, IPAM.
+    Prismnet(cmd::prismnet::PrismnetArgs),
+    /// Run a worker's prismnet agent: bridges, VXLAN, DHCP, taps, nftables.
+    PrismnetAgent(cmd::prismnet::AgentArgs),
+    /// Tenant networks (VPCs): create, list, show, delete; `apply -f` a whole tenant network.
+    Network(cmd::network::NetworkArgs),
+    /// Subnets: create, list, show, delete.
+    Subnet(cmd::network::SubnetArgs),
+    /// Routers: create, list, show, delete.
+    Router(cmd::network::RouterArgs),
+    /// Security groups: create, list, show, rules, delete.
+    Secgroup(cmd::network::SecgroupArgs),
+    /// Ports: create, list, show, delete.
+    Port(cmd::network::PortArgs),
     /// The flaredb client: get, put, del, incr, cas, scan, txn, regions, status.
     Db(cmd::db::DbArgs),
     /// The six-node test cluster on this machine: build, start, smoke, status, logs, ssh, stop, clean.
@@ -89,6 +103,13 @@ fn main() -> ExitCode {
             Command::Iam(args) => cmd::iam::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Cluster(args) => cmd::cluster::run(args).await,
+            Command::Prismnet(args) => cmd::prismnet::run(args).await,
+            Command::PrismnetAgent(args) => cmd::prismnet::run_agent(args).await,
+            Command::Network(args) => cmd::network::network(args).await,
+            Command::Subnet(args) => cmd::network::subnet(args).await,
+            Command::Router(args) => cmd::network::router(args).await,
+            Command::Secgroup(args) => cmd::network::secgroup(args).await,
+            Command::Port(args) => cmd::network::port(args).await,
             Command::Login(args) => cmd::account::login(args).await,
             Command::Logout(args) => cmd::account::logout(args).await,
             Command::Whoami(args) => cmd::account::whoami(args).await,

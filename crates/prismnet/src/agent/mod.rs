@@ -62,7 +62,10 @@ pub async fn reconcile(h: &AgentHost, plan: &HostPlan) -> Outcome {
             return out;
         }
     };
-    // Bridged IPv4 must pass the inet forward hook for security groups.
+    // Bridged IPv4 must pass the inet forward hook for security groups (br_netfilter).
+    if !std::path::Path::new("/proc/sys/net/bridge").exists() {
+        let _ = HostNs { netns: None }.run("modprobe", &["br_netfilter"]).await;
+    }
     if let Err(e) = ns.run("sysctl", &["-qw", "net.bridge.bridge-nf-call-iptables=1"]).await {
         out.problems.push(format!("{e} (is br_netfilter loaded?)"));
     }

@@ -10,6 +10,8 @@ pub mod doctor;
 pub mod flaredb;
 pub mod iam;
 pub mod iam_admin;
+pub mod network;
 pub mod node;
+pub mod prismnet;
 pub mod session;
 pub mod table;
