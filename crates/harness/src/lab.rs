@@ -34,10 +34,14 @@ impl Progress {
 /// The services of a role this build runs, with their admin ports.
 pub fn services_of(role: Role) -> &'static [(&'static str, u16)] {
     match role {
-        Role::ControlPlane => {
-            &[("chainfire", ports::CHAINFIRE_ADMIN), ("flaredb", ports::FLAREDB_ADMIN), ("iam", ports::IAM_ADMIN)]
-        }
-        Role::Worker | Role::Gateway => &[],
+        Role::ControlPlane => &[
+            ("chainfire", ports::CHAINFIRE_ADMIN),
+            ("flaredb", ports::FLAREDB_ADMIN),
+            ("iam", ports::IAM_ADMIN),
+            ("prismnet", ports::PRISMNET_ADMIN),
+        ],
+        Role::Worker => &[("prismnet-agent", ports::PRISMNET_AGENT_ADMIN)],
+        Role::Gateway => &[],
     }
 }
 
@@ -109,6 +113,14 @@ impl Lab {
                 .map(|v| v.trim().to_owned())
                 .map_err(|e| format!("{e:#}; apt-get install nftables")),
         );
+        for (tool, package) in [("dnsmasq", "dnsmasq"), ("busybox", "busybox-static")] {
+            check(
+                tool,
+                sys::run("sh", &["-c", &format!("command -v {tool}")])
+                    .map(|p| p.trim().to_owned())
+                    .map_err(|_| format!("{tool} not found; apt-get install {package}")),
+            );
+        }
         check(
             "network namespaces",
             if Path::new("/proc/self/ns/net").exists() && (sys::namespaces().is_ok()) {
@@ -191,7 +203,7 @@ impl Lab {
         if have_network {
             progress.say("lab network exists (kept by `stop`); reusing it");
         } else {
-            network::destroy()?; // partial leftovers of a crashed run
+            network::destroy(&self.topo)?; // partial leftovers of a crashed run
             if let Some(c) = network::conflicting_routes(&self.topo)?.first() {
                 bail!("the lab network {} overlaps a host route: {c}", self.topo.cidr());
             }
@@ -304,7 +316,7 @@ impl Lab {
         {
             progress.say(format!("{n} nodes stopped"));
         }
-        for what in network::destroy()? {
+        for what in network::destroy(&self.topo)? {
             progress.say(format!("removed {what}"));
         }
         if self.dir.exists() {

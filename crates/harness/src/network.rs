@@ -48,11 +48,13 @@ pub fn is_ours(ns: &str) -> bool {
     ns == NET_NS || ns.starts_with(&format!("{PREFIX}-"))
 }
 
-/// Removes every namespace and link the harness made, killing whatever still runs inside its
-/// namespaces (only processes the harness started live there). Returns what it removed.
-pub fn destroy() -> anyhow::Result<Vec<String>> {
+/// Removes every namespace and link the harness made — and the DHCP namespaces the nodes'
+/// prismnet agents made (`pndhcp-<node>-…`) — killing whatever still runs inside (only
+/// processes the harness and its nodes started live there). Returns what it removed.
+pub fn destroy(topo: &Topology) -> anyhow::Result<Vec<String>> {
     let mut removed = Vec::new();
-    for ns in sys::namespaces()?.into_iter().filter(|n| is_ours(n)) {
+    let agents_ns = |n: &str| topo.nodes.iter().any(|node| n.starts_with(&format!("pndhcp-{}-", node.name)));
+    for ns in sys::namespaces()?.into_iter().filter(|n| is_ours(n) || agents_ns(n)) {
         for pid in sys::pids_in(&ns) {
             sys::kill(pid);
             removed.push(format!("process {pid} in {ns}"));

@@ -39,6 +39,11 @@ pub fn node_dir(lab: &Path, node: &Node) -> PathBuf {
     lab.join(&node.name)
 }
 
+/// `http://ip:port` of a service on every control-plane node, comma-separated.
+fn urls(topo: &Topology, port: u16) -> String {
+    topo.control_plane().iter().map(|n| format!("http://{}", n.addr(port))).collect::<Vec<_>>().join(",")
+}
+
 fn strings(args: &[String]) -> toml::Value {
     toml::Value::Array(args.iter().cloned().map(toml::Value::String).collect())
 }
@@ -86,6 +91,16 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> St
             ]),
         );
         services.insert(
+            "prismnet".into(),
+            service(vec![
+                format!("--listen={ip}:{}", ports::PRISMNET),
+                format!("--admin-listen={ip}:{}", ports::PRISMNET_ADMIN),
+                format!("--flaredb-endpoints={}", topo.control_plane_endpoints(ports::FLAREDB)),
+                format!("--iam-endpoints={}", urls(topo, ports::IAM)),
+                format!("--api-key-file={}", secrets.platform_api_key.display()),
+            ]),
+        );
+        services.insert(
             "iam".into(),
             service(vec![
                 format!("--listen={ip}:{}", ports::IAM),
@@ -95,6 +110,20 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> St
                 format!("--platform-api-key-file={}", secrets.platform_api_key.display()),
             ]),
         );
+    }
+    if node.role == Role::Worker {
+        let mut t = toml::Table::new();
+        let args = vec![
+            format!("--host={}", node.name),
+            format!("--controller={}", urls(topo, ports::PRISMNET)),
+            format!("--iam-endpoints={}", urls(topo, ports::IAM)),
+            format!("--api-key-file={}", secrets.platform_api_key.display()),
+            format!("--underlay-ip={ip}"),
+            "--underlay-dev=eth0".to_owned(),
+            format!("--admin-listen={ip}:{}", ports::PRISMNET_AGENT_ADMIN),
+        ];
+        t.insert("args".into(), strings(&args));
+        services.insert("prismnet-agent".into(), toml::Value::Table(t));
     }
     doc.insert("service".into(), toml::Value::Table(services));
     toml::to_string(&doc).unwrap_or_default()
@@ -158,7 +187,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_plane_configs_name_every_peer_and_workers_run_no_services_yet() {
+    fn control_plane_configs_name_every_peer_and_workers_run_the_network_agent() {
         let topo = Topology::default();
         let lab = Path::new("/lab");
         let s = Secrets { admin_password: "/lab/s/a".into(), platform_api_key: "/lab/s/k".into() };
@@ -171,6 +200,9 @@ mod tests {
         assert!(iam.iter().any(|a| a.as_str() == Some("--platform-api-key-file=/lab/s/k")));
         let w: toml::Table = toml::from_str(&config(lab, &topo, topo.node("node05").unwrap(), &s)).unwrap();
         assert_eq!(w["roles"].as_array().unwrap()[0].as_str(), Some("worker"));
-        assert!(w["service"].as_table().unwrap().is_empty());
+        let agent = w["service"]["prismnet-agent"]["args"].as_array().unwrap();
+        assert!(agent.iter().any(|a| a.as_str() == Some("--underlay-ip=10.231.0.15")));
+        let g: toml::Table = toml::from_str(&config(lab, &topo, topo.node("node06").unwrap(), &s)).unwrap();
+        assert!(g["service"].as_table().unwrap().is_empty(), "nothing of the gateway is built yet");
     }
 }

@@ -32,14 +32,20 @@ pub mod ports {
     pub const IAM: u16 = 8480;
     /// iam admin.
     pub const IAM_ADMIN: u16 = 9103;
+    /// prismnet controller API.
+    pub const PRISMNET: u16 = 8580;
+    /// prismnet controller admin.
+    pub const PRISMNET_ADMIN: u16 = 9104;
+    /// prismnet agent admin.
+    pub const PRISMNET_AGENT_ADMIN: u16 = 9105;
 }
 
 /// A node's job in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// chainfire, flaredb, iam (and the controllers as they land).
+    /// chainfire, flaredb, iam, the prismnet controller (and more as they land).
     ControlPlane,
-    /// Agents that run tenant workloads.
+    /// Agents that run tenant workloads (the prismnet agent, more as they land).
     Worker,
     /// The public entry (apigateway, nightlight, creditservice as they land).
     Gateway,

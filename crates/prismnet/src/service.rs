@@ -101,7 +101,7 @@ pub async fn run(config: PrismnetConfig) -> Result<(), BoxError> {
 pub struct AgentConfig {
     /// This host's name (ports are bound to it; default: the machine's host name).
     pub host: String,
-    /// The controller, `http://host:port`.
+    /// The controller replicas, `http://host:port,…`.
     pub controller: String,
     /// iam replicas, `http://host:port,…`.
     pub iam_endpoints: String,
@@ -142,8 +142,10 @@ impl Validate for AgentConfig {
         if self.host.is_empty() || !self.host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
             return Err(ConfigError::invalid("host", &self.host, "letters, digits, dashes, dots"));
         }
-        if !self.controller.starts_with("http://") && !self.controller.starts_with("https://") {
-            return Err(ConfigError::invalid("controller", &self.controller, "http://host:port"));
+        if split(&self.controller).is_empty()
+            || split(&self.controller).iter().any(|c| !c.starts_with("http://") && !c.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid("controller", &self.controller, "http://host:port,…"));
         }
         if self.underlay_dev.is_empty() || self.underlay_dev.len() > 15 {
             return Err(ConfigError::invalid("underlay_dev", &self.underlay_dev, "an interface name"));

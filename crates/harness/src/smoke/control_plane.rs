@@ -51,7 +51,7 @@ async fn flare_status(node: &Node) -> anyhow::Result<StatusResponse> {
     Ok(r.error_for_status()?.json().await?)
 }
 
-async fn iam_login(lab: &Lab, node: &Node) -> anyhow::Result<String> {
+pub(super) async fn iam_login(lab: &Lab, node: &Node) -> anyhow::Result<String> {
     let pw = std::fs::read_to_string(lab.secrets()?.admin_password)?.trim().to_owned();
     let body = json!({"grant_type": "password", "username": "admin", "password": pw});
     let url = format!("http://{}/v1/auth/token", node.addr(ports::IAM));

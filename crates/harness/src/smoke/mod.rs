@@ -3,6 +3,7 @@
 //! node are saved under `<lab>/reports/<time>/` and the path is printed.
 
 mod control_plane;
+mod network;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -138,6 +139,7 @@ pub fn save_logs(lab: &Lab) -> anyhow::Result<PathBuf> {
 pub async fn run(lab: &Lab, quiet: bool) -> Report {
     let mut r = Runner::new(quiet);
     control_plane::run(lab, &mut r).await;
+    network::run(lab, &mut r).await;
     let report = r.finish(lab);
     if !quiet {
         let failed = report.checks.iter().filter(|c| !c.passed).count();

@@ -268,50 +268,71 @@ pub async fn teardown(h: &AgentHost) -> Outcome {
     out
 }
 
-/// The controller as the agent sees it.
+/// The controller as the agent sees it: one or more replicas, tried in turn.
 #[derive(Debug, Clone)]
 pub struct ControllerClient {
     http: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
     tokens: Arc<ultracloud_iam::guard::TokenSource>,
 }
 
 impl ControllerClient {
-    /// A client of the controller at `base`, authenticated by `tokens`.
-    pub fn new(base: &str, tokens: Arc<ultracloud_iam::guard::TokenSource>) -> Self {
-        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), tokens }
+    /// A client of the controller replicas at `bases` (`http://host:port`, comma-separated
+    /// allowed), authenticated by `tokens`.
+    pub fn new(bases: &str, tokens: Arc<ultracloud_iam::guard::TokenSource>) -> Self {
+        let bases =
+            bases.split(',').map(|b| b.trim().trim_end_matches('/').to_owned()).filter(|b| !b.is_empty()).collect();
+        Self { http: reqwest::Client::new(), bases, tokens }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
+    async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
         let token = self.tokens.token().await?;
-        let resp = req.bearer_auth(token).send().await.map_err(|e| e.to_string())?;
-        if resp.status() == http::StatusCode::UNAUTHORIZED {
-            self.tokens.forget();
+        let mut last = String::from("no controller configured");
+        for base in &self.bases {
+            let resp = match build(&self.http, base).bearer_auth(&token).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("{base}: {e}");
+                    continue;
+                }
+            };
+            if resp.status() == http::StatusCode::UNAUTHORIZED {
+                self.tokens.forget();
+            }
+            if resp.status().is_server_error() {
+                last = format!("{base} answered {}", resp.status());
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(format!(
+                    "controller answered {}: {}",
+                    resp.status(),
+                    resp.text().await.unwrap_or_default()
+                ));
+            }
+            return Ok(resp);
         }
-        if !resp.status().is_success() {
-            return Err(format!("controller answered {}: {}", resp.status(), resp.text().await.unwrap_or_default()));
-        }
-        Ok(resp)
+        Err(last)
     }
 
     /// Registers the host's underlay address.
     pub async fn register(&self, host: &AgentHost) -> Result<(), String> {
         let body = serde_json::json!({"underlay_ip": host.underlay_ip});
-        self.send(self.http.put(format!("{}/v1/hosts/{}", self.base, host.name)).json(&body)).await.map(|_| ())
+        self.send(|h, b| h.put(format!("{b}/v1/hosts/{}", host.name)).json(&body)).await.map(|_| ())
     }
 
     /// The host's plan.
     pub async fn plan(&self, host: &str) -> Result<HostPlan, String> {
-        let r = self
-            .send(self.http.get(format!("{}/v1/hosts/{host}/plan", self.base)).timeout(Duration::from_secs(30)))
-            .await?;
+        let r = self.send(|h, b| h.get(format!("{b}/v1/hosts/{host}/plan")).timeout(Duration::from_secs(30))).await?;
         r.json().await.map_err(|e| e.to_string())
     }
 
     /// Waits (up to ~15 s) for the version to move past `after`.
     pub async fn wait(&self, after: u64) -> Result<u64, String> {
-        let url = format!("{}/v1/watch?after={after}", self.base);
-        let r = self.send(self.http.get(url).timeout(Duration::from_secs(30))).await?;
+        let r = self.send(|h, b| h.get(format!("{b}/v1/watch?after={after}")).timeout(Duration::from_secs(30))).await?;
         let v: crate::server::WatchAnswer = r.json().await.map_err(|e| e.to_string())?;
         Ok(v.version)
     }

@@ -105,6 +105,26 @@ impl SourceArg {
     }
 }
 
+/// One test cluster per machine (namespace and address names are fixed): refuses to clean
+/// up a cluster that runs from another lab directory.
+fn refuse_foreign_cluster(lab: &Lab) -> anyhow::Result<()> {
+    use ultracloud_harness::{network, state::LabState, sys};
+    if LabState::load(&lab.dir)?.is_some_and(|s| !s.agents.is_empty()) {
+        return Ok(()); // ours
+    }
+    let busy: Vec<String> =
+        sys::namespaces()?.into_iter().filter(|n| network::is_ours(n) && !sys::pids_in(n).is_empty()).collect();
+    if !busy.is_empty() {
+        bail!(
+            "another test cluster runs on this machine (processes in {}), not from {}; stop it with \
+             `ULTRACLOUD_LAB_DIR=<its dir> ultracloud cluster clean` (or `clean` here to take it down)",
+            busy.join(", "),
+            lab.dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Refuses clearly when not root.
 fn require_root(what: &str) -> anyhow::Result<()> {
     if ultracloud_harness::sys::is_root() {
@@ -141,6 +161,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         ClusterCommand::Ssh { node, command } => return ssh(&lab, &node, &command),
         ClusterCommand::Smoke { json } => return smoke(&lab, json).await,
         ClusterCommand::FreshSmoke { json, source } => {
+            refuse_foreign_cluster(&lab)?;
             lab.clean(&progress)?;
             lab.build(&source.dir()?, &progress)?;
             start(&lab, &progress).await?;
