@@ -101,9 +101,12 @@ pub struct TokenSource {
 impl TokenSource {
     /// A token source on its own (for agents that call services but serve no guarded API).
     pub fn new(iam_endpoints: Vec<String>, api_key: String) -> Result<Arc<Self>, String> {
+        if iam_endpoints.is_empty() {
+            return Err("no iam endpoints".into());
+        }
+        // No client-wide timeout: each call sets its own (the watch long-polls for 30 s).
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("http client: {e}"))?;
         let endpoints = iam_endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
@@ -119,7 +122,10 @@ impl TokenSource {
             return Ok(t.clone());
         }
         let body = serde_json::json!({"grant_type": "api_key", "api_key": self.api_key});
-        let resp = self.replicas.send(|http, base| http.post(format!("{base}/v1/auth/token")).json(&body)).await?;
+        let resp = self
+            .replicas
+            .send(|http, base| http.post(format!("{base}/v1/auth/token")).json(&body).timeout(CALL_TIMEOUT))
+            .await?;
         if !resp.status().is_success() {
             return Err(format!("iam refused the service's API key: {}", resp.status()));
         }
@@ -208,18 +214,8 @@ impl Drop for Guard {
 impl Guard {
     /// Connects lazily (nothing is fetched until the first request) and starts the watch.
     pub fn connect(config: GuardConfig) -> Result<Arc<Self>, String> {
-        if config.endpoints.is_empty() {
-            return Err("no iam endpoints".into());
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| format!("http client: {e}"))?;
-        let endpoints = config.endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
-        let replicas = Arc::new(Replicas { http, endpoints, preferred: AtomicUsize::new(0) });
-        let tokens =
-            Arc::new(TokenSource { replicas: replicas.clone(), api_key: config.api_key, cached: Mutex::default() });
-        let authz = Authorizer::new(HttpSource { replicas, tokens: tokens.clone() });
+        let tokens = TokenSource::new(config.endpoints, config.api_key)?;
+        let authz = Authorizer::new(HttpSource { replicas: tokens.replicas.clone(), tokens: tokens.clone() });
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(authz.clone().watch(shutdown.clone()));
         Ok(Arc::new(Self { authz, tokens, shutdown }))

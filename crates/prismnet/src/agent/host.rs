@@ -87,8 +87,8 @@ impl HostNs {
         Ok(out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect())
     }
 
-    /// Moves the machine-level `ip` command to act on a namespace created by the agent:
-    /// namespaces are machine-wide, so this works from any namespace.
+    /// Creates a namespace (namespace names are machine-wide, whichever namespace the agent
+    /// runs in).
     pub async fn add_namespace(ns: &str) -> Result<(), CommandError> {
         HostNs { netns: None }.ip(&["netns", "add", ns]).await.map(|_| ())
     }

@@ -256,18 +256,6 @@ async fn remove_stale(h: &AgentHost, ns: &HostNs, links: &[Link], plan: &HostPla
     }
 }
 
-/// Removes everything prismnet made on the host (ports, subnets, DHCP servers, rules).
-pub async fn teardown(h: &AgentHost) -> Outcome {
-    let empty = HostPlan { host: h.name.clone(), version: 0, subnets: Vec::new() };
-    let mut out = reconcile(h, &empty).await;
-    let ns = HostNs { netns: h.netns.clone() };
-    for t in ["inet", "bridge"] {
-        let _ = ns.run("nft", &["delete", "table", t, "prismnet"]).await;
-    }
-    out.changes.push("removed nftables tables".into());
-    out
-}
-
 /// The controller as the agent sees it: one or more replicas, tried in turn.
 #[derive(Debug, Clone)]
 pub struct ControllerClient {
