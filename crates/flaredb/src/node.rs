@@ -520,6 +520,17 @@ impl Node {
 
     async fn change_replicas_inner(&self, replica: &Replica, change: &ChangeReplicas) -> Result<(), FlareError> {
         let desc = replica.sm.desc().ok_or(FlareError::RegionNotFound { region: change.region })?;
+        if let (None, Some(remove)) = (change.add, change.remove) {
+            if desc.learners.contains(&remove) {
+                let gone = ChangeMembers::RemoveNodes([remove].into_iter().collect());
+                replica.raft.change_membership(gone, false).await.map_err(unavailable)?;
+                tracing::info!(region = change.region, learner = remove, "dropped a learner left by an earlier change");
+                return Ok(());
+            }
+            if !desc.voters.contains(&remove) {
+                return Ok(()); // already gone: the plan was made from an older descriptor
+            }
+        }
         let mut voters: BTreeSet<NodeId> = desc.voters.iter().copied().collect();
         if let (Some(add), Some(addr)) = (change.add, change.add_addr.clone()) {
             let _: serde_json::Value =
@@ -667,7 +678,14 @@ impl Node {
     }
 }
 
-/// POSTs JSON to `http://{addr}{path}` and decodes the answer or the flaredb error.
+/// Marks a request sent by a flaredb node to a peer. A node that would have to forward such a
+/// request to the meta leader answers "not leader" with its hint instead: two nodes that each
+/// believe the other leads must not bounce a request between them until it times out (each hop
+/// holds a connection, so a bounce during an election once piled up thousands of them).
+pub const PEER_HEADER: &str = "x-flaredb-peer";
+
+/// POSTs JSON to `http://{addr}{path}` (as a peer, see [`PEER_HEADER`]) and decodes the answer or
+/// the flaredb error.
 pub async fn post_json<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
     http: &reqwest::Client,
     addr: &str,
@@ -677,6 +695,7 @@ pub async fn post_json<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
     let reply = http
         .post(format!("http://{addr}{path}"))
         .timeout(Duration::from_secs(10))
+        .header(PEER_HEADER, "1")
         .json(body)
         .send()
         .await

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::api::{ChangeReplicas, Heartbeat, HeartbeatResponse};
 use crate::meta::MetaState;
 use crate::raft::types::MetaCommand;
-use crate::region::{NodeId, RegionId};
+use crate::region::{NodeId, RegionDescriptor, RegionId};
 
 /// Most placement changes started per round.
 const MAX_CHANGES_PER_ROUND: usize = 4;
@@ -158,7 +158,11 @@ pub fn plan(
         load.iter().filter(|(n, _)| !exclude.contains(n)).min_by_key(|(n, l)| (**l, **n)).map(|(n, _)| *n)
     };
     for r in meta.regions.values() {
-        if busy.contains(&r.id) || !r.learners.is_empty() || r.voters.is_empty() {
+        if busy.contains(&r.id) || r.voters.is_empty() {
+            continue;
+        }
+        if !r.learners.is_empty() {
+            out.extend(settle_learner(r, live, want));
             continue;
         }
         let dead: Vec<NodeId> = r.voters.iter().copied().filter(|v| !live.contains(v)).collect();
@@ -214,11 +218,26 @@ pub fn plan(
     out
 }
 
+/// A learner outside any change in flight was left by a change whose region leader died between
+/// adding it and promoting it. Finish that change when it is still wanted (a voter is dead, or
+/// the region is short of replicas), otherwise drop the learner; left alone it would keep the
+/// region out of every later plan.
+fn settle_learner(r: &RegionDescriptor, live: &BTreeSet<NodeId>, want: usize) -> Option<ChangeReplicas> {
+    let learner = *r.learners.first()?;
+    let dead = r.voters.iter().copied().find(|v| !live.contains(v));
+    if !r.voters.iter().any(|v| live.contains(v)) {
+        return None; // no leader can act on it
+    }
+    if live.contains(&learner) && (dead.is_some() || r.voters.len() < want) {
+        return Some(ChangeReplicas { region: r.id, add: Some(learner), add_addr: None, remove: dead });
+    }
+    Some(ChangeReplicas { region: r.id, add: None, add_addr: None, remove: Some(learner) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::meta::NodeRecord;
-    use crate::region::RegionDescriptor;
 
     fn meta(nodes: &[NodeId], regions: &[&[NodeId]]) -> MetaState {
         let mut m = MetaState::default();
@@ -275,6 +294,23 @@ mod tests {
                 .iter()
                 .all(|x| x.region != c[0].region)
         );
+    }
+
+    #[test]
+    fn a_learner_left_by_a_dead_leader_is_promoted_or_dropped() {
+        let mut m = meta(&[1, 2, 3, 4], &[&[1, 2, 4]]);
+        m.regions.get_mut(&1).unwrap().learners = vec![3];
+        // Voter 2 died after learner 3 was added: finish the replacement.
+        let c = plan(&m, &live(&[1, 3, 4]), 3, &BTreeSet::new());
+        assert_eq!((c[0].region, c[0].add, c[0].remove), (1, Some(3), Some(2)));
+        // Every voter alive and enough of them: the learner is surplus.
+        let c = plan(&m, &live(&[1, 2, 3, 4]), 3, &BTreeSet::new());
+        assert_eq!((c[0].add, c[0].remove), (None, Some(3)));
+        // The learner itself is dead: drop it.
+        let c = plan(&m, &live(&[1, 2, 4]), 3, &BTreeSet::new());
+        assert_eq!((c[0].add, c[0].remove), (None, Some(3)));
+        // A change in flight is left alone.
+        assert!(plan(&m, &live(&[1, 3, 4]), 3, &[1].into_iter().collect()).is_empty());
     }
 
     #[test]

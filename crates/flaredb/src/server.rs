@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use http::HeaderMap;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Deserialize;
 
@@ -188,7 +189,8 @@ struct Count {
     count: Option<u32>,
 }
 
-async fn ts(State(node): State<Arc<Node>>, Query(q): Query<Count>) -> Api<TsResponse> {
+async fn ts(State(node): State<Arc<Node>>, headers: HeaderMap, Query(q): Query<Count>) -> Api<TsResponse> {
+    refuse_second_hop(&node, &headers)?;
     let count = q.count.unwrap_or(1);
     if count == 0 || count > 100_000 {
         return Err(FlareError::Invalid(format!("count {count} must be between 1 and 100000")));
@@ -204,7 +206,18 @@ async fn alloc_id(State(node): State<Arc<Node>>, Query(q): Query<Count>) -> Api<
     Ok(Json(IdResponse { id: node.alloc_ids(u64::from(q.count.unwrap_or(1).max(1))).await? }))
 }
 
-async fn regions(State(node): State<Arc<Node>>) -> Api<RegionsResponse> {
+/// A request a peer forwarded here because it took this node for the meta leader: when it is not
+/// (any more), answer with the hint rather than forward again (see [`crate::node::PEER_HEADER`]).
+fn refuse_second_hop(node: &Node, headers: &HeaderMap) -> Result<(), FlareError> {
+    if headers.contains_key(crate::node::PEER_HEADER) && node.meta_leader().is_none() {
+        let leader = node.replica(META_REGION).ok().and_then(|r| r.leader());
+        return Err(FlareError::NotLeader { region: META_REGION, leader });
+    }
+    Ok(())
+}
+
+async fn regions(State(node): State<Arc<Node>>, headers: HeaderMap) -> Api<RegionsResponse> {
+    refuse_second_hop(&node, &headers)?;
     let Some(meta) = node.meta_leader() else {
         return node.meta_post::<(), RegionsResponse>("/v1/regions", &()).await.map(Json);
     };

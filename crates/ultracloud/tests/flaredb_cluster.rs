@@ -79,6 +79,30 @@ async fn regions_split_under_load_and_keep_serving() {
     assert_eq!(c.get_at(b"a-first", Some(ts)).await.unwrap(), Some(b"1".to_vec()));
     assert_eq!(c.get_at(b"z-last", Some(ts)).await.unwrap(), Some(b"1".to_vec()));
     assert_eq!(c.get(b"key/0/000").await.unwrap(), None);
+
+    // A request a peer forwarded is answered by the meta leader or refused with a hint, never
+    // forwarded a second time (two nodes bouncing it once piled up thousands of connections).
+    let http = reqwest::Client::new();
+    let mut served = 0;
+    for node in &cluster.nodes {
+        for path in ["/v1/regions", "/v1/ts"] {
+            let reply = http
+                .post(format!("http://{}{path}", node.addr))
+                .header(ultracloud_flaredb::node::PEER_HEADER, "1")
+                .send()
+                .await
+                .unwrap();
+            match reply.status().as_u16() {
+                200 => served += 1,
+                421 => {
+                    let e: ultracloud_flaredb::error::ErrorResponse = reply.json().await.unwrap();
+                    assert!(matches!(e.error, FlareError::NotLeader { .. }), "{path}: {}", e.message);
+                }
+                other => panic!("{path} on {}: unexpected HTTP {other}", node.name),
+            }
+        }
+    }
+    assert_eq!(served, 2, "exactly the meta leader serves peers' requests");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +131,7 @@ async fn a_killed_node_is_replaced_and_a_restarted_node_catches_up() {
     cluster.restart(2);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let caught_up = caught_up(&cluster, 2, n3).await;
+        let caught_up = caught_up(&cluster, &c, 2, n3).await;
         if caught_up {
             break;
         }
@@ -137,13 +161,24 @@ async fn a_killed_node_is_replaced_and_a_restarted_node_catches_up() {
     assert_eq!(c.get(b"after").await.unwrap(), Some(b"1".to_vec()));
 }
 
-/// Whether every replica on node `i` applied as far as its region's leader.
-async fn caught_up(cluster: &FCluster, i: usize, id: u64) -> bool {
+/// Whether node `i` hosts a replica of every region that counts it as a voter (a region split
+/// while it was down reaches it only through the new region's leader) and every replica on it
+/// applied as far as its region's leader.
+async fn caught_up(cluster: &FCluster, c: &ultracloud_flaredb::Client, i: usize, id: u64) -> bool {
     let status = |addr: String| async move {
         let r = reqwest::get(format!("http://{addr}/v1/status")).await.ok()?;
         r.json::<ultracloud_flaredb::api::StatusResponse>().await.ok()
     };
     let Some(mine) = status(cluster.nodes[i].addr.clone()).await else { return false };
+    let Ok(map) = c.regions().await else { return false };
+    let hosts_all = map
+        .regions
+        .iter()
+        .filter(|r| r.desc.voters.contains(&id))
+        .all(|r| mine.replicas.iter().any(|m| m.group == r.desc.id));
+    if !hosts_all {
+        return false;
+    }
     let mut others = Vec::new();
     for (j, n) in cluster.nodes.iter().enumerate() {
         if j != i
