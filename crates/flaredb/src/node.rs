@@ -287,6 +287,12 @@ impl Node {
         self.replica(META_REGION).ok().filter(|r| r.is_leader())
     }
 
+    /// "Not the meta leader", with this node's hint of who is.
+    pub fn not_meta_leader(&self) -> FlareError {
+        let leader = self.replica(META_REGION).ok().and_then(|r| r.leader());
+        FlareError::NotLeader { region: META_REGION, leader }
+    }
+
     /// Creates an empty replica that waits for its leader's snapshot (a placement change).
     pub async fn create_replica(self: &Arc<Self>, req: CreateReplica) -> Result<(), FlareError> {
         let id = req.desc.id;
@@ -580,10 +586,7 @@ impl Node {
 
     /// Handles a heartbeat on the meta leader.
     pub async fn on_heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatResponse, FlareError> {
-        let Some(meta) = self.meta_leader() else {
-            let leader = self.replica(META_REGION).ok().and_then(|r| r.leader());
-            return Err(FlareError::NotLeader { region: META_REGION, leader });
-        };
+        let Some(meta) = self.meta_leader() else { return Err(self.not_meta_leader()) };
         let term = meta.raft.metrics().borrow().current_term;
         let state = meta.sm.shared().meta.unwrap_or_default();
         let (changes, answer) = self.placement.on_heartbeat(term, &state, &hb);

@@ -200,8 +200,7 @@ async fn ts(State(node): State<Arc<Node>>, headers: HeaderMap, Query(q): Query<C
 
 async fn alloc_id(State(node): State<Arc<Node>>, Query(q): Query<Count>) -> Api<IdResponse> {
     if node.meta_leader().is_none() {
-        let leader = node.replica(META_REGION).ok().and_then(|r| r.leader());
-        return Err(FlareError::NotLeader { region: META_REGION, leader });
+        return Err(node.not_meta_leader());
     }
     Ok(Json(IdResponse { id: node.alloc_ids(u64::from(q.count.unwrap_or(1).max(1))).await? }))
 }
@@ -210,8 +209,7 @@ async fn alloc_id(State(node): State<Arc<Node>>, Query(q): Query<Count>) -> Api<
 /// (any more), answer with the hint rather than forward again (see [`crate::node::PEER_HEADER`]).
 fn refuse_second_hop(node: &Node, headers: &HeaderMap) -> Result<(), FlareError> {
     if headers.contains_key(crate::node::PEER_HEADER) && node.meta_leader().is_none() {
-        let leader = node.replica(META_REGION).ok().and_then(|r| r.leader());
-        return Err(FlareError::NotLeader { region: META_REGION, leader });
+        return Err(node.not_meta_leader());
     }
     Ok(())
 }
