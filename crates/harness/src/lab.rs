@@ -39,8 +39,11 @@ pub fn services_of(role: Role) -> &'static [(&'static str, u16)] {
             ("flaredb", ports::FLAREDB_ADMIN),
             ("iam", ports::IAM_ADMIN),
             ("prismnet", ports::PRISMNET_ADMIN),
+            ("plasmavmc", ports::PLASMAVMC_ADMIN),
         ],
-        Role::Worker => &[("prismnet-agent", ports::PRISMNET_AGENT_ADMIN)],
+        Role::Worker => {
+            &[("prismnet-agent", ports::PRISMNET_AGENT_ADMIN), ("plasmavmc-agent", ports::PLASMAVMC_AGENT_ADMIN)]
+        }
         Role::Gateway => &[],
     }
 }
@@ -72,6 +75,11 @@ impl Lab {
     /// The binary the nodes run.
     pub fn binary(&self) -> PathBuf {
         self.dir.join("bin").join("ultracloud")
+    }
+
+    /// The guest image VMs of the smoke checks boot (made by [`Lab::build`]).
+    pub fn guest_image_dir(&self) -> PathBuf {
+        self.dir.join("guest-image")
     }
 
     /// The shared secrets.
@@ -162,7 +170,30 @@ impl Lab {
             bail!("cargo build failed ({status})");
         }
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| source.join("target"), PathBuf::from);
-        self.install(&target.join("release").join("ultracloud"), progress)
+        let bin = self.install(&target.join("release").join("ultracloud"), progress)?;
+        self.build_guest_image(source, &target, progress)?;
+        Ok(bin)
+    }
+
+    /// Builds the static guest agent and, from it, the guest image the smoke VMs boot.
+    fn build_guest_image(&self, source: &Path, target: &Path, progress: &Progress) -> anyhow::Result<()> {
+        progress.say("building the static guest agent");
+        let status = std::process::Command::new("cargo")
+            .args(["build", "--release", "-p", "ultracloud-guest-agent", "--target", "x86_64-unknown-linux-gnu"])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .current_dir(source)
+            .status()
+            .context("cannot run cargo")?;
+        if !status.success() {
+            bail!("building the guest agent failed ({status})");
+        }
+        let mut opts =
+            ultracloud_guest_image::BuildOptions::new(target.join(ultracloud_guest_image::STATIC_AGENT_TARGET_PATH));
+        opts.out_dir = self.guest_image_dir();
+        opts.disk_size_mib = 64;
+        ultracloud_guest_image::build(&opts, |line| progress.say(format!("guest image: {line}")))?;
+        progress.say(format!("guest image in {}", opts.out_dir.display()));
+        Ok(())
     }
 
     /// Installs `bin` as the nodes' binary (copied, then renamed into place: running nodes

@@ -101,6 +101,17 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> St
             ]),
         );
         services.insert(
+            "plasmavmc".into(),
+            service(vec![
+                format!("--listen={ip}:{}", ports::PLASMAVMC),
+                format!("--admin-listen={ip}:{}", ports::PLASMAVMC_ADMIN),
+                format!("--flaredb-endpoints={}", topo.control_plane_endpoints(ports::FLAREDB)),
+                format!("--iam-endpoints={}", urls(topo, ports::IAM)),
+                format!("--prismnet-endpoints={}", urls(topo, ports::PRISMNET)),
+                format!("--api-key-file={}", secrets.platform_api_key.display()),
+            ]),
+        );
+        services.insert(
             "iam".into(),
             service(vec![
                 format!("--listen={ip}:{}", ports::IAM),
@@ -124,6 +135,22 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> St
         ];
         t.insert("args".into(), strings(&args));
         services.insert("prismnet-agent".into(), toml::Value::Table(t));
+        // QEMU runs in the node's namespace, where the prismnet agent makes the taps. Each
+        // worker offers 4 vCPUs and 2 GiB: small guests, and room for a migration.
+        let args = vec![
+            format!("--host={}", node.name),
+            format!("--controller={}", urls(topo, ports::PLASMAVMC)),
+            format!("--iam-endpoints={}", urls(topo, ports::IAM)),
+            format!("--api-key-file={}", secrets.platform_api_key.display()),
+            format!("--listen={ip}:{}", ports::PLASMAVMC_AGENT),
+            format!("--address={ip}"),
+            format!("--admin-listen={ip}:{}", ports::PLASMAVMC_AGENT_ADMIN),
+            "--vcpus=4".to_owned(),
+            "--memory-mib=2048".to_owned(),
+        ];
+        let mut t = toml::Table::new();
+        t.insert("args".into(), strings(&args));
+        services.insert("plasmavmc-agent".into(), toml::Value::Table(t));
     }
     doc.insert("service".into(), toml::Value::Table(services));
     toml::to_string(&doc).unwrap_or_default()
@@ -202,6 +229,8 @@ mod tests {
         assert_eq!(w["roles"].as_array().unwrap()[0].as_str(), Some("worker"));
         let agent = w["service"]["prismnet-agent"]["args"].as_array().unwrap();
         assert!(agent.iter().any(|a| a.as_str() == Some("--underlay-ip=10.231.0.15")));
+        let vmm = w["service"]["plasmavmc-agent"]["args"].as_array().unwrap();
+        assert!(vmm.iter().any(|a| a.as_str() == Some("--listen=10.231.0.15:8681")));
         let g: toml::Table = toml::from_str(&config(lab, &topo, topo.node("node06").unwrap(), &s)).unwrap();
         assert!(g["service"].as_table().unwrap().is_empty(), "nothing of the gateway is built yet");
     }

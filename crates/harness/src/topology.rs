@@ -38,14 +38,22 @@ pub mod ports {
     pub const PRISMNET_ADMIN: u16 = 9104;
     /// prismnet agent admin.
     pub const PRISMNET_AGENT_ADMIN: u16 = 9105;
+    /// plasmavmc controller API.
+    pub const PLASMAVMC: u16 = 8680;
+    /// plasmavmc controller admin.
+    pub const PLASMAVMC_ADMIN: u16 = 9106;
+    /// plasmavmc agent disk-transfer API.
+    pub const PLASMAVMC_AGENT: u16 = 8681;
+    /// plasmavmc agent admin.
+    pub const PLASMAVMC_AGENT_ADMIN: u16 = 9107;
 }
 
 /// A node's job in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// chainfire, flaredb, iam, the prismnet controller (and more as they land).
+    /// chainfire, flaredb, iam, the prismnet and plasmavmc controllers (and more as they land).
     ControlPlane,
-    /// Agents that run tenant workloads (the prismnet agent, more as they land).
+    /// Agents that run tenant workloads (the prismnet and plasmavmc agents, more as they land).
     Worker,
     /// The public entry (apigateway, nightlight, creditservice as they land).
     Gateway,

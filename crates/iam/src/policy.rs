@@ -52,8 +52,14 @@ impl std::fmt::Display for Scope {
 /// Every action of every service: `service.resource.verb`. An action not listed is refused.
 pub const CATALOGUE: &[(&str, &[&str], &[&str])] = &[
     ("iam", &["tenant", "project", "user", "service_account", "api_key", "role", "binding"], CRUD),
-    ("compute", &["vm"], &["create", "read", "list", "update", "delete", "start", "stop", "console", "migrate"]),
+    (
+        "compute",
+        &["vm"],
+        &["create", "read", "list", "update", "delete", "start", "stop", "reboot", "console", "migrate"],
+    ),
     ("compute", &["image"], CRUD),
+    // Workers' plasmavmc agents (platform service accounts only).
+    ("compute", &["host"], CRUD),
     ("network", &["vpc", "subnet", "router", "port", "security_group", "service_ip"], CRUD),
     ("storage", &["volume", "snapshot"], &["create", "read", "list", "update", "delete", "attach", "detach"]),
     ("object", &["bucket", "object"], CRUD),

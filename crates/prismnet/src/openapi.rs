@@ -54,10 +54,34 @@ const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ("delete", "/service-ips/{id}", "Release a service IP", "network.service_ip.delete"),
 ];
 
+/// Platform routes: (method, path, summary, action).
+const PLATFORM: &[(&str, &str, &str, &str)] = &[
+    ("put", "/v1/hosts/{host}", "Register an agent host {underlay_ip}", "network.port.update"),
+    ("get", "/v1/hosts/{host}/plan", "The host's desired dataplane", "network.port.read"),
+    ("get", "/v1/watch", "Long poll: answers when the version differs from ?after=", "network.port.read"),
+];
+
 /// The document.
 pub fn document() -> Value {
+    build(
+        "prismnet",
+        "Tenant networking: VPCs, subnets, routers, security groups, ports, service IPs. Resources are addressed by ID or name inside their project.",
+        OPERATIONS,
+        PLATFORM,
+    )
+}
+
+/// An OpenAPI document for a service with tenant routes under
+/// `/v1/tenants/{tenant}/projects/{project}` (`project`: method, path suffix, summary, iam
+/// action) and platform routes (`platform`: method, full path, summary, iam action).
+pub fn build(
+    title: &str,
+    description: &str,
+    project: &[(&str, &str, &str, &str)],
+    platform: &[(&str, &str, &str, &str)],
+) -> Value {
     let mut paths = serde_json::Map::new();
-    let mut add = |method: &str, path: String, summary: &str, action: &str| {
+    let mut add = |method: &str, path: String, summary: &str, needs: String| {
         let params: Vec<Value> = path
             .split('/')
             .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
@@ -65,27 +89,22 @@ pub fn document() -> Value {
             .collect();
         let op = json!({
             "summary": summary,
-            "description": format!("Needs `{action}` in the project."),
+            "description": needs,
             "security": [{"bearer": []}],
             "parameters": params,
             "responses": {"200": {"description": "ok"}, "default": {"description": "error {\"error\": {code, message}}"}}
         });
         paths.entry(path).or_insert_with(|| json!({}))[method] = op;
     };
-    for (m, suffix, summary, action) in OPERATIONS {
-        add(m, format!("{P}{suffix}"), summary, action);
+    for (m, suffix, summary, action) in project {
+        add(m, format!("{P}{suffix}"), summary, format!("Needs `{action}` in the project."));
     }
-    add("put", "/v1/hosts/{host}".into(), "Register an agent host {underlay_ip}", "network.port.update (platform)");
-    add("get", "/v1/hosts/{host}/plan".into(), "The host's desired dataplane", "network.port.read (platform)");
-    add(
-        "get",
-        "/v1/watch".into(),
-        "Long poll: answers when the version differs from ?after=",
-        "network.port.read (platform)",
-    );
+    for (m, path, summary, action) in platform {
+        add(m, (*path).to_owned(), summary, format!("Needs `{action}` platform-wide (service accounts)."));
+    }
     json!({
         "openapi": "3.0.3",
-        "info": {"title": "prismnet", "version": "1", "description": "Tenant networking: VPCs, subnets, routers, security groups, ports, service IPs. Resources are addressed by ID or name inside their project."},
+        "info": {"title": title, "version": "1", "description": description},
         "paths": Value::Object(paths),
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}}
     })
@@ -97,6 +116,6 @@ mod tests {
     fn every_operation_is_in_the_document() {
         let d = super::document();
         let n: usize = d["paths"].as_object().unwrap().values().map(|v| v.as_object().unwrap().len()).sum();
-        assert_eq!(n, super::OPERATIONS.len() + 3);
+        assert_eq!(n, super::OPERATIONS.len() + super::PLATFORM.len());
     }
 }

@@ -53,7 +53,7 @@ pub async fn create_vpc(store: &Store, owner: &Owner, req: &NewVpc) -> Result<Vp
     let owner = owner.clone();
     store
         .change(async move |t| {
-            if !Store::txn_name_free(t, Vpc::KIND, &owner, &vpc.name).await? {
+            if !Store::txn_name_free::<Vpc>(t, &owner, &vpc.name).await? {
                 return refuse(StoreError::Conflict(format!("a VPC named {:?} exists", vpc.name)));
             }
             txn_put(t, &vpc);
@@ -68,8 +68,8 @@ pub async fn delete_vpc(store: &Store, owner: &Owner, id: &str) -> Result<()> {
     let owner = owner.clone();
     store
         .change(async move |t| {
-            let subnets: Vec<Subnet> = txn_scan(t, &Store::idx_prefix(Subnet::KIND, &owner)).await?;
-            let routers: Vec<Router> = txn_scan(t, &Store::idx_prefix(Router::KIND, &owner)).await?;
+            let subnets: Vec<Subnet> = txn_scan(t, &Store::idx_prefix::<Subnet>(&owner)).await?;
+            let routers: Vec<Router> = txn_scan(t, &Store::idx_prefix::<Router>(&owner)).await?;
             let used: Vec<&str> = subnets
                 .iter()
                 .filter(|s| s.vpc == vpc.id)
@@ -121,7 +121,7 @@ pub async fn resolve<R: Resource>(store: &Store, owner: &Owner, id_or_name: &str
     if let Some(r) = store.get::<R>(id_or_name).await?.filter(|r| r.owner() == owner) {
         return Ok(r);
     }
-    match store.id_by_name(R::KIND, owner, id_or_name).await? {
+    match store.id_by_name::<R>(owner, id_or_name).await? {
         Some(id) => store.get_owned(owner, &id, what).await,
         None => {
             Err(StoreError::NotFound(format!("{what} {id_or_name:?} not found in {}/{}", owner.tenant, owner.project)))
@@ -164,10 +164,10 @@ pub async fn create_subnet(store: &Store, owner: &Owner, req: &NewSubnet) -> Res
     let owner = owner.clone();
     store
         .change(async move |t| {
-            if !Store::txn_name_free(t, Subnet::KIND, &owner, &subnet.name).await? {
+            if !Store::txn_name_free::<Subnet>(t, &owner, &subnet.name).await? {
                 return refuse(StoreError::Conflict(format!("a subnet named {:?} exists", subnet.name)));
             }
-            let siblings: Vec<Subnet> = txn_scan(t, &Store::idx_prefix(Subnet::KIND, &owner)).await?;
+            let siblings: Vec<Subnet> = txn_scan(t, &Store::idx_prefix::<Subnet>(&owner)).await?;
             if let Some(o) = siblings.iter().find(|s| s.vpc == subnet.vpc && s.cidr.overlaps(&subnet.cidr)) {
                 return refuse(StoreError::Conflict(format!(
                     "cidr {} overlaps subnet {} ({}) of the same VPC",
@@ -285,7 +285,7 @@ pub async fn create_security_group(store: &Store, owner: &Owner, req: &NewSecuri
     let owner = owner.clone();
     store
         .change(async move |t| {
-            if !Store::txn_name_free(t, SecurityGroup::KIND, &owner, &sg.name).await? {
+            if !Store::txn_name_free::<SecurityGroup>(t, &owner, &sg.name).await? {
                 return refuse(StoreError::Conflict(format!("a security group named {:?} exists", sg.name)));
             }
             txn_put(t, &sg);
@@ -330,12 +330,12 @@ pub async fn delete_security_group(store: &Store, owner: &Owner, id: &str) -> Re
 
 /// The project's `default` security group, created on first use.
 pub async fn default_security_group(store: &Store, owner: &Owner) -> Result<SecurityGroup> {
-    if let Some(id) = store.id_by_name(SecurityGroup::KIND, owner, "default").await? {
+    if let Some(id) = store.id_by_name::<SecurityGroup>(owner, "default").await? {
         return store.get_owned(owner, &id, "security group").await;
     }
     match create_security_group(store, owner, &NewSecurityGroup { name: "default".into(), rules: None }).await {
         Err(StoreError::Conflict(_)) => {
-            let id = store.id_by_name(SecurityGroup::KIND, owner, "default").await?.unwrap_or_default();
+            let id = store.id_by_name::<SecurityGroup>(owner, "default").await?.unwrap_or_default();
             store.get_owned(owner, &id, "security group").await
         }
         other => other,
@@ -563,7 +563,7 @@ pub async fn create_router(store: &Store, owner: &Owner, req: &NewRouter) -> Res
     let owner = owner.clone();
     store
         .change(async move |t| {
-            if !Store::txn_name_free(t, Router::KIND, &owner, &router.name).await? {
+            if !Store::txn_name_free::<Router>(t, &owner, &router.name).await? {
                 return refuse(StoreError::Conflict(format!("a router named {:?} exists", router.name)));
             }
             txn_put(t, &router);

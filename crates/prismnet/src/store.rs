@@ -32,6 +32,8 @@ pub const LAST_VNI: u32 = (1 << 24) - 1;
 
 /// A stored resource kind.
 pub trait Resource: Serialize + DeserializeOwned + Clone {
+    /// The service whose key space holds it (`prismnet`, `plasmavmc`, …).
+    const SERVICE: &'static str;
     /// Key segment.
     const KIND: &'static str;
     /// Its ID.
@@ -47,6 +49,7 @@ pub trait Resource: Serialize + DeserializeOwned + Clone {
 macro_rules! resource {
     ($t:ty, $kind:literal, named) => {
         impl Resource for $t {
+            const SERVICE: &'static str = "prismnet";
             const KIND: &'static str = $kind;
             fn id(&self) -> &str {
                 &self.id
@@ -61,6 +64,7 @@ macro_rules! resource {
     };
     ($t:ty, $kind:literal) => {
         impl Resource for $t {
+            const SERVICE: &'static str = "prismnet";
             const KIND: &'static str = $kind;
             fn id(&self) -> &str {
                 &self.id
@@ -124,16 +128,17 @@ fn end_of(prefix: &[u8]) -> Vec<u8> {
     e
 }
 
-fn obj_key(kind: &str, id: &str) -> Vec<u8> {
-    format!("prismnet/obj/{kind}/{id}").into_bytes()
+/// `{service}/obj/{kind}/{id}`: where a resource is stored.
+pub fn obj_key<R: Resource>(id: &str) -> Vec<u8> {
+    format!("{}/obj/{}/{id}", R::SERVICE, R::KIND).into_bytes()
 }
 
-fn idx_prefix(kind: &str, o: &Owner) -> String {
-    format!("prismnet/idx/{kind}/{}/{}/", o.tenant, o.project)
+fn idx_prefix<R: Resource>(o: &Owner) -> String {
+    format!("{}/idx/{}/{}/{}/", R::SERVICE, R::KIND, o.tenant, o.project)
 }
 
-fn name_key(kind: &str, o: &Owner, name: &str) -> Vec<u8> {
-    format!("prismnet/name/{kind}/{}/{}/{name}", o.tenant, o.project).into_bytes()
+fn name_key<R: Resource>(o: &Owner, name: &str) -> Vec<u8> {
+    format!("{}/name/{}/{}/{}/{name}", R::SERVICE, R::KIND, o.tenant, o.project).into_bytes()
 }
 
 /// `prismnet/ipam/{subnet}/` — addresses are written as fixed-width numbers so they sort.
@@ -158,19 +163,19 @@ pub async fn txn_scan<T: DeserializeOwned>(t: &Txn, prefix: &[u8]) -> std::resul
 /// Writes a resource (record, project index, name claim) inside a transaction.
 pub fn txn_put<R: Resource>(t: &mut Txn, r: &R) {
     let bytes = encode(r);
-    t.put(&obj_key(R::KIND, r.id()), &bytes);
-    t.put(format!("{}{}", idx_prefix(R::KIND, r.owner()), r.id()).as_bytes(), &bytes);
+    t.put(&obj_key::<R>(r.id()), &bytes);
+    t.put(format!("{}{}", idx_prefix::<R>(r.owner()), r.id()).as_bytes(), &bytes);
     if !r.unique_name().is_empty() {
-        t.put(&name_key(R::KIND, r.owner(), r.unique_name()), r.id().as_bytes());
+        t.put(&name_key::<R>(r.owner(), r.unique_name()), r.id().as_bytes());
     }
 }
 
 /// Deletes a resource inside a transaction.
 pub fn txn_delete<R: Resource>(t: &mut Txn, r: &R) {
-    t.delete(&obj_key(R::KIND, r.id()));
-    t.delete(format!("{}{}", idx_prefix(R::KIND, r.owner()), r.id()).as_bytes());
+    t.delete(&obj_key::<R>(r.id()));
+    t.delete(format!("{}{}", idx_prefix::<R>(r.owner()), r.id()).as_bytes());
     if !r.unique_name().is_empty() {
-        t.delete(&name_key(R::KIND, r.owner(), r.unique_name()));
+        t.delete(&name_key::<R>(r.owner(), r.unique_name()));
     }
 }
 
@@ -227,22 +232,28 @@ pub fn txn_release_vni(t: &mut Txn, vni: u32) {
     t.delete(format!("prismnet/vni/{vni:08}").as_bytes());
 }
 
-/// prismnet's view of flaredb.
+/// A service's view of flaredb: its resources and the version its agents watch.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// The database client.
     pub db: Client,
+    version_key: Vec<u8>,
 }
 
 impl Store {
-    /// A store over `db`.
+    /// prismnet's store over `db`.
     pub fn new(db: Client) -> Self {
-        Self { db }
+        Self::for_service(db, "prismnet")
+    }
+
+    /// The store of `service` (its version key is `{service}/version`).
+    pub fn for_service(db: Client, service: &str) -> Self {
+        Self { db, version_key: format!("{service}/version").into_bytes() }
     }
 
     /// A resource by ID.
     pub async fn get<R: Resource>(&self, id: &str) -> Result<Option<R>> {
-        let key = obj_key(R::KIND, id);
+        let key = obj_key::<R>(id);
         match self.db.get(&key).await? {
             Some(b) => Ok(Some(decode(&key, &b)?)),
             None => Ok(None),
@@ -259,14 +270,14 @@ impl Store {
 
     /// Every resource of a kind in a project.
     pub async fn list<R: Resource>(&self, owner: &Owner) -> Result<Vec<R>> {
-        let prefix = idx_prefix(R::KIND, owner).into_bytes();
+        let prefix = idx_prefix::<R>(owner).into_bytes();
         let rows = self.db.scan(&prefix, Some(&end_of(&prefix)), 0, false).await?;
         Ok(rows.iter().map(|p| decode(&p.key, &p.value)).collect::<std::result::Result<_, _>>()?)
     }
 
     /// Every resource of a kind, platform-wide (for agents' plans).
     pub async fn list_all<R: Resource>(&self) -> Result<Vec<R>> {
-        let prefix = format!("prismnet/obj/{}/", R::KIND).into_bytes();
+        let prefix = format!("{}/obj/{}/", R::SERVICE, R::KIND).into_bytes();
         let rows = self.db.scan(&prefix, Some(&end_of(&prefix)), 0, false).await?;
         Ok(rows.iter().map(|p| decode(&p.key, &p.value)).collect::<std::result::Result<_, _>>()?)
     }
@@ -285,12 +296,12 @@ impl Store {
 
     /// Bumps the version agents watch.
     pub async fn bump(&self) -> Result<u64> {
-        Ok(self.db.increment(b"prismnet/version", 1).await?.max(0).unsigned_abs())
+        Ok(self.db.increment(&self.version_key, 1).await?.max(0).unsigned_abs())
     }
 
     /// The version agents watch.
     pub async fn version(&self) -> Result<u64> {
-        Ok(self.db.get(b"prismnet/version").await?.and_then(|v| String::from_utf8(v).ok()?.parse().ok()).unwrap_or(0))
+        Ok(self.db.get(&self.version_key).await?.and_then(|v| String::from_utf8(v).ok()?.parse().ok()).unwrap_or(0))
     }
 
     /// Registers (or updates) an agent host.
@@ -313,18 +324,13 @@ impl Store {
     }
 
     /// The ID claimed by `name` for a kind in a project.
-    pub async fn id_by_name(&self, kind: &str, owner: &Owner, name: &str) -> Result<Option<String>> {
-        Ok(self.db.get(&name_key(kind, owner, name)).await?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    pub async fn id_by_name<R: Resource>(&self, owner: &Owner, name: &str) -> Result<Option<String>> {
+        Ok(self.db.get(&name_key::<R>(owner, name)).await?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// Whether a name is free for a kind in a project, inside a transaction.
-    pub async fn txn_name_free(
-        t: &Txn,
-        kind: &str,
-        owner: &Owner,
-        name: &str,
-    ) -> std::result::Result<bool, FlareError> {
-        Ok(t.get(&name_key(kind, owner, name)).await?.is_none())
+    pub async fn txn_name_free<R: Resource>(t: &Txn, owner: &Owner, name: &str) -> std::result::Result<bool, FlareError> {
+        Ok(t.get(&name_key::<R>(owner, name)).await?.is_none())
     }
 
     /// The DHCP port key of a subnet on a host.
@@ -333,7 +339,7 @@ impl Store {
     }
 
     /// The per-project index prefix of a kind (for scans inside transactions).
-    pub fn idx_prefix(kind: &str, owner: &Owner) -> Vec<u8> {
-        idx_prefix(kind, owner).into_bytes()
+    pub fn idx_prefix<R: Resource>(owner: &Owner) -> Vec<u8> {
+        idx_prefix::<R>(owner).into_bytes()
     }
 }

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use ultracloud_runtime::logging::{self, LogFormat};
 
 /// The services this build can run as `ultracloud <service>`; the node agent starts them by name.
-pub const SERVICES: &[&str] = &["chainfire", "flaredb", "iam", "prismnet", "prismnet-agent"];
+pub const SERVICES: &[&str] =
+    &["chainfire", "flaredb", "iam", "prismnet", "prismnet-agent", "plasmavmc", "plasmavmc-agent"];
 
 /// UltraCloud: a self-hostable cloud platform — VMs, private networks, DNS, load balancers,
 /// object storage and block volumes behind one authenticated API.
@@ -75,6 +76,16 @@ enum Command {
     Secgroup(cmd::network::SecgroupArgs),
     /// Ports: create, list, show, delete.
     Port(cmd::network::PortArgs),
+    /// Run the plasmavmc controller: VMs, images, volumes, placement, migration.
+    Plasmavmc(cmd::plasmavmc::PlasmavmcArgs),
+    /// Run a worker's plasmavmc agent: one QEMU per VM over QMP (KVM or TCG).
+    PlasmavmcAgent(cmd::plasmavmc::AgentArgs),
+    /// Virtual machines: create, list, show, start, stop, reboot, delete, console, events, migrate.
+    Vm(cmd::compute::VmArgs),
+    /// Images: import, list, show, delete; build-guest makes the project's guest image.
+    Image(cmd::compute::ImageArgs),
+    /// Volumes: create, list, attach, detach, delete.
+    Volume(cmd::compute::VolumeArgs),
     /// The flaredb client: get, put, del, incr, cas, scan, txn, regions, status.
     Db(cmd::db::DbArgs),
     /// The six-node test cluster on this machine: build, start, smoke, status, logs, ssh, stop, clean.
@@ -105,6 +116,11 @@ fn main() -> ExitCode {
             Command::Cluster(args) => cmd::cluster::run(args).await,
             Command::Prismnet(args) => cmd::prismnet::run(args).await,
             Command::PrismnetAgent(args) => cmd::prismnet::run_agent(args).await,
+            Command::Plasmavmc(args) => cmd::plasmavmc::run(args).await,
+            Command::PlasmavmcAgent(args) => cmd::plasmavmc::run_agent(args).await,
+            Command::Vm(args) => cmd::compute::vm(args).await,
+            Command::Image(args) => cmd::compute::image(args).await,
+            Command::Volume(args) => cmd::compute::volume(args).await,
             Command::Network(args) => cmd::network::network(args).await,
             Command::Subnet(args) => cmd::network::subnet(args).await,
             Command::Router(args) => cmd::network::router(args).await,

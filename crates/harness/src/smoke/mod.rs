@@ -2,6 +2,7 @@
 //! with its duration (and measured figures), as a table or JSON. On a failure the logs of every
 //! node are saved under `<lab>/reports/<time>/` and the path is printed.
 
+mod compute;
 mod control_plane;
 mod network;
 
@@ -140,6 +141,7 @@ pub async fn run(lab: &Lab, quiet: bool) -> Report {
     let mut r = Runner::new(quiet);
     control_plane::run(lab, &mut r).await;
     network::run(lab, &mut r).await;
+    compute::run(lab, &mut r).await;
     let report = r.finish(lab);
     if !quiet {
         let failed = report.checks.iter().filter(|c| !c.passed).count();

@@ -273,7 +273,9 @@ impl ControllerClient {
         Self { http: reqwest::Client::new(), bases, tokens }
     }
 
-    async fn send(
+    /// Sends a request built by `build` for each replica in turn until one answers (a 5xx or
+    /// an unreachable replica moves on); a 4xx is returned as an error with its body.
+    pub async fn send(
         &self,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, String> {
@@ -304,6 +306,11 @@ impl ControllerClient {
             return Ok(resp);
         }
         Err(last)
+    }
+
+    /// The token source the requests are authenticated with.
+    pub fn tokens(&self) -> &Arc<ultracloud_iam::guard::TokenSource> {
+        &self.tokens
     }
 
     /// Registers the host's underlay address.

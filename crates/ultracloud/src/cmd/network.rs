@@ -10,8 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use ultracloud_prismnet::apply::{self, Current, Spec};
 
-use super::session::Session;
-use super::table;
+use super::project::Ctx;
 
 /// Where resources live and how to print them (every resource command takes these).
 #[derive(Debug, Args)]
@@ -33,63 +32,9 @@ pub struct Target {
     json: bool,
 }
 
-/// An open session with the project's base path.
-struct Ctx {
-    s: Session,
-    base: String,
-    json: bool,
-}
-
 impl Target {
     async fn open(&self) -> anyhow::Result<Ctx> {
-        let s = Session::open(self.iam.as_deref()).await?;
-        let tenant = match &self.tenant {
-            Some(t) => t.clone(),
-            None => {
-                let me = s.iam(Method::GET, "/v1/auth/whoami", None).await?;
-                me["claims"]["tenant"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .context("which tenant? pass --tenant (or set ULTRACLOUD_TENANT)")?
-            }
-        };
-        let Some(project) = &self.project else { bail!("which project? pass --project (or set ULTRACLOUD_PROJECT)") };
-        let base = format!("{}/v1/tenants/{tenant}/projects/{project}", self.prismnet.trim_end_matches('/'));
-        Ok(Ctx { s, base, json: self.json })
-    }
-}
-
-impl Ctx {
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        self.s.call(method, &self.base, path, body).await
-    }
-
-    async fn items<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<Vec<T>> {
-        let v = self.call(Method::GET, path, None).await?;
-        let items = v["items"].as_array().cloned().unwrap_or_default();
-        items.into_iter().map(|i| serde_json::from_value(i).with_context(|| format!("reading {path}"))).collect()
-    }
-
-    async fn list(&self, path: &str, fields: &[&str]) -> anyhow::Result<()> {
-        let v = self.call(Method::GET, path, None).await?;
-        table::items(self.json, v["items"].as_array().map(Vec::as_slice).unwrap_or_default(), fields);
-        Ok(())
-    }
-
-    fn show(&self, v: &Value) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-            return;
-        }
-        let rows: Vec<Vec<String>> =
-            v.as_object().map(|o| o.iter().map(|(k, v)| vec![k.clone(), table::cell(v)]).collect()).unwrap_or_default();
-        table::print(&["FIELD", "VALUE"], &rows);
-    }
-
-    async fn delete(&self, path: &str, what: &str) -> anyhow::Result<()> {
-        self.call(Method::DELETE, path, None).await?;
-        println!("{what} deleted");
-        Ok(())
+        Ctx::open(&self.prismnet, self.tenant.as_deref(), self.project.as_deref(), self.iam.as_deref(), self.json).await
     }
 }
 

@@ -1,0 +1,127 @@
+//! The controller's client of prismnet: VM NICs are prismnet ports bound to the VM's worker
+//! as tap devices. Calls go to the tenant's own project path, so a subnet or port of another
+//! tenant is simply not found there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use ultracloud_iam::guard::TokenSource;
+use ultracloud_prismnet::model::Port;
+
+use crate::model::Owner;
+
+/// What went wrong talking to prismnet.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// prismnet refused the request (4xx): the message is for the user.
+    #[error("{0}")]
+    Refused(String),
+    /// prismnet is unreachable or failing.
+    #[error("prismnet is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A prismnet controller client with the platform's credentials.
+#[derive(Debug, Clone)]
+pub struct Prismnet {
+    http: reqwest::Client,
+    bases: Vec<String>,
+    tokens: Arc<TokenSource>,
+}
+
+/// The device owner prismnet records for a VM's port.
+pub fn device_owner(vm: &str) -> String {
+    format!("compute:vm/{vm}")
+}
+
+impl Prismnet {
+    /// A client of the prismnet replicas at `bases` (`http://host:port,…`).
+    pub fn new(bases: &str, tokens: Arc<TokenSource>) -> Self {
+        let bases =
+            bases.split(',').map(|b| b.trim().trim_end_matches('/').to_owned()).filter(|b| !b.is_empty()).collect();
+        Self { http: reqwest::Client::new(), bases, tokens }
+    }
+
+    async fn call(&self, method: reqwest::Method, owner: &Owner, path: &str, body: Option<Value>) -> Result<Value, NetError> {
+        let token = self.tokens.token().await.map_err(NetError::Unavailable)?;
+        let mut last = "no prismnet endpoint configured".to_owned();
+        for base in &self.bases {
+            let url = format!("{base}/v1/tenants/{}/projects/{}{path}", owner.tenant, owner.project);
+            let mut req = self.http.request(method.clone(), &url).bearer_auth(&token).timeout(Duration::from_secs(20));
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("{base}: {e}");
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status == http::StatusCode::UNAUTHORIZED {
+                self.tokens.forget();
+            }
+            if status.is_server_error() {
+                last = format!("{base} answered {status}");
+                continue;
+            }
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                let message = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                    .unwrap_or(text);
+                return Err(NetError::Refused(message));
+            }
+            return Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) });
+        }
+        Err(NetError::Unavailable(last))
+    }
+
+    fn port(v: Value) -> Result<Port, NetError> {
+        serde_json::from_value(v).map_err(|e| NetError::Unavailable(format!("prismnet answered an unreadable port: {e}")))
+    }
+
+    /// Creates a port for `vm` in `subnet` (ID or name), bound to `host` as a tap.
+    pub async fn create_port(&self, owner: &Owner, subnet: &str, vm: &str, host: &str) -> Result<Port, NetError> {
+        let body = json!({
+            "subnet": subnet,
+            "name": format!("{vm}-nic"),
+            "binding": {"host": host, "plug": {"kind": "tap"}},
+            "device_owner": device_owner(vm),
+        });
+        Self::port(self.call(reqwest::Method::POST, owner, "/ports", Some(body)).await?)
+    }
+
+    /// A port by ID or name.
+    pub async fn get_port(&self, owner: &Owner, port: &str) -> Result<Port, NetError> {
+        Self::port(self.call(reqwest::Method::GET, owner, &format!("/ports/{port}"), None).await?)
+    }
+
+    /// Binds a port to `vm` on `host` (creation with an existing port, and migrations).
+    pub async fn bind_port(&self, owner: &Owner, port: &str, vm: &str, host: &str) -> Result<Port, NetError> {
+        let body = json!({"binding": {"host": host, "plug": {"kind": "tap"}}, "device_owner": device_owner(vm)});
+        Self::port(self.call(reqwest::Method::PATCH, owner, &format!("/ports/{port}"), Some(body)).await?)
+    }
+
+    /// Unbinds a port the user brought (it stays, with its addresses).
+    pub async fn unbind_port(&self, owner: &Owner, port: &str) -> Result<(), NetError> {
+        let body = json!({"binding": null, "device_owner": ""});
+        match self.call(reqwest::Method::PATCH, owner, &format!("/ports/{port}"), Some(body)).await {
+            Ok(_) => Ok(()),
+            Err(NetError::Refused(m)) if m.contains("not found") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a port plasmavmc created (gone already is fine).
+    pub async fn delete_port(&self, owner: &Owner, port: &str) -> Result<(), NetError> {
+        match self.call(reqwest::Method::DELETE, owner, &format!("/ports/{port}"), None).await {
+            Ok(_) => Ok(()),
+            Err(NetError::Refused(m)) if m.contains("not found") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! The controller's HTTP API. Tenant resources live under
+//! `/v1/tenants/{tenant}/projects/{project}/{vms,images,volumes}` and every route is guarded by
+//! iam (`compute.<resource>.<verb>` in that project); agents use `/v1/hosts/…` and `/v1/watch`
+//! with a platform service-account token.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use ultracloud_iam::guard::Guard;
+use ultracloud_prismnet::store::{Store, StoreError};
+use ultracloud_runtime::error::{ApiError, ApiJson};
+
+use crate::model::{Event, Host, Image, Owner, Vm, VmState, VmStatus, Volume, now_ms};
+use crate::network::Prismnet;
+use crate::ops::{self, Action};
+use crate::records;
+
+/// Console text kept per VM (the tail of its serial output).
+pub const CONSOLE_KEPT: usize = 64 * 1024;
+
+/// The controller: its store, its prismnet client and the version agents watch.
+#[derive(Debug)]
+pub struct Controller {
+    /// flaredb records.
+    pub store: Store,
+    /// prismnet, for NICs.
+    pub net: Prismnet,
+    version: watch::Sender<u64>,
+}
+
+impl Controller {
+    /// A controller over `store`; `watch_versions` keeps the version current.
+    pub fn new(store: Store, net: Prismnet) -> Arc<Self> {
+        Arc::new(Self { store, net, version: watch::Sender::new(0) })
+    }
+
+    /// Polls the version in flaredb every 200 ms until `shutdown`.
+    pub async fn watch_versions(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Ok(v) = self.store.version().await {
+                self.version.send_if_modified(|cur| std::mem::replace(cur, v) != v);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+fn api_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Db(e) => {
+            tracing::error!(error = %e, "a dependency failed");
+            ApiError::unavailable(format!("a dependency is unavailable ({e}); retry"))
+        }
+        StoreError::Conflict(m) => ApiError::conflict(m),
+        StoreError::NotFound(m) => ApiError::not_found(m),
+        StoreError::Invalid(m) => ApiError::invalid(m),
+    }
+}
+
+type Ctl = State<Arc<Controller>>;
+type ApiResult<T> = Result<T, ApiError>;
+type ProjectPath = Path<(String, String)>;
+type ItemPath = Path<(String, String, String)>;
+
+fn owner(tenant: String, project: String) -> Owner {
+    Owner { tenant, project }
+}
+
+fn created<T: Serialize>(v: T) -> Response {
+    (http::StatusCode::CREATED, Json(v)).into_response()
+}
+
+/// A list answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Items<T> {
+    /// The items.
+    pub items: Vec<T>,
+}
+
+/// A VM as the API shows it: the record, what its agent last reported, and its addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmView {
+    /// The record.
+    #[serde(flatten)]
+    pub vm: Vm,
+    /// Its state (from the last report; `pending` before the first).
+    pub state: VmState,
+    /// The last report.
+    #[serde(default)]
+    pub status: Option<VmStatus>,
+    /// Its NICs' addresses.
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+async fn view(store: &Store, vm: Vm) -> Result<VmView, StoreError> {
+    let status = records::status(store, &vm.id).await?;
+    let addresses = vm.nics.iter().flat_map(|n| n.ips.iter().copied()).collect();
+    Ok(VmView { state: status.as_ref().map(|s| s.state).unwrap_or_default(), status, addresses, vm })
+}
+
+async fn create_vm(State(c): Ctl, Path((t, p)): ProjectPath, ApiJson(r): ApiJson<ops::NewVm>) -> ApiResult<Response> {
+    let vm = ops::create_vm(&c.store, &c.net, &owner(t, p), &r).await.map_err(api_error)?;
+    Ok(created(view(&c.store, vm).await.map_err(api_error)?))
+}
+
+async fn list_vms(State(c): Ctl, Path((t, p)): ProjectPath) -> ApiResult<Json<Items<VmView>>> {
+    let mut items = Vec::new();
+    for vm in c.store.list::<Vm>(&owner(t, p)).await.map_err(api_error)? {
+        items.push(view(&c.store, vm).await.map_err(api_error)?);
+    }
+    Ok(Json(Items { items }))
+}
+
+async fn show_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<VmView>> {
+    let vm = ops::resolve::<Vm>(&c.store, &owner(t, p), &id, "VM").await.map_err(api_error)?;
+    Ok(Json(view(&c.store, vm).await.map_err(api_error)?))
+}
+
+async fn act(c: &Controller, t: String, p: String, id: &str, action: Action) -> ApiResult<Json<VmView>> {
+    let vm = ops::act(&c.store, &owner(t, p), id, action).await.map_err(api_error)?;
+    Ok(Json(view(&c.store, vm).await.map_err(api_error)?))
+}
+
+async fn start_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<VmView>> {
+    act(&c, t, p, &id, Action::Start).await
+}
+
+async fn stop_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<VmView>> {
+    act(&c, t, p, &id, Action::Stop).await
+}
+
+async fn reboot_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<VmView>> {
+    act(&c, t, p, &id, Action::Reboot).await
+}
+
+/// `DELETE …/vms/{id}`: 202 while its agent tears it down; the record goes after.
+async fn delete_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Response> {
+    let o = owner(t, p);
+    let vm = ops::act(&c.store, &o, &id, Action::Delete).await.map_err(api_error)?;
+    // A VM on a worker that never registered (or was removed) has nothing to tear down.
+    let hosts = records::hosts(&c.store).await.map_err(api_error)?;
+    if !hosts.iter().any(|h| h.name == vm.host) {
+        ops::finish_delete(&c.store, &c.net, &vm).await.map_err(api_error)?;
+        return Ok(http::StatusCode::NO_CONTENT.into_response());
+    }
+    c.store.bump().await.map_err(api_error)?;
+    Ok((http::StatusCode::ACCEPTED, Json(view(&c.store, vm).await.map_err(api_error)?)).into_response())
+}
+
+async fn migrate_vm(
+    State(c): Ctl,
+    Path((t, p, id)): ItemPath,
+    ApiJson(r): ApiJson<ops::MigrateRequest>,
+) -> ApiResult<Json<VmView>> {
+    let vm = ops::migrate(&c.store, &owner(t, p), &id, &r).await.map_err(api_error)?;
+    Ok(Json(view(&c.store, vm).await.map_err(api_error)?))
+}
+
+async fn console(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<String> {
+    let vm = ops::resolve::<Vm>(&c.store, &owner(t, p), &id, "VM").await.map_err(api_error)?;
+    records::console(&c.store, &vm.id).await.map_err(api_error)
+}
+
+async fn events(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Items<Event>>> {
+    let vm = ops::resolve::<Vm>(&c.store, &owner(t, p), &id, "VM").await.map_err(api_error)?;
+    Ok(Json(Items { items: records::events(&c.store, &vm.id).await.map_err(api_error)? }))
+}
+
+async fn import_image(
+    State(c): Ctl,
+    Path((t, p)): ProjectPath,
+    ApiJson(r): ApiJson<ops::NewImage>,
+) -> ApiResult<Response> {
+    ops::import_image(&c.store, &owner(t, p), &r).await.map(created).map_err(api_error)
+}
+
+async fn list_images(State(c): Ctl, Path((t, p)): ProjectPath) -> ApiResult<Json<Items<Image>>> {
+    Ok(Json(Items { items: c.store.list::<Image>(&owner(t, p)).await.map_err(api_error)? }))
+}
+
+async fn show_image(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Image>> {
+    ops::resolve::<Image>(&c.store, &owner(t, p), &id, "image").await.map(Json).map_err(api_error)
+}
+
+async fn delete_image(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<http::StatusCode> {
+    ops::delete_image(&c.store, &owner(t, p), &id).await.map_err(api_error)?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+async fn create_volume(
+    State(c): Ctl,
+    Path((t, p)): ProjectPath,
+    ApiJson(r): ApiJson<ops::NewVolume>,
+) -> ApiResult<Response> {
+    ops::create_volume(&c.store, &owner(t, p), &r).await.map(created).map_err(api_error)
+}
+
+async fn list_volumes(State(c): Ctl, Path((t, p)): ProjectPath) -> ApiResult<Json<Items<Volume>>> {
+    Ok(Json(Items { items: c.store.list::<Volume>(&owner(t, p)).await.map_err(api_error)? }))
+}
+
+async fn show_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Volume>> {
+    ops::resolve::<Volume>(&c.store, &owner(t, p), &id, "volume").await.map(Json).map_err(api_error)
+}
+
+async fn delete_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<http::StatusCode> {
+    ops::delete_volume(&c.store, &owner(t, p), &id).await.map_err(api_error)?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+/// `POST …/volumes/{id}/attach`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachRequest {
+    vm: String,
+}
+
+async fn attach_volume(
+    State(c): Ctl,
+    Path((t, p, id)): ItemPath,
+    ApiJson(r): ApiJson<AttachRequest>,
+) -> ApiResult<Json<Volume>> {
+    ops::set_attachment(&c.store, &owner(t, p), &id, Some(&r.vm)).await.map(Json).map_err(api_error)
+}
+
+async fn detach_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Volume>> {
+    ops::set_attachment(&c.store, &owner(t, p), &id, None).await.map(Json).map_err(api_error)
+}
+
+/// `PUT /v1/hosts/{host}`: an agent's registration and heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostRegistration {
+    /// vCPUs offered.
+    pub vcpus: u32,
+    /// Memory offered (MiB).
+    pub memory_mib: u32,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// The agent's disk-transfer URL.
+    pub agent_url: String,
+    /// Its underlay address.
+    pub address: Ipv4Addr,
+}
+
+fn check_host_name(host: &str) -> ApiResult<()> {
+    if host.is_empty() || host.len() > 63 || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(ApiError::invalid(format!("host name {host:?}: letters, digits, dashes, dots")));
+    }
+    Ok(())
+}
+
+async fn register_host(
+    State(c): Ctl,
+    Path(host): Path<String>,
+    ApiJson(r): ApiJson<HostRegistration>,
+) -> ApiResult<http::StatusCode> {
+    check_host_name(&host)?;
+    let h = Host {
+        name: host,
+        vcpus: r.vcpus,
+        memory_mib: r.memory_mib,
+        accel: r.accel,
+        agent_url: r.agent_url,
+        address: r.address,
+        seen_ms: now_ms(),
+    };
+    records::put_host(&c.store, &h).await.map_err(api_error)?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+async fn list_hosts(State(c): Ctl) -> ApiResult<Json<Items<Host>>> {
+    Ok(Json(Items { items: records::hosts(&c.store).await.map_err(api_error)? }))
+}
+
+/// A VM's migration source, as its target sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// The source worker.
+    pub host: String,
+    /// Its agent's disk-transfer URL.
+    pub agent_url: String,
+    /// Its underlay address.
+    pub address: Ipv4Addr,
+    /// Whether it has stopped the VM and its disks can be copied (cold).
+    pub ready: bool,
+}
+
+/// A live migration's target, as its source sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetInfo {
+    /// The target worker.
+    pub host: String,
+    /// Where the incoming QEMU listens (`ip:port`), once the target reported it.
+    pub incoming: Option<String>,
+    /// Where the target's NBD server for the disks listens (`ip:port`).
+    pub nbd: Option<String>,
+}
+
+/// One VM of a host's plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedVm {
+    /// The VM.
+    pub vm: Vm,
+    /// Its image.
+    pub image: Image,
+    /// Its volumes.
+    pub volumes: Vec<Volume>,
+    /// On a migration target: the source.
+    #[serde(default)]
+    pub source: Option<SourceInfo>,
+}
+
+/// What a host should run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostPlan {
+    /// The version it was made at.
+    pub version: u64,
+    /// VMs placed on the host, or migrating to it.
+    pub vms: Vec<PlannedVm>,
+    /// Every volume living on the host (files of others are removed).
+    pub volumes: Vec<Volume>,
+}
+
+/// Builds a host's plan.
+pub async fn plan_for(store: &Store, host: &str) -> Result<HostPlan, StoreError> {
+    let version = store.version().await?;
+    let hosts = records::hosts(store).await?;
+    let volumes: Vec<Volume> = store.list_all::<Volume>().await?;
+    let mut vms = Vec::new();
+    for vm in store.list_all::<Vm>().await? {
+        let target = vm.migration.as_ref().map(|m| m.target.as_str());
+        if vm.host != host && target != Some(host) {
+            continue;
+        }
+        let Some(image) = store.get::<Image>(&vm.image).await? else {
+            tracing::warn!(vm = %vm.id, image = %vm.image, "VM refers to a missing image");
+            continue;
+        };
+        let source = if target == Some(host) {
+            let status = records::status(store, &vm.id).await?.unwrap_or_default();
+            hosts.iter().find(|h| h.name == vm.host).map(|h| SourceInfo {
+                host: h.name.clone(),
+                agent_url: h.agent_url.clone(),
+                address: h.address,
+                ready: status.host == vm.host
+                    && status.migration_step == Some(crate::model::MigrationStep::SourceReady),
+            })
+        } else {
+            None
+        };
+        let vols = volumes.iter().filter(|v| vm.volumes.contains(&v.id)).cloned().collect();
+        vms.push(PlannedVm { vm, image, volumes: vols, source });
+    }
+    let volumes = volumes.into_iter().filter(|v| v.host.as_deref() == Some(host)).collect();
+    Ok(HostPlan { version, vms, volumes })
+}
+
+async fn host_plan(State(c): Ctl, Path(host): Path<String>) -> ApiResult<Json<HostPlan>> {
+    check_host_name(&host)?;
+    plan_for(&c.store, &host).await.map(Json).map_err(api_error)
+}
+
+async fn put_status(
+    State(c): Ctl,
+    Path((host, vm)): Path<(String, String)>,
+    ApiJson(s): ApiJson<VmStatus>,
+) -> ApiResult<http::StatusCode> {
+    ops::report(&c.store, &c.net, &host, &vm, s).await.map_err(api_error)?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+async fn put_console(State(c): Ctl, Path((_host, vm)): Path<(String, String)>, body: String) -> ApiResult<http::StatusCode> {
+    let mut cut = body.len().saturating_sub(CONSOLE_KEPT);
+    while !body.is_char_boundary(cut) {
+        cut += 1;
+    }
+    let tail = &body[cut..];
+    records::put_console(&c.store, &vm, tail).await.map_err(api_error)?;
+    Ok(http::StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/watch?after=N`.
+#[derive(Debug, Deserialize)]
+struct WatchQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+/// The answer of `/v1/watch`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WatchAnswer {
+    /// The current version (equal to `after` when nothing changed within 15 s).
+    pub version: u64,
+}
+
+async fn watch_version(State(c): Ctl, Query(q): Query<WatchQuery>) -> Json<WatchAnswer> {
+    let mut rx = c.version.subscribe();
+    let _ = tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|v| *v != q.after)).await;
+    Json(WatchAnswer { version: *rx.borrow() })
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}
+
+/// The API router, every route but the OpenAPI document behind `guard`.
+pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
+    let g = |action: &'static str| guard.require(action);
+    let base = "/v1/tenants/{tenant}/projects/{project}";
+    Router::new()
+        .route(
+            &format!("{base}/vms"),
+            post(create_vm).route_layer(g("compute.vm.create")).merge(get(list_vms).route_layer(g("compute.vm.list"))),
+        )
+        .route(
+            &format!("{base}/vms/{{id}}"),
+            get(show_vm)
+                .route_layer(g("compute.vm.read"))
+                .merge(axum::routing::delete(delete_vm).route_layer(g("compute.vm.delete"))),
+        )
+        .route(&format!("{base}/vms/{{id}}/start"), post(start_vm).route_layer(g("compute.vm.start")))
+        .route(&format!("{base}/vms/{{id}}/stop"), post(stop_vm).route_layer(g("compute.vm.stop")))
+        .route(&format!("{base}/vms/{{id}}/reboot"), post(reboot_vm).route_layer(g("compute.vm.reboot")))
+        .route(&format!("{base}/vms/{{id}}/migrate"), post(migrate_vm).route_layer(g("compute.vm.migrate")))
+        .route(&format!("{base}/vms/{{id}}/console"), get(console).route_layer(g("compute.vm.console")))
+        .route(&format!("{base}/vms/{{id}}/events"), get(events).route_layer(g("compute.vm.read")))
+        .route(
+            &format!("{base}/images"),
+            post(import_image)
+                .route_layer(g("compute.image.create"))
+                .merge(get(list_images).route_layer(g("compute.image.list"))),
+        )
+        .route(
+            &format!("{base}/images/{{id}}"),
+            get(show_image)
+                .route_layer(g("compute.image.read"))
+                .merge(axum::routing::delete(delete_image).route_layer(g("compute.image.delete"))),
+        )
+        .route(
+            &format!("{base}/volumes"),
+            post(create_volume)
+                .route_layer(g("storage.volume.create"))
+                .merge(get(list_volumes).route_layer(g("storage.volume.list"))),
+        )
+        .route(
+            &format!("{base}/volumes/{{id}}"),
+            get(show_volume)
+                .route_layer(g("storage.volume.read"))
+                .merge(axum::routing::delete(delete_volume).route_layer(g("storage.volume.delete"))),
+        )
+        .route(&format!("{base}/volumes/{{id}}/attach"), post(attach_volume).route_layer(g("storage.volume.attach")))
+        .route(&format!("{base}/volumes/{{id}}/detach"), post(detach_volume).route_layer(g("storage.volume.detach")))
+        .route("/v1/hosts", get(list_hosts).route_layer(g("compute.host.list")))
+        .route("/v1/hosts/{host}", put(register_host).route_layer(g("compute.host.update")))
+        .route("/v1/hosts/{host}/plan", get(host_plan).route_layer(g("compute.host.read")))
+        .route("/v1/hosts/{host}/vms/{vm}/status", put(put_status).route_layer(g("compute.host.update")))
+        .route("/v1/hosts/{host}/vms/{vm}/console", put(put_console).route_layer(g("compute.host.update")))
+        .route("/v1/watch", get(watch_version).route_layer(g("compute.host.read")))
+        .route("/v1/openapi.json", get(openapi))
+        .with_state(ctl)
+}

@@ -1,0 +1,176 @@
+//! The controller over real flaredb, iam and prismnet (no QEMU): images, placement, NICs from
+//! prismnet, tenant isolation and bad input. A worker is registered by hand, as its agent would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
+
+mod support;
+
+use base64::Engine;
+use reqwest::Method as M;
+use serde_json::{Value, json};
+
+async fn register(c: &support::Compute, host: &str, vcpus: u32, memory_mib: u32) {
+    let token = c.platform_token().await;
+    let body = json!({"vcpus": vcpus, "memory_mib": memory_mib, "accel": "tcg", "agent_url": "http://127.0.0.1:9", "address": "127.0.0.1"});
+    let (st, v) = c.vmc(M::PUT, &format!("/v1/hosts/{host}"), &token, Some(body)).await;
+    assert_eq!(st, 204, "{v}");
+}
+
+fn image_file(dir: &std::path::Path) -> (String, String) {
+    let path = dir.join("disk.qcow2");
+    std::fs::write(&path, b"QFI\xfb not really a qcow2, but it has the magic").unwrap();
+    let d = sha256_hex(&std::fs::read(&path).unwrap());
+    (format!("file://{}", path.display()), d)
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_nics_isolation_and_bad_input() {
+    let c = support::Compute::start().await;
+    let acme = c.s.tenant("acme", "web").await;
+    let globex = c.s.tenant("globex", "app").await;
+    let (url, sha) = image_file(c.s.dir.path());
+    let base = "/v1/tenants/acme/projects/web";
+
+    // Images: the hash is checked; the format is detected.
+    let (st, v) = c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "sha256": "0".repeat(64)}))).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("SHA-256"), "{v}");
+    let (st, v) = c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "format": "raw"}))).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("is qcow2, not raw"), "{v}");
+    let (st, v) = c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": "ftp://x/y"}))).await;
+    assert_eq!(st, 400, "{v}");
+    let (st, img) = c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "sha256": sha}))).await;
+    assert_eq!(st, 201, "{img}");
+    assert_eq!(img["format"], "qcow2");
+    assert_eq!(img["disk"]["sha256"], sha.as_str());
+
+    // A network to put NICs in (prismnet), for both tenants.
+    let net = |t: &'static str, p: &'static str, token: String| {
+        let c = &c;
+        async move {
+            let b = format!("/v1/tenants/{t}/projects/{p}");
+            let (st, v) = c.s.call(M::POST, &format!("{b}/vpcs"), &token, Some(json!({"name": "n", "cidr": "10.0.0.0/16"}))).await;
+            assert_eq!(st, 201, "{v}");
+            let (st, v) = c.s.call(M::POST, &format!("{b}/subnets"), &token, Some(json!({"name": "s", "vpc": "n", "cidr": "10.0.1.0/24"}))).await;
+            assert_eq!(st, 201, "{v}");
+            v["id"].as_str().unwrap().to_owned()
+        }
+    };
+    net("acme", "web", acme.clone()).await;
+    let globex_subnet = net("globex", "app", globex.clone()).await;
+
+    // No worker yet: a clear refusal.
+    let vm = |name: &str, extra: Value| {
+        let mut b = json!({"name": name, "image": "g", "nics": [{"subnet": "s"}]});
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let (st, v) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(vm("a", json!({})))).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("no worker is available"), "{v}");
+
+    register(&c, "w1", 4, 2048).await;
+    register(&c, "w2", 4, 1024).await;
+
+    // Bad input, each named.
+    let bad = [
+        (vm("b", json!({"image": "nope"})), 404, "image \"nope\" not found"),
+        (vm("b", json!({"memory_mib": 1_000_000})), 409, "no worker can fit 1 vCPU(s) and 1000000 MiB: the roomiest, w1, has 4 vCPU(s) and 2048 MiB free"),
+        (vm("b", json!({"nics": [{"subnet": globex_subnet}]})), 400, "not found in acme/web"),
+        (vm("b", json!({"user_data": "!!! not base64 !!!"})), 400, "user_data is not valid base64"),
+        (vm("B", json!({})), 400, "name \"B\""),
+        (vm("b", json!({"vcpus": 0})), 400, "vcpus 0"),
+        (json!({"name": "b", "image": "g", "bogus": 1}), 422, "unknown field `bogus`"),
+    ];
+    for (body, status, needle) in bad {
+        let (st, v) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(body.clone())).await;
+        assert_eq!(st, status, "{body} → {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{body}: {msg:?} should name {needle:?}");
+    }
+    // A refused VM leaves no port behind.
+    let (_, ports) = c.s.call(M::GET, &format!("{base}/ports"), &acme, None).await;
+    assert!(ports["items"].as_array().unwrap().iter().all(|p| p["device_owner"] != "compute:vm"), "{ports}");
+
+    // A good VM: placed on the roomiest worker, with a port bound there as a tap.
+    let ud = base64::engine::general_purpose::STANDARD.encode(br#"{"hostname": "a"}"#);
+    let (st, a) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(vm("a", json!({"user_data": ud, "anti_affinity": "web"})))).await;
+    assert_eq!(st, 201, "{a}");
+    assert_eq!(a["host"], "w1");
+    assert_eq!(a["state"], "pending");
+    let port_id = a["nics"][0]["port"].as_str().unwrap();
+    let (_, port) = c.s.call(M::GET, &format!("{base}/ports/{port_id}"), &acme, None).await;
+    assert_eq!(port["binding"], json!({"host": "w1", "plug": {"kind": "tap"}}));
+    assert_eq!(port["device_owner"], format!("compute:vm/{}", a["id"].as_str().unwrap()));
+    assert_eq!(a["addresses"][0], port["fixed_ips"][0]);
+    // Anti-affinity spreads the next one.
+    let (st, b) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(vm("b", json!({"anti_affinity": "web", "memory_mib": 128})))).await;
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(b["host"], "w2");
+    let (st, v) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(vm("a", json!({})))).await;
+    assert_eq!(st, 409, "names are unique: {v}");
+
+    // Tenants see only their own.
+    let (st, _) = c.vmc(M::GET, &format!("{base}/vms"), &globex, None).await;
+    assert_eq!(st, 403);
+    let (st, list) = c.vmc(M::GET, "/v1/tenants/globex/projects/app/vms", &globex, None).await;
+    assert_eq!((st, list["items"].as_array().unwrap().len()), (200, 0));
+    let (st, _) = c.vmc(M::GET, "/v1/hosts/w1/plan", &acme, None).await;
+    assert_eq!(st, 403, "a tenant cannot read a worker's plan");
+    let (st, _) = c.vmc(M::GET, &format!("{base}/vms"), "not-a-token", None).await;
+    assert_eq!(st, 401);
+
+    // The worker's plan carries the VM and its image.
+    let token = c.platform_token().await;
+    let (st, plan) = c.vmc(M::GET, "/v1/hosts/w1/plan", &token, None).await;
+    assert_eq!(st, 200, "{plan}");
+    assert_eq!(plan["vms"].as_array().unwrap().len(), 1);
+    assert_eq!(plan["vms"][0]["image"]["name"], "g");
+
+    // Actions; an image in use stays.
+    let (st, v) = c.vmc(M::POST, &format!("{base}/vms/a/reboot"), &acme, None).await;
+    assert_eq!((st, v["reboot_seq"].as_u64()), (200, Some(1)), "{v}");
+    let (st, v) = c.vmc(M::POST, &format!("{base}/vms/a/stop"), &acme, None).await;
+    assert_eq!((st, v["power"].as_str()), (200, Some("stopped")), "{v}");
+    let (st, v) = c.vmc(M::POST, &format!("{base}/vms/a/reboot"), &acme, None).await;
+    assert_eq!(st, 409, "a stopped VM is not rebooted: {v}");
+    let (st, _) = c.vmc(M::DELETE, &format!("{base}/images/g"), &acme, None).await;
+    assert_eq!(st, 409);
+
+    // Volumes attach to stopped VMs of their worker.
+    let (st, vol) = c.vmc(M::POST, &format!("{base}/volumes"), &acme, Some(json!({"name": "data", "size_gib": 1}))).await;
+    assert_eq!(st, 201, "{vol}");
+    let (st, v) = c.vmc(M::POST, &format!("{base}/volumes/data/attach"), &acme, Some(json!({"vm": "b"}))).await;
+    assert_eq!(st, 409, "b is running: {v}");
+    let (st, v) = c.vmc(M::POST, &format!("{base}/volumes/data/attach"), &acme, Some(json!({"vm": "a"}))).await;
+    assert_eq!((st, v["host"].as_str()), (200, Some("w1")), "{v}");
+    let (st, _) = c.vmc(M::DELETE, &format!("{base}/volumes/data"), &acme, None).await;
+    assert_eq!(st, 409, "attached volumes stay");
+
+    // The agent reports; deleting finishes when it says the VM is torn down.
+    let report = |vm: &Value, state: &str| {
+        let (c, token, id) = (&c, token.clone(), vm["id"].as_str().unwrap().to_owned());
+        let body = json!({"state": state, "host": "w1"});
+        async move { c.vmc(M::PUT, &format!("/v1/hosts/w1/vms/{id}/status"), &token, Some(body)).await.0 }
+    };
+    assert_eq!(report(&a, "stopped").await, 204);
+    let (st, v) = c.vmc(M::DELETE, &format!("{base}/vms/a"), &acme, None).await;
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(report(&a, "deleted").await, 204);
+    let (st, _) = c.vmc(M::GET, &format!("{base}/vms/a"), &acme, None).await;
+    assert_eq!(st, 404);
+    let (_, port) = c.s.call(M::GET, &format!("{base}/ports/{port_id}"), &acme, None).await;
+    assert!(port["error"].is_object(), "the VM's port went with it: {port}");
+    let (_, vol) = c.vmc(M::GET, &format!("{base}/volumes/data"), &acme, None).await;
+    assert!(vol["attached_to"].is_null(), "{vol}");
+    let (_, events) = c.vmc(M::GET, &format!("{base}/vms/b/events"), &acme, None).await;
+    assert_eq!(events["items"][0]["kind"], "created");
+    let (st, doc) = c.vmc(M::GET, "/v1/openapi.json", "", None).await;
+    assert_eq!((st, doc["info"]["title"].as_str()), (200, Some("plasmavmc")));
+}

@@ -1,0 +1,60 @@
+//! flaredb, iam and a prismnet controller (prismnet's own test stack), plus a plasmavmc
+//! controller, all real servers on 127.0.0.1, in-process.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
+
+#[path = "../../../prismnet/tests/support/mod.rs"]
+mod net;
+
+use serde_json::Value;
+pub use net::{Stack, serve};
+use ultracloud_plasmavmc::network::Prismnet;
+use ultracloud_plasmavmc::server::{self, Controller};
+
+/// The stack with plasmavmc on top.
+pub struct Compute {
+    /// flaredb, iam, prismnet.
+    pub s: Stack,
+    /// The plasmavmc controller's URL.
+    pub vmc: String,
+}
+
+impl Compute {
+    pub async fn start() -> Self {
+        let s = Stack::start().await;
+        let guard = ultracloud_iam::guard::Guard::connect(ultracloud_iam::guard::GuardConfig {
+            endpoints: vec![s.iam.clone()],
+            api_key: s.platform_key.clone(),
+        })
+        .unwrap();
+        let net = Prismnet::new(&s.ctl, guard.tokens().clone());
+        let store = ultracloud_plasmavmc::records::store(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
+        let ctl = Controller::new(store, net);
+        tokio::spawn(ctl.clone().watch_versions(tokio_util::sync::CancellationToken::new()));
+        let router = server::router(ctl, &guard);
+        std::mem::forget(guard); // lives as long as the test process
+        let vmc = format!("http://{}", serve(router).await);
+        Self { s, vmc }
+    }
+
+    /// A call to plasmavmc: status and JSON body.
+    pub async fn vmc(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.s.http.request(method, format!("{}{path}", self.vmc)).bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let st = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// A platform token (what agents use).
+    pub async fn platform_token(&self) -> String {
+        ultracloud_iam::guard::TokenSource::new(vec![self.s.iam.clone()], self.s.platform_key.clone())
+            .unwrap()
+            .token()
+            .await
+            .unwrap()
+    }
+}
