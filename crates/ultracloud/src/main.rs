@@ -32,6 +32,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start the whole platform on this machine and prove it works with a real VM (needs root).
+    Quickstart(cmd::quickstart::QuickstartArgs),
     /// Run the node agent: supervise the services of this node's roles (or `node status`).
     Node(cmd::node::NodeArgs),
     /// Check this host for what UltraCloud needs, and install what is missing.
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Quickstart(args) => cmd::quickstart::run(args).await,
             Command::Node(args) => cmd::node::run(args).await,
             Command::Doctor(args) => cmd::doctor::run(args).await,
             Command::Chainfire(args) => cmd::chainfire::run(args).await,

@@ -20,19 +20,21 @@ const BOOT_BOUND: Duration = Duration::from_secs(240);
 /// The namespace that stands in for a client on the tenant subnet (plugged on node04).
 const PROBE_NS: &str = "uclab-vmprobe";
 
-/// Every check, in order.
+const TWO_VMS: &str = "plasmavmc: VMs on node04 and node05 in one subnet reach each other";
+
+/// Every check, in order; what they made is removed whatever happened.
 pub async fn run(lab: &Lab, r: &mut Runner) {
-    let mut vms = None;
-    r.check("plasmavmc: VMs on node04 and node05 in one subnet reach each other", async {
-        let (ctx, seen) = two_vms(lab).await?;
-        vms = Some(ctx);
-        Ok(seen)
-    })
-    .await;
-    if let Some(ctx) = &vms {
-        r.check("plasmavmc: a VM reboots, cold-migrates node04 → node05, same address", reboot_and_migrate(ctx)).await;
-        ctx.clean_up().await;
+    let mut ctx = match Ctx::open(lab).await {
+        Ok(c) => c,
+        Err(e) => {
+            r.check(TWO_VMS, async { Err(e) }).await;
+            return;
+        }
+    };
+    if r.check(TWO_VMS, two_vms(lab, &mut ctx)).await {
+        r.check("plasmavmc: a VM reboots, cold-migrates node04 → node05, same address", reboot_and_migrate(&ctx)).await;
     }
+    ctx.clean_up().await;
 }
 
 /// The smoke tenant's compute and network endpoints, and what the checks made.
@@ -95,7 +97,13 @@ impl Ctx {
                 .is_ok_and(|(_, v)| v["items"].as_array().is_some_and(|a| a.is_empty()))
         })
         .await;
-        let _ = self.call(Method::DELETE, &format!("{}/ports/probe", self.net), None).await;
+        // Port names are not unique, so the probe's port is found by listing.
+        if let Ok((_, ports)) = self.call(Method::GET, &format!("{}/ports", self.net), None).await {
+            for p in ports["items"].as_array().into_iter().flatten().filter(|p| p["name"] == "probe") {
+                let id = p["id"].as_str().unwrap_or_default();
+                let _ = self.call(Method::DELETE, &format!("{}/ports/{id}", self.net), None).await;
+            }
+        }
         for pid in sys::pids_in(PROBE_NS) {
             sys::kill(pid);
         }
@@ -110,30 +118,38 @@ fn http(method: &str, url: &str) -> anyhow::Result<String> {
     sys::in_ns(PROBE_NS, "curl", &["-sf", "-m", "5", "-X", method, url])
 }
 
-async fn two_vms(lab: &Lab) -> anyhow::Result<(Ctx, Seen)> {
-    let cp = lab.topo.control_plane();
-    let workers: Vec<Node> = lab.topo.nodes.iter().filter(|n| n.role == Role::Worker).cloned().collect();
-    ensure!(workers.len() >= 2, "need two workers");
+impl Ctx {
+    /// Logs in, makes the smoke tenant's compute project, and removes an earlier run's leftovers.
+    async fn open(lab: &Lab) -> anyhow::Result<Self> {
+        let cp = lab.topo.control_plane();
+        let workers: Vec<Node> = lab.topo.nodes.iter().filter(|n| n.role == Role::Worker).cloned().collect();
+        ensure!(workers.len() >= 2, "need two workers");
+        let iam = format!("http://{}", cp[0].addr(ports::IAM));
+        let ctx = Ctx {
+            http: reqwest::Client::new(),
+            token: iam_login(lab, cp[0]).await?,
+            vmc: format!("http://{}/v1/tenants/smoke/projects/compute", cp[0].addr(ports::PLASMAVMC)),
+            net: format!("http://{}/v1/tenants/smoke/projects/compute", cp[0].addr(ports::PRISMNET)),
+            workers,
+            ips: Vec::new(),
+        };
+        for (url, body) in [
+            (format!("{iam}/v1/tenants"), json!({"id": "smoke"})),
+            (format!("{iam}/v1/tenants/smoke/projects"), json!({"id": "compute"})),
+        ] {
+            let (s, v) = ctx.call(Method::POST, &url, Some(body)).await?;
+            ensure!(s == 201 || s == 409, "{url} answered {s}: {v}");
+        }
+        ctx.clean_up().await;
+        Ok(ctx)
+    }
+}
+
+async fn two_vms(lab: &Lab, ctx: &mut Ctx) -> anyhow::Result<Seen> {
+    let workers = ctx.workers.clone();
     let image_dir = lab.guest_image_dir();
     let manifest = ultracloud_guest_image::read_manifest(&image_dir)
         .with_context(|| format!("no guest image in {} (`cluster build` makes it)", image_dir.display()))?;
-    let iam = format!("http://{}", cp[0].addr(ports::IAM));
-    let mut ctx = Ctx {
-        http: reqwest::Client::new(),
-        token: iam_login(lab, cp[0]).await?,
-        vmc: format!("http://{}/v1/tenants/smoke/projects/compute", cp[0].addr(ports::PLASMAVMC)),
-        net: format!("http://{}/v1/tenants/smoke/projects/compute", cp[0].addr(ports::PRISMNET)),
-        workers: workers.clone(),
-        ips: Vec::new(),
-    };
-    for (url, body) in [
-        (format!("{iam}/v1/tenants"), json!({"id": "smoke"})),
-        (format!("{iam}/v1/tenants/smoke/projects"), json!({"id": "compute"})),
-    ] {
-        let (s, v) = ctx.call(Method::POST, &url, Some(body)).await?;
-        ensure!(s == 201 || s == 409, "{url} answered {s}: {v}");
-    }
-    ctx.clean_up().await; // leftovers of an earlier run
     let url = |f: &str| format!("file://{}", image_dir.join(f).display());
     let (s, v) = ctx
         .call(
@@ -182,7 +198,7 @@ async fn two_vms(lab: &Lab) -> anyhow::Result<(Ctx, Seen)> {
     })
     .await?;
     // VM to VM, across the workers: a asks b (the guest agent's /reach).
-    let reach = http("GET", &format!("http://{a}/reach?addr={b}:80"))?;
+    let reach = http("GET", &format!("http://{a}/reach/{b}:80"))?;
     let v: Value = serde_json::from_str(&reach).with_context(|| format!("/reach answered {reach:?}"))?;
     ensure!(v["ok"] == true, "smoke-a could not reach smoke-b: {v}");
     let seen = Seen::new(format!(
@@ -195,7 +211,7 @@ async fn two_vms(lab: &Lab) -> anyhow::Result<(Ctx, Seen)> {
     .figure("create_to_ready_s", a_ready)
     .figure("both_ready_s", both)
     .figure("probe_answered_s", answered);
-    Ok((ctx, seen))
+    Ok(seen)
 }
 
 async fn reboot_and_migrate(ctx: &Ctx) -> anyhow::Result<Seen> {

@@ -114,6 +114,26 @@ fn nix_hup(pid: i32) -> std::io::Result<()> {
     if out.status.success() { Ok(()) } else { Err(std::io::Error::other("kill -HUP failed")) }
 }
 
+/// The identity of the DHCP server a plan asks for on a VNI: its address, MAC and subnet. A
+/// subnet deleted and another made with the same VNI between two reconcile passes needs a new
+/// server (the old one's address and MAC would be dropped by the new port's anti-spoofing).
+pub fn identity(s: &SubnetPlan, d: &DhcpPlan) -> String {
+    format!("{} {} {}", d.ip, d.mac, s.cidr)
+}
+
+/// The identity the running server was made for (`None`: no server, or made before this
+/// was recorded).
+pub fn recorded_identity(state: &Path, vni: u32) -> Option<String> {
+    std::fs::read_to_string(Files::new(state, vni).dir().join("server")).ok()
+}
+
+/// Records the identity of the server just made.
+pub fn record_identity(state: &Path, vni: u32, identity: &str) -> std::io::Result<()> {
+    let f = Files::new(state, vni);
+    std::fs::create_dir_all(f.dir())?;
+    std::fs::write(f.dir().join("server"), identity)
+}
+
 /// Stops a subnet's dnsmasq and removes its files.
 pub fn stop(state: &Path, vni: u32) {
     let f = Files::new(state, vni);

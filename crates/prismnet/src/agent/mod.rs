@@ -160,13 +160,22 @@ async fn dhcp_server(
     out: &mut Outcome,
 ) -> Result<(), CommandError> {
     let dns = dnsmasq::namespace(&h.name, s.vni);
+    let identity = dnsmasq::identity(s, d);
+    let mut replaced = false;
+    if dnsmasq::recorded_identity(&h.state_dir, s.vni).is_some_and(|old| old != identity) {
+        // The VNI was reused by another subnet: this server belongs to the old one.
+        dnsmasq::stop(&h.state_dir, s.vni);
+        let _ = HostNs::delete_namespace(&dns).await; // takes the veth pair with it
+        out.changes.push(format!("replaced the DHCP server of reused vni {}", s.vni));
+        replaced = true;
+    }
     if !HostNs::namespaces().await?.contains(&dns) {
         HostNs::add_namespace(&dns).await?;
         HostNs::ip_in(&dns, &["link", "set", "lo", "up"]).await?;
         out.changes.push(format!("namespace {dns}"));
     }
     let dev = dhcp_dev(s.vni);
-    if !has(links, &dev) {
+    if replaced || !has(links, &dev) {
         ns.ip(&[
             "link",
             "add",
@@ -186,6 +195,10 @@ async fn dhcp_server(
         HostNs::ip_in(&dns, &["link", "set", "dhcp0", "address", &d.mac, "mtu", &s.mtu.to_string(), "up"]).await?;
         HostNs::ip_in(&dns, &["addr", "replace", &addr, "dev", "dhcp0"]).await?;
         out.changes.push(format!("dhcp server {} on {dev}", d.ip));
+    }
+    if dnsmasq::recorded_identity(&h.state_dir, s.vni).as_deref() != Some(identity.as_str()) {
+        dnsmasq::record_identity(&h.state_dir, s.vni, &identity)
+            .map_err(|e| CommandError { command: "recording the DHCP server".into(), detail: e.to_string() })?;
     }
     ns.ip(&["link", "set", &dev, "master", &bridge_dev(s.vni), "up"]).await?;
     dnsmasq::ensure(&h.state_dir, &h.name, s, d).await

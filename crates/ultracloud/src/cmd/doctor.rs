@@ -23,12 +23,32 @@ pub struct DoctorArgs {
 
 /// Runs the subcommand.
 pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let report = check_and_install(args.install).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_table());
+    }
+    Ok(if report.ready() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Checks the host (installing what is missing when `install`), prints the table, and says
+/// whether the host is ready.
+pub async fn ensure_ready(install: bool) -> anyhow::Result<bool> {
+    let report = check_and_install(install).await?;
+    if !report.ready() {
+        print!("{}", report.render_table());
+    }
+    Ok(report.ready())
+}
+
+async fn check_and_install(install: bool) -> anyhow::Result<Report> {
     let doctor = Doctor::from_env();
     let mut report = diagnose(&doctor).await?;
     // Installing one package can remove another (Debian's qemu-system-x86 replaces a newer
     // qemu-utils from backports, for instance), so check again after each round.
     let mut round = 0;
-    while args.install && has_fixable_problems(&report) && round < MAX_INSTALL_ROUNDS {
+    while install && has_fixable_problems(&report) && round < MAX_INSTALL_ROUNDS {
         round += 1;
         let packages = report.missing_packages();
         if !packages.is_empty() {
@@ -48,12 +68,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         eprintln!("==> checking again");
         report = diagnose(&doctor).await?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render_table());
-    }
-    Ok(if report.ready() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(report)
 }
 
 /// Install rounds before giving up on packages that keep going missing.

@@ -17,5 +17,7 @@ pub mod node;
 pub mod plasmavmc;
 pub mod prismnet;
 pub mod project;
+pub mod quickstart;
+pub mod quickstart_stack;
 pub mod session;
 pub mod table;

@@ -1,0 +1,337 @@
+//! `ultracloud quickstart`: the one-box profile. Makes the host ready, starts every service as
+//! one node, then proves the platform end to end — a tenant network and a real VM that answers
+//! over it — and stops everything again (or keeps it running with `--keep`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Args;
+use reqwest::Method;
+use serde_json::{Value, json};
+use ultracloud_harness::sys;
+
+use super::quickstart_stack::{Dirs, HOST, NETNS, PROBE_NS, Stack, running, services, shown};
+
+/// Start the whole platform on this machine as one node and prove it works: admin login, a
+/// tenant and project, a VPC and subnet, a VM from the guest image on that subnet, its DHCP
+/// lease, guest ready, an HTTP request into the guest over the tenant network, then the VM
+/// deleted and its port cleaned up. Stops everything at the end unless --keep. Needs root.
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Leave the stack and the VM running, and print how to reach them (also
+    /// ULTRACLOUD_QUICKSTART_KEEP_VM=1).
+    #[arg(long, env = "ULTRACLOUD_QUICKSTART_KEEP_VM", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    keep: bool,
+    /// Stop a stack an earlier `--keep` left running.
+    #[arg(long, conflicts_with = "keep")]
+    stop: bool,
+    /// Where the stack keeps its data and logs (emptied at every start).
+    #[arg(long, default_value = "/var/lib/ultracloud/quickstart")]
+    dir: PathBuf,
+    /// Skip installing missing host packages (only check).
+    #[arg(long)]
+    no_install: bool,
+}
+
+/// Prints steps with their time since the start.
+struct Steps {
+    start: Instant,
+    timings: Vec<(String, Duration)>,
+}
+
+impl Steps {
+    fn say(&self, text: &str) {
+        println!("[{:>6.1}s] {text}", self.start.elapsed().as_secs_f64());
+    }
+
+    async fn step<T>(&mut self, name: &str, f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+        let t = Instant::now();
+        let out = f.await.with_context(|| format!("step failed: {name}"))?;
+        let took = t.elapsed();
+        self.say(&format!("✓ {name} ({:.1}s)", took.as_secs_f64()));
+        self.timings.push((name.to_owned(), took));
+        Ok(out)
+    }
+}
+
+/// Runs `quickstart`.
+pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
+    if !sys::is_root() {
+        bail!("the quickstart needs root: it makes a network namespace, bridges and taps and runs QEMU (try sudo)");
+    }
+    let dirs = Dirs { root: args.dir.clone() };
+    let alive = running(&dirs);
+    if args.stop {
+        if alive.is_empty() {
+            println!("no kept quickstart stack is running");
+        } else {
+            Stack::stop(&alive);
+            let _ = std::fs::remove_file(dirs.state());
+            println!("stopped {} services of the kept quickstart stack", alive.len());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !alive.is_empty() {
+        let names: Vec<String> = alive.iter().map(|(n, p)| format!("{n} ({p})")).collect();
+        bail!("a kept quickstart stack is running: {}; stop it with `ultracloud quickstart --stop`", names.join(", "));
+    }
+    let mut steps = Steps { start: Instant::now(), timings: Vec::new() };
+    let mut stack = Stack::default();
+    let outcome = tokio::select! {
+        r = prove(&args, &dirs, &mut steps, &mut stack) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C)")),
+    };
+    match outcome {
+        Ok(vm) if args.keep => {
+            stack.save(&dirs)?;
+            print_kept(&dirs, &vm);
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(_) => {
+            steps.say("stopping the stack");
+            Stack::stop(&stack.pids);
+            let total = steps.start.elapsed();
+            println!("\nquickstart passed in {:.1}s. Per step:", total.as_secs_f64());
+            for (name, d) in &steps.timings {
+                println!("  {:>6.1}s  {name}", d.as_secs_f64());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("\nerror: {e:#}");
+            eprintln!("logs: {}", shown(&dirs.root.join("logs")));
+            eprintln!("stopping what was started …");
+            Stack::stop(&stack.pids);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// What the end of a kept run prints about the VM.
+struct KeptVm {
+    ip: String,
+    name: String,
+}
+
+async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mut Stack) -> anyhow::Result<KeptVm> {
+    steps
+        .step("host prerequisites (ultracloud doctor)", async {
+            ensure!(super::doctor::ensure_ready(!args.no_install).await?, "the host is not ready: see the table above");
+            Ok(())
+        })
+        .await?;
+    let image_dir = ultracloud_guest_image::default_out_dir();
+    steps
+        .step("guest image", async {
+            let agent = ultracloud_guest_image::default_guest_agent_path();
+            // An image older than the guest agent next to this binary is rebuilt.
+            let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let built = modified(&image_dir.join(ultracloud_guest_image::MANIFEST_FILE));
+            let current = ultracloud_guest_image::read_manifest(&image_dir).is_ok()
+                && agent.as_deref().and_then(modified).is_none_or(|a| built.is_some_and(|b| b >= a));
+            if current {
+                return Ok(());
+            }
+            let agent = agent
+                .context(format!("the static guest agent is not built: {}", ultracloud_guest_image::STATIC_AGENT_BUILD))?;
+            tokio::task::spawn_blocking(move || {
+                ultracloud_guest_image::build(&ultracloud_guest_image::BuildOptions::new(agent), |l| println!("          {l}"))
+            })
+            .await??;
+            Ok(())
+        })
+        .await?;
+    steps.step("fresh quickstart directory and network namespace", async { Stack::prepare(dirs) }).await?;
+    for s in services() {
+        let name = format!("{} ready", s.name);
+        steps
+            .step(&name, async {
+                stack.start(dirs, &s)?;
+                stack.wait_ready(dirs, &s).await
+            })
+            .await?;
+    }
+
+    let http = reqwest::Client::new();
+    let iam = "http://127.0.0.1:8480";
+    let token = steps
+        .step("admin login through iam", async {
+            let password = std::fs::read_to_string(dirs.admin_password())?;
+            let v: Value = http
+                .post(format!("{iam}/v1/auth/token"))
+                .json(&json!({"grant_type": "password", "username": "admin", "password": password.trim()}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            v["access_token"].as_str().map(str::to_owned).context("no access token in iam's answer")
+        })
+        .await?;
+    let api = Api { http: http.clone(), token };
+    steps
+        .step("tenant demo, project quickstart", async {
+            api.create(&format!("{iam}/v1/tenants"), json!({"id": "demo"})).await?;
+            api.create(&format!("{iam}/v1/tenants/demo/projects"), json!({"id": "quickstart"})).await
+        })
+        .await?;
+    let net = "http://127.0.0.1:8580/v1/tenants/demo/projects/quickstart";
+    let vmc = "http://127.0.0.1:8680/v1/tenants/demo/projects/quickstart";
+    let vni = steps
+        .step("VPC 10.42.0.0/16 and subnet 10.42.1.0/24", async {
+            api.create(&format!("{net}/vpcs"), json!({"name": "demo", "cidr": "10.42.0.0/16"})).await?;
+            let s = api.create(&format!("{net}/subnets"), json!({"name": "demo", "vpc": "demo", "cidr": "10.42.1.0/24"})).await?;
+            Ok(s["vni"].as_u64().unwrap_or_default())
+        })
+        .await?;
+    steps
+        .step("guest image imported", async {
+            api.create(&format!("{vmc}/images"), super::compute::guest_import_body("guest", &image_dir)?).await
+        })
+        .await?;
+    let vm = steps
+        .step("VM created on the subnet", async {
+            let ud = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, br#"{"hostname": "demo-vm"}"#);
+            let body = json!({"name": "demo-vm", "image": "guest", "memory_mib": 256, "nics": [{"subnet": "demo"}], "user_data": ud, "stop_timeout_s": 10});
+            api.create(&format!("{vmc}/vms"), body).await
+        })
+        .await?;
+    let ip = vm["addresses"][0].as_str().unwrap_or_default().to_owned();
+    let mac = vm["nics"][0]["mac"].as_str().unwrap_or_default().to_lowercase();
+    let port = vm["nics"][0]["port"].as_str().unwrap_or_default().to_owned();
+    let leases = dirs.data("prismnet-agent").join("dhcp").join(format!("{vni:x}")).join("leases");
+    steps
+        .step(&format!("DHCP lease for {ip}"), async {
+            wait(Duration::from_secs(180), "the DHCP lease", || async {
+                std::fs::read_to_string(&leases).is_ok_and(|l| l.to_lowercase().contains(&mac) && l.contains(&ip))
+            })
+            .await
+        })
+        .await?;
+    steps
+        .step("guest ready (its agent reported on the serial console)", async {
+            wait(Duration::from_secs(180), "the guest", || async {
+                api.get(&format!("{vmc}/vms/demo-vm")).await.is_ok_and(|v| v["status"]["guest_ready"] == true)
+            })
+            .await
+        })
+        .await?;
+    steps
+        .step("HTTP into the guest over the tenant network", async {
+            plug_probe(&api, net).await?;
+            wait(Duration::from_secs(60), "the guest's HTTP answer", || async {
+                sys::in_ns(PROBE_NS, "curl", &["-sf", "-m", "3", &format!("http://{ip}/health")]).is_ok()
+            })
+            .await
+        })
+        .await?;
+    steps
+        .step("POST /visit and GET /state round-trip", async {
+            sys::in_ns(PROBE_NS, "curl", &["-sf", "-m", "3", "-X", "POST", &format!("http://{ip}/visit")])?;
+            let state = sys::in_ns(PROBE_NS, "curl", &["-sf", "-m", "3", &format!("http://{ip}/state")])?;
+            let v: Value = serde_json::from_str(&state).with_context(|| format!("GET /state answered {state:?}"))?;
+            ensure!(v["visits"] == 1, "the guest counted {} visits, expected 1", v["visits"]);
+            Ok(())
+        })
+        .await?;
+    if args.keep {
+        return Ok(KeptVm { ip, name: "demo-vm".into() });
+    }
+    steps
+        .step("VM deleted and its port cleaned up", async {
+            api.call(Method::DELETE, &format!("{vmc}/vms/demo-vm"), None).await?;
+            wait(Duration::from_secs(60), "the VM gone", || async {
+                api.call(Method::GET, &format!("{vmc}/vms/demo-vm"), None).await.is_ok_and(|(s, _)| s == 404)
+            })
+            .await?;
+            let (s, _) = api.call(Method::GET, &format!("{net}/ports/{port}"), None).await?;
+            ensure!(s == 404, "the VM's port is still there ({s})");
+            let tap = ultracloud_prismnet::agent::nft::port_dev(&port);
+            wait(Duration::from_secs(30), "the tap removed", || async { sys::ip(&["-n", NETNS, "link", "show", &tap]).is_err() }).await
+        })
+        .await?;
+    Ok(KeptVm { ip, name: "demo-vm".into() })
+}
+
+/// Plugs the probe namespace into the subnet (a port bound as a veth) with its fixed address.
+async fn plug_probe(api: &Api, net: &str) -> anyhow::Result<()> {
+    sys::ip(&["netns", "add", PROBE_NS])?;
+    sys::ip(&["-n", PROBE_NS, "link", "set", "lo", "up"])?;
+    let p = api
+        .create(
+            &format!("{net}/ports"),
+            json!({"subnet": "demo", "name": "probe", "binding": {"host": HOST, "plug": {"kind": "netns", "netns": PROBE_NS}}}),
+        )
+        .await?;
+    let ip = p["fixed_ips"][0].as_str().unwrap_or_default().to_owned();
+    wait(Duration::from_secs(30), "the probe plugged", || async { sys::ip(&["-n", PROBE_NS, "link", "show", "eth0"]).is_ok() })
+        .await?;
+    sys::ip(&["-n", PROBE_NS, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    Ok(())
+}
+
+async fn wait<F, Fut>(bound: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        if start.elapsed() > bound {
+            bail!("{what}: not within {}s", bound.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+struct Api {
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, method: Method, url: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.request(method, url).bearer_auth(&self.token).timeout(Duration::from_secs(120));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| url.to_owned())?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn create(&self, url: &str, body: Value) -> anyhow::Result<Value> {
+        let (s, v) = self.call(Method::POST, url, Some(body)).await?;
+        ensure!(s == 201, "{url} answered {s}: {v}");
+        Ok(v)
+    }
+
+    async fn get(&self, url: &str) -> anyhow::Result<Value> {
+        let (s, v) = self.call(Method::GET, url, None).await?;
+        ensure!(s == 200, "{url} answered {s}: {v}");
+        Ok(v)
+    }
+}
+
+fn print_kept(dirs: &Dirs, vm: &KeptVm) {
+    println!(
+        "\nThe stack and VM {name} are running (stop them with `ultracloud quickstart --stop`).
+
+  iam        http://127.0.0.1:8480     admin password: {pw}
+  prismnet   http://127.0.0.1:8580     plasmavmc  http://127.0.0.1:8680
+  logs       {logs}
+
+  ultracloud login --iam http://127.0.0.1:8480 -u admin --password-file {pw}
+  ultracloud vm list -t demo -p quickstart
+  ultracloud vm console {name} -t demo -p quickstart
+  ip netns exec {probe} curl http://{ip}/state        # the VM, over the tenant network",
+        name = vm.name,
+        pw = shown(&dirs.admin_password()),
+        logs = shown(&dirs.root.join("logs")),
+        probe = PROBE_NS,
+        ip = vm.ip,
+    );
+}

@@ -1,0 +1,24 @@
+# Sourced by scripts/test.sh and scripts/quickstart.sh: installs, as root, the Debian packages
+# building and testing UltraCloud need. Only Debian packages; Rust itself comes from rustup.
+
+step() { printf '\n==> %s\n' "$*"; }
+
+install_prereqs() {
+    [ "$(id -u)" = 0 ] || return 0
+    # Build tools, protoc (the etcd-client crate used by chainfire's tests compiles its protos
+    # with it), etcdctl (tests drive the real etcd client against chainfire) and busybox
+    # (prismnet's dataplane test runs udhcpc, ping, httpd and nc inside its "VMs"), curl (the VM
+    # tests and smoke reach guests' HTTP from inside namespaces) and mke2fs (guest image disks).
+    build_pkgs=()
+    for tool in gcc:gcc pkg-config:pkg-config protoc:protobuf-compiler etcdctl:etcd-client busybox:busybox-static \
+        curl:curl mke2fs:e2fsprogs; do
+        command -v "${tool%%:*}" >/dev/null 2>&1 || build_pkgs+=("${tool#*:}")
+    done
+    # protoc's well-known types (etcd-client's protos import them).
+    [ -f /usr/include/google/protobuf/descriptor.proto ] || build_pkgs+=(libprotobuf-dev)
+    if [ ${#build_pkgs[@]} -gt 0 ]; then
+        step "installing build and test tools: ${build_pkgs[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${build_pkgs[@]}"
+    fi
+}
