@@ -32,14 +32,16 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.ready() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Checks the host (installing what is missing when `install`), prints the table, and says
-/// whether the host is ready.
-pub async fn ensure_ready(install: bool) -> anyhow::Result<bool> {
+/// Checks the host (installing what is missing when `install`), prints the table when it is
+/// not ready, and says whether it is ready and which accelerator guests get (`kvm` when a guest
+/// booted under KVM, else `tcg`), so that agents need not probe again.
+pub async fn ensure_ready(install: bool) -> anyhow::Result<(bool, &'static str)> {
     let report = check_and_install(install).await?;
     if !report.ready() {
         print!("{}", report.render_table());
     }
-    Ok(report.ready())
+    let kvm = report.check("kvm").is_some_and(|c| c.status == ultracloud_doctor::Status::Ok);
+    Ok((report.ready(), if kvm { "kvm" } else { "tcg" }))
 }
 
 async fn check_and_install(install: bool) -> anyhow::Result<Report> {

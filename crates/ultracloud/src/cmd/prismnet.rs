@@ -77,6 +77,10 @@ pub struct AgentArgs {
     #[arg(long, value_name = "IP")]
     #[serde(skip_serializing_if = "Option::is_none")]
     underlay_ip: Option<Ipv4Addr>,
+    /// Manage this network namespace instead of the agent's own [default: its own].
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<String>,
     /// The underlay device [default: lo].
     #[arg(long, value_name = "DEV")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -116,10 +116,11 @@ struct KeptVm {
 }
 
 async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mut Stack) -> anyhow::Result<KeptVm> {
-    steps
+    stack.accel = steps
         .step("host prerequisites (ultracloud doctor)", async {
-            ensure!(super::doctor::ensure_ready(!args.no_install).await?, "the host is not ready: see the table above");
-            Ok(())
+            let (ready, accel) = super::doctor::ensure_ready(!args.no_install).await?;
+            ensure!(ready, "the host is not ready: see the table above");
+            Ok(accel.to_owned())
         })
         .await?;
     let image_dir = ultracloud_guest_image::default_out_dir();

@@ -97,6 +97,9 @@ pub fn running(dirs: &Dirs) -> Vec<(String, i32)> {
 pub struct Stack {
     /// (service, PID), in start order.
     pub pids: Vec<(String, i32)>,
+    /// The accelerator the doctor found (`kvm` or `tcg`), handed to the VM agent so it does
+    /// not probe again.
+    pub accel: String,
 }
 
 impl Stack {
@@ -113,12 +116,15 @@ impl Stack {
     }
 
     /// The arguments of a service.
-    fn args(dirs: &Dirs, name: &str) -> Vec<String> {
+    fn args(&self, dirs: &Dirs, name: &str) -> Vec<String> {
         let key = format!("--api-key-file={}", dirs.platform_key().display());
         match name {
             "prismnet" | "plasmavmc" => vec![key],
             "prismnet-agent" => vec![key, format!("--host={HOST}"), format!("--netns={NETNS}")],
-            "plasmavmc-agent" => vec![key, format!("--host={HOST}"), format!("--netns={NETNS}")],
+            "plasmavmc-agent" => {
+                let accel = if self.accel.is_empty() { "auto" } else { self.accel.as_str() };
+                vec![key, format!("--host={HOST}"), format!("--netns={NETNS}"), format!("--accel={accel}")]
+            }
             _ => Vec::new(),
         }
     }
@@ -139,7 +145,7 @@ impl Stack {
         let log = std::fs::File::create(dirs.log(s.name))?;
         let child = Command::new(exe)
             .arg(s.name)
-            .args(Self::args(dirs, s.name))
+            .args(self.args(dirs, s.name))
             .env("ULTRACLOUD_DATA_DIR", dirs.data(s.name))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -163,7 +163,9 @@ impl Session {
         if resp.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(Value::Null);
         }
-        Ok(resp.json().await.unwrap_or(Value::Null))
+        // JSON, or a text answer (a console log) as a string.
+        let text = resp.text().await.unwrap_or_default();
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// [`Session::call`] against iam.
