@@ -123,7 +123,10 @@ mod tests {
         assert_eq!(route(req("GET", "/addrs", b"")).unwrap(), Action::Addrs);
         assert_eq!(route(req("POST", "/visit", b"")).unwrap(), Action::Visit);
         assert_eq!(route(req("GET", "/state", b"")).unwrap(), Action::State);
-        assert_eq!(route(req("GET", "/reach/10.0.0.5:80", b"")).unwrap(), Action::Reach { addr: "10.0.0.5:80".parse().unwrap() });
+        assert_eq!(
+            route(req("GET", "/reach/10.0.0.5:80", b"")).unwrap(),
+            Action::Reach { addr: "10.0.0.5:80".parse().unwrap() }
+        );
         assert_eq!(route(req("GET", "/reach/nowhere", b"")).unwrap_err().status, 400);
         let name = FileName::parse("a-b_c.txt").unwrap();
         assert_eq!(route(req("GET", "/files/a-b_c.txt", b"")).unwrap(), Action::GetFile { name: name.clone() });

@@ -86,7 +86,8 @@ async fn stream(url: &str, mut sink: Option<&mut tokio::fs::File>) -> Result<Dig
                 .map_err(|e| FetchError::Io(format!("opening {}: {e}", path.display())))?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                let n = f.read(&mut buf).await.map_err(|e| FetchError::Io(format!("reading {}: {e}", path.display())))?;
+                let n =
+                    f.read(&mut buf).await.map_err(|e| FetchError::Io(format!("reading {}: {e}", path.display())))?;
                 if n == 0 {
                     break;
                 }

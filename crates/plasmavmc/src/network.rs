@@ -43,7 +43,13 @@ impl Prismnet {
         Self { http: reqwest::Client::new(), bases, tokens }
     }
 
-    async fn call(&self, method: reqwest::Method, owner: &Owner, path: &str, body: Option<Value>) -> Result<Value, NetError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        owner: &Owner,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, NetError> {
         let token = self.tokens.token().await.map_err(NetError::Unavailable)?;
         let mut last = "no prismnet endpoint configured".to_owned();
         for base in &self.bases {
@@ -81,7 +87,8 @@ impl Prismnet {
     }
 
     fn port(v: Value) -> Result<Port, NetError> {
-        serde_json::from_value(v).map_err(|e| NetError::Unavailable(format!("prismnet answered an unreadable port: {e}")))
+        serde_json::from_value(v)
+            .map_err(|e| NetError::Unavailable(format!("prismnet answered an unreadable port: {e}")))
     }
 
     /// Creates a port for `vm` in `subnet` (ID or name), bound to `host` as a tap.

@@ -10,8 +10,8 @@ use ultracloud_prismnet::store::{Resource, Store, StoreError, txn_delete, txn_ge
 
 use crate::image_fetch::{self, FetchError};
 use crate::model::{
-    DiskFormat, Host, Image, ImageFile, Migration, MigrationKind, MigrationStep, Nic, Owner, Power, RestartPolicy,
-    Vm, VmState, VmStatus, Volume, now_ms,
+    DiskFormat, Host, Image, ImageFile, Migration, MigrationKind, MigrationStep, Nic, Owner, Power, RestartPolicy, Vm,
+    VmState, VmStatus, Volume, now_ms,
 };
 use crate::network::{NetError, Prismnet};
 use crate::records;
@@ -66,7 +66,9 @@ pub async fn resolve<R: Resource>(store: &Store, owner: &Owner, id_or_name: &str
     }
     match store.id_by_name::<R>(owner, id_or_name).await? {
         Some(id) => store.get_owned(owner, &id, what).await,
-        None => Err(StoreError::NotFound(format!("{what} {id_or_name:?} not found in {}/{}", owner.tenant, owner.project))),
+        None => {
+            Err(StoreError::NotFound(format!("{what} {id_or_name:?} not found in {}/{}", owner.tenant, owner.project)))
+        }
     }
 }
 
@@ -577,11 +579,8 @@ pub async fn report(store: &Store, net: &Prismnet, host: &str, vm_id: &str, mut 
 /// Removes a deleted VM's record, NICs and volume attachments.
 pub async fn finish_delete(store: &Store, net: &Prismnet, vm: &Vm) -> Result<()> {
     for n in &vm.nics {
-        let done = if n.owned {
-            net.delete_port(&vm.owner, &n.port).await
-        } else {
-            net.unbind_port(&vm.owner, &n.port).await
-        };
+        let done =
+            if n.owned { net.delete_port(&vm.owner, &n.port).await } else { net.unbind_port(&vm.owner, &n.port).await };
         done.map_err(|e| net_error(&format!("releasing port {}", n.port), e))?;
     }
     let gone = vm.clone();
@@ -629,8 +628,12 @@ async fn finish_migration(store: &Store, net: &Prismnet, vm: &Vm) -> Result<()> 
             Ok(Ok(()))
         })
         .await?;
-    records::put_status(store, &vm.id, &VmStatus { host: m.target.clone(), updated_ms: now_ms(), ..Default::default() })
-        .await?;
+    records::put_status(
+        store,
+        &vm.id,
+        &VmStatus { host: m.target.clone(), updated_ms: now_ms(), ..Default::default() },
+    )
+    .await?;
     records::add_event(store, &vm.id, "migrated", format!("{} → {}", vm.host, m.target)).await
 }
 
@@ -765,7 +768,9 @@ mod tests {
         assert!(err(NewVm { name: "Web".into(), ..req() }).contains("name \"Web\""));
         assert!(err(NewVm { vcpus: Some(0), ..req() }).contains("vcpus 0"));
         assert!(err(NewVm { memory_mib: Some(8), ..req() }).contains("memory_mib 8"));
-        assert!(err(NewVm { user_data: Some("%%%not base64".into()), ..req() }).contains("user_data is not valid base64"));
+        assert!(
+            err(NewVm { user_data: Some("%%%not base64".into()), ..req() }).contains("user_data is not valid base64")
+        );
         let big = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; MAX_USER_DATA + 1]);
         assert!(err(NewVm { user_data: Some(big), ..req() }).contains("at most 65536"));
         let both = NicRequest { subnet: Some("a".into()), port: Some("b".into()) };

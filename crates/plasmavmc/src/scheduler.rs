@@ -214,7 +214,10 @@ mod tests {
             started_ms: 0,
         });
         assert!(place(&hosts, &[moving], &Request { only: Some("b"), ..req(1, 1) }).is_err());
-        assert_eq!(place(&hosts, &[], &Request { only: Some("zz"), ..req(1, 1) }), Err(NoFit::UnknownHost("zz".into())));
+        assert_eq!(
+            place(&hosts, &[], &Request { only: Some("zz"), ..req(1, 1) }),
+            Err(NoFit::UnknownHost("zz".into()))
+        );
     }
 
     proptest! {

@@ -380,7 +380,11 @@ async fn put_status(
     Ok(http::StatusCode::NO_CONTENT)
 }
 
-async fn put_console(State(c): Ctl, Path((_host, vm)): Path<(String, String)>, body: String) -> ApiResult<http::StatusCode> {
+async fn put_console(
+    State(c): Ctl,
+    Path((_host, vm)): Path<(String, String)>,
+    body: String,
+) -> ApiResult<http::StatusCode> {
     let mut cut = body.len().saturating_sub(CONSOLE_KEPT);
     while !body.is_char_boundary(cut) {
         cut += 1;

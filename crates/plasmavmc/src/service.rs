@@ -188,7 +188,9 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|c| c.is_file()))
         .unwrap_or(None)
-        .or_else(|| ["/usr/bin", "/usr/sbin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(name)).find(|c| c.is_file()))
+        .or_else(|| {
+            ["/usr/bin", "/usr/sbin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(name)).find(|c| c.is_file())
+        })
 }
 
 fn host_memory_mib() -> u32 {
@@ -230,7 +232,10 @@ pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
         vcpus: config.vcpus.unwrap_or_else(|| u32::try_from(cpus * 4).unwrap_or(4)),
         memory_mib: config.memory_mib.unwrap_or_else(host_memory_mib),
         address: config.address,
-        agent_url: config.advertise_url.clone().unwrap_or_else(|| format!("http://{}", listener.local_addr().map_or(config.listen, |a| a))),
+        agent_url: config
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", listener.local_addr().map_or(config.listen, |a| a))),
         volumes: LocalQcow2 { dir: data_dir.join("volumes"), qemu_img },
         data_dir,
     });

@@ -37,15 +37,25 @@ async fn placement_nics_isolation_and_bad_input() {
     let base = "/v1/tenants/acme/projects/web";
 
     // Images: the hash is checked; the format is detected.
-    let (st, v) = c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "sha256": "0".repeat(64)}))).await;
+    let (st, v) = c
+        .vmc(
+            M::POST,
+            &format!("{base}/images"),
+            &acme,
+            Some(json!({"name": "g", "url": url, "sha256": "0".repeat(64)})),
+        )
+        .await;
     assert_eq!(st, 400, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("SHA-256"), "{v}");
-    let (st, v) = c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "format": "raw"}))).await;
+    let (st, v) =
+        c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "format": "raw"}))).await;
     assert_eq!(st, 400, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("is qcow2, not raw"), "{v}");
-    let (st, v) = c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": "ftp://x/y"}))).await;
+    let (st, v) =
+        c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": "ftp://x/y"}))).await;
     assert_eq!(st, 400, "{v}");
-    let (st, img) = c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "sha256": sha}))).await;
+    let (st, img) =
+        c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "sha256": sha}))).await;
     assert_eq!(st, 201, "{img}");
     assert_eq!(img["format"], "qcow2");
     assert_eq!(img["disk"]["sha256"], sha.as_str());
@@ -55,9 +65,18 @@ async fn placement_nics_isolation_and_bad_input() {
         let c = &c;
         async move {
             let b = format!("/v1/tenants/{t}/projects/{p}");
-            let (st, v) = c.s.call(M::POST, &format!("{b}/vpcs"), &token, Some(json!({"name": "n", "cidr": "10.0.0.0/16"}))).await;
+            let (st, v) =
+                c.s.call(M::POST, &format!("{b}/vpcs"), &token, Some(json!({"name": "n", "cidr": "10.0.0.0/16"})))
+                    .await;
             assert_eq!(st, 201, "{v}");
-            let (st, v) = c.s.call(M::POST, &format!("{b}/subnets"), &token, Some(json!({"name": "s", "vpc": "n", "cidr": "10.0.1.0/24"}))).await;
+            let (st, v) =
+                c.s.call(
+                    M::POST,
+                    &format!("{b}/subnets"),
+                    &token,
+                    Some(json!({"name": "s", "vpc": "n", "cidr": "10.0.1.0/24"})),
+                )
+                .await;
             assert_eq!(st, 201, "{v}");
             v["id"].as_str().unwrap().to_owned()
         }
@@ -81,7 +100,11 @@ async fn placement_nics_isolation_and_bad_input() {
     // Bad input, each named.
     let bad = [
         (vm("b", json!({"image": "nope"})), 404, "image \"nope\" not found"),
-        (vm("b", json!({"memory_mib": 1_000_000})), 409, "no worker can fit 1 vCPU(s) and 1000000 MiB: the roomiest, w1, has 4 vCPU(s) and 2048 MiB free"),
+        (
+            vm("b", json!({"memory_mib": 1_000_000})),
+            409,
+            "no worker can fit 1 vCPU(s) and 1000000 MiB: the roomiest, w1, has 4 vCPU(s) and 2048 MiB free",
+        ),
         (vm("b", json!({"nics": [{"subnet": globex_subnet}]})), 400, "not found in acme/web"),
         (vm("b", json!({"user_data": "!!! not base64 !!!"})), 400, "user_data is not valid base64"),
         (vm("B", json!({})), 400, "name \"B\""),
@@ -100,7 +123,9 @@ async fn placement_nics_isolation_and_bad_input() {
 
     // A good VM: placed on the roomiest worker, with a port bound there as a tap.
     let ud = base64::engine::general_purpose::STANDARD.encode(br#"{"hostname": "a"}"#);
-    let (st, a) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(vm("a", json!({"user_data": ud, "anti_affinity": "web"})))).await;
+    let (st, a) = c
+        .vmc(M::POST, &format!("{base}/vms"), &acme, Some(vm("a", json!({"user_data": ud, "anti_affinity": "web"}))))
+        .await;
     assert_eq!(st, 201, "{a}");
     assert_eq!(a["host"], "w1");
     assert_eq!(a["state"], "pending");
@@ -110,7 +135,9 @@ async fn placement_nics_isolation_and_bad_input() {
     assert_eq!(port["device_owner"], format!("compute:vm/{}", a["id"].as_str().unwrap()));
     assert_eq!(a["addresses"][0], port["fixed_ips"][0]);
     // Anti-affinity spreads the next one.
-    let (st, b) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(vm("b", json!({"anti_affinity": "web", "memory_mib": 128})))).await;
+    let (st, b) = c
+        .vmc(M::POST, &format!("{base}/vms"), &acme, Some(vm("b", json!({"anti_affinity": "web", "memory_mib": 128}))))
+        .await;
     assert_eq!(st, 201, "{b}");
     assert_eq!(b["host"], "w2");
     let (st, v) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(vm("a", json!({})))).await;
@@ -144,7 +171,8 @@ async fn placement_nics_isolation_and_bad_input() {
     assert_eq!(st, 409);
 
     // Volumes attach to stopped VMs of their worker.
-    let (st, vol) = c.vmc(M::POST, &format!("{base}/volumes"), &acme, Some(json!({"name": "data", "size_gib": 1}))).await;
+    let (st, vol) =
+        c.vmc(M::POST, &format!("{base}/volumes"), &acme, Some(json!({"name": "data", "size_gib": 1}))).await;
     assert_eq!(st, 201, "{vol}");
     let (st, v) = c.vmc(M::POST, &format!("{base}/volumes/data/attach"), &acme, Some(json!({"vm": "b"}))).await;
     assert_eq!(st, 409, "b is running: {v}");

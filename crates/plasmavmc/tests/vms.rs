@@ -150,7 +150,12 @@ impl Workers<'_> {
             ultracloud_iam::guard::TokenSource::new(vec![self.c.s.iam.clone()], self.c.s.platform_key.clone()).unwrap();
         let stop = CancellationToken::new();
         let client = ControllerClient::new(&self.c.s.ctl, tokens);
-        tokio::spawn(ultracloud_prismnet::agent::run(host.clone(), client, Arc::new(AtomicBool::new(false)), stop.clone()));
+        tokio::spawn(ultracloud_prismnet::agent::run(
+            host.clone(),
+            client,
+            Arc::new(AtomicBool::new(false)),
+            stop.clone(),
+        ));
         self.agents.0.lock().unwrap().push(stop);
         host
     }
@@ -249,15 +254,22 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
         let (c, acme) = (&c, acme.clone());
         async move { c.vmc(m, &path, &acme, body).await }
     };
-    let (st, v) = c.s.call(M::POST, &format!("{base}/vpcs"), &acme, Some(json!({"name": "n", "cidr": "10.9.0.0/16"}))).await;
+    let (st, v) =
+        c.s.call(M::POST, &format!("{base}/vpcs"), &acme, Some(json!({"name": "n", "cidr": "10.9.0.0/16"}))).await;
     assert_eq!(st, 201, "{v}");
-    let (st, v) = c.s.call(M::POST, &format!("{base}/subnets"), &acme, Some(json!({"name": "s", "vpc": "n", "cidr": "10.9.1.0/24"}))).await;
+    let (st, v) = c
+        .s
+        .call(M::POST, &format!("{base}/subnets"), &acme, Some(json!({"name": "s", "vpc": "n", "cidr": "10.9.1.0/24"})))
+        .await;
     assert_eq!(st, 201, "{v}");
     let probe_port = json!({"subnet": "s", "name": "probe", "binding": {"host": pn1.name, "plug": {"kind": "netns", "netns": probe}}});
     let (st, v) = c.s.call(M::POST, &format!("{base}/ports"), &acme, Some(probe_port)).await;
     assert_eq!(st, 201, "{v}");
     let probe_ip = v["fixed_ips"][0].as_str().unwrap().to_owned();
-    eventually("the probe plugged", Duration::from_secs(30), async || sh(&["ip", "-n", &probe, "link", "show", "eth0"]).0.then_some(())).await;
+    eventually("the probe plugged", Duration::from_secs(30), async || {
+        sh(&["ip", "-n", &probe, "link", "show", "eth0"]).0.then_some(())
+    })
+    .await;
     must(&["ip", "-n", &probe, "addr", "add", &format!("{probe_ip}/24"), "dev", "eth0"]);
 
     // Create: placed on worker 1, boots, gets its address by DHCP, answers over the subnet.
@@ -266,7 +278,8 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     let (st, vm) = call(M::POST, format!("{base}/vms"), Some(json!({"name": "web-1", "image": "guest", "memory_mib": 192, "nics": [{"subnet": "s"}], "user_data": ud, "host": w1, "stop_timeout_s": 20}))).await;
     assert_eq!(st, 201, "{vm}");
     let id = vm["id"].as_str().unwrap().to_owned();
-    let (ip, mac) = (vm["addresses"][0].as_str().unwrap().to_owned(), vm["nics"][0]["mac"].as_str().unwrap().to_owned());
+    let (ip, mac) =
+        (vm["addresses"][0].as_str().unwrap().to_owned(), vm["nics"][0]["mac"].as_str().unwrap().to_owned());
     let show = async || call(M::GET, format!("{base}/vms/web-1"), None).await.1;
     let ready = async |what: &str| {
         eventually(what, Duration::from_secs(240), async || {
@@ -277,7 +290,8 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     };
     ready("created → guest ready").await;
     let answers = async |what: &str| {
-        eventually(what, Duration::from_secs(60), async || curl(&probe, "GET", &format!("http://{ip}/health"), None)).await
+        eventually(what, Duration::from_secs(60), async || curl(&probe, "GET", &format!("http://{ip}/health"), None))
+            .await
     };
     answers("guest HTTP answers").await;
     println!("create → guest answers: {:.1} s", created.elapsed().as_secs_f64());
@@ -285,7 +299,8 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     assert!(addrs.contains(&ip) && addrs.to_lowercase().contains(&mac), "the guest has its port's IP and MAC: {addrs}");
     assert!(addrs.contains("web-1"), "user data reached the guest: {addrs}");
     for n in 1..=2 {
-        let v: Value = serde_json::from_str(&curl(&probe, "POST", &format!("http://{ip}/visit"), None).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_str(&curl(&probe, "POST", &format!("http://{ip}/visit"), None).unwrap()).unwrap();
         assert_eq!(v["visits"], n);
     }
     let (_, console) = call(M::GET, format!("{base}/vms/web-1/console"), None).await;
@@ -339,7 +354,10 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     assert_eq!(st, 200, "{v}");
     eventually("cold-migrated and ready on worker 2", Duration::from_secs(300), async || {
         let v = show().await;
-        (v["host"] == w2.as_str() && v["migration"].is_null() && v["state"] == "running" && v["status"]["guest_ready"] == true)
+        (v["host"] == w2.as_str()
+            && v["migration"].is_null()
+            && v["state"] == "running"
+            && v["status"]["guest_ready"] == true)
             .then_some(())
     })
     .await;
@@ -347,7 +365,10 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     println!("cold migration: {:.1} s", migrated.elapsed().as_secs_f64());
     let v = show().await;
     assert_eq!((v["addresses"][0].as_str(), v["nics"][0]["mac"].as_str()), (Some(ip.as_str()), Some(mac.as_str())));
-    assert_eq!(curl(&probe, "GET", &format!("http://{ip}/files/note"), None).as_deref(), Some("written before the move"));
+    assert_eq!(
+        curl(&probe, "GET", &format!("http://{ip}/files/note"), None).as_deref(),
+        Some("written before the move")
+    );
     let addrs = curl(&probe, "GET", &format!("http://{ip}/addrs"), None).unwrap();
     assert!(addrs.to_lowercase().contains(&mac), "{addrs}");
     eventually("worker 1 cleaned up", Duration::from_secs(30), async || {
@@ -366,7 +387,10 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     assert!(!qemu_running(&id));
     assert!(!data.join("plasmavmc-w2/vms").join(&id).exists());
     let tap = ultracloud_prismnet::agent::nft::port_dev(&port);
-    eventually("the tap is gone", Duration::from_secs(30), async || (!sh(&["ip", "-n", &w2, "link", "show", &tap]).0).then_some(())).await;
+    eventually("the tap is gone", Duration::from_secs(30), async || {
+        (!sh(&["ip", "-n", &w2, "link", "show", &tap]).0).then_some(())
+    })
+    .await;
     let (st, _) = c.s.call(M::GET, &format!("{base}/ports/{port}"), &acme, None).await;
     assert_eq!(st, 404, "the port is gone");
     eventually("no DHCP entry for the MAC", Duration::from_secs(30), async || {

@@ -329,7 +329,11 @@ impl Store {
     }
 
     /// Whether a name is free for a kind in a project, inside a transaction.
-    pub async fn txn_name_free<R: Resource>(t: &Txn, owner: &Owner, name: &str) -> std::result::Result<bool, FlareError> {
+    pub async fn txn_name_free<R: Resource>(
+        t: &Txn,
+        owner: &Owner,
+        name: &str,
+    ) -> std::result::Result<bool, FlareError> {
         Ok(t.get(&name_key::<R>(owner, name)).await?.is_none())
     }
 

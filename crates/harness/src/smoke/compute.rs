@@ -72,9 +72,9 @@ impl Ctx {
 
     async fn ready(&self, name: &str, host: &str) -> anyhow::Result<Duration> {
         let waited = wait_until(BOOT_BOUND, &format!("VM {name} ready on {host}"), || async {
-            self.vm(name).await.is_ok_and(|v| {
-                v["host"] == host && v["state"] == "running" && v["status"]["guest_ready"] == true
-            })
+            self.vm(name)
+                .await
+                .is_ok_and(|v| v["host"] == host && v["state"] == "running" && v["status"]["guest_ready"] == true)
         })
         .await;
         match waited {
@@ -230,7 +230,8 @@ async fn reboot_and_migrate(ctx: &Ctx) -> anyhow::Result<Seen> {
     let reboot = rebooted.elapsed();
     ensure!(http("PUT", &format!("http://{a}/files/smoke")).is_ok(), "writing a file in smoke-a");
     let target = ctx.workers[1].name.clone();
-    let (s, v) = ctx.call(Method::POST, &format!("{}/vms/smoke-a/migrate", ctx.vmc), Some(json!({"target": target}))).await?;
+    let (s, v) =
+        ctx.call(Method::POST, &format!("{}/vms/smoke-a/migrate", ctx.vmc), Some(json!({"target": target}))).await?;
     ensure!(s == 200, "migrate: {s} {v}");
     let moved = Instant::now();
     ctx.ready("smoke-a", &target).await?;

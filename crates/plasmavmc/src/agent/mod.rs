@@ -190,7 +190,8 @@ async fn pass(shared: &Arc<Shared>, plan: HostPlan) {
     if let Ok(entries) = std::fs::read_dir(w.data_dir.join("vms")) {
         for e in entries.flatten() {
             let Some(id) = e.file_name().to_str().map(str::to_owned) else { continue };
-            if planned.contains(&id) || shared.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&id)
+            if planned.contains(&id)
+                || shared.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&id)
             {
                 continue;
             }
@@ -221,7 +222,12 @@ fn plan_images(w: &Worker) -> HashSet<String> {
             if let Ok(text) = std::fs::read_to_string(e.path().join("image.json"))
                 && let Ok(img) = serde_json::from_str::<Image>(&text)
             {
-                keep.extend([Some(&img.disk), img.kernel.as_ref(), img.initrd.as_ref()].into_iter().flatten().map(|f| f.sha256.clone()));
+                keep.extend(
+                    [Some(&img.disk), img.kernel.as_ref(), img.initrd.as_ref()]
+                        .into_iter()
+                        .flatten()
+                        .map(|f| f.sha256.clone()),
+                );
             }
         }
     }
@@ -260,7 +266,12 @@ async fn publish(shared: &Shared, p: &PlannedVm, status: VmStatus) {
     if len > 0 && known != Some(len) {
         let text = vm::console_tail(&console, crate::server::CONSOLE_KEPT as u64);
         if shared.ctl.console(host, id, text).await.is_ok() {
-            shared.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner).console_len.insert(id.clone(), len);
+            shared
+                .reported
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .console_len
+                .insert(id.clone(), len);
         }
     }
 }

@@ -132,7 +132,14 @@ pub fn args(l: &Launch, paths: &VmPaths) -> Vec<String> {
         "-name".into(),
         format!("ultracloud-{},process=uc-{}", l.id, l.id),
         "-machine".into(),
-        format!("pc,accel={}", l.accel.as_str()),
+        "pc".into(),
+        // TCG's translation cache defaults to 1 GiB; 64 MiB serves these guests and keeps
+        // the per-VM memory close to the guest's own.
+        "-accel".into(),
+        match l.accel {
+            Accel::Kvm => "kvm".into(),
+            Accel::Tcg => "tcg,tb-size=64".into(),
+        },
         "-cpu".into(),
         "qemu64".into(),
         "-smp".into(),
@@ -302,7 +309,7 @@ mod tests {
             incoming: None,
         };
         let a = args(&l, &paths).join(" ");
-        assert!(a.contains("-machine pc,accel=tcg"), "{a}");
+        assert!(a.contains("-machine pc -accel tcg,tb-size=64"), "{a}");
         assert!(a.contains("file=/data/vms/vm-1/root.qcow2,if=none,id=disk0,format=qcow2"), "{a}");
         assert!(a.contains("tap,id=net0,ifname=ptabc,script=no,downscript=no"), "{a}");
         assert!(a.contains("virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01"), "{a}");

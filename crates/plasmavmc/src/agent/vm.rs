@@ -138,7 +138,8 @@ async fn run(w: &Worker, p: &PlannedVm, paths: &VmPaths, local: &mut LocalState)
                 if !restart {
                     status.state = if crashed { VmState::Crashed } else { VmState::Stopped };
                     status.halted = true;
-                    status.message = if crashed { format!("the guest {run_state}") } else { "the guest powered off".into() };
+                    status.message =
+                        if crashed { format!("the guest {run_state}") } else { "the guest powered off".into() };
                     finish(&mut status, local, paths);
                     return status;
                 }
@@ -256,9 +257,8 @@ async fn start(w: &Worker, p: &PlannedVm, paths: &VmPaths) -> Result<u32, StartP
     }
     let user_data = match &vm.user_data {
         Some(b64) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|e| Failed(format!("user data: {e}")))?;
+            let bytes =
+                base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| Failed(format!("user data: {e}")))?;
             write_private(&paths.user_data(), &bytes).map_err(|e| Failed(format!("writing user data: {e}")))?;
             Some(paths.user_data())
         }
@@ -347,7 +347,8 @@ async fn migrate_in(w: &Worker, ctl: &Controller, p: &PlannedVm, paths: &VmPaths
         let (b, r) = (base.display().to_string(), root.display().to_string());
         qemu_img(&w.qemu_img, &["rebase", "-u", "-F", p.image.format.as_str(), "-b", &b, &r]).await?;
         for v in &p.volumes {
-            bytes += transfer::pull(&ctl.http, &token, &source.agent_url, &p.vm.id, &v.id, &w.volumes.path(&v.id)).await?;
+            bytes +=
+                transfer::pull(&ctl.http, &token, &source.agent_url, &p.vm.id, &v.id, &w.volumes.path(&v.id)).await?;
         }
         Ok::<u64, String>(bytes)
     }

@@ -67,9 +67,7 @@ impl VolumeBackend for LocalQcow2 {
 
     fn held(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".qcow2").map(str::to_owned))
-            .collect()
+        entries.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".qcow2").map(str::to_owned)).collect()
     }
 
     async fn remove(&self, id: &str) -> Result<(), String> {

@@ -6,8 +6,8 @@
 #[path = "../../../prismnet/tests/support/mod.rs"]
 mod net;
 
-use serde_json::Value;
 pub use net::{Stack, serve};
+use serde_json::Value;
 use ultracloud_plasmavmc::network::Prismnet;
 use ultracloud_plasmavmc::server::{self, Controller};
 
@@ -28,7 +28,8 @@ impl Compute {
         })
         .unwrap();
         let net = Prismnet::new(&s.ctl, guard.tokens().clone());
-        let store = ultracloud_plasmavmc::records::store(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
+        let store =
+            ultracloud_plasmavmc::records::store(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
         let ctl = Controller::new(store, net);
         tokio::spawn(ctl.clone().watch_versions(tokio_util::sync::CancellationToken::new()));
         let router = server::router(ctl, &guard);

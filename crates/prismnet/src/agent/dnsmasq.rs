@@ -76,6 +76,44 @@ fn write_if_changed(path: &Path, content: &str) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// Lease-file lines (`expiry mac ip name client-id`) that no longer match a host entry: the
+/// port was deleted, or its address went to another port. dnsmasq never offers an address
+/// leased to another MAC, so such a lease would keep a new VM from its address for hours.
+fn stale_leases(leases: &str, d: &DhcpPlan) -> Vec<String> {
+    leases
+        .lines()
+        .filter(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            let (Some(mac), Some(ip)) = (f.next(), f.next()) else { return false };
+            !d.leases.iter().any(|(m, i)| m.eq_ignore_ascii_case(mac) && i.to_string() == ip)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Stops dnsmasq and drops stale leases from its lease file (it reads the file only at start),
+/// when there are any. True when it was stopped (the caller starts it again).
+fn drop_stale_leases(f: &Files, d: &DhcpPlan) -> bool {
+    let leases_path = f.dir().join("leases");
+    let Ok(leases) = std::fs::read_to_string(&leases_path) else { return false };
+    let stale = stale_leases(&leases, d);
+    if stale.is_empty() {
+        return false;
+    }
+    if let Some(pid) = f.running() {
+        let _ = std::process::Command::new("kill").arg(pid.to_string()).output();
+        for _ in 0..50 {
+            if f.running().is_none() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let kept: String = leases.lines().filter(|l| !stale.iter().any(|s| s == l)).map(|l| format!("{l}\n")).collect();
+    let _ = std::fs::write(&leases_path, kept);
+    true
+}
+
 /// Makes the subnet's dnsmasq serve `d`: files written, process started or told to reload.
 pub async fn ensure(state: &Path, host: &str, s: &SubnetPlan, d: &DhcpPlan) -> Result<(), CommandError> {
     let io = |e: std::io::Error| CommandError { command: "writing dnsmasq files".into(), detail: e.to_string() };
@@ -83,6 +121,9 @@ pub async fn ensure(state: &Path, host: &str, s: &SubnetPlan, d: &DhcpPlan) -> R
     std::fs::create_dir_all(f.dir()).map_err(io)?;
     let changed = write_if_changed(&f.hosts(), &hosts_file(d)).map_err(io)?
         | write_if_changed(&f.opts(), &opts_file(s)).map_err(io)?;
+    if changed {
+        drop_stale_leases(&f, d);
+    }
     if let Some(pid) = f.running() {
         if changed {
             // SIGHUP re-reads --dhcp-hostsfile and --dhcp-optsfile.
@@ -146,6 +187,21 @@ pub fn stop(state: &Path, vni: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leases_of_gone_or_moved_ports_are_stale() {
+        let d = DhcpPlan {
+            ip: "10.0.0.2".parse().unwrap(),
+            mac: "52:54:00:00:00:02".into(),
+            leases: vec![("52:54:00:00:00:09".into(), "10.0.0.9".parse().unwrap())],
+        };
+        let file =
+            "1 52:54:00:00:00:09 10.0.0.9 * *\n1 52:54:00:00:00:07 10.0.0.9 * *\n1 52:54:00:00:00:08 10.0.0.8 * *\n";
+        assert_eq!(
+            stale_leases(file, &d),
+            vec!["1 52:54:00:00:00:07 10.0.0.9 * *", "1 52:54:00:00:00:08 10.0.0.8 * *"]
+        );
+    }
 
     #[test]
     fn files_hold_leases_and_options() {

@@ -30,6 +30,10 @@ enum BenchTarget {
     /// iam: token issuance (password and API-key grants), `POST /v1/authorize`, and offline
     /// verification + decision in the shared guard, at several concurrency levels.
     Iam(super::bench_iam::IamBench),
+    /// plasmavmc on this worker: VM create-to-ready (and its QEMU-boot part), N VMs created at
+    /// once, and memory per VM (QEMU RSS + agent growth). Against a running stack, e.g.
+    /// `ultracloud quickstart --keep` (its defaults).
+    Vms(super::bench_vm::VmBench),
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +144,7 @@ struct EtcdBench {
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.target {
         BenchTarget::Iam(a) => super::bench_iam::run(a).await?,
+        BenchTarget::Vms(a) => return super::bench_vm::run(a).await,
         BenchTarget::Etcd(a) => {
             let config = ultracloud_chainfire::bench::BenchConfig {
                 endpoints: a.endpoints,

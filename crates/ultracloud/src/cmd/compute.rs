@@ -223,9 +223,10 @@ pub async fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
             let mut nics: Vec<Value> = subnet.iter().map(|s| json!({"subnet": s})).collect();
             nics.extend(port.iter().map(|p| json!({"port": p})));
             let user_data = match user_data {
-                Some(f) => Some(base64::engine::general_purpose::STANDARD.encode(
-                    std::fs::read(&f).with_context(|| format!("reading user data {}", f.display()))?,
-                )),
+                Some(f) => Some(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(std::fs::read(&f).with_context(|| format!("reading user data {}", f.display()))?),
+                ),
                 None => None,
             };
             let body = json!({
@@ -274,7 +275,9 @@ pub async fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
         }
         VmCommand::Events { name } => c.list(&format!("/vms/{name}/events"), &["at_ms", "kind", "message"]).await?,
         VmCommand::Migrate { name, to, live, wait } => {
-            let v = c.call(Method::POST, &format!("/vms/{name}/migrate"), Some(&json!({"target": to, "live": live}))).await?;
+            let v = c
+                .call(Method::POST, &format!("/vms/{name}/migrate"), Some(&json!({"target": to, "live": live})))
+                .await?;
             let target = v["migration"]["target"].as_str().unwrap_or("?").to_owned();
             println!("VM {name}: migrating {} → {target}", v["host"].as_str().unwrap_or("?"));
             if wait {
@@ -345,8 +348,9 @@ enum ImageCommand {
 
 /// The import request for a guest image directory (its `manifest.json` names the files).
 pub fn guest_import_body(name: &str, dir: &Path) -> anyhow::Result<Value> {
-    let m = ultracloud_guest_image::read_manifest(dir)
-        .with_context(|| format!("reading the guest image in {} (run `ultracloud image build-guest`)", dir.display()))?;
+    let m = ultracloud_guest_image::read_manifest(dir).with_context(|| {
+        format!("reading the guest image in {} (run `ultracloud image build-guest`)", dir.display())
+    })?;
     let url = |f: &str| format!("file://{}", dir.join(f).display());
     Ok(json!({
         "name": name,

@@ -3,9 +3,10 @@
 pub mod account;
 pub mod bench;
 pub mod bench_iam;
-pub mod compute;
+pub mod bench_vm;
 pub mod chainfire;
 pub mod cluster;
+pub mod compute;
 pub mod db;
 pub mod doctor;
 pub mod flaredb;

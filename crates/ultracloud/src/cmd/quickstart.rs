@@ -135,10 +135,14 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
             if current {
                 return Ok(());
             }
-            let agent = agent
-                .context(format!("the static guest agent is not built: {}", ultracloud_guest_image::STATIC_AGENT_BUILD))?;
+            let agent = agent.context(format!(
+                "the static guest agent is not built: {}",
+                ultracloud_guest_image::STATIC_AGENT_BUILD
+            ))?;
             tokio::task::spawn_blocking(move || {
-                ultracloud_guest_image::build(&ultracloud_guest_image::BuildOptions::new(agent), |l| println!("          {l}"))
+                ultracloud_guest_image::build(&ultracloud_guest_image::BuildOptions::new(agent), |l| {
+                    println!("          {l}")
+                })
             })
             .await??;
             Ok(())
@@ -183,7 +187,9 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
     let vni = steps
         .step("VPC 10.42.0.0/16 and subnet 10.42.1.0/24", async {
             api.create(&format!("{net}/vpcs"), json!({"name": "demo", "cidr": "10.42.0.0/16"})).await?;
-            let s = api.create(&format!("{net}/subnets"), json!({"name": "demo", "vpc": "demo", "cidr": "10.42.1.0/24"})).await?;
+            let s = api
+                .create(&format!("{net}/subnets"), json!({"name": "demo", "vpc": "demo", "cidr": "10.42.1.0/24"}))
+                .await?;
             Ok(s["vni"].as_u64().unwrap_or_default())
         })
         .await?;
@@ -250,7 +256,10 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
             let (s, _) = api.call(Method::GET, &format!("{net}/ports/{port}"), None).await?;
             ensure!(s == 404, "the VM's port is still there ({s})");
             let tap = ultracloud_prismnet::agent::nft::port_dev(&port);
-            wait(Duration::from_secs(30), "the tap removed", || async { sys::ip(&["-n", NETNS, "link", "show", &tap]).is_err() }).await
+            wait(Duration::from_secs(30), "the tap removed", || async {
+                sys::ip(&["-n", NETNS, "link", "show", &tap]).is_err()
+            })
+            .await
         })
         .await?;
     Ok(KeptVm { ip, name: "demo-vm".into() })
@@ -267,8 +276,10 @@ async fn plug_probe(api: &Api, net: &str) -> anyhow::Result<()> {
         )
         .await?;
     let ip = p["fixed_ips"][0].as_str().unwrap_or_default().to_owned();
-    wait(Duration::from_secs(30), "the probe plugged", || async { sys::ip(&["-n", PROBE_NS, "link", "show", "eth0"]).is_ok() })
-        .await?;
+    wait(Duration::from_secs(30), "the probe plugged", || async {
+        sys::ip(&["-n", PROBE_NS, "link", "show", "eth0"]).is_ok()
+    })
+    .await?;
     sys::ip(&["-n", PROBE_NS, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
     Ok(())
 }

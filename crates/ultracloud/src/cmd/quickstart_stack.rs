@@ -123,7 +123,14 @@ impl Stack {
             "prismnet-agent" => vec![key, format!("--host={HOST}"), format!("--netns={NETNS}")],
             "plasmavmc-agent" => {
                 let accel = if self.accel.is_empty() { "auto" } else { self.accel.as_str() };
-                vec![key, format!("--host={HOST}"), format!("--netns={NETNS}"), format!("--accel={accel}")]
+                // 16 vCPUs: TCG guests idle most of the time; room for `bench vms` (10 VMs).
+                vec![
+                    key,
+                    format!("--host={HOST}"),
+                    format!("--netns={NETNS}"),
+                    format!("--accel={accel}"),
+                    "--vcpus=16".into(),
+                ]
             }
             _ => Vec::new(),
         }
