@@ -87,7 +87,11 @@ pub fn default_guest_agent_path() -> Option<PathBuf> {
     let dir = exe.parent()?;
     let mut candidates = vec![dir.join(GUEST_AGENT_BIN)];
     candidates.extend(dir.ancestors().skip(1).take(2).map(|d| d.join(STATIC_AGENT_TARGET_PATH)));
-    candidates.into_iter().find(|p| p.is_file())
+    // A workspace build also leaves a dynamically linked agent next to the binary: prefer a
+    // static one wherever it is, and name the first one found otherwise (the build refuses it
+    // with the command that makes a static one).
+    let existing: Vec<PathBuf> = candidates.into_iter().filter(|p| p.is_file()).collect();
+    existing.iter().find(|p| linkage(p).is_ok_and(|l| l == Linkage::Static)).or(existing.first()).cloned()
 }
 
 /// Builds the image described by `opts`, reporting each step to `progress`.

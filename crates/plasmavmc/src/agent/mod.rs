@@ -28,6 +28,9 @@ use volumes::{LocalQcow2, VolumeBackend};
 
 /// How often the agent looks at its VMs even when the plan did not change (crash detection).
 pub const PASS_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the plan is read again when no change was announced (passes in between reuse
+/// it: watching QEMU needs no controller round trip, and the database is spared).
+pub const PLAN_REFRESH: Duration = Duration::from_secs(10);
 /// How often it re-registers (its heartbeat).
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// A status is re-sent at least this often.
@@ -139,7 +142,8 @@ struct Shared {
 }
 
 /// Runs the agent until `shutdown`: register, then plan → reconcile → wait for a change (or
-/// [`PASS_INTERVAL`]). `ready` is set once the worker is registered and a plan was read.
+/// [`PASS_INTERVAL`]); the plan is read again on a change or after [`PLAN_REFRESH`]. `ready` is
+/// set once the worker is registered and a plan was read.
 pub async fn run(
     worker: Arc<Worker>,
     ctl: Controller,
@@ -149,6 +153,8 @@ pub async fn run(
     let shared = Arc::new(Shared { worker, ctl, busy: Mutex::default(), reported: Mutex::default() });
     let mut registered_at: Option<Instant> = None;
     let mut version = 0;
+    let mut plan: Option<(HostPlan, Instant)> = None;
+    let mut changed = true;
     loop {
         if registered_at.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
             match shared.ctl.register(&shared.worker).await {
@@ -156,18 +162,25 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %e, "cannot register with the controller; retrying"),
             }
         }
-        match shared.ctl.plan(&shared.worker.name).await {
-            Ok(plan) => {
-                version = plan.version;
-                ready.store(registered_at.is_some(), std::sync::atomic::Ordering::Relaxed);
-                pass(&shared, plan).await;
+        if changed || plan.as_ref().is_none_or(|(_, at)| at.elapsed() >= PLAN_REFRESH) {
+            match shared.ctl.plan(&shared.worker.name).await {
+                Ok(p) => {
+                    version = p.version;
+                    plan = Some((p, Instant::now()));
+                    ready.store(registered_at.is_some(), std::sync::atomic::Ordering::Relaxed);
+                }
+                // The last plan stays in force: VMs keep running (and restarting) without the
+                // controller.
+                Err(e) => tracing::warn!(error = %e, "cannot read the plan; retrying"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the plan; retrying"),
         }
-        tokio::select! {
+        if let Some((p, _)) = &plan {
+            pass(&shared, p.clone()).await;
+        }
+        changed = tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tokio::time::timeout(PASS_INTERVAL, shared.ctl.wait(version)) => {}
-        }
+            r = tokio::time::timeout(PASS_INTERVAL, shared.ctl.wait(version)) => matches!(r, Ok(Ok(v)) if v != version),
+        };
     }
 }
 
