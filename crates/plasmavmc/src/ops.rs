@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use ultracloud_prismnet::store::{Resource, Store, StoreError, txn_delete, txn_get, txn_put};
+pub use ultracloud_prismnet::ops::resolve;
+use ultracloud_prismnet::ops::{new_id, refuse, valid_name};
+use ultracloud_prismnet::store::{Store, StoreError, txn_delete, txn_get, txn_put};
 
 use crate::image_fetch::{self, FetchError};
 use crate::model::{
@@ -28,18 +30,6 @@ pub const MAX_VCPUS: u32 = 64;
 /// Smallest VM memory in MiB (the guest kernel needs some).
 pub const MIN_MEMORY_MIB: u32 = 64;
 
-fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{}", &ultracloud_iam::credential::new_id()[..12])
-}
-
-fn valid_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok { Ok(()) } else { Err(invalid(format!("name {name:?}: use 1-63 lowercase letters, digits and dashes"))) }
-}
-
 fn invalid(m: impl Into<String>) -> StoreError {
     StoreError::Invalid(m.into())
 }
@@ -48,27 +38,10 @@ fn conflict(m: impl Into<String>) -> StoreError {
     StoreError::Conflict(m.into())
 }
 
-fn refuse<T>(e: StoreError) -> std::result::Result<Result<T>, ultracloud_flaredb::error::FlareError> {
-    Ok(Err(e))
-}
-
 fn net_error(what: &str, e: NetError) -> StoreError {
     match e {
         NetError::Refused(m) => invalid(format!("{what}: {m}")),
         NetError::Unavailable(m) => StoreError::Db(ultracloud_flaredb::error::FlareError::Unavailable(m)),
-    }
-}
-
-/// Resolves an ID-or-name of a kind in a project.
-pub async fn resolve<R: Resource>(store: &Store, owner: &Owner, id_or_name: &str, what: &str) -> Result<R> {
-    if let Some(r) = store.get::<R>(id_or_name).await?.filter(|r| r.owner() == owner) {
-        return Ok(r);
-    }
-    match store.id_by_name::<R>(owner, id_or_name).await? {
-        Some(id) => store.get_owned(owner, &id, what).await,
-        None => {
-            Err(StoreError::NotFound(format!("{what} {id_or_name:?} not found in {}/{}", owner.tenant, owner.project)))
-        }
     }
 }
 

@@ -16,7 +16,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use ultracloud_flaredb::error::FlareError;
-use ultracloud_prismnet::store::{Store, StoreError};
+use ultracloud_prismnet::store::{Store, StoreError, end_of};
 
 use crate::model::{Event, Host, VmStatus, now_ms};
 
@@ -25,14 +25,6 @@ pub const SERVICE: &str = "plasmavmc";
 
 /// Events kept per VM (older ones are dropped when a new one is written).
 pub const EVENTS_KEPT: usize = 200;
-
-fn end_of(prefix: &[u8]) -> Vec<u8> {
-    let mut e = prefix.to_vec();
-    if let Some(l) = e.last_mut() {
-        *l += 1;
-    }
-    e
-}
 
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| {

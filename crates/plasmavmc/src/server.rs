@@ -5,15 +5,15 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use ultracloud_iam::guard::Guard;
+pub use ultracloud_prismnet::server::WatchAnswer;
+use ultracloud_prismnet::server::{VersionWatch, WatchQuery};
 use ultracloud_prismnet::store::{Store, StoreError};
 use ultracloud_runtime::error::{ApiError, ApiJson};
 
@@ -32,26 +32,18 @@ pub struct Controller {
     pub store: Store,
     /// prismnet, for NICs.
     pub net: Prismnet,
-    version: watch::Sender<u64>,
+    version: VersionWatch,
 }
 
 impl Controller {
     /// A controller over `store`; `watch_versions` keeps the version current.
     pub fn new(store: Store, net: Prismnet) -> Arc<Self> {
-        Arc::new(Self { store, net, version: watch::Sender::new(0) })
+        Arc::new(Self { store, net, version: VersionWatch::default() })
     }
 
-    /// Polls the version in flaredb every 200 ms until `shutdown`.
+    /// Keeps the version agents long-poll current until `shutdown`.
     pub async fn watch_versions(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        loop {
-            if let Ok(v) = self.store.version().await {
-                self.version.send_if_modified(|cur| std::mem::replace(cur, v) != v);
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-        }
+        self.version.follow(&self.store, shutdown).await;
     }
 }
 
@@ -394,24 +386,8 @@ async fn put_console(
     Ok(http::StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/watch?after=N`.
-#[derive(Debug, Deserialize)]
-struct WatchQuery {
-    #[serde(default)]
-    after: u64,
-}
-
-/// The answer of `/v1/watch`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WatchAnswer {
-    /// The current version (equal to `after` when nothing changed within 15 s).
-    pub version: u64,
-}
-
 async fn watch_version(State(c): Ctl, Query(q): Query<WatchQuery>) -> Json<WatchAnswer> {
-    let mut rx = c.version.subscribe();
-    let _ = tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|v| *v != q.after)).await;
-    Json(WatchAnswer { version: *rx.borrow() })
+    Json(c.version.wait(q.after).await)
 }
 
 async fn openapi() -> Json<serde_json::Value> {

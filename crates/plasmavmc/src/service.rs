@@ -12,24 +12,11 @@ use crate::agent::qemu::probe_accel;
 use crate::agent::volumes::LocalQcow2;
 use crate::agent::{self, Worker};
 use crate::network::Prismnet;
+use ultracloud_prismnet::service::{default_key_file, read_key, split};
+
 use crate::server::{self, Controller};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn default_key_file() -> PathBuf {
-    ultracloud_runtime::data_dir::default_root().join("iam").join("platform-api-key")
-}
-
-fn split(list: &str) -> Vec<String> {
-    list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
-}
-
-fn read_key(path: &Path) -> Result<String, BoxError> {
-    let key = std::fs::read_to_string(path).map_err(|e| {
-        format!("reading the service API key {}: {e} (iam writes it on its first start)", path.display())
-    })?;
-    Ok(key.trim().to_owned())
-}
 
 fn urls_ok(field: &'static str, list: &str) -> Result<(), ConfigError> {
     let urls = split(list);

@@ -14,11 +14,13 @@ use crate::store::{
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-fn new_id(prefix: &str) -> String {
+/// A new resource ID: `prefix-` and 12 random characters.
+pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", &ultracloud_iam::credential::new_id()[..12])
 }
 
-fn valid_name(name: &str) -> Result<()> {
+/// Checks a resource name: 1-63 lowercase letters, digits and dashes, not starting with a dash.
+pub fn valid_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -30,7 +32,9 @@ fn valid_name(name: &str) -> Result<()> {
     }
 }
 
-fn refuse<T>(e: StoreError) -> std::result::Result<Result<T>, ultracloud_flaredb::error::FlareError> {
+/// A refusal from inside a [`Store::change`] body (nothing written is committed by the caller
+/// when it checks before it writes).
+pub fn refuse<T>(e: StoreError) -> std::result::Result<Result<T>, ultracloud_flaredb::error::FlareError> {
     Ok(Err(e))
 }
 

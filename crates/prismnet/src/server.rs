@@ -20,36 +20,57 @@ use crate::ops;
 use crate::plan::{self, HostPlan};
 use crate::store::{Host, Resource, Store, StoreError};
 
-/// The controller: its store and the version agents watch.
+/// The change version of a store as this replica last read it: polled from flaredb, and
+/// long-polled by agents through `GET /v1/watch` (one key read per replica fans out to every
+/// agent).
 #[derive(Debug)]
-pub struct Controller {
-    /// flaredb records.
-    pub store: Store,
-    version: watch::Sender<u64>,
+pub struct VersionWatch(watch::Sender<u64>);
+
+impl Default for VersionWatch {
+    fn default() -> Self {
+        Self(watch::Sender::new(0))
+    }
 }
 
-impl Controller {
-    /// A controller over `store`; `watch_versions` keeps the version current.
-    pub fn new(store: Store) -> Arc<Self> {
-        Arc::new(Self { store, version: watch::Sender::new(0) })
-    }
-
-    /// Polls the version in flaredb every 200 ms until `shutdown` (agents long-poll this
-    /// replica, so one key read fans out to every agent).
-    pub async fn watch_versions(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+impl VersionWatch {
+    /// Polls `store`'s version every 200 ms until `shutdown`.
+    pub async fn follow(&self, store: &Store, shutdown: tokio_util::sync::CancellationToken) {
         loop {
-            if let Ok(v) = self.store.version().await {
-                self.version.send_if_modified(|cur| {
-                    let changed = *cur != v;
-                    *cur = v;
-                    changed
-                });
+            if let Ok(v) = store.version().await {
+                self.0.send_if_modified(|cur| std::mem::replace(cur, v) != v);
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
+    }
+
+    /// Answers once the version differs from `after`, or after 15 s with the same one.
+    pub async fn wait(&self, after: u64) -> WatchAnswer {
+        let mut rx = self.0.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|v| *v != after)).await;
+        WatchAnswer { version: *rx.borrow() }
+    }
+}
+
+/// The controller: its store and the version agents watch.
+#[derive(Debug)]
+pub struct Controller {
+    /// flaredb records.
+    pub store: Store,
+    version: VersionWatch,
+}
+
+impl Controller {
+    /// A controller over `store`; `watch_versions` keeps the version current.
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(Self { store, version: VersionWatch::default() })
+    }
+
+    /// Keeps the version agents long-poll current until `shutdown`.
+    pub async fn watch_versions(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        self.version.follow(&self.store, shutdown).await;
     }
 }
 
@@ -225,9 +246,10 @@ async fn host_plan(State(c): Ctl, Path(host): Path<String>) -> ApiResult<Json<Ho
 
 /// `GET /v1/watch?after=N`.
 #[derive(Debug, Deserialize)]
-struct WatchQuery {
+pub struct WatchQuery {
+    /// The version the caller has seen.
     #[serde(default)]
-    after: u64,
+    pub after: u64,
 }
 
 /// The answer of `/v1/watch`.
@@ -238,9 +260,7 @@ pub struct WatchAnswer {
 }
 
 async fn watch_version(State(c): Ctl, Query(q): Query<WatchQuery>) -> Json<WatchAnswer> {
-    let mut rx = c.version.subscribe();
-    let _ = tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|v| *v != q.after)).await;
-    Json(WatchAnswer { version: *rx.borrow() })
+    Json(c.version.wait(q.after).await)
 }
 
 async fn openapi() -> Json<serde_json::Value> {

@@ -14,15 +14,18 @@ use crate::store::Store;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn default_key_file() -> PathBuf {
+/// `<data root>/iam/platform-api-key`: where iam writes the platform service account's key.
+pub fn default_key_file() -> PathBuf {
     ultracloud_runtime::data_dir::default_root().join("iam").join("platform-api-key")
 }
 
-fn split(list: &str) -> Vec<String> {
+/// A comma-separated list, trimmed, empty entries dropped.
+pub fn split(list: &str) -> Vec<String> {
     list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
 }
 
-fn read_key(path: &PathBuf) -> Result<String, BoxError> {
+/// Reads a service API key file, naming the file (and who writes it) when it cannot.
+pub fn read_key(path: &std::path::Path) -> Result<String, BoxError> {
     let key = std::fs::read_to_string(path).map_err(|e| {
         format!("reading the service API key {}: {e} (iam writes it on its first start)", path.display())
     })?;

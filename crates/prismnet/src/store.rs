@@ -120,7 +120,8 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> std::result::Result<
         .map_err(|e| FlareError::Internal(format!("corrupt record {}: {e}", String::from_utf8_lossy(key))))
 }
 
-fn end_of(prefix: &[u8]) -> Vec<u8> {
+/// The end (exclusive) of a scan over every key starting with `prefix`.
+pub fn end_of(prefix: &[u8]) -> Vec<u8> {
     let mut e = prefix.to_vec();
     if let Some(l) = e.last_mut() {
         *l += 1;

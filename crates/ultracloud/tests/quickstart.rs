@@ -65,8 +65,9 @@ fn failures_name_the_problem_and_leave_nothing_behind() {
 
     let dir = tempfile::tempdir().unwrap();
     // A port a service needs is taken before it starts.
-    let held = std::net::TcpListener::bind("127.0.0.1:8480");
-    if held.is_ok() {
+    let held =
+        std::net::TcpListener::bind("127.0.0.1:8480").expect("port 8480 is free for the test (no UltraCloud running)");
+    {
         let o = quickstart(dir.path());
         assert!(!o.status.success());
         let t = text(&o);
@@ -77,8 +78,9 @@ fn failures_name_the_problem_and_leave_nothing_behind() {
     drop(held);
 
     // chainfire's peer port (not checked up front) is taken: chainfire dies while starting.
-    let held = std::net::TcpListener::bind("127.0.0.1:2380");
-    if held.is_ok() {
+    let held = std::net::TcpListener::bind("127.0.0.1:2380")
+        .expect("port 2380 is free for the test (no etcd or chainfire running)");
+    {
         let o = quickstart(dir.path());
         assert!(!o.status.success());
         let t = text(&o);
@@ -88,4 +90,5 @@ fn failures_name_the_problem_and_leave_nothing_behind() {
         assert!(log.contains("2380"), "the log names the port: {log}");
         assert_nothing_left(dir.path(), 2380);
     }
+    drop(held);
 }
