@@ -171,7 +171,9 @@ async fn credentials_live_and_die_as_documented() {
     assert_eq!((s, v["claims"]["sub"].as_str()), (200, Some("sa:ci")), "{v}");
     let (s, v) = api.get("/v1/tenants", &sa_token).await;
     assert_eq!((s, v["items"].as_array().unwrap().len()), (200, 0), "no bindings, nothing visible");
-    let tampered = format!("{}x", &key[..key.len() - 1]);
+    // Change the last character to one it is not (a fixed replacement would sometimes be a no-op).
+    let last = if key.ends_with('x') { 'y' } else { 'x' };
+    let tampered = format!("{}{last}", &key[..key.len() - 1]);
     assert_eq!(api.grant(json!({"grant_type": "api_key", "api_key": tampered})).await.0, 401);
     assert_eq!(api.grant(json!({"grant_type": "api_key", "api_key": "garbage"})).await.0, 401);
     assert_eq!(api.delete(&format!("/v1/api-keys/{key_id}"), &alice).await, 204);
