@@ -72,21 +72,52 @@ pub fn install<S: AsRef<str>>(packages: &[S], mut progress: impl FnMut(&str)) ->
     }
     let apt_get = Finder::system().find("apt-get").ok_or(InstallError::AptGetMissing)?;
 
-    let mut update = Command::new(&apt_get);
-    update.arg("update");
-    let mut install = Command::new(&apt_get);
-    install.args(["install", "-y", "--no-install-recommends"]).args(&packages);
-    for cmd in [&mut update, &mut install] {
+    let run = |cmd: &mut Command, progress: &mut dyn FnMut(&str)| {
         cmd.env("DEBIAN_FRONTEND", "noninteractive");
         let command = display(cmd);
         progress(&format!("running: {command}"));
         let status = cmd.status().map_err(|source| InstallError::Spawn { command: command.clone(), source })?;
-        if !status.success() {
-            return Err(InstallError::Failed { command, status });
+        if status.success() { Ok(()) } else { Err(InstallError::Failed { command, status }) }
+    };
+    run(Command::new(&apt_get).arg("update"), &mut progress)?;
+    let mut install = Command::new(&apt_get);
+    install.args(["install", "-y", "--no-install-recommends"]).args(&packages);
+    if packages.contains(&"qemu-system-x86") {
+        let installed = query(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]));
+        let candidate = query(Command::new("apt-cache").args(["policy", "qemu-system-x86"]))
+            .and_then(|out| candidate_version(&out));
+        if let Some(pin) = paired_qemu_utils(installed.as_deref(), candidate.as_deref()) {
+            progress(&format!(
+                "qemu-utils {} is from another QEMU release; installing {pin} with it",
+                installed.unwrap_or_default()
+            ));
+            install.args(["--allow-downgrades", &pin]);
         }
     }
+    run(&mut install, &mut progress)?;
     progress(&format!("installed: {}", packages.join(" ")));
     Ok(())
+}
+
+/// A command's standard output when it succeeds.
+fn query(cmd: &mut Command) -> Option<String> {
+    let out = cmd.env("LC_ALL", "C").stderr(std::process::Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// The `Candidate:` line of `apt-cache policy` output.
+fn candidate_version(policy: &str) -> Option<String> {
+    let v = policy.lines().find_map(|l| l.trim().strip_prefix("Candidate:"))?.trim();
+    (v != "(none)" && !v.is_empty()).then(|| v.to_owned())
+}
+
+/// QEMU's Debian packages must all come from one release: qemu-utils `Breaks` a
+/// qemu-system-common of another version. A machine that already has a different qemu-utils
+/// (a backport, say) cannot take Debian's qemu-system-x86 unless qemu-utils moves to the same
+/// version, so it is named with it (`qemu-utils=<version>`). `None` when nothing needs pairing.
+fn paired_qemu_utils(installed_utils: Option<&str>, system_candidate: Option<&str>) -> Option<String> {
+    let (installed, candidate) = (installed_utils?, system_candidate?);
+    (installed != candidate).then(|| format!("qemu-utils={candidate}"))
 }
 
 #[cfg(test)]
@@ -109,6 +140,20 @@ mod tests {
         let err = install(&["qemu-utils", "-oAPT::Foo=1"], |s| steps.push(s.to_string())).unwrap_err();
         assert!(matches!(err, InstallError::BadPackageName(n) if n == "-oAPT::Foo=1"));
         assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn qemu_utils_follows_qemu_system_when_their_versions_differ() {
+        let policy = "qemu-system-x86:\n  Installed: (none)\n  Candidate: 1:7.2+dfsg-7+deb12u18+b2\n  Version table:\n";
+        let candidate = candidate_version(policy);
+        assert_eq!(candidate.as_deref(), Some("1:7.2+dfsg-7+deb12u18+b2"));
+        assert_eq!(
+            paired_qemu_utils(Some("1:10.0.2+ds-2+deb13u1~bpo12+1"), candidate.as_deref()).as_deref(),
+            Some("qemu-utils=1:7.2+dfsg-7+deb12u18+b2")
+        );
+        assert_eq!(paired_qemu_utils(Some("1:7.2+dfsg-7+deb12u18+b2"), candidate.as_deref()), None, "same release");
+        assert_eq!(paired_qemu_utils(None, candidate.as_deref()), None, "qemu-utils not installed");
+        assert_eq!(candidate_version("x:\n  Candidate: (none)\n"), None);
     }
 
     #[test]

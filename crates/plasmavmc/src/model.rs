@@ -115,6 +115,19 @@ pub struct Migration {
     pub kind: MigrationKind,
     /// When it was asked for (Unix milliseconds).
     pub started_ms: u64,
+    /// Live: where the target's incoming QEMU listens, once it does.
+    #[serde(default)]
+    pub incoming: Option<Incoming>,
+}
+
+/// Where a live migration's target listens (`ip:port` each, on its underlay address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incoming {
+    /// QEMU's incoming migration stream.
+    pub migration: String,
+    /// The NBD server exporting the target's disks (`disk0` the root disk, then volumes), which
+    /// the source mirrors its disks into.
+    pub nbd: String,
 }
 
 /// How a VM moves.
@@ -230,10 +243,13 @@ pub struct VmStatus {
     /// it as stopped (a start request runs it again).
     #[serde(default)]
     pub halted: bool,
-    /// Set by a cold migration's source once the VM is stopped and its disks can be copied, and
-    /// by the target once it holds them.
+    /// Where a migration stands on the reporting side (cold: the source stopped the VM, the
+    /// target holds its disks; live: the target listens, the target runs the VM).
     #[serde(default)]
     pub migration_step: Option<MigrationStep>,
+    /// Live migration target: where its incoming QEMU listens.
+    #[serde(default)]
+    pub incoming: Option<Incoming>,
     /// When this report was made (Unix milliseconds).
     #[serde(default)]
     pub updated_ms: u64,
@@ -243,8 +259,11 @@ pub struct VmStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MigrationStep {
-    /// Source: stopped, disks ready to be copied.
+    /// Source (cold): stopped, disks ready to be copied.
     SourceReady,
+    /// Target (live): the incoming QEMU waits, its disks exported over NBD (see
+    /// [`VmStatus::incoming`]).
+    TargetListening,
     /// Target: disks copied (cold) or migration completed (live); the VM can switch worker.
     TargetDone,
     /// Either side: it failed (the reason is in `message`); the VM stays on the source.

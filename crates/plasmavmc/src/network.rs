@@ -107,9 +107,18 @@ impl Prismnet {
         Self::port(self.call(reqwest::Method::GET, owner, &format!("/ports/{port}"), None).await?)
     }
 
-    /// Binds a port to `vm` on `host` (creation with an existing port, and migrations).
-    pub async fn bind_port(&self, owner: &Owner, port: &str, vm: &str, host: &str) -> Result<Port, NetError> {
-        let body = json!({"binding": {"host": host, "plug": {"kind": "tap"}}, "device_owner": device_owner(vm)});
+    /// Binds a port to `vm` on `host` (creation with an existing port, and migrations); with
+    /// `standby`, its tap is also made, detached, on that host (a live migration's target).
+    pub async fn bind_port(
+        &self,
+        owner: &Owner,
+        port: &str,
+        vm: &str,
+        host: &str,
+        standby: Option<&str>,
+    ) -> Result<Port, NetError> {
+        let binding = json!({"host": host, "plug": {"kind": "tap"}, "standby": standby});
+        let body = json!({"binding": binding, "device_owner": device_owner(vm)});
         Self::port(self.call(reqwest::Method::PATCH, owner, &format!("/ports/{port}"), Some(body)).await?)
     }
 

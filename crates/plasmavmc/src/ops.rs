@@ -12,8 +12,8 @@ use ultracloud_prismnet::store::{Store, StoreError, txn_delete, txn_get, txn_put
 
 use crate::image_fetch::{self, FetchError};
 use crate::model::{
-    DiskFormat, Host, Image, ImageFile, Migration, MigrationKind, MigrationStep, Nic, Owner, Power, RestartPolicy, Vm,
-    VmState, VmStatus, Volume, now_ms,
+    DiskFormat, Host, Image, ImageFile, Incoming, Migration, MigrationKind, MigrationStep, Nic, Owner, Power,
+    RestartPolicy, Vm, VmState, VmStatus, Volume, now_ms,
 };
 use crate::network::{NetError, Prismnet};
 use crate::records;
@@ -294,7 +294,7 @@ pub async fn create_vm(store: &Store, net: &Prismnet, owner: &Owner, req: &NewVm
                 Ok(p) if p.binding.is_some() || !p.device_owner.is_empty() => {
                     Err(NetError::Refused(format!("port {port} is in use by {:?}", p.device_owner)))
                 }
-                Ok(p) => net.bind_port(owner, &p.id, &id, &host).await.map(|p| (p, false)),
+                Ok(p) => net.bind_port(owner, &p.id, &id, &host, None).await.map(|p| (p, false)),
                 Err(e) => Err(e),
             },
             (None, None) => Err(NetError::Refused("no subnet or port".into())),
@@ -439,8 +439,9 @@ pub struct MigrateRequest {
     pub live: bool,
 }
 
-/// Starts a migration.
-pub async fn migrate(store: &Store, owner: &Owner, id: &str, req: &MigrateRequest) -> Result<Vm> {
+/// Starts a migration. A live one first puts the VM's ports on standby on the target (prismnet
+/// makes their taps there, detached), since the incoming QEMU opens them before the move.
+pub async fn migrate(store: &Store, net: &Prismnet, owner: &Owner, id: &str, req: &MigrateRequest) -> Result<Vm> {
     let vm: Vm = resolve(store, owner, id, "VM").await?;
     if req.target.as_deref() == Some(vm.host.as_str()) {
         return Err(invalid(format!("VM {} already runs on {}", vm.name, vm.host)));
@@ -466,8 +467,11 @@ pub async fn migrate(store: &Store, owner: &Owner, id: &str, req: &MigrateReques
     )
     .map_err(|e| conflict(e.to_string()))?;
     let kind = if req.live { MigrationKind::Live } else { MigrationKind::Cold };
+    if kind == MigrationKind::Live {
+        set_standby(net, &vm, Some(&target)).await?;
+    }
     let (vm_id, to) = (vm.id.clone(), target.clone());
-    let out = store
+    let recorded = store
         .change(async move |t| {
             let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&vm_id)).await? else {
                 return refuse(StoreError::NotFound(format!("VM {vm_id} was deleted")));
@@ -478,14 +482,33 @@ pub async fn migrate(store: &Store, owner: &Owner, id: &str, req: &MigrateReques
             if let Some(m) = &vm.migration {
                 return refuse(conflict(format!("VM {} is already migrating to {}", vm.name, m.target)));
             }
-            vm.migration = Some(Migration { target: to.clone(), kind, started_ms: now_ms() });
+            vm.migration = Some(Migration { target: to.clone(), kind, started_ms: now_ms(), incoming: None });
             txn_put(t, &vm);
             Ok(Ok(vm))
         })
-        .await?;
+        .await;
+    let out = match recorded {
+        Ok(vm) => vm,
+        Err(e) => {
+            if kind == MigrationKind::Live {
+                set_standby(net, &vm, None).await?;
+            }
+            return Err(e);
+        }
+    };
     let what = if req.live { "live" } else { "cold" };
     records::add_event(store, &out.id, "migration-started", format!("{what} {} → {target}", out.host)).await?;
     Ok(out)
+}
+
+/// Rebinds the VM's ports on its host, standing by on `target` (or no longer).
+async fn set_standby(net: &Prismnet, vm: &Vm, target: Option<&str>) -> Result<()> {
+    for n in &vm.nics {
+        net.bind_port(&vm.owner, &n.port, &vm.id, &vm.host, target)
+            .await
+            .map_err(|e| net_error(&format!("port {} on standby", n.port), e))?;
+    }
+    Ok(())
 }
 
 /// An agent's report on a VM: stored; deletes and migrations finish here.
@@ -501,7 +524,8 @@ pub async fn report(store: &Store, net: &Prismnet, host: &str, vm_id: &str, mut 
         if Some(host) == target {
             match status.migration_step {
                 Some(MigrationStep::TargetDone) => return finish_migration(store, net, &vm).await,
-                Some(MigrationStep::Failed) => return abort_migration(store, &vm, &status.message).await,
+                Some(MigrationStep::Failed) => return abort_migration(store, net, &vm, &status.message).await,
+                Some(MigrationStep::TargetListening) => return record_incoming(store, &vm, status.incoming).await,
                 _ => return Ok(()),
             }
         }
@@ -509,7 +533,7 @@ pub async fn report(store: &Store, net: &Prismnet, host: &str, vm_id: &str, mut 
     }
     let before = records::status(store, vm_id).await?.unwrap_or_default();
     if status.migration_step == Some(MigrationStep::Failed) && vm.migration.is_some() {
-        abort_migration(store, &vm, &status.message).await?;
+        abort_migration(store, net, &vm, &status.message).await?;
         status.migration_step = None;
     }
     records::put_status(store, vm_id, &status).await?;
@@ -578,7 +602,7 @@ pub async fn finish_delete(store: &Store, net: &Prismnet, vm: &Vm) -> Result<()>
 async fn finish_migration(store: &Store, net: &Prismnet, vm: &Vm) -> Result<()> {
     let Some(m) = vm.migration.clone() else { return Ok(()) };
     for n in &vm.nics {
-        net.bind_port(&vm.owner, &n.port, &vm.id, &m.target)
+        net.bind_port(&vm.owner, &n.port, &vm.id, &m.target, None)
             .await
             .map_err(|e| net_error(&format!("moving port {}", n.port), e))?;
     }
@@ -601,16 +625,46 @@ async fn finish_migration(store: &Store, net: &Prismnet, vm: &Vm) -> Result<()> 
             Ok(Ok(()))
         })
         .await?;
-    records::put_status(
-        store,
-        &vm.id,
-        &VmStatus { host: m.target.clone(), updated_ms: now_ms(), ..Default::default() },
-    )
-    .await?;
-    records::add_event(store, &vm.id, "migrated", format!("{} → {}", vm.host, m.target)).await
+    // A live-migrated guest never stopped: it is running and ready on its new host already.
+    let before = records::status(store, &vm.id).await?.unwrap_or_default();
+    let live = m.kind == MigrationKind::Live;
+    let status = VmStatus {
+        host: m.target.clone(),
+        state: if live { VmState::Running } else { VmState::Pending },
+        guest_ready: live && before.guest_ready,
+        updated_ms: now_ms(),
+        ..Default::default()
+    };
+    records::put_status(store, &vm.id, &status).await?;
+    let what = if live { "live" } else { "cold" };
+    records::add_event(store, &vm.id, "migrated", format!("{what} {} → {}", vm.host, m.target)).await
 }
 
-async fn abort_migration(store: &Store, vm: &Vm, why: &str) -> Result<()> {
+/// A live migration's target listens: the source's plan learns where.
+async fn record_incoming(store: &Store, vm: &Vm, incoming: Option<Incoming>) -> Result<()> {
+    let Some(incoming) = incoming else { return Ok(()) };
+    if vm.migration.as_ref().is_none_or(|m| m.incoming.as_ref() == Some(&incoming)) {
+        return Ok(());
+    }
+    let id = vm.id.clone();
+    store
+        .change(async move |t| {
+            if let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&id)).await?
+                && let Some(m) = vm.migration.as_mut()
+                && m.kind == MigrationKind::Live
+            {
+                m.incoming = Some(incoming.clone());
+                txn_put(t, &vm);
+            }
+            Ok(Ok(()))
+        })
+        .await
+}
+
+async fn abort_migration(store: &Store, net: &Prismnet, vm: &Vm, why: &str) -> Result<()> {
+    if vm.migration.as_ref().is_some_and(|m| m.kind == MigrationKind::Live) {
+        set_standby(net, vm, None).await?;
+    }
     let id = vm.id.clone();
     store
         .change(async move |t| {

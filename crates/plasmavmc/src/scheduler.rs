@@ -212,6 +212,7 @@ mod tests {
             target: "b".into(),
             kind: crate::model::MigrationKind::Cold,
             started_ms: 0,
+            incoming: None,
         });
         assert!(place(&hosts, &[moving], &Request { only: Some("b"), ..req(1, 1) }).is_err());
         assert_eq!(

@@ -154,7 +154,7 @@ async fn migrate_vm(
     Path((t, p, id)): ItemPath,
     ApiJson(r): ApiJson<ops::MigrateRequest>,
 ) -> ApiResult<Json<VmView>> {
-    let vm = ops::migrate(&c.store, &owner(t, p), &id, &r).await.map_err(api_error)?;
+    let vm = ops::migrate(&c.store, &c.net, &owner(t, p), &id, &r).await.map_err(api_error)?;
     Ok(Json(view(&c.store, vm).await.map_err(api_error)?))
 }
 
@@ -286,17 +286,10 @@ pub struct SourceInfo {
     pub address: Ipv4Addr,
     /// Whether it has stopped the VM and its disks can be copied (cold).
     pub ready: bool,
-}
-
-/// A live migration's target, as its source sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TargetInfo {
-    /// The target worker.
-    pub host: String,
-    /// Where the incoming QEMU listens (`ip:port`), once the target reported it.
-    pub incoming: Option<String>,
-    /// Where the target's NBD server for the disks listens (`ip:port`).
-    pub nbd: Option<String>,
+    /// Whether the guest was up there (live: it stays up, so the target does not wait for a
+    /// readiness marker it will not print again).
+    #[serde(default)]
+    pub guest_ready: bool,
 }
 
 /// One VM of a host's plan.
@@ -347,6 +340,7 @@ pub async fn plan_for(store: &Store, host: &str) -> Result<HostPlan, StoreError>
                 address: h.address,
                 ready: status.host == vm.host
                     && status.migration_step == Some(crate::model::MigrationStep::SourceReady),
+                guest_ready: status.host == vm.host && status.guest_ready,
             })
         } else {
             None
@@ -354,7 +348,11 @@ pub async fn plan_for(store: &Store, host: &str) -> Result<HostPlan, StoreError>
         let vols = volumes.iter().filter(|v| vm.volumes.contains(&v.id)).cloned().collect();
         vms.push(PlannedVm { vm, image, volumes: vols, source });
     }
-    let volumes = volumes.into_iter().filter(|v| v.host.as_deref() == Some(host)).collect();
+    // Volumes held here, and those of VMs moving here (their files arrive before the move).
+    let incoming: Vec<&str> =
+        vms.iter().filter(|p| p.vm.host != host).flat_map(|p| p.vm.volumes.iter().map(String::as_str)).collect();
+    let volumes =
+        volumes.into_iter().filter(|v| v.host.as_deref() == Some(host) || incoming.contains(&v.id.as_str())).collect();
     Ok(HostPlan { version, vms, volumes })
 }
 

@@ -3,8 +3,9 @@
 //! plasmavmc agent. Proves: the VM gets its DHCP address and its HTTP endpoint answers from
 //! another namespace on the subnet; reboot, stop and start; the agent restarted while the VM
 //! runs (the VM keeps running and is managed again); a killed QEMU is restarted by the restart
-//! policy; cold migration between workers keeps IP, MAC and a file written to the disk; delete
-//! leaves no process, tap, DHCP entry or file behind.
+//! policy; cold migration between workers keeps IP, MAC and a file written to the disk; live
+//! migration keeps the guest running (its in-memory counter) and its disk; delete leaves no
+//! process, tap, DHCP entry or file behind.
 //!
 //! Needs root, `ip`, `nft`, `dnsmasq`, `busybox`, `curl`, `qemu-system-x86_64`, `qemu-img`,
 //! `mke2fs`, the guest kernel (`ultracloud doctor --install`) and the static guest agent
@@ -376,8 +377,53 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     })
     .await;
 
+    // Live migration back to worker 1: the guest never stops — its in-memory counter and a file
+    // written on worker 2 come along, and it answers at the same address.
+    assert!(curl(&probe, "PUT", &format!("http://{ip}/files/note2"), Some("written on worker 2")).is_some());
+    for n in 1..=3 {
+        let v: Value =
+            serde_json::from_str(&curl(&probe, "POST", &format!("http://{ip}/visit"), None).unwrap()).unwrap();
+        assert_eq!(v["visits"], n);
+    }
+    let source_pid = show().await["status"]["pid"].as_u64().unwrap();
+    let (st, v) = call(M::POST, format!("{base}/vms/web-1/migrate"), Some(json!({"target": w1, "live": true}))).await;
+    assert_eq!(st, 200, "{v}");
+    let live = Instant::now();
+    let moved = eventually("live-migrated to worker 1", Duration::from_secs(300), async || {
+        let v = show().await;
+        (v["host"] == w1.as_str() && v["migration"].is_null() && v["state"] == "running").then_some(v)
+    })
+    .await;
+    answers("answers from worker 1 after the live migration").await;
+    println!("live migration (request → guest answers on worker 1): {:.1} s", live.elapsed().as_secs_f64());
+    let v: Value = serde_json::from_str(&curl(&probe, "GET", &format!("http://{ip}/state"), None).unwrap()).unwrap();
+    assert_eq!(v["visits"], 3, "the in-memory counter survived: the guest kept running: {v}");
+    assert_eq!(
+        curl(&probe, "GET", &format!("http://{ip}/files/note2"), None).as_deref(),
+        Some("written on worker 2"),
+        "the root disk's writes were mirrored"
+    );
+    assert_eq!(
+        curl(&probe, "GET", &format!("http://{ip}/files/note"), None).as_deref(),
+        Some("written before the move")
+    );
+    assert_eq!(
+        (moved["addresses"][0].as_str(), moved["nics"][0]["mac"].as_str()),
+        (Some(ip.as_str()), Some(mac.as_str()))
+    );
+    assert_eq!(moved["status"]["guest_ready"], true, "ready on arrival: {moved}");
+    let (_, events) = call(M::GET, format!("{base}/vms/web-1/events"), None).await;
+    assert!(events.to_string().contains("live"), "the move is in the events: {events}");
+    eventually("worker 2 cleaned up", Duration::from_secs(30), async || {
+        (!data.join("plasmavmc-w2/vms").join(&id).exists() && !Path::new(&format!("/proc/{source_pid}")).exists())
+            .then_some(())
+    })
+    .await;
+    let v: Value = serde_json::from_str(&curl(&probe, "POST", &format!("http://{ip}/visit"), None).unwrap()).unwrap();
+    assert_eq!(v["visits"], 4, "and counts on");
+
     // Delete: nothing left — process, tap, DHCP entry, files, port.
-    let port = v["nics"][0]["port"].as_str().unwrap().to_owned();
+    let port = moved["nics"][0]["port"].as_str().unwrap().to_owned();
     let (st, v) = call(M::DELETE, format!("{base}/vms/web-1"), None).await;
     assert_eq!(st, 202, "{v}");
     eventually("deleted", Duration::from_secs(60), async || {
@@ -385,16 +431,17 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     })
     .await;
     assert!(!qemu_running(&id));
-    assert!(!data.join("plasmavmc-w2/vms").join(&id).exists());
+    assert!(!data.join("plasmavmc-w1/vms").join(&id).exists());
     let tap = ultracloud_prismnet::agent::nft::port_dev(&port);
-    eventually("the tap is gone", Duration::from_secs(30), async || {
-        (!sh(&["ip", "-n", &w2, "link", "show", &tap]).0).then_some(())
+    eventually("the taps are gone", Duration::from_secs(30), async || {
+        (!sh(&["ip", "-n", &w1, "link", "show", &tap]).0 && !sh(&["ip", "-n", &w2, "link", "show", &tap]).0)
+            .then_some(())
     })
     .await;
     let (st, _) = c.s.call(M::GET, &format!("{base}/ports/{port}"), &acme, None).await;
     assert_eq!(st, 404, "the port is gone");
     eventually("no DHCP entry for the MAC", Duration::from_secs(30), async || {
-        let hosts = sh(&["sh", "-c", &format!("cat {}/prismnet-w2/dhcp/*/* 2>/dev/null", data.display())]).1;
+        let hosts = sh(&["sh", "-c", &format!("cat {}/prismnet-w*/dhcp/*/* 2>/dev/null", data.display())]).1;
         (!hosts.to_lowercase().contains(&mac)).then_some(())
     })
     .await;

@@ -193,6 +193,18 @@ pub struct Binding {
     pub host: String,
     /// The plug.
     pub plug: Plug,
+    /// A second host where the port's device also exists, detached and down: a live
+    /// migration's target, whose incoming VM opens the tap before the port moves there (the
+    /// next binding, to that host, attaches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<String>,
+}
+
+impl Binding {
+    /// Whether the port has a device on `host` (bound there, or standing by there).
+    pub fn on(&self, host: &str) -> bool {
+        self.host == host || self.standby.as_deref() == Some(host)
+    }
 }
 
 /// A port: a MAC and fixed addresses on a subnet, with security groups, maybe bound to a host.

@@ -410,10 +410,8 @@ pub async fn create_port(store: &Store, owner: &Owner, req: &NewPort) -> Result<
             ids
         }
     };
-    if let Some(Binding { plug: Plug::Netns { netns }, .. }) = &req.binding
-        && (netns.is_empty() || netns.contains('/') || netns.len() > 64)
-    {
-        return Err(StoreError::Invalid(format!("netns {netns:?} is not a namespace name")));
+    if let Some(b) = &req.binding {
+        check_binding(b)?;
     }
     let mut port = Port {
         id: new_id("port"),
@@ -486,9 +484,30 @@ mod double_option {
     }
 }
 
+/// Refuses a binding no host could carry out.
+fn check_binding(b: &Binding) -> Result<()> {
+    if let Plug::Netns { netns } = &b.plug
+        && (netns.is_empty() || netns.contains('/') || netns.len() > 64)
+    {
+        return Err(StoreError::Invalid(format!("netns {netns:?} is not a namespace name")));
+    }
+    if let Some(standby) = &b.standby {
+        if standby.is_empty() || *standby == b.host {
+            return Err(StoreError::Invalid(format!("standby host {standby:?} must be another host than {}", b.host)));
+        }
+        if b.plug != Plug::Tap {
+            return Err(StoreError::Invalid("only a tap plug can stand by on a second host".into()));
+        }
+    }
+    Ok(())
+}
+
 /// Updates a port's binding, groups or owner (a VM moving host rebinds its port).
 pub async fn update_port(store: &Store, owner: &Owner, id: &str, patch: &PortPatch) -> Result<Port> {
     let mut port: Port = store.get_owned(owner, id, "port").await?;
+    if let Some(Some(b)) = &patch.binding {
+        check_binding(b)?;
+    }
     if let Some(groups) = &patch.security_groups {
         let mut ids = Vec::new();
         for g in groups {
@@ -644,7 +663,7 @@ pub async fn ensure_dhcp_port(store: &Store, subnet: &Subnet, host: &str) -> Res
     let req = NewPort {
         subnet: subnet.id.clone(),
         name: format!("dhcp-{host}"),
-        binding: Some(Binding { host: host.to_owned(), plug: Plug::Tap }),
+        binding: Some(Binding { host: host.to_owned(), plug: Plug::Tap, standby: None }),
         device_owner: DHCP_OWNER.into(),
         security_groups: Some(Vec::new()),
         ..Default::default()

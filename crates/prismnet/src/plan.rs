@@ -71,6 +71,9 @@ pub struct PortPlan {
     pub ips: Vec<Ipv4Addr>,
     /// How it is plugged in.
     pub plug: Plug,
+    /// Standing by for a live migration: the device exists but stays detached and down.
+    #[serde(default)]
+    pub standby: bool,
     /// Allowed traffic to the port.
     pub ingress: Vec<RulePlan>,
     /// Allowed traffic from the port.
@@ -127,7 +130,7 @@ pub async fn for_host(store: &Store, host: &str) -> Result<HostPlan, StoreError>
         store.list_all::<Subnet>().await?.into_iter().map(|s| (s.id.clone(), s)).collect();
     let local_subnets: BTreeSet<String> = ports
         .iter()
-        .filter(|p| p.device_owner != DHCP_OWNER && p.binding.as_ref().is_some_and(|b| b.host == host))
+        .filter(|p| p.device_owner != DHCP_OWNER && p.binding.as_ref().is_some_and(|b| b.on(host)))
         .map(|p| p.subnet.clone())
         .collect();
     // DHCP ports for local subnets with DHCP (created on demand, once per subnet and host).
@@ -154,14 +157,17 @@ pub async fn for_host(store: &Store, host: &str) -> Result<HostPlan, StoreError>
     for id in &local_subnets {
         let Some(s) = subnets.get(id) else { continue };
         let in_subnet: Vec<&Port> = ports.iter().filter(|p| p.subnet == *id).collect();
+        // A standby host is a peer already, so the subnet's traffic reaches it the moment its
+        // port is attached there.
         let peers: BTreeSet<Ipv4Addr> = in_subnet
             .iter()
             .filter_map(|p| p.binding.as_ref())
-            .filter(|b| b.host != host)
-            .filter_map(|b| hosts.get(&b.host).copied())
+            .flat_map(|b| std::iter::once(&b.host).chain(b.standby.as_ref()))
+            .filter(|h| *h != host)
+            .filter_map(|h| hosts.get(h).copied())
             .collect();
         let local: Vec<&Port> =
-            in_subnet.iter().copied().filter(|p| p.binding.as_ref().is_some_and(|b| b.host == host)).collect();
+            in_subnet.iter().copied().filter(|p| p.binding.as_ref().is_some_and(|b| b.on(host))).collect();
         let dhcp = local.iter().find(|p| p.device_owner == DHCP_OWNER).filter(|_| s.dhcp).map(|d| DhcpPlan {
             ip: d.fixed_ips.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED),
             mac: d.mac.clone(),
@@ -176,11 +182,13 @@ pub async fn for_host(store: &Store, host: &str) -> Result<HostPlan, StoreError>
             .filter(|p| p.device_owner != DHCP_OWNER)
             .filter_map(|p| {
                 let (ingress, egress) = rules_of(p, &groups, &members);
+                let binding = p.binding.as_ref()?;
                 Some(PortPlan {
                     id: p.id.clone(),
                     mac: p.mac.clone(),
                     ips: p.fixed_ips.clone(),
-                    plug: p.binding.as_ref()?.plug.clone(),
+                    plug: binding.plug.clone(),
+                    standby: binding.host != host,
                     ingress,
                     egress,
                 })

@@ -146,3 +146,60 @@ async fn concurrent_allocation_never_hands_out_an_address_twice() {
     assert_eq!(addresses.len(), 13, "a /28 minus the gateway holds 13 ports");
     assert_eq!(refused, 24 - 13);
 }
+
+/// A live migration's target gets the port on standby (device made, not attached) and both
+/// hosts peer for the subnet; the next binding moves it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_target_holds_the_port_on_standby() {
+    let s = support::Stack::start().await;
+    let acme = s.tenant("acme", "web").await;
+    let base = "/v1/tenants/acme/projects/web";
+    for (host, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
+        let (st, v) = s.call(M::PUT, &format!("/v1/hosts/{host}"), &s.admin, Some(json!({"underlay_ip": ip}))).await;
+        assert!(st < 300, "{v}");
+    }
+    s.call(M::POST, &format!("{base}/vpcs"), &acme, Some(json!({"name": "net", "cidr": "10.0.0.0/16"}))).await;
+    s.call(
+        M::POST,
+        &format!("{base}/subnets"),
+        &acme,
+        Some(json!({"name": "s1", "vpc": "net", "cidr": "10.0.1.0/24"})),
+    )
+    .await;
+    let tap = |host: &str, standby: Option<&str>| json!({"binding": {"host": host, "plug": {"kind": "tap"}, "standby": standby}});
+    let (st, port) = s
+        .call(
+            M::POST,
+            &format!("{base}/ports"),
+            &acme,
+            Some(json!({"subnet": "s1", "binding": {"host": "h1", "plug": {"kind": "tap"}}})),
+        )
+        .await;
+    assert_eq!(st, 201, "{port}");
+    let url = format!("{base}/ports/{}", port["id"].as_str().unwrap());
+    let (st, v) = s.call(M::PATCH, &url, &acme, Some(tap("h1", Some("h1")))).await;
+    assert_eq!(st, 400, "standby on its own host: {v}");
+    let netns = json!({"binding": {"host": "h1", "plug": {"kind": "netns", "netns": "vm1"}, "standby": "h2"}});
+    let (st, v) = s.call(M::PATCH, &url, &acme, Some(netns)).await;
+    assert_eq!(st, 400, "a veth cannot stand by: {v}");
+    let (st, v) = s.call(M::PATCH, &url, &acme, Some(tap("h1", Some("h2")))).await;
+    assert_eq!((st, v["binding"]["standby"].as_str()), (200, Some("h2")), "{v}");
+
+    let plan = |host: &'static str| {
+        let s = &s;
+        async move { s.call(M::GET, &format!("/v1/hosts/{host}/plan"), &s.admin, None).await.1 }
+    };
+    let (p1, p2) = (plan("h1").await, plan("h2").await);
+    assert_eq!(p1["subnets"][0]["ports"][0]["standby"], false, "{p1}");
+    assert_eq!(p2["subnets"][0]["ports"][0]["standby"], true, "{p2}");
+    assert_eq!(p1["subnets"][0]["peers"], json!(["192.0.2.2"]), "{p1}");
+    assert_eq!(p2["subnets"][0]["peers"], json!(["192.0.2.1"]), "{p2}");
+
+    let (st, v) = s.call(M::PATCH, &url, &acme, Some(tap("h2", None))).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["binding"].get("standby").is_none(), "{v}");
+    let (p1, p2) = (plan("h1").await, plan("h2").await);
+    assert_eq!(p2["subnets"][0]["ports"][0]["standby"], false, "attached on the new host: {p2}");
+    let on_h1 = p1["subnets"].as_array().unwrap().iter().flat_map(|s| s["ports"].as_array().unwrap().clone());
+    assert_eq!(on_h1.count(), 0, "gone from the old host: {p1}");
+}

@@ -7,6 +7,7 @@
 //! Whatever changed is reported back. QEMU runs daemonized, so an agent restart finds its VMs
 //! running and manages them again through their PID files and QMP sockets.
 
+pub mod live;
 pub mod qemu;
 pub mod qmp;
 pub mod transfer;

@@ -121,8 +121,9 @@ pub struct Launch {
     pub kernel: Option<(PathBuf, Option<PathBuf>, String)>,
     /// User data file for fw_cfg.
     pub user_data: Option<PathBuf>,
-    /// Wait for an incoming live migration on this `ip:port` instead of booting.
-    pub incoming: Option<String>,
+    /// Wait for an incoming live migration (`-incoming defer`: the address is set over QMP)
+    /// instead of booting.
+    pub incoming: bool,
 }
 
 /// QEMU's arguments for `l`, with its files under `paths`.
@@ -183,9 +184,8 @@ pub fn args(l: &Launch, paths: &VmPaths) -> Vec<String> {
         a.push("-fw_cfg".into());
         a.push(format!("name=opt/ultracloud/userdata,file={}", p(u)));
     }
-    if let Some(addr) = &l.incoming {
-        a.push("-incoming".into());
-        a.push(format!("tcp:{addr}"));
+    if l.incoming {
+        a.extend(["-incoming".into(), "defer".into()]);
     }
     a
 }
@@ -306,7 +306,7 @@ mod tests {
             nics: vec![NicArg { tap: "ptabc".into(), mac: "52:54:00:00:00:01".into() }],
             kernel: Some(("/img/vmlinuz".into(), Some("/img/initrd".into()), "console=ttyS0".into())),
             user_data: Some(paths.user_data()),
-            incoming: None,
+            incoming: false,
         };
         let a = args(&l, &paths).join(" ");
         assert!(a.contains("-machine pc -accel tcg,tb-size=64"), "{a}");

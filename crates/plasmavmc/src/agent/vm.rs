@@ -19,24 +19,37 @@ pub const READY_MARKER: &str = "ULTRACLOUD-GUEST-READY";
 
 /// What the agent remembers about a VM across its own restarts (`agent-state.json`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct LocalState {
+pub(super) struct LocalState {
     /// The agent started QEMU and means it to run: if it is gone, it crashed.
-    running: bool,
+    pub(super) running: bool,
     /// The last reboot request carried out.
-    reboot_seq: u64,
+    pub(super) reboot_seq: u64,
     /// Restarts by the restart policy.
-    restarts: u32,
+    pub(super) restarts: u32,
     /// Console bytes before the current boot (readiness is looked for after it).
-    console_offset: u64,
-    /// A cold migration's disks arrived here.
-    migrated_in: bool,
+    pub(super) console_offset: u64,
+    /// A migration arrived here: a cold one's disks, or a live one's running guest.
+    pub(super) migrated_in: bool,
+    /// The guest was ready when it arrived by live migration (it prints no marker again).
+    #[serde(default)]
+    pub(super) carried_ready: bool,
+    /// The guest arrived by live migration: once prismnet attaches its taps here, QEMU
+    /// announces its MACs so the subnet's bridges learn where it went.
+    #[serde(default)]
+    pub(super) announce: bool,
+    /// Live migration source: the migration (its `started_ms`) this agent started in QEMU.
+    #[serde(default)]
+    pub(super) live_out: Option<u64>,
+    /// Live migration target: where the incoming QEMU this agent started listens.
+    #[serde(default)]
+    pub(super) incoming: Option<crate::model::Incoming>,
 }
 
-fn load(paths: &VmPaths) -> LocalState {
+pub(super) fn load(paths: &VmPaths) -> LocalState {
     std::fs::read(paths.local_state()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
-fn save(paths: &VmPaths, s: &LocalState) {
+pub(super) fn save(paths: &VmPaths, s: &LocalState) {
     let tmp = paths.local_state().with_extension("tmp");
     let ok = std::fs::write(&tmp, serde_json::to_vec(s).unwrap_or_default())
         .and_then(|()| std::fs::rename(&tmp, paths.local_state()));
@@ -55,7 +68,12 @@ pub fn console_tail(path: &Path, max: u64) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-fn guest_ready(paths: &VmPaths, offset: u64) -> bool {
+/// Whether the guest is known ready: it arrived ready, or printed the marker since `offset`.
+pub(super) fn guest_ready(paths: &VmPaths, local: &LocalState) -> bool {
+    local.carried_ready || marker_since(paths, local.console_offset)
+}
+
+fn marker_since(paths: &VmPaths, offset: u64) -> bool {
     let Ok(mut f) = std::fs::File::open(paths.console()) else { return false };
     if f.seek(SeekFrom::Start(offset)).is_err() {
         return false;
@@ -75,22 +93,21 @@ pub async fn reconcile(w: &Worker, ctl: &Controller, p: &PlannedVm) -> VmStatus 
     let paths = VmPaths::new(&w.data_dir, &vm.id);
     let mut local = load(&paths);
     let mut status = VmStatus { host: w.name.clone(), reboot_seq: local.reboot_seq, ..Default::default() };
-    let target_here = vm.migration.as_ref().is_some_and(|m| m.target == w.name) && vm.host != w.name;
-    if target_here {
-        return migrate_in(w, ctl, p, &paths, &mut local).await;
-    }
-    local.migrated_in = false;
     if vm.deleting {
         teardown(w, &vm.id).await;
         status.state = VmState::Deleted;
         return status;
     }
+    if let Some(m) = vm.migration.as_ref().filter(|m| m.target == w.name && vm.host != w.name) {
+        return match m.kind {
+            MigrationKind::Cold => migrate_in(w, ctl, p, &paths, &mut local).await,
+            MigrationKind::Live => super::live::migrate_in(w, p, &paths, &mut local).await,
+        };
+    }
+    local.migrated_in = false;
     if let Some(m) = &vm.migration {
         if m.kind == MigrationKind::Live {
-            status.state = VmState::Running;
-            status.migration_step = Some(MigrationStep::Failed);
-            status.message = "live migration is not available with local disks yet; use a cold migration".into();
-            return status;
+            return super::live::migrate_out(w, p, m, &paths, &mut local).await;
         }
         let mut s = stop(w, p, &paths, &mut local).await;
         if s.state == VmState::Stopped {
@@ -147,17 +164,31 @@ async fn run(w: &Worker, p: &PlannedVm, paths: &VmPaths, local: &mut LocalState)
                 tracing::info!(vm = %vm.id, state = %run_state, "restarting by policy");
             }
             _ => {
+                if run_state == "postmigrate" {
+                    // A live migration out completed in QEMU but was called off (its target
+                    // failed before taking over): the guest carries on here.
+                    match super::qmp::run(&paths.qmp(), "cont", None).await {
+                        Ok(_) => status.message = "resumed here: the live migration did not finish".into(),
+                        Err(e) => status.message = format!("resuming after a called-off migration: {e}"),
+                    }
+                }
                 if vm.reboot_seq > local.reboot_seq {
                     local.console_offset = console_len(paths);
                     match super::qmp::run(&paths.qmp(), "system_reset", None).await {
-                        Ok(_) => local.reboot_seq = vm.reboot_seq,
+                        Ok(_) => {
+                            local.reboot_seq = vm.reboot_seq;
+                            local.carried_ready = false;
+                        }
                         Err(e) => status.message = format!("reboot: {e}"),
                     }
                 }
                 status.state = VmState::Running;
                 status.pid = Some(pid);
                 status.accel = Some(w.accel.as_str().to_owned());
-                status.guest_ready = guest_ready(paths, local.console_offset);
+                status.guest_ready = guest_ready(paths, local);
+                if local.announce {
+                    local.announce = !super::live::announce(w, vm, paths).await;
+                }
                 finish(&mut status, local, paths);
                 return status;
             }
@@ -175,10 +206,11 @@ async fn run(w: &Worker, p: &PlannedVm, paths: &VmPaths, local: &mut LocalState)
         local.restarts += 1;
         tracing::info!(vm = %vm.id, "QEMU is gone; restarting by policy");
     }
-    match start(w, p, paths).await {
+    match start(w, p, paths, false).await {
         Ok(pid) => {
             local.running = true;
             local.console_offset = 0;
+            local.carried_ready = false;
             local.reboot_seq = vm.reboot_seq;
             status.state = VmState::Running;
             status.pid = Some(pid);
@@ -198,13 +230,13 @@ async fn run(w: &Worker, p: &PlannedVm, paths: &VmPaths, local: &mut LocalState)
     status
 }
 
-enum StartProblem {
+pub(super) enum StartProblem {
     /// Waiting for something that comes by itself (the NIC tap).
     Pending(String),
     /// Something is wrong (image, disk, QEMU).
     Failed(String),
 }
-use StartProblem::{Failed, Pending};
+pub(super) use StartProblem::{Failed, Pending};
 
 async fn fetch_image_file(w: &Worker, f: &ImageFile) -> Result<std::path::PathBuf, StartProblem> {
     let cached = w.image_cache(&f.sha256);
@@ -231,16 +263,19 @@ async fn prepare_root(w: &Worker, image: &Image, paths: &VmPaths) -> Result<(), 
     Ok(())
 }
 
-async fn tap_exists(netns: Option<&str>, dev: &str) -> bool {
+/// `ip link show dev <dev>` (in `netns`): the line, if the device exists.
+pub(super) async fn link(netns: Option<&str>, dev: &str) -> Option<String> {
     let mut cmd = tokio::process::Command::new("ip");
     if let Some(ns) = netns {
         cmd.args(["-n", ns]);
     }
-    cmd.args(["link", "show", "dev", dev]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    cmd.status().await.is_ok_and(|s| s.success())
+    cmd.args(["-o", "link", "show", "dev", dev]).stderr(std::process::Stdio::null());
+    let out = cmd.output().await.ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-async fn start(w: &Worker, p: &PlannedVm, paths: &VmPaths) -> Result<u32, StartProblem> {
+/// Starts the VM's QEMU; `incoming`: waiting for a live migration instead of booting.
+pub(super) async fn start(w: &Worker, p: &PlannedVm, paths: &VmPaths, incoming: bool) -> Result<u32, StartProblem> {
     let vm = &p.vm;
     prepare_root(w, &p.image, paths).await?;
     let mut disks = vec![DiskArg { path: paths.root_disk(), format: "qcow2", serial: "root".into() }];
@@ -250,7 +285,7 @@ async fn start(w: &Worker, p: &PlannedVm, paths: &VmPaths) -> Result<u32, StartP
     let mut nics = Vec::new();
     for n in &vm.nics {
         let tap = ultracloud_prismnet::agent::nft::port_dev(&n.port);
-        if !tap_exists(w.netns.as_deref(), &tap).await {
+        if link(w.netns.as_deref(), &tap).await.is_none() {
             return Err(Pending(format!("waiting for prismnet to plug port {} (tap {tap})", n.port)));
         }
         nics.push(NicArg { tap, mac: n.mac.clone() });
@@ -284,7 +319,7 @@ async fn start(w: &Worker, p: &PlannedVm, paths: &VmPaths) -> Result<u32, StartP
         nics,
         kernel,
         user_data,
-        incoming: None,
+        incoming,
     };
     tracing::info!(vm = %vm.id, accel = w.accel.as_str(), "starting QEMU");
     qemu::start(&w.qemu, w.netns.as_deref(), &launch, paths).await.map_err(Failed)

@@ -230,6 +230,10 @@ async fn port(
         }
         out.changes.push(format!("port {} as {dev}", p.id));
     }
+    if p.standby {
+        // Made for an incoming live migration; attached when the port moves here.
+        return ns.ip(&["link", "set", &dev, "mtu", &mtu]).await.map(|_| ());
+    }
     ns.ip(&["link", "set", &dev, "mtu", &mtu, "master", &br, "up"]).await?;
     Ok(())
 }

@@ -158,6 +158,7 @@ mod tests {
             mac: "52:54:00:00:00:01".into(),
             ips: vec!["10.0.0.5".parse().unwrap()],
             plug: Plug::Tap,
+            standby: false,
             ingress: vec![
                 RulePlan { protocol: Protocol::Tcp, ports: Some((80, 80)), remotes: None },
                 RulePlan { protocol: Protocol::Any, ports: None, remotes: Some(vec![]) },
