@@ -264,6 +264,8 @@ pub enum MigrationStep {
     /// Target (live): the incoming QEMU waits, its disks exported over NBD (see
     /// [`VmStatus::incoming`]).
     TargetListening,
+    /// Source (live): QEMU completed the migration; the guest runs on the target.
+    HandedOver,
     /// Target: disks copied (cold) or migration completed (live); the VM can switch worker.
     TargetDone,
     /// Either side: it failed (the reason is in `message`); the VM stays on the source.

@@ -519,6 +519,14 @@ pub async fn report(store: &Store, net: &Prismnet, host: &str, vm_id: &str, mut 
     let target = vm.migration.as_ref().map(|m| m.target.as_str());
     status.host = host.to_owned();
     status.updated_ms = now_ms();
+    if status.migration_step == Some(MigrationStep::HandedOver) {
+        // The source's account of a live migration (how long the guest paused), kept as an
+        // event once: the source may report it again after the VM has moved.
+        let recent = records::events(store, vm_id).await?;
+        if !recent.iter().rev().take(8).any(|e| e.kind == "handed-over" && e.message == status.message) {
+            records::add_event(store, vm_id, "handed-over", status.message.clone()).await?;
+        }
+    }
     if host != vm.host {
         // The migration target only tells where the copy stands.
         if Some(host) == target {

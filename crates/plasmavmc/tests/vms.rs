@@ -413,7 +413,12 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     );
     assert_eq!(moved["status"]["guest_ready"], true, "ready on arrival: {moved}");
     let (_, events) = call(M::GET, format!("{base}/vms/web-1/events"), None).await;
-    assert!(events.to_string().contains("live"), "the move is in the events: {events}");
+    let handed_over = events["items"].as_array().unwrap().iter().find(|e| e["kind"] == "handed-over").cloned();
+    println!(
+        "live migration, as the source saw it: {}",
+        handed_over.as_ref().map(|e| e["message"].to_string()).unwrap_or_default()
+    );
+    assert!(handed_over.is_some_and(|e| e["message"].as_str().unwrap().contains("guest paused")), "{events}");
     eventually("worker 2 cleaned up", Duration::from_secs(30), async || {
         (!data.join("plasmavmc-w2/vms").join(&id).exists() && !Path::new(&format!("/proc/{source_pid}")).exists())
             .then_some(())

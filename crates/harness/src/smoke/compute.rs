@@ -1,6 +1,7 @@
 //! Smoke checks of plasmavmc: real QEMU guests (the project's guest image, TCG) on the two
 //! workers in one tenant subnet; they reach each other; one is rebooted and cold-migrated
-//! node04 → node05 and still answers at the same address.
+//! node04 → node05 and still answers at the same address, then live-migrated back keeping its
+//! memory.
 
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,11 @@ pub async fn run(lab: &Lab, r: &mut Runner) {
             return;
         }
     };
-    if r.check(TWO_VMS, two_vms(lab, &mut ctx)).await {
-        r.check("plasmavmc: a VM reboots, cold-migrates node04 → node05, same address", reboot_and_migrate(&ctx)).await;
+    if r.check(TWO_VMS, two_vms(lab, &mut ctx)).await
+        && r.check("plasmavmc: a VM reboots, cold-migrates node04 → node05, same address", reboot_and_migrate(&ctx))
+            .await
+    {
+        r.check("plasmavmc: the VM live-migrates node05 → node04 and keeps its memory", live_migrate(&ctx)).await;
     }
     ctx.clean_up().await;
 }
@@ -251,4 +255,38 @@ async fn reboot_and_migrate(ctx: &Ctx) -> anyhow::Result<Seen> {
     ))
     .figure("reboot_s", reboot)
     .figure("cold_migration_s", migration))
+}
+
+/// The guest's in-memory visit counter.
+fn visits(ip: &str) -> Option<u64> {
+    let text = http("GET", &format!("http://{ip}/state")).ok()?;
+    serde_json::from_str::<Value>(&text).ok()?["visits"].as_u64()
+}
+
+async fn live_migrate(ctx: &Ctx) -> anyhow::Result<Seen> {
+    let a = ctx.ips[0].clone();
+    for _ in 0..3 {
+        ensure!(http("POST", &format!("http://{a}/visit")).is_ok(), "visiting smoke-a");
+    }
+    let counted = visits(&a).context("reading smoke-a's counter")?;
+    let target = ctx.workers[0].name.clone();
+    let body = json!({"target": target, "live": true});
+    let (s, v) = ctx.call(Method::POST, &format!("{}/vms/smoke-a/migrate", ctx.vmc), Some(body)).await?;
+    ensure!(s == 200, "live migrate: {s} {v}");
+    let moved = Instant::now();
+    ctx.ready("smoke-a", &target).await?;
+    wait_until(Duration::from_secs(60), "smoke-a answers from node04", || async {
+        http("GET", &format!("http://{a}/health")).is_ok()
+    })
+    .await?;
+    let migration = moved.elapsed();
+    let now = visits(&a);
+    ensure!(now == Some(counted), "the counter was {counted} before the live migration and is {now:?} after");
+    ensure!(http("GET", &format!("http://{a}/files/smoke")).is_ok(), "the file written earlier is there");
+    Ok(Seen::new(format!(
+        "live-migrated {} → {target} in {:.1}s; the guest kept running (its counter stayed at {counted})",
+        ctx.workers[1].name,
+        migration.as_secs_f64()
+    ))
+    .figure("live_migration_s", migration))
 }

@@ -110,7 +110,7 @@ pub(super) async fn migrate_in(w: &Worker, p: &PlannedVm, paths: &VmPaths, local
     }
     let pid = qemu::pid_of(paths, &vm.id);
     match (pid, local.incoming.clone()) {
-        (Some(pid), Some(incoming)) => match qemu::qmp_status(paths).await.as_deref() {
+        (Some(pid), Some(incoming)) => match arrival(paths).await.as_deref() {
             Ok("running") => {
                 // The guest runs here now; the source finished its mirrors before switching over.
                 if let Err(e) = super::qmp::run(&paths.qmp(), "nbd-server-stop", None).await {
@@ -171,6 +171,22 @@ pub(super) async fn migrate_in(w: &Worker, p: &PlannedVm, paths: &VmPaths, local
     status
 }
 
+/// How long one pass watches an incoming QEMU for the guest to arrive (so the move is
+/// reported the moment it happens, not at the next pass).
+pub const ARRIVAL_WATCH: Duration = Duration::from_secs(10);
+
+/// The incoming QEMU's run state once it leaves `inmigrate`, or after [`ARRIVAL_WATCH`].
+async fn arrival(paths: &VmPaths) -> Result<String, QmpError> {
+    let deadline = Instant::now() + ARRIVAL_WATCH;
+    loop {
+        let state = qemu::qmp_status(paths).await?;
+        if state != "inmigrate" || Instant::now() > deadline {
+            return Ok(state);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Gives up on the incoming side: QEMU and files go, and the failure is reported.
 async fn fail_in(w: &Worker, id: &str, local: &mut LocalState, status: &mut VmStatus, why: String) {
     tracing::warn!(vm = %id, error = %why, "live migration in failed");
@@ -207,12 +223,18 @@ pub(super) async fn migrate_out(
     };
     let started = Instant::now();
     match hand_over(paths, incoming, m.started_ms, local).await {
-        Ok(()) => {
-            tracing::info!(vm = %vm.id, to = %m.target, secs = started.elapsed().as_secs_f64(), "live migration: handed over");
+        Ok(info) => {
+            let (total, paused) = (info["total-time"].as_u64().unwrap_or(0), info["downtime"].as_u64().unwrap_or(0));
+            let sent = info["ram"]["transferred"].as_u64().unwrap_or(0) >> 20;
+            tracing::info!(vm = %vm.id, to = %m.target, secs = started.elapsed().as_secs_f64(), total_ms = total, downtime_ms = paused, "live migration: handed over");
             // QEMU stays (paused, `postmigrate`) until the move is recorded and it is torn down.
             local.running = false;
             save(paths, local);
-            status.message = format!("handed over to {}", m.target);
+            status.migration_step = Some(MigrationStep::HandedOver);
+            status.message = format!(
+                "handed over to {}: memory migrated in {total} ms ({sent} MiB sent), guest paused {paused} ms",
+                m.target
+            );
         }
         Err(e) => {
             tracing::warn!(vm = %vm.id, error = %e, "live migration out failed; the VM runs on here");
@@ -225,13 +247,14 @@ pub(super) async fn migrate_out(
     status
 }
 
-/// Drives QEMU through the migration `started_ms` to `incoming` until it completes or fails.
+/// Drives QEMU through the migration `started_ms` to `incoming` until it completes or fails;
+/// returns QEMU's account of it (`query-migrate`).
 async fn hand_over(
     paths: &VmPaths,
     incoming: &Incoming,
     started_ms: u64,
     local: &mut LocalState,
-) -> Result<(), String> {
+) -> Result<Value, String> {
     let mut q = Qmp::connect(&paths.qmp()).await.map_err(qmp_err)?;
     if local.live_out != Some(started_ms) {
         let devices = disks(&mut q).await?;
@@ -259,12 +282,12 @@ async fn hand_over(
 }
 
 /// Follows QEMU's migration to its end, finishing the mirrors at the switchover pause.
-async fn follow(q: &mut Qmp) -> Result<(), String> {
+async fn follow(q: &mut Qmp) -> Result<Value, String> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     loop {
         let info = q.execute("query-migrate", None).await.map_err(qmp_err)?;
         match info["status"].as_str().unwrap_or("none") {
-            "completed" => return Ok(()),
+            "completed" => return Ok(info),
             "pre-switchover" => {
                 finish_mirrors(q).await?;
                 q.execute("migrate-continue", Some(json!({"state": "pre-switchover"}))).await.map_err(qmp_err)?;
