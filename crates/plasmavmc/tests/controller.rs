@@ -202,3 +202,80 @@ async fn placement_nics_isolation_and_bad_input() {
     let (st, doc) = c.vmc(M::GET, "/v1/openapi.json", "", None).await;
     assert_eq!((st, doc["info"]["title"].as_str()), (200, Some("plasmavmc")));
 }
+
+/// A live migration as the controller sees it, driven by hand-made agent reports: refused for a
+/// VM that is not running; the ports stand by on the target; the target's listening addresses
+/// reach the migration record (and so the source's plan); a failure calls it off and takes the
+/// ports off standby; the source's account is kept once; the target's arrival moves the VM and
+/// its ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_migration_follows_the_agents_reports() {
+    let c = support::Compute::start().await;
+    let acme = c.s.tenant("acme", "web").await;
+    let (url, sha) = image_file(c.s.dir.path());
+    let base = "/v1/tenants/acme/projects/web";
+    register(&c, "w1", 4, 4096).await;
+    register(&c, "w2", 4, 4096).await;
+    let token = c.platform_token().await;
+    let (st, v) =
+        c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "sha256": sha}))).await;
+    assert_eq!(st, 201, "{v}");
+    c.s.call(M::POST, &format!("{base}/vpcs"), &acme, Some(json!({"name": "n", "cidr": "10.0.0.0/16"}))).await;
+    c.s.call(M::POST, &format!("{base}/subnets"), &acme, Some(json!({"name": "s", "vpc": "n", "cidr": "10.0.1.0/24"})))
+        .await;
+    let body = json!({"name": "m", "image": "g", "memory_mib": 128, "nics": [{"subnet": "s"}], "host": "w1"});
+    let (st, vm) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(body)).await;
+    assert_eq!(st, 201, "{vm}");
+    let (id, port) = (vm["id"].as_str().unwrap().to_owned(), vm["nics"][0]["port"].as_str().unwrap().to_owned());
+    let report = |host: &'static str, body: Value| {
+        let (c, token, id) = (&c, token.clone(), id.clone());
+        async move { c.vmc(M::PUT, &format!("/v1/hosts/{host}/vms/{id}/status"), &token, Some(body)).await.0 }
+    };
+    let show = async || c.vmc(M::GET, &format!("{base}/vms/m"), &acme, None).await.1;
+    let binding = async || c.s.call(M::GET, &format!("{base}/ports/{port}"), &acme, None).await.1["binding"].clone();
+    let live = json!({"target": "w2", "live": true});
+
+    let (st, v) = c.vmc(M::POST, &format!("{base}/vms/m/migrate"), &acme, Some(live.clone())).await;
+    assert_eq!(st, 409, "not running yet: {v}");
+    assert_eq!(report("w1", json!({"state": "running", "host": "w1", "guest_ready": true})).await, 204);
+    let (st, v) = c.vmc(M::POST, &format!("{base}/vms/m/migrate"), &acme, Some(live.clone())).await;
+    assert_eq!((st, v["migration"]["kind"].as_str()), (200, Some("live")), "{v}");
+    assert_eq!(binding().await, json!({"host": "w1", "plug": {"kind": "tap"}, "standby": "w2"}));
+    let (_, plan) = c.vmc(M::GET, "/v1/hosts/w2/plan", &token, None).await;
+    assert_eq!(plan["vms"][0]["source"]["guest_ready"], true, "{plan}");
+
+    // The target listens; the source learns where. Then the target fails: called off.
+    let incoming = json!({"migration": "127.0.0.1:61001", "nbd": "127.0.0.1:61002"});
+    let listening =
+        json!({"state": "migrating", "host": "w2", "migration_step": "target-listening", "incoming": incoming});
+    assert_eq!(report("w2", listening.clone()).await, 204);
+    assert_eq!(show().await["migration"]["incoming"], incoming);
+    let (_, plan) = c.vmc(M::GET, "/v1/hosts/w1/plan", &token, None).await;
+    assert_eq!(plan["vms"][0]["vm"]["migration"]["incoming"], incoming, "{plan}");
+    let failed =
+        json!({"state": "migrating", "host": "w2", "migration_step": "failed", "message": "the incoming QEMU exited"});
+    assert_eq!(report("w2", failed).await, 204);
+    let v = show().await;
+    assert!(v["migration"].is_null() && v["host"] == "w1", "{v}");
+    assert_eq!(binding().await, json!({"host": "w1", "plug": {"kind": "tap"}}), "off standby");
+    let (_, events) = c.vmc(M::GET, &format!("{base}/vms/m/events"), &acme, None).await;
+    assert!(events.to_string().contains("the incoming QEMU exited"), "{events}");
+
+    // Again, to the end: the source hands over (its account kept once), the target arrives.
+    let (st, _) = c.vmc(M::POST, &format!("{base}/vms/m/migrate"), &acme, Some(live)).await;
+    assert_eq!(st, 200);
+    assert_eq!(report("w2", listening).await, 204);
+    let handed = json!({"state": "migrating", "host": "w1", "migration_step": "handed-over", "guest_ready": true,
+        "message": "handed over to w2: memory migrated in 500 ms (90 MiB sent), guest paused 150 ms"});
+    assert_eq!(report("w1", handed.clone()).await, 204);
+    assert_eq!(report("w2", json!({"state": "migrating", "host": "w2", "migration_step": "target-done"})).await, 204);
+    assert_eq!(report("w1", handed).await, 204, "a late report of the old host is taken and ignored");
+    let v = show().await;
+    assert!(v["migration"].is_null() && v["host"] == "w2", "{v}");
+    assert_eq!((v["state"].as_str(), v["status"]["guest_ready"].as_bool()), (Some("running"), Some(true)), "{v}");
+    assert_eq!(binding().await, json!({"host": "w2", "plug": {"kind": "tap"}}));
+    let (_, events) = c.vmc(M::GET, &format!("{base}/vms/m/events"), &acme, None).await;
+    let kinds: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "handed-over").count(), 1, "{events}");
+    assert!(kinds.contains(&"migrated"), "{events}");
+}
