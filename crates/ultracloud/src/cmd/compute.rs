@@ -282,11 +282,31 @@ pub async fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
             println!("VM {name}: migrating {} → {target}", v["host"].as_str().unwrap_or("?"));
             if wait {
                 let running = v["power"] == "running";
-                wait_for(&c, &name, "migrated", |v| {
-                    v.is_some_and(|v| v["host"] == target.as_str() && v["migration"].is_null())
-                        && (!running || ready(v))
+                // Done when the migration record is gone: on the target (ready, if running),
+                // or still on the source when it was called off.
+                let end = wait_for(&c, &name, "migration over", |v| {
+                    v.is_some_and(|v| {
+                        v["migration"].is_null() && (v["host"] != target.as_str() || !running || ready(Some(v)))
+                    })
                 })
                 .await?;
+                let events = c.call(Method::GET, &format!("/vms/{name}/events"), None).await?;
+                let last = |kind: &str| {
+                    events["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .rev()
+                        .find(|e| e["kind"] == kind)
+                        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+                };
+                if end.as_ref().is_some_and(|v| v["host"] != target.as_str()) {
+                    let why = last("migration-failed").unwrap_or_else(|| "see `ultracloud vm events`".into());
+                    bail!("VM {name} did not move to {target}; it stays where it was: {why}");
+                }
+                if live && let Some(account) = last("handed-over") {
+                    println!("VM {name}: {account}");
+                }
             }
         }
     }
