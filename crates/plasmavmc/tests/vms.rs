@@ -276,7 +276,11 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     // Create: placed on worker 1, boots, gets its address by DHCP, answers over the subnet.
     let created = Instant::now();
     let ud = base64_encode(br#"{"hostname": "web-1"}"#);
-    let (st, vm) = call(M::POST, format!("{base}/vms"), Some(json!({"name": "web-1", "image": "guest", "memory_mib": 192, "nics": [{"subnet": "s"}], "user_data": ud, "host": w1, "stop_timeout_s": 20}))).await;
+    // With a volume, which every migration carries along.
+    let (st, v) = call(M::POST, format!("{base}/volumes"), Some(json!({"name": "data", "size_gib": 1}))).await;
+    assert_eq!(st, 201, "{v}");
+    let vol_file = |w: &str| data.join(format!("plasmavmc-{w}/volumes/{}.qcow2", v["id"].as_str().unwrap()));
+    let (st, vm) = call(M::POST, format!("{base}/vms"), Some(json!({"name": "web-1", "image": "guest", "memory_mib": 192, "nics": [{"subnet": "s"}], "volumes": ["data"], "user_data": ud, "host": w1, "stop_timeout_s": 20}))).await;
     assert_eq!(st, 201, "{vm}");
     let id = vm["id"].as_str().unwrap().to_owned();
     let (ip, mac) =
@@ -373,9 +377,10 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     let addrs = curl(&probe, "GET", &format!("http://{ip}/addrs"), None).unwrap();
     assert!(addrs.to_lowercase().contains(&mac), "{addrs}");
     eventually("worker 1 cleaned up", Duration::from_secs(30), async || {
-        (!data.join("plasmavmc-w1/vms").join(&id).exists()).then_some(())
+        (!data.join("plasmavmc-w1/vms").join(&id).exists() && !vol_file("w1").exists()).then_some(())
     })
     .await;
+    assert!(vol_file("w2").exists(), "the volume moved along");
 
     // Live migration back to worker 1: the guest never stops — its in-memory counter and a file
     // written on worker 2 come along, and it answers at the same address.
@@ -420,10 +425,13 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     );
     assert!(handed_over.is_some_and(|e| e["message"].as_str().unwrap().contains("guest paused")), "{events}");
     eventually("worker 2 cleaned up", Duration::from_secs(30), async || {
-        (!data.join("plasmavmc-w2/vms").join(&id).exists() && !Path::new(&format!("/proc/{source_pid}")).exists())
-            .then_some(())
+        (!data.join("plasmavmc-w2/vms").join(&id).exists()
+            && !Path::new(&format!("/proc/{source_pid}")).exists()
+            && !vol_file("w2").exists())
+        .then_some(())
     })
     .await;
+    assert!(vol_file("w1").exists(), "the volume moved along");
     let v: Value = serde_json::from_str(&curl(&probe, "POST", &format!("http://{ip}/visit"), None).unwrap()).unwrap();
     assert_eq!(v["visits"], 4, "and counts on");
 
@@ -445,6 +453,10 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     .await;
     let (st, _) = c.s.call(M::GET, &format!("{base}/ports/{port}"), &acme, None).await;
     assert_eq!(st, 404, "the port is gone");
+    let (st, v) = call(M::DELETE, format!("{base}/volumes/data"), None).await;
+    assert_eq!(st, 204, "detached with the VM, the volume can go: {v}");
+    eventually("the volume file is gone", Duration::from_secs(30), async || (!vol_file("w1").exists()).then_some(()))
+        .await;
     eventually("no DHCP entry for the MAC", Duration::from_secs(30), async || {
         let hosts = sh(&["sh", "-c", &format!("cat {}/prismnet-w*/dhcp/*/* 2>/dev/null", data.display())]).1;
         (!hosts.to_lowercase().contains(&mac)).then_some(())
