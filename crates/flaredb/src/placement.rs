@@ -173,8 +173,11 @@ pub fn plan(
         let change = if let Some(&d) = dead.first() {
             match least_loaded(&load, &r.voters) {
                 Some(n) => Some(ChangeReplicas { region: r.id, add: Some(n), add_addr: None, remove: Some(d) }),
-                // No spare node: drop the dead replica if the rest still make a quorum.
-                None if alive > r.voters.len() / 2 && r.voters.len() > want => {
+                // No spare node: keep the dead replica (Raft catches it up when it returns; with
+                // it gone, the region would need every remaining voter, and a second failure
+                // after its return would stop the region). Only a region with more voters than
+                // the replication factor drops it, and only while the rest make a quorum.
+                None if alive > r.voters.len() / 2 && r.voters.len() > replication_factor => {
                     Some(ChangeReplicas { region: r.id, add: None, add_addr: None, remove: Some(d) })
                 }
                 None => None,
@@ -314,11 +317,13 @@ mod tests {
     }
 
     #[test]
-    fn without_a_spare_node_a_dead_replica_is_dropped_only_when_a_quorum_remains() {
+    fn without_a_spare_node_a_dead_replica_stays_unless_the_region_is_over_replicated() {
         let m = meta(&[1, 2, 3], &[&[1, 2, 3]]);
+        assert!(plan(&m, &live(&[1, 2]), 3, &BTreeSet::new()).is_empty(), "three nodes, one down: wait for it");
+        let m = meta(&[1, 2, 3, 4], &[&[1, 2, 3, 4]]);
+        let c = plan(&m, &live(&[1, 2, 3]), 3, &BTreeSet::new());
+        assert_eq!((c[0].add, c[0].remove), (None, Some(4)), "four voters for three wanted: the dead one goes");
         let c = plan(&m, &live(&[1, 2]), 3, &BTreeSet::new());
-        assert_eq!((c[0].add, c[0].remove), (None, Some(3)));
-        let c = plan(&m, &live(&[1]), 3, &BTreeSet::new());
-        assert!(c.is_empty(), "one of three cannot change membership");
+        assert!(c.is_empty(), "two of four cannot change membership");
     }
 }

@@ -38,6 +38,11 @@ pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const BANDWIDTH: u64 = 1 << 30;
 /// The longest pause of the guest QEMU aims for at switchover (ms).
 pub const DOWNTIME_LIMIT_MS: u64 = 300;
+/// How long one pass watches an incoming QEMU for the guest to arrive (so the move is
+/// reported the moment it happens, not at the next pass).
+pub const ARRIVAL_WATCH: Duration = Duration::from_secs(10);
+/// How long the new host waits for prismnet to attach a live-migrated VM's taps.
+pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn qmp_err(e: QmpError) -> String {
     e.to_string()
@@ -170,10 +175,6 @@ pub(super) async fn migrate_in(w: &Worker, p: &PlannedVm, paths: &VmPaths, local
     status.updated_ms = now_ms();
     status
 }
-
-/// How long one pass watches an incoming QEMU for the guest to arrive (so the move is
-/// reported the moment it happens, not at the next pass).
-pub const ARRIVAL_WATCH: Duration = Duration::from_secs(10);
 
 /// The incoming QEMU's run state once it leaves `inmigrate`, or after [`ARRIVAL_WATCH`].
 async fn arrival(paths: &VmPaths) -> Result<String, QmpError> {
@@ -381,9 +382,6 @@ async fn cancel_mirrors(q: &mut Qmp) {
         }
     }
 }
-
-/// How long the new host waits for prismnet to attach a live-migrated VM's taps.
-pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// After a live migration in: waits for prismnet to attach the VM's taps to their bridges here,
 /// then has QEMU announce the guest's MACs (RARP), so bridges that learned them on the old host
