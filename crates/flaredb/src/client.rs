@@ -23,6 +23,8 @@ use crate::ts::Ts;
 
 /// How long one operation keeps retrying routing problems and unavailability.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long connecting to a node may take before the client tries another.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lock lifetime of the client's transactions.
 const LOCK_TTL_MS: u64 = 3_000;
 /// Most attempts of [`Client::transact`].
@@ -42,6 +44,26 @@ impl RegionMap {
         let (_, r) =
             self.regions.range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key))).next_back()?;
         r.contains(key).then(|| r.clone())
+    }
+
+    /// Where to send a request for `desc` on attempt `attempt`: the leader when known (but a
+    /// replica in turn every fourth attempt), otherwise the replicas in turn.
+    fn pick(&self, desc: &RegionDescriptor, attempt: usize) -> Option<(NodeId, String)> {
+        let node = match self.leaders.get(&desc.id) {
+            Some(l) if attempt % 4 != 3 => *l,
+            _ if !desc.voters.is_empty() => desc.voters[attempt % desc.voters.len()],
+            _ => return None,
+        };
+        Some((node, self.nodes.get(&node)?.clone()))
+    }
+
+    /// `node` did not answer for `region`: if it is taken for the region's leader, stop taking
+    /// it for one, so the next attempts go to the other replicas (which name the leader) rather
+    /// than again to a node that may be partitioned or dead.
+    fn unanswered(&mut self, region: u64, node: NodeId) {
+        if self.leaders.get(&region) == Some(&node) {
+            self.leaders.remove(&region);
+        }
     }
 
     /// The region holding the keys just below `end` (`None`: the last region).
@@ -68,6 +90,7 @@ pub struct Client {
 /// A per-attempt routing decision.
 struct Target {
     desc: RegionDescriptor,
+    node: NodeId,
     addr: String,
 }
 
@@ -88,6 +111,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(256)
+            // A partitioned node drops the SYN: fail over to another replica in a second or
+            // two rather than spending the whole request timeout on it.
+            .connect_timeout(CONNECT_TIMEOUT)
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| FlareError::Internal(e.to_string()))?;
@@ -151,16 +177,10 @@ impl Client {
                     (None, Some(end)) => m.locate_before(end),
                     (None, None) => None,
                 };
-                if let Some(desc) = desc {
-                    let leader = m.leaders.get(&desc.id).copied();
-                    let pick = match leader {
-                        Some(l) if attempt % 4 != 3 => Some(l),
-                        _ if !desc.voters.is_empty() => Some(desc.voters[attempt % desc.voters.len()]),
-                        _ => None,
-                    };
-                    if let Some(addr) = pick.and_then(|n| m.nodes.get(&n).cloned()) {
-                        return Ok(Target { desc, addr });
-                    }
+                if let Some(desc) = desc
+                    && let Some((node, addr)) = m.pick(&desc, attempt)
+                {
+                    return Ok(Target { desc, node, addr });
                 }
             }
             if round == 0 {
@@ -185,8 +205,12 @@ impl Client {
         let deadline = Instant::now() + OPERATION_TIMEOUT;
         let mut attempt = 0usize;
         loop {
+            let mut aimed = None;
             let result = match self.target(key, before, attempt).await {
-                Ok(t) => call(t).await,
+                Ok(t) => {
+                    aimed = Some((t.desc.id, t.node));
+                    call(t).await
+                }
                 Err(e) => Err(e),
             };
             let err = match result {
@@ -207,6 +231,9 @@ impl Client {
                     true
                 }
                 FlareError::Unavailable(_) => {
+                    if let Some((region, node)) = aimed {
+                        write_map(&self.map).unanswered(region, node);
+                    }
                     tokio::time::sleep(backoff(attempt)).await;
                     if attempt.is_multiple_of(3) {
                         let _ = self.refresh().await;
@@ -704,5 +731,51 @@ impl Txn {
                 })
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map_led_by(leader: NodeId) -> (RegionMap, RegionDescriptor) {
+        let desc = RegionDescriptor {
+            id: 1,
+            start: Vec::new(),
+            end: None,
+            version: 1,
+            conf_ver: 1,
+            voters: vec![1, 2, 3],
+            learners: Vec::new(),
+        };
+        let mut m = RegionMap::default();
+        m.regions.insert(Vec::new(), desc.clone());
+        m.leaders.insert(1, leader);
+        m.nodes = (1..=3).map(|n| (n, format!("10.0.0.{n}:2479"))).collect();
+        (m, desc)
+    }
+
+    #[test]
+    fn requests_go_to_the_leader_and_to_each_replica_now_and_then() {
+        let (m, desc) = map_led_by(3);
+        let picks: Vec<NodeId> = (0..8).map(|a| m.pick(&desc, a).unwrap().0).collect();
+        assert_eq!(picks, [3, 3, 3, 1, 3, 3, 3, 2]);
+    }
+
+    #[test]
+    fn a_leader_that_does_not_answer_is_no_longer_tried_first() {
+        // Partitioned away, the old leader drops every packet; were it still taken for the
+        // leader, each attempt of an operation would wait on it until the operation timed out.
+        let (mut m, desc) = map_led_by(3);
+        m.unanswered(1, 3);
+        let picks: Vec<NodeId> = (0..3).map(|a| m.pick(&desc, a).unwrap().0).collect();
+        assert_eq!(picks, [1, 2, 3], "the replicas in turn, which name the new leader");
+    }
+
+    #[test]
+    fn a_follower_that_does_not_answer_leaves_the_leader_known() {
+        let (mut m, desc) = map_led_by(3);
+        m.unanswered(1, 2);
+        assert_eq!(m.pick(&desc, 0).unwrap().0, 3);
     }
 }

@@ -130,6 +130,8 @@ impl Node {
         let (events, events_rx) = mpsc::unbounded_channel();
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
+            // A partitioned peer drops the SYN: give up on it quickly and ask another.
+            .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| StartError::Config(e.to_string()))?;
@@ -407,14 +409,15 @@ impl Node {
         body: &Req,
     ) -> Result<Resp, FlareError> {
         let mut candidates: Vec<String> = Vec::new();
-        if let Some(h) = self.meta_hint.lock().unwrap_or_else(PoisonError::into_inner).clone() {
-            candidates.push(h);
-        }
+        // This node's own meta replica knows of a new leader before the hint (the last address
+        // that answered) does; a hint that does not answer is dropped.
         if let Ok(meta) = self.replica(META_REGION)
             && let Some((_, addr)) = meta.leader()
         {
             candidates.push(addr);
         }
+        let hint = self.meta_hint.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        candidates.extend(hint.clone());
         candidates.extend(self.seeds.iter().cloned());
         let mut tried = BTreeSet::new();
         let mut last = FlareError::Unavailable("no meta leader found".into());
@@ -428,8 +431,16 @@ impl Node {
                     *self.meta_hint.lock().unwrap_or_else(PoisonError::into_inner) = Some(addr);
                     return Ok(r);
                 }
-                Err(FlareError::NotLeader { leader: Some((_, hint)), .. }) => candidates.insert(0, hint),
-                Err(e) => last = e,
+                Err(FlareError::NotLeader { leader: Some((_, named)), .. }) => candidates.insert(0, named),
+                Err(e) => {
+                    if hint.as_ref() == Some(&addr) {
+                        let mut h = self.meta_hint.lock().unwrap_or_else(PoisonError::into_inner);
+                        if h.as_ref() == Some(&addr) {
+                            *h = None;
+                        }
+                    }
+                    last = e;
+                }
             }
         }
         Err(last)

@@ -216,7 +216,15 @@ pub async fn run(lab: &Lab, r: &mut Runner) {
     .await;
 
     r.check("fault: chainfire leader killed → new leader, writes continue", kill_chainfire_leader(lab)).await;
-    r.check("fault: node03 partitioned → majority writes, heals, catches up", partition_node(n3, [n1, n2])).await;
+    // The node leading flaredb's first region is partitioned: the majority must elect a new
+    // leader and clients must stop waiting on the old one. (node03 when no leader is known.)
+    let victim = flaredb_leader(lab, &cp).await.unwrap_or(n3);
+    let majority: Vec<&Node> = cp.iter().copied().filter(|n| n.name != victim.name).collect();
+    r.check(
+        "fault: flaredb's region leader partitioned → majority writes, heals, catches up",
+        partition_node(victim, [majority[0], majority[1]]),
+    )
+    .await;
     r.check("fault: node02 loses power → flaredb and iam serve, it rejoins", power_loss(lab, n2, [n1, n3])).await;
 }
 
@@ -231,6 +239,14 @@ async fn chainfire_leader(lab: &Lab) -> anyhow::Result<&Node> {
         }
     }
     bail!("no chainfire member names a leader")
+}
+
+/// The node leading flaredb's first region, as the placement component knows it.
+async fn flaredb_leader<'a>(lab: &'a Lab, cp: &[&Node]) -> Option<&'a Node> {
+    let map = flare(cp).ok()?.regions().await.ok()?;
+    let leader = map.regions.first()?.leader?;
+    let name = &map.nodes.iter().find(|n| n.id == leader)?.name;
+    lab.node(name).ok()
 }
 
 async fn service_pid(node: &Node, service: &str) -> anyhow::Result<u32> {
