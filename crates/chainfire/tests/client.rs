@@ -31,9 +31,10 @@ async fn watch_resumes_across_a_member_restart_without_loss_or_repeat() {
     // The watch talks to one member only, which we restart mid-stream.
     let client = Client::connect(&[cluster.members[watched].endpoint()]).unwrap();
     let writer = Client::connect(&[cluster.members[leader].endpoint()]).unwrap();
-    let mut events = Box::pin(client.watch("r/", ultracloud_chainfire::client::prefix_end(b"r/"), 0));
-    // Let the watch establish.
-    writer.put("r/00", "x", 0).await.unwrap();
+    // The watch starts at the first write's revision: "from now" (0) would race the write, as
+    // the watch is made by a task of its own (seen failing under CI load).
+    let start = writer.put("r/00", "x", 0).await.unwrap();
+    let mut events = Box::pin(client.watch("r/", ultracloud_chainfire::client::prefix_end(b"r/"), start));
     let first = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(first.kv.unwrap().key, b"r/00");
     for i in 1..10 {

@@ -23,6 +23,9 @@ type Result<T> = std::result::Result<T, StoreError>;
 
 /// A host not heard from for this long gets no new VMs.
 pub const HOST_STALE_AFTER: Duration = Duration::from_secs(30);
+/// How many times a VM's placement is decided again when other placements keep landing
+/// between the decision and its recording (see [`records::txn_claim_placement`]).
+const PLACEMENT_ATTEMPTS: usize = 5;
 /// Largest user data accepted (decoded).
 pub const MAX_USER_DATA: usize = 64 * 1024;
 /// Largest VM: vCPUs.
@@ -276,25 +279,98 @@ pub async fn create_vm(store: &Store, net: &Prismnet, owner: &Owner, req: &NewVm
     {
         return Err(invalid(format!("host {h}: the volumes live on {v}")));
     }
-    let hosts = live_hosts(store).await?;
-    let vms = store.list_all::<Vm>().await?;
     let only = req.host.as_deref().or(pinned.first().copied());
-    let host = scheduler::place(
-        &hosts,
-        &vms,
-        &Request { vcpus, memory_mib, anti_affinity: req.anti_affinity.as_deref(), moving: None, only },
-    )
-    .map_err(|e| conflict(e.to_string()))?;
     let id = new_id("vm");
+    for attempt in 1..=PLACEMENT_ATTEMPTS {
+        let epoch = records::placement_epoch(store).await?;
+        let hosts = live_hosts(store).await?;
+        let vms = store.list_all::<Vm>().await?;
+        let host = scheduler::place(
+            &hosts,
+            &vms,
+            &Request { vcpus, memory_mib, anti_affinity: req.anti_affinity.as_deref(), moving: None, only },
+        )
+        .map_err(|e| conflict(e.to_string()))?;
+        let nics = plug_nics(net, owner, req, &id, &host).await?;
+        let vm = Vm {
+            id: id.clone(),
+            owner: owner.clone(),
+            name: req.name.clone(),
+            image: image.id.clone(),
+            vcpus,
+            memory_mib,
+            nics: nics.clone(),
+            volumes: volumes.iter().map(|v| v.id.clone()).collect(),
+            user_data: req.user_data.as_ref().map(|u| u.trim().to_owned()),
+            restart_policy: req.restart_policy.unwrap_or_default(),
+            anti_affinity: req.anti_affinity.clone(),
+            stop_timeout_s: req.stop_timeout_s.unwrap_or(30),
+            host,
+            power: if req.start.unwrap_or(true) { Power::Running } else { Power::Stopped },
+            reboot_seq: 0,
+            migration: None,
+            deleting: false,
+            created_ms: now_ms(),
+        };
+        let (vm_owner, vm_copy, vols) = (owner.clone(), vm.clone(), volumes.clone());
+        let written = store
+            .change(async move |t| {
+                let (owner, vm, volumes) = (&vm_owner, &vm_copy, &vols);
+                if !records::txn_claim_placement(t, epoch).await? {
+                    return Ok(Ok(None));
+                }
+                if !Store::txn_name_free::<Vm>(t, owner, &vm.name).await? {
+                    return refuse(conflict(format!("a VM named {:?} exists", vm.name)));
+                }
+                for v in volumes {
+                    let Some(mut cur) =
+                        txn_get::<Volume>(t, &ultracloud_prismnet::store::obj_key::<Volume>(&v.id)).await?
+                    else {
+                        return refuse(StoreError::NotFound(format!("volume {} was deleted", v.name)));
+                    };
+                    if cur.attached_to.is_some() {
+                        return refuse(conflict(format!("volume {} was attached meanwhile", v.name)));
+                    }
+                    cur.attached_to = Some(vm.id.clone());
+                    cur.host = Some(vm.host.clone());
+                    txn_put(t, &cur);
+                }
+                txn_put(t, vm);
+                Ok(Ok(Some(vm.clone())))
+            })
+            .await;
+        match written {
+            Ok(Some(vm)) => {
+                records::add_event(store, &vm.id, "created", format!("placed on {}", vm.host)).await?;
+                return Ok(vm);
+            }
+            // Another placement landed between our reading the VMs and our recording: the
+            // room we counted may be gone; decide again (the ports are made again for the
+            // host chosen then).
+            Ok(None) => release_nics(net, owner, &nics).await,
+            Err(e) => {
+                release_nics(net, owner, &nics).await;
+                return Err(e);
+            }
+        }
+        tracing::debug!(vm = %id, attempt, "placement raced another; deciding again");
+    }
+    Err(conflict(format!(
+        "other VMs were being placed at the same time {PLACEMENT_ATTEMPTS} times in a row; retry the request"
+    )))
+}
+
+/// Makes or binds the ports of a new VM's NICs on `host`; on a failure, what was made is undone.
+async fn plug_nics(net: &Prismnet, owner: &Owner, req: &NewVm, id: &str, host: &str) -> Result<Vec<Nic>> {
     let mut nics = Vec::new();
     for (i, n) in req.nics.iter().enumerate() {
         let plugged = match (&n.subnet, &n.port) {
-            (Some(subnet), _) => net.create_port(owner, subnet, &id, &host).await.map(|p| (p, true)),
+            (Some(subnet), _) => net.create_port(owner, subnet, id, host).await.map(|p| (p, true)),
             (None, Some(port)) => match net.get_port(owner, port).await {
                 Ok(p) if p.binding.is_some() || !p.device_owner.is_empty() => {
                     Err(NetError::Refused(format!("port {port} is in use by {:?}", p.device_owner)))
                 }
-                Ok(p) => net.bind_port(owner, &p.id, &id, &host, None).await.map(|p| (p, false)),
+                Ok(p) => net.bind_port(owner, &p.id, id, host, None).await.map(|p| (p, false)),
                 Err(e) => Err(e),
             },
             (None, None) => Err(NetError::Refused("no subnet or port".into())),
@@ -309,59 +385,7 @@ pub async fn create_vm(store: &Store, net: &Prismnet, owner: &Owner, req: &NewVm
             }
         }
     }
-    let vm = Vm {
-        id,
-        owner: owner.clone(),
-        name: req.name.clone(),
-        image: image.id,
-        vcpus,
-        memory_mib,
-        nics: nics.clone(),
-        volumes: volumes.iter().map(|v| v.id.clone()).collect(),
-        user_data: req.user_data.as_ref().map(|u| u.trim().to_owned()),
-        restart_policy: req.restart_policy.unwrap_or_default(),
-        anti_affinity: req.anti_affinity.clone(),
-        stop_timeout_s: req.stop_timeout_s.unwrap_or(30),
-        host,
-        power: if req.start.unwrap_or(true) { Power::Running } else { Power::Stopped },
-        reboot_seq: 0,
-        migration: None,
-        deleting: false,
-        created_ms: now_ms(),
-    };
-    let (vm_owner, vm_copy, vols) = (owner.clone(), vm.clone(), volumes.clone());
-    let written = store
-        .change(async move |t| {
-            let (owner, vm, volumes) = (&vm_owner, &vm_copy, &vols);
-            if !Store::txn_name_free::<Vm>(t, owner, &vm.name).await? {
-                return refuse(conflict(format!("a VM named {:?} exists", vm.name)));
-            }
-            for v in volumes {
-                let Some(mut cur) = txn_get::<Volume>(t, &ultracloud_prismnet::store::obj_key::<Volume>(&v.id)).await?
-                else {
-                    return refuse(StoreError::NotFound(format!("volume {} was deleted", v.name)));
-                };
-                if cur.attached_to.is_some() {
-                    return refuse(conflict(format!("volume {} was attached meanwhile", v.name)));
-                }
-                cur.attached_to = Some(vm.id.clone());
-                cur.host = Some(vm.host.clone());
-                txn_put(t, &cur);
-            }
-            txn_put(t, vm);
-            Ok(Ok(vm.clone()))
-        })
-        .await;
-    match written {
-        Ok(vm) => {
-            records::add_event(store, &vm.id, "created", format!("placed on {}", vm.host)).await?;
-            Ok(vm)
-        }
-        Err(e) => {
-            release_nics(net, owner, &nics).await;
-            Err(e)
-        }
-    }
+    Ok(nics)
 }
 
 async fn release_nics(net: &Prismnet, owner: &Owner, nics: &[Nic]) {
@@ -452,49 +476,66 @@ pub async fn migrate(store: &Store, net: &Prismnet, owner: &Owner, id: &str, req
             return Err(conflict(format!("VM {} is not running; a cold migration moves a stopped VM", vm.name)));
         }
     }
-    let hosts: Vec<Host> = live_hosts(store).await?.into_iter().filter(|h| h.name != vm.host).collect();
-    let vms = store.list_all::<Vm>().await?;
-    let target = scheduler::place(
-        &hosts,
-        &vms,
-        &Request {
-            vcpus: vm.vcpus,
-            memory_mib: vm.memory_mib,
-            anti_affinity: vm.anti_affinity.as_deref(),
-            moving: Some(&vm.id),
-            only: req.target.as_deref(),
-        },
-    )
-    .map_err(|e| conflict(e.to_string()))?;
     let kind = if req.live { MigrationKind::Live } else { MigrationKind::Cold };
-    if kind == MigrationKind::Live {
-        set_standby(net, &vm, Some(&target)).await?;
-    }
-    let (vm_id, to) = (vm.id.clone(), target.clone());
-    let recorded = store
-        .change(async move |t| {
-            let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&vm_id)).await? else {
-                return refuse(StoreError::NotFound(format!("VM {vm_id} was deleted")));
-            };
-            if vm.deleting {
-                return refuse(conflict(format!("VM {} is being deleted", vm.name)));
-            }
-            if let Some(m) = &vm.migration {
-                return refuse(conflict(format!("VM {} is already migrating to {}", vm.name, m.target)));
-            }
-            vm.migration = Some(Migration { target: to.clone(), kind, started_ms: now_ms(), incoming: None });
-            txn_put(t, &vm);
-            Ok(Ok(vm))
-        })
-        .await;
-    let out = match recorded {
-        Ok(vm) => vm,
-        Err(e) => {
-            if kind == MigrationKind::Live {
-                set_standby(net, &vm, None).await?;
-            }
-            return Err(e);
+    let mut placed = None;
+    for attempt in 1..=PLACEMENT_ATTEMPTS {
+        let epoch = records::placement_epoch(store).await?;
+        let hosts: Vec<Host> = live_hosts(store).await?.into_iter().filter(|h| h.name != vm.host).collect();
+        let vms = store.list_all::<Vm>().await?;
+        let target = scheduler::place(
+            &hosts,
+            &vms,
+            &Request {
+                vcpus: vm.vcpus,
+                memory_mib: vm.memory_mib,
+                anti_affinity: vm.anti_affinity.as_deref(),
+                moving: Some(&vm.id),
+                only: req.target.as_deref(),
+            },
+        )
+        .map_err(|e| conflict(e.to_string()))?;
+        if kind == MigrationKind::Live {
+            set_standby(net, &vm, Some(&target)).await?;
         }
+        let (vm_id, to) = (vm.id.clone(), target.clone());
+        let recorded = store
+            .change(async move |t| {
+                if !records::txn_claim_placement(t, epoch).await? {
+                    return Ok(Ok(None));
+                }
+                let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&vm_id)).await? else {
+                    return refuse(StoreError::NotFound(format!("VM {vm_id} was deleted")));
+                };
+                if vm.deleting {
+                    return refuse(conflict(format!("VM {} is being deleted", vm.name)));
+                }
+                if let Some(m) = &vm.migration {
+                    return refuse(conflict(format!("VM {} is already migrating to {}", vm.name, m.target)));
+                }
+                vm.migration = Some(Migration { target: to.clone(), kind, started_ms: now_ms(), incoming: None });
+                txn_put(t, &vm);
+                Ok(Ok(Some(vm)))
+            })
+            .await;
+        match recorded {
+            Ok(Some(out)) => {
+                placed = Some((out, target));
+                break;
+            }
+            other => {
+                // Refused, or raced by another placement: off standby before anything else.
+                if kind == MigrationKind::Live {
+                    set_standby(net, &vm, None).await?;
+                }
+                other?;
+            }
+        }
+        tracing::debug!(vm = %vm.id, attempt, "placement raced another; deciding again");
+    }
+    let Some((out, target)) = placed else {
+        return Err(conflict(format!(
+            "other VMs were being placed at the same time {PLACEMENT_ATTEMPTS} times in a row; retry the request"
+        )));
     };
     let what = if req.live { "live" } else { "cold" };
     records::add_event(store, &out.id, "migration-started", format!("{what} {} → {target}", out.host)).await?;

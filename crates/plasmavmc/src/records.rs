@@ -11,10 +11,12 @@
 //! | `plasmavmc/console/{vm}` | the tail of the VM's serial console |
 //! | `plasmavmc/event/{vm}/{at_ms}-{seq}` | an [`Event`] |
 //! | `plasmavmc/host/{name}` | a registered agent ([`Host`]) |
+//! | `plasmavmc/placement-epoch` | bumped by every placement (see [`txn_claim_placement`]) |
 //! | `plasmavmc/version` | bumped after every change; agents long-poll it |
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use ultracloud_flaredb::client::Txn;
 use ultracloud_flaredb::error::FlareError;
 use ultracloud_prismnet::store::{Store, StoreError, end_of};
 
@@ -107,6 +109,34 @@ pub async fn forget_vm(store: &Store, vm: &str) -> Result<(), StoreError> {
 /// Registers (or refreshes) an agent host.
 pub async fn put_host(store: &Store, h: &Host) -> Result<(), StoreError> {
     Ok(store.db.put(format!("{SERVICE}/host/{}", h.name).as_bytes(), &encode(h)).await?)
+}
+
+/// Counts the placements made: a VM created on a worker, a migration target chosen.
+const PLACEMENT_EPOCH: &[u8] = b"plasmavmc/placement-epoch";
+
+fn parse_epoch(b: Option<&[u8]>) -> u64 {
+    b.and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()).unwrap_or(0)
+}
+
+/// The placement epoch, read before the VMs a placement is decided from.
+pub async fn placement_epoch(store: &Store) -> Result<u64, StoreError> {
+    Ok(parse_epoch(store.db.get(PLACEMENT_EPOCH).await?.as_deref()))
+}
+
+/// Inside the transaction that records a placement decided at epoch `seen`: `true` (and the
+/// epoch moves on) when no other placement landed meanwhile, `false` when one did and the
+/// decision must be made again from fresh data.
+///
+/// A placement is decided outside its transaction (the VM's ports are made between the two), so
+/// two requests could both see the last room on a worker and both take it. Every placement
+/// writes the epoch, so of two racing ones flaredb lets one commit; the other's transaction
+/// reruns, sees the epoch moved and decides again.
+pub async fn txn_claim_placement(t: &mut Txn, seen: u64) -> Result<bool, FlareError> {
+    if parse_epoch(t.get(PLACEMENT_EPOCH).await?.as_deref()) != seen {
+        return Ok(false);
+    }
+    t.put(PLACEMENT_EPOCH, (seen + 1).to_string().as_bytes());
+    Ok(true)
 }
 
 /// Every registered host.

@@ -23,6 +23,21 @@ fn image_file(dir: &std::path::Path) -> (String, String) {
     (format!("file://{}", path.display()), d)
 }
 
+/// In acme/web: the image "g" and the subnet "s" (in the VPC "n").
+async fn image_and_subnet(c: &support::Compute, acme: &str) {
+    let base = "/v1/tenants/acme/projects/web";
+    let (url, sha) = image_file(c.s.dir.path());
+    let (st, v) =
+        c.vmc(M::POST, &format!("{base}/images"), acme, Some(json!({"name": "g", "url": url, "sha256": sha}))).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) =
+        c.s.call(M::POST, &format!("{base}/vpcs"), acme, Some(json!({"name": "n", "cidr": "10.0.0.0/16"}))).await;
+    assert_eq!(st, 201, "{v}");
+    let subnet = json!({"name": "s", "vpc": "n", "cidr": "10.0.1.0/24"});
+    let (st, v) = c.s.call(M::POST, &format!("{base}/subnets"), acme, Some(subnet)).await;
+    assert_eq!(st, 201, "{v}");
+}
+
 fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
@@ -212,17 +227,11 @@ async fn placement_nics_isolation_and_bad_input() {
 async fn live_migration_follows_the_agents_reports() {
     let c = support::Compute::start().await;
     let acme = c.s.tenant("acme", "web").await;
-    let (url, sha) = image_file(c.s.dir.path());
     let base = "/v1/tenants/acme/projects/web";
     register(&c, "w1", 4, 4096).await;
     register(&c, "w2", 4, 4096).await;
     let token = c.platform_token().await;
-    let (st, v) =
-        c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "sha256": sha}))).await;
-    assert_eq!(st, 201, "{v}");
-    c.s.call(M::POST, &format!("{base}/vpcs"), &acme, Some(json!({"name": "n", "cidr": "10.0.0.0/16"}))).await;
-    c.s.call(M::POST, &format!("{base}/subnets"), &acme, Some(json!({"name": "s", "vpc": "n", "cidr": "10.0.1.0/24"})))
-        .await;
+    image_and_subnet(&c, &acme).await;
     let body = json!({"name": "m", "image": "g", "memory_mib": 128, "nics": [{"subnet": "s"}], "host": "w1"});
     let (st, vm) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(body)).await;
     assert_eq!(st, 201, "{vm}");
@@ -278,4 +287,35 @@ async fn live_migration_follows_the_agents_reports() {
     let kinds: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "handed-over").count(), 1, "{events}");
     assert!(kinds.contains(&"migrated"), "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creates_never_overfill_a_worker() {
+    let c = support::Compute::start().await;
+    let acme = c.s.tenant("acme", "web").await;
+    let base = "/v1/tenants/acme/projects/web";
+    // Room for exactly two 256 MiB VMs.
+    register(&c, "w1", 8, 512).await;
+    image_and_subnet(&c, &acme).await;
+
+    // Six at once: each reads the same free room before any is recorded.
+    let creates = (0..6).map(|i| {
+        let (c, acme) = (&c, acme.clone());
+        async move {
+            let body = json!({"name": format!("r{i}"), "image": "g", "memory_mib": 256, "nics": [{"subnet": "s"}]});
+            c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(body)).await
+        }
+    });
+    let answers = futures::future::join_all(creates).await;
+    let created = answers.iter().filter(|(st, _)| *st == 201).count();
+    assert_eq!(created, 2, "two fit, no more: {answers:?}");
+    for (st, v) in answers.iter().filter(|(st, _)| *st != 201) {
+        assert_eq!(*st, 409, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("no worker can fit"), "{v}");
+    }
+    let (_, vms) = c.vmc(M::GET, &format!("{base}/vms"), &acme, None).await;
+    assert_eq!(vms["items"].as_array().unwrap().len(), 2, "{vms}");
+    // The refused ones left no port behind.
+    let (_, ports) = c.s.call(M::GET, &format!("{base}/ports"), &acme, None).await;
+    assert_eq!(ports["items"].as_array().unwrap().len(), 2, "{ports}");
 }

@@ -151,6 +151,19 @@ async fn the_cli_drives_iam_and_no_secret_is_logged() {
         ok(&cli(&dir.path().join("ci"), &iam.url, &["login", "--api-key-file", key_file.to_str().unwrap()], None));
     assert!(out.contains("sa:ci"), "{out}");
 
+    // A refused access token (revoked, or a clock ahead of iam's) is renewed with the refresh
+    // token and the request sent again; so is one about to expire, before the request.
+    for (field, value) in [("access_token", serde_json::json!("not-a-token")), ("expires_at", serde_json::json!(0))] {
+        let mut stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+        stored[field] = value.clone();
+        std::fs::write(&creds, serde_json::to_vec(&stored).unwrap()).unwrap();
+        let out = ok(&run(&["tenant", "list"], None));
+        assert!(out.contains("acme"), "{field} = {value}: {out}");
+        let renewed: serde_json::Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+        assert_ne!(renewed[field], value, "the renewed session is stored");
+        assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
     let out = ok(&run(&["logout"], None));
     assert!(out.contains("revoked"), "{out}");
     assert!(!creds.exists());

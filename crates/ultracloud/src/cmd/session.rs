@@ -1,5 +1,6 @@
 //! The CLI's session: the tokens `ultracloud login` stored, and an HTTP client that sends
-//! them, renewing the access token with the refresh token when it has expired.
+//! them, renewing the access token with the refresh token when it is about to expire or is
+//! refused, before any request (so a command that waits for minutes outlives the token).
 //!
 //! Credentials live in `$ULTRACLOUD_CONFIG_DIR/credentials.json` (default
 //! `~/.config/ultracloud/`), mode 0600. `ULTRACLOUD_TOKEN` overrides them for scripts.
@@ -114,7 +115,27 @@ pub struct Session {
     pub http: reqwest::Client,
     /// iam's base URL.
     pub iam: String,
-    token: String,
+    auth: tokio::sync::Mutex<Auth>,
+}
+
+/// Where the access token comes from.
+enum Auth {
+    /// `ULTRACLOUD_TOKEN`: used as it is.
+    Fixed(String),
+    /// The stored credentials: renewed with the refresh token (and stored again) when the
+    /// access token is about to expire or is refused, so a long command (a `--wait`) outlives it.
+    Stored(Credentials),
+}
+
+/// Renews credentials with their refresh token and stores the result.
+async fn renew(http: &reqwest::Client, creds: &Credentials) -> anyhow::Result<Credentials> {
+    let body = serde_json::json!({"grant_type": "refresh_token", "refresh_token": creds.refresh_token});
+    let issued = grant(http, &creds.iam, &body)
+        .await
+        .map_err(|e| anyhow!("the session has ended ({e}); run `ultracloud login`"))?;
+    let renewed = Credentials::from_issued(&creds.iam, creds.subject.clone(), &issued);
+    renewed.save()?;
+    Ok(renewed)
 }
 
 impl Session {
@@ -124,7 +145,7 @@ impl Session {
         let http = reqwest::Client::new();
         if let Ok(token) = std::env::var("ULTRACLOUD_TOKEN") {
             let iam = iam_override.unwrap_or(DEFAULT_IAM).trim_end_matches('/').to_owned();
-            return Ok(Self { http, iam, token });
+            return Ok(Self { http, iam, auth: tokio::sync::Mutex::new(Auth::Fixed(token)) });
         }
         let Some(mut creds) = Credentials::load()? else {
             bail!("not logged in: run `ultracloud login` (or set ULTRACLOUD_TOKEN)");
@@ -132,19 +153,28 @@ impl Session {
         if let Some(iam) = iam_override {
             creds.iam = iam.trim_end_matches('/').to_owned();
         }
-        if creds.expires_at <= now() + 10 {
-            let body = serde_json::json!({"grant_type": "refresh_token", "refresh_token": creds.refresh_token});
-            let issued = grant(&http, &creds.iam, &body)
-                .await
-                .map_err(|e| anyhow!("the session has ended ({e}); run `ultracloud login`"))?;
-            creds = Credentials::from_issued(&creds.iam, creds.subject.clone(), &issued);
-            creds.save()?;
+        let session = Self { http, iam: creds.iam.clone(), auth: tokio::sync::Mutex::new(Auth::Stored(creds)) };
+        session.token(false).await?;
+        Ok(session)
+    }
+
+    /// The access token to send, renewed first when it expires within 10 s or when `refused`
+    /// (the API answered 401 to it); `ULTRACLOUD_TOKEN` is sent as it is.
+    async fn token(&self, refused: bool) -> anyhow::Result<String> {
+        let mut auth = self.auth.lock().await;
+        match &mut *auth {
+            Auth::Fixed(t) => Ok(t.clone()),
+            Auth::Stored(creds) => {
+                if refused || creds.expires_at <= now() + 10 {
+                    *creds = renew(&self.http, creds).await?;
+                }
+                Ok(creds.access_token.clone())
+            }
         }
-        Ok(Self { http, iam: creds.iam, token: creds.access_token })
     }
 
     /// Sends a request to `base + path` and returns the JSON answer (null for 204), or the
-    /// API's error as an error.
+    /// API's error as an error. A 401 to stored credentials renews them and tries once more.
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -152,11 +182,17 @@ impl Session {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{base}{path}")).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(b);
+        let send = async |token: String| {
+            let mut req = self.http.request(method.clone(), format!("{base}{path}")).bearer_auth(token);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            req.send().await.with_context(|| format!("cannot reach {base}"))
+        };
+        let mut resp = send(self.token(false).await?).await?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED && matches!(&*self.auth.lock().await, Auth::Stored(_)) {
+            resp = send(self.token(true).await?).await?;
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach {base}"))?;
         if !resp.status().is_success() {
             return Err(error_of(resp).await);
         }
