@@ -37,6 +37,9 @@ pub const DATA_FILE: &str = "data.redb";
 pub const LOG_FILE: &str = "raft-log.redb";
 /// Groups whose replica was removed from this node: peers' late messages must not re-create it.
 const TOMBSTONES: redb::TableDefinition<u64, ()> = redb::TableDefinition::new("tombstones");
+/// How long one call to a meta leader candidate (timestamps, IDs, heartbeats) may take before
+/// the next candidate is tried.
+const META_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -426,7 +429,14 @@ impl Node {
             if addr == self.addr || !tried.insert(addr.clone()) {
                 continue;
             }
-            match post_json::<Req, Resp>(&self.http, &addr, path, body).await {
+            // A pooled connection to a peer that was partitioned away connects nothing, so only
+            // a timeout tells: a short one, as the meta leader answers these in milliseconds.
+            let answer = tokio::time::timeout(META_CALL_TIMEOUT, post_json::<Req, Resp>(&self.http, &addr, path, body))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(FlareError::Unavailable(format!("{addr}: no answer within {META_CALL_TIMEOUT:?}")))
+                });
+            match answer {
                 Ok(r) => {
                     *self.meta_hint.lock().unwrap_or_else(PoisonError::into_inner) = Some(addr);
                     return Ok(r);
