@@ -39,7 +39,7 @@ pub const LOG_FILE: &str = "raft-log.redb";
 const TOMBSTONES: redb::TableDefinition<u64, ()> = redb::TableDefinition::new("tombstones");
 /// How long one call to a meta leader candidate (timestamps, IDs, heartbeats) may take before
 /// the next candidate is tried.
-const META_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+const META_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -419,8 +419,7 @@ impl Node {
         {
             candidates.push(addr);
         }
-        let hint = self.meta_hint.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        candidates.extend(hint.clone());
+        candidates.extend(self.meta_hint.lock().unwrap_or_else(PoisonError::into_inner).clone());
         candidates.extend(self.seeds.iter().cloned());
         let mut tried = BTreeSet::new();
         let mut last = FlareError::Unavailable("no meta leader found".into());
@@ -443,11 +442,9 @@ impl Node {
                 }
                 Err(FlareError::NotLeader { leader: Some((_, named)), .. }) => candidates.insert(0, named),
                 Err(e) => {
+                    let mut hint = self.meta_hint.lock().unwrap_or_else(PoisonError::into_inner);
                     if hint.as_ref() == Some(&addr) {
-                        let mut h = self.meta_hint.lock().unwrap_or_else(PoisonError::into_inner);
-                        if h.as_ref() == Some(&addr) {
-                            *h = None;
-                        }
+                        *hint = None;
                     }
                     last = e;
                 }
