@@ -526,6 +526,35 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Like [`Client::transact`], for bodies that may refuse: `Ok(Err(refusal))` from `body`
+    /// abandons the transaction — nothing it wrote is committed — and returns the refusal.
+    /// Only `Ok(Ok(v))` commits.
+    pub async fn transact_or_refuse<T, E>(
+        &self,
+        mut body: impl AsyncFnMut(&mut Txn) -> Result<Result<T, E>, FlareError>,
+    ) -> Result<Result<T, E>, FlareError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut txn = self.begin().await?;
+            let result = match body(&mut txn).await {
+                Ok(Ok(v)) => txn.commit().await.map(|_| Ok(v)),
+                // Dropped uncommitted: its writes were only buffered here, so nothing reached
+                // the database and no lock is left behind.
+                Ok(Err(refusal)) => return Ok(Err(refusal)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if is_retryable(&e) && attempt < MAX_TXN_ATTEMPTS => {
+                    tokio::time::sleep(backoff(attempt) / 4).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// Whether a transaction that failed with `e` may succeed when run again.
 pub fn is_retryable(e: &FlareError) -> bool {
     matches!(e, FlareError::Mvcc { source } if source.is_retryable())

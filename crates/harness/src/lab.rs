@@ -84,7 +84,7 @@ impl Lab {
 
     /// The shared secrets.
     pub fn secrets(&self) -> anyhow::Result<Secrets> {
-        nodes::ensure_secrets(&self.dir)
+        nodes::ensure_secrets(&self.dir, &self.topo)
     }
 
     /// A node by name, or an error listing the names.

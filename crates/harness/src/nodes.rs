@@ -15,23 +15,49 @@ use crate::topology::{Node, Role, Topology, ports};
 pub struct Secrets {
     /// The admin password file.
     pub admin_password: PathBuf,
-    /// The platform service account's API key file.
+    /// The platform service account's API key file (control plane only).
     pub platform_api_key: PathBuf,
+    /// Each worker's own node-agent API key file, by worker name.
+    pub node_api_keys: Vec<(String, PathBuf)>,
 }
 
-/// Generates the secrets once (0600 files under `<lab>/secrets`).
-pub fn ensure_secrets(lab: &Path) -> anyhow::Result<Secrets> {
+/// Generates the secrets once (0600 files under `<lab>/secrets`): the admin password, the
+/// platform key, and one node-agent key per worker.
+pub fn ensure_secrets(lab: &Path, topo: &Topology) -> anyhow::Result<Secrets> {
     let dir = lab.join("secrets");
     std::fs::create_dir_all(&dir)?;
-    let s = Secrets { admin_password: dir.join("admin-password"), platform_api_key: dir.join("platform-api-key") };
+    let node_api_keys = topo
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Worker)
+        .map(|n| (n.name.clone(), dir.join(format!("node-{}-api-key", n.name))))
+        .collect();
+    let s = Secrets {
+        admin_password: dir.join("admin-password"),
+        platform_api_key: dir.join("platform-api-key"),
+        node_api_keys,
+    };
     if !s.admin_password.exists() {
         ultracloud_iam::service::write_secret(&s.admin_password, &ultracloud_iam::service::generate_password())?;
     }
-    if !s.platform_api_key.exists() {
-        let key = ultracloud_iam::credential::mint(ultracloud_iam::credential::Kind::ApiKey);
-        ultracloud_iam::service::write_secret(&s.platform_api_key, &key.token)?;
+    for key_file in std::iter::once(&s.platform_api_key).chain(s.node_api_keys.iter().map(|(_, f)| f)) {
+        if !key_file.exists() {
+            let key = ultracloud_iam::credential::mint(ultracloud_iam::credential::Kind::ApiKey);
+            ultracloud_iam::service::write_secret(key_file, &key.token)?;
+        }
     }
     Ok(s)
+}
+
+impl Secrets {
+    /// The node-agent key file of worker `node`.
+    fn node_key(&self, node: &str) -> anyhow::Result<&Path> {
+        self.node_api_keys
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, f)| f.as_path())
+            .with_context(|| format!("no node-agent key for {node}"))
+    }
 }
 
 /// A node's directory.
@@ -49,7 +75,7 @@ fn strings(args: &[String]) -> toml::Value {
 }
 
 /// The node agent configuration of `node`.
-pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> String {
+pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> anyhow::Result<String> {
     let ip = node.ip;
     let mut doc = toml::Table::new();
     doc.insert("name".into(), node.name.clone().into());
@@ -109,26 +135,28 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> St
                 format!("--iam-endpoints={}", urls(topo, ports::IAM)),
                 format!("--prismnet-endpoints={}", urls(topo, ports::PRISMNET)),
                 format!("--api-key-file={}", secrets.platform_api_key.display()),
+                format!("--image-dir={}", lab.join("guest-image").display()),
             ]),
         );
-        services.insert(
-            "iam".into(),
-            service(vec![
-                format!("--listen={ip}:{}", ports::IAM),
-                format!("--admin-listen={ip}:{}", ports::IAM_ADMIN),
-                format!("--flaredb-endpoints={}", topo.control_plane_endpoints(ports::FLAREDB)),
-                format!("--admin-password-file={}", secrets.admin_password.display()),
-                format!("--platform-api-key-file={}", secrets.platform_api_key.display()),
-            ]),
-        );
+        let mut iam = vec![
+            format!("--listen={ip}:{}", ports::IAM),
+            format!("--admin-listen={ip}:{}", ports::IAM_ADMIN),
+            format!("--flaredb-endpoints={}", topo.control_plane_endpoints(ports::FLAREDB)),
+            format!("--admin-password-file={}", secrets.admin_password.display()),
+            format!("--platform-api-key-file={}", secrets.platform_api_key.display()),
+        ];
+        iam.extend(secrets.node_api_keys.iter().map(|(n, f)| format!("--node-api-key-file={n}={}", f.display())));
+        services.insert("iam".into(), service(iam));
     }
     if node.role == Role::Worker {
+        // The worker's own credential: its agents may touch only this host's records.
+        let key = secrets.node_key(&node.name)?.display().to_string();
         let mut t = toml::Table::new();
         let args = vec![
             format!("--host={}", node.name),
             format!("--controller={}", urls(topo, ports::PRISMNET)),
             format!("--iam-endpoints={}", urls(topo, ports::IAM)),
-            format!("--api-key-file={}", secrets.platform_api_key.display()),
+            format!("--api-key-file={key}"),
             format!("--underlay-ip={ip}"),
             "--underlay-dev=eth0".to_owned(),
             format!("--admin-listen={ip}:{}", ports::PRISMNET_AGENT_ADMIN),
@@ -141,11 +169,12 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> St
             format!("--host={}", node.name),
             format!("--controller={}", urls(topo, ports::PLASMAVMC)),
             format!("--iam-endpoints={}", urls(topo, ports::IAM)),
-            format!("--api-key-file={}", secrets.platform_api_key.display()),
+            format!("--api-key-file={key}"),
             format!("--listen={ip}:{}", ports::PLASMAVMC_AGENT),
             format!("--address={ip}"),
             format!("--admin-listen={ip}:{}", ports::PLASMAVMC_AGENT_ADMIN),
             "--vcpus=4".to_owned(),
+            format!("--image-dir={}", lab.join("guest-image").display()),
             "--memory-mib=2048".to_owned(),
         ];
         let mut t = toml::Table::new();
@@ -153,7 +182,7 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> St
         services.insert("plasmavmc-agent".into(), toml::Value::Table(t));
     }
     doc.insert("service".into(), toml::Value::Table(services));
-    toml::to_string(&doc).unwrap_or_default()
+    toml::to_string(&doc).with_context(|| format!("writing the configuration of {}", node.name))
 }
 
 /// Writes the node's configuration; returns its path.
@@ -161,7 +190,7 @@ pub fn write_config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets)
     let dir = node_dir(lab, node);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("node.toml");
-    std::fs::write(&path, config(lab, topo, node, secrets)).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, config(lab, topo, node, secrets)?).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 
@@ -217,21 +246,30 @@ mod tests {
     fn control_plane_configs_name_every_peer_and_workers_run_the_network_agent() {
         let topo = Topology::default();
         let lab = Path::new("/lab");
-        let s = Secrets { admin_password: "/lab/s/a".into(), platform_api_key: "/lab/s/k".into() };
-        let c = config(lab, &topo, topo.node("node02").unwrap(), &s);
+        let s = Secrets {
+            admin_password: "/lab/s/a".into(),
+            platform_api_key: "/lab/s/k".into(),
+            node_api_keys: vec![("node04".into(), "/lab/s/n4".into()), ("node05".into(), "/lab/s/n5".into())],
+        };
+        let c = config(lab, &topo, topo.node("node02").unwrap(), &s).unwrap();
         let parsed: toml::Table = toml::from_str(&c).unwrap();
         assert_eq!(parsed["admin_listen"].as_str(), Some("10.231.0.12:9100"));
         let chainfire = parsed["service"]["chainfire"]["args"].as_array().unwrap();
         assert!(chainfire.iter().any(|a| a.as_str().unwrap().contains("node03=http://10.231.0.13:2380")));
         let iam = parsed["service"]["iam"]["args"].as_array().unwrap();
         assert!(iam.iter().any(|a| a.as_str() == Some("--platform-api-key-file=/lab/s/k")));
-        let w: toml::Table = toml::from_str(&config(lab, &topo, topo.node("node05").unwrap(), &s)).unwrap();
+        assert!(iam.iter().any(|a| a.as_str() == Some("--node-api-key-file=node05=/lab/s/n5")));
+        let w: toml::Table = toml::from_str(&config(lab, &topo, topo.node("node05").unwrap(), &s).unwrap()).unwrap();
         assert_eq!(w["roles"].as_array().unwrap()[0].as_str(), Some("worker"));
         let agent = w["service"]["prismnet-agent"]["args"].as_array().unwrap();
         assert!(agent.iter().any(|a| a.as_str() == Some("--underlay-ip=10.231.0.15")));
         let vmm = w["service"]["plasmavmc-agent"]["args"].as_array().unwrap();
         assert!(vmm.iter().any(|a| a.as_str() == Some("--listen=10.231.0.15:8681")));
-        let g: toml::Table = toml::from_str(&config(lab, &topo, topo.node("node06").unwrap(), &s)).unwrap();
+        for args in [agent, vmm] {
+            assert!(args.iter().any(|a| a.as_str() == Some("--api-key-file=/lab/s/n5")), "the worker's own key");
+            assert!(!args.iter().any(|a| a.as_str().unwrap().contains("/lab/s/k")), "never the platform key");
+        }
+        let g: toml::Table = toml::from_str(&config(lab, &topo, topo.node("node06").unwrap(), &s).unwrap()).unwrap();
         assert!(g["service"].as_table().unwrap().is_empty(), "nothing of the gateway is built yet");
     }
 }

@@ -339,6 +339,7 @@ mod tests {
             exp: now + 60,
             jti: jti.into(),
             akid: None,
+            node: None,
         }
     }
 

@@ -8,10 +8,12 @@
 //! ```
 //!
 //! [`Guard::require`] is a tower layer that verifies the bearer token offline against a cached
-//! JWKS, refuses revoked tokens, resolves the request's scope (path parameters `tenant` and
-//! `project`, else the `x-ultracloud-tenant`/`x-ultracloud-project` headers, else the token's
-//! home tenant), checks the action against the subject's cached policy, and answers 401/403/503
-//! with the platform's JSON error. Handlers then read the [`Principal`]. Caches follow iam's
+//! JWKS, refuses revoked tokens, takes the request's scope from its path alone (parameters
+//! `tenant` and `project`; a path without them addresses the platform, system scope — never a
+//! header, never the caller's home tenant), checks the action against the subject's cached
+//! policy, and answers 401/403/503 with the platform's JSON error. [`Guard::require_node`] is
+//! the node authorizer of agent routes: a platform action, and a caller holding a node's
+//! credential may only name its own node in the path's `host`. Handlers then read the [`Principal`]. Caches follow iam's
 //! authorization version through a long poll (`GET /v1/watch`), so changes arrive within one
 //! round trip. The guard talks to iam with the service's own service-account token
 //! ([`TokenSource`]), which is also what the service uses for calls to other services.
@@ -233,7 +235,16 @@ impl Guard {
 
     /// A layer that admits a request only when its caller may do `action` in its scope.
     pub fn require(self: &Arc<Self>, action: &'static str) -> RequireLayer<HttpSource> {
-        RequireLayer { authz: self.authz.clone(), action }
+        RequireLayer::new(self.authz.clone(), action)
+    }
+
+    /// The layer of an agent route: `action` must be a platform action (system scope; no
+    /// tenant role holds one), and a node agent's token may only name its own node in the
+    /// path's `host` (Kubernetes' node authorizer). Panics at router build time on a
+    /// non-platform action, a programming error no request can cause.
+    pub fn require_node(self: &Arc<Self>, action: &'static str) -> RequireLayer<HttpSource> {
+        assert!(crate::policy::is_platform_action(action), "agent routes need a platform action, not {action}");
+        RequireLayer::for_node(self.authz.clone(), action)
     }
 }
 
@@ -270,28 +281,37 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
-/// Scope headers, for APIs whose paths do not name the tenant/project.
-pub const TENANT_HEADER: &str = "x-ultracloud-tenant";
-/// See [`TENANT_HEADER`].
-pub const PROJECT_HEADER: &str = "x-ultracloud-project";
-
-/// The scope a request addresses: path parameters, else headers, else the caller's tenant.
-pub fn resolve_scope(path: &[(String, String)], headers: &http::HeaderMap, claims: &Claims) -> Scope {
+/// The scope a request addresses, from its path alone: `tenant` and `project` parameters, or
+/// the platform (system scope) when the path names no tenant. Headers and the caller's home
+/// tenant never choose a scope: a tenant-scoped route names its tenant in the path.
+pub fn resolve_scope(path: &[(String, String)]) -> Scope {
     let param = |name: &str| path.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let tenant = param("tenant").or_else(|| header(TENANT_HEADER)).or_else(|| claims.tenant.clone());
-    let project = param("project").or_else(|| header(PROJECT_HEADER));
-    match (tenant, project) {
+    match (param("tenant"), param("project")) {
         (Some(tenant), Some(project)) => Scope::Project { tenant, project },
         (Some(tenant), None) => Scope::Tenant { tenant },
         (None, _) => Scope::System,
     }
 }
 
-/// Authenticates and authorizes one request; the [`Principal`] on success.
+/// The node authorizer: a token bound to a node (a node agent's) may address only that node
+/// in the path's `host` parameter; tokens bound to no node (platform services, operators)
+/// are left to their roles.
+pub fn check_node(path: &[(String, String)], claims: &Claims) -> Result<(), ApiError> {
+    let Some(node) = &claims.node else { return Ok(()) };
+    match path.iter().find(|(k, _)| k == "host") {
+        Some((_, host)) if host != node => {
+            Err(ApiError::forbidden(format!("the credential of node {node} may not act for host {host}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Authenticates and authorizes one request; the [`Principal`] on success. With `node`, the
+/// node authorizer applies too (see [`check_node`]).
 pub async fn admit<S: PolicySource>(
     authz: &Authorizer<S>,
     action: &str,
+    node: bool,
     parts: &mut Parts,
 ) -> Result<Principal, ApiError> {
     let claims = authz.authenticate(bearer(&parts.headers)?).await?;
@@ -299,11 +319,14 @@ pub async fn admit<S: PolicySource>(
         Ok(p) => p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         Err(_) => Vec::new(),
     };
-    let scope = resolve_scope(&path, &parts.headers, &claims);
+    let scope = resolve_scope(&path);
     let policy = authz.policy(&claims.sub).await?;
     let d = policy.decide(action, &scope);
     if !d.allowed {
         return Err(AuthError::Forbidden(d.reason).into());
+    }
+    if node {
+        check_node(&path, &claims)?;
     }
     Ok(Principal { claims, scope, policy })
 }
@@ -312,18 +335,24 @@ pub async fn admit<S: PolicySource>(
 pub struct RequireLayer<S> {
     authz: Arc<Authorizer<S>>,
     action: &'static str,
+    node: bool,
 }
 
 impl<S> Clone for RequireLayer<S> {
     fn clone(&self) -> Self {
-        Self { authz: self.authz.clone(), action: self.action }
+        Self { authz: self.authz.clone(), action: self.action, node: self.node }
     }
 }
 
 impl<S> RequireLayer<S> {
     /// A layer over any authorizer (iam itself, tests).
     pub fn new(authz: Arc<Authorizer<S>>, action: &'static str) -> Self {
-        Self { authz, action }
+        Self { authz, action, node: false }
+    }
+
+    /// The same layer with the node authorizer (see [`Guard::require_node`]).
+    pub fn for_node(authz: Arc<Authorizer<S>>, action: &'static str) -> Self {
+        Self { authz, action, node: true }
     }
 }
 
@@ -331,7 +360,7 @@ impl<S, I> tower::Layer<I> for RequireLayer<S> {
     type Service = RequireService<S, I>;
 
     fn layer(&self, inner: I) -> Self::Service {
-        RequireService { authz: self.authz.clone(), action: self.action, inner }
+        RequireService { authz: self.authz.clone(), action: self.action, node: self.node, inner }
     }
 }
 
@@ -339,12 +368,13 @@ impl<S, I> tower::Layer<I> for RequireLayer<S> {
 pub struct RequireService<S, I> {
     authz: Arc<Authorizer<S>>,
     action: &'static str,
+    node: bool,
     inner: I,
 }
 
 impl<S, I: Clone> Clone for RequireService<S, I> {
     fn clone(&self) -> Self {
-        Self { authz: self.authz.clone(), action: self.action, inner: self.inner.clone() }
+        Self { authz: self.authz.clone(), action: self.action, node: self.node, inner: self.inner.clone() }
     }
 }
 
@@ -366,10 +396,10 @@ where
         // The clone that was polled ready serves this request; a fresh clone stays behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (authz, action) = (self.authz.clone(), self.action);
+        let (authz, action, node) = (self.authz.clone(), self.action, self.node);
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            match admit(&authz, action, &mut parts).await {
+            match admit(&authz, action, node, &mut parts).await {
                 Ok(principal) => {
                     parts.extensions.insert(principal);
                     inner.call(Request::from_parts(parts, body)).await
@@ -394,26 +424,27 @@ mod tests {
             exp: 1,
             jti: "j".into(),
             akid: None,
+            node: None,
         }
     }
 
     #[test]
-    fn scope_comes_from_path_then_headers_then_the_token() {
-        let mut h = http::HeaderMap::new();
+    fn scope_comes_from_the_path_alone() {
         let p = |k: &str, v: &str| (k.to_owned(), v.to_owned());
         let path = [p("tenant", "acme"), p("project", "web")];
-        assert_eq!(
-            resolve_scope(&path, &h, &claims(Some("other"))),
-            Scope::Project { tenant: "acme".into(), project: "web".into() }
-        );
-        assert_eq!(resolve_scope(&[], &h, &claims(Some("acme"))), Scope::Tenant { tenant: "acme".into() });
-        assert_eq!(resolve_scope(&[], &h, &claims(None)), Scope::System);
-        h.insert(TENANT_HEADER, "globex".parse().unwrap());
-        h.insert(PROJECT_HEADER, "db".parse().unwrap());
-        assert_eq!(
-            resolve_scope(&[], &h, &claims(Some("acme"))),
-            Scope::Project { tenant: "globex".into(), project: "db".into() },
-            "headers name the scope; authorization then decides whether the caller may use it"
-        );
+        assert_eq!(resolve_scope(&path), Scope::Project { tenant: "acme".into(), project: "web".into() });
+        assert_eq!(resolve_scope(&[p("tenant", "acme")]), Scope::Tenant { tenant: "acme".into() });
+        assert_eq!(resolve_scope(&[p("host", "node04")]), Scope::System, "no tenant in the path: the platform");
+    }
+
+    #[test]
+    fn a_node_token_names_only_its_own_host() {
+        let p = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let mut c = claims(None);
+        assert!(check_node(&[p("host", "node05")], &c).is_ok(), "tokens of no node are left to their roles");
+        c.node = Some("node04".into());
+        assert!(check_node(&[p("host", "node04")], &c).is_ok());
+        assert_eq!(check_node(&[p("host", "node05")], &c).unwrap_err().status, http::StatusCode::FORBIDDEN);
+        assert!(check_node(&[], &c).is_ok(), "a route without a host (the version watch)");
     }
 }

@@ -38,6 +38,10 @@ pub struct Claims {
     /// The API key it was issued for, if any (deleting the key revokes its tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub akid: Option<String>,
+    /// The worker this token's service account is bound to (a node agent's credential): the
+    /// node authorizer lets it touch only that host's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Why a token was refused.
@@ -270,6 +274,7 @@ mod tests {
             exp: NOW + 300,
             jti: "t1".into(),
             akid: None,
+            node: None,
         }
     }
 

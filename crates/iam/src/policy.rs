@@ -58,8 +58,6 @@ pub const CATALOGUE: &[(&str, &[&str], &[&str])] = &[
         &["create", "read", "list", "update", "delete", "start", "stop", "reboot", "console", "migrate"],
     ),
     ("compute", &["image"], CRUD),
-    // Workers' plasmavmc agents (platform service accounts only).
-    ("compute", &["host"], CRUD),
     ("network", &["vpc", "subnet", "router", "port", "security_group", "service_ip"], CRUD),
     ("storage", &["volume", "snapshot"], &["create", "read", "list", "update", "delete", "attach", "detach"]),
     ("object", &["bucket", "object"], CRUD),
@@ -68,7 +66,27 @@ pub const CATALOGUE: &[(&str, &[&str], &[&str])] = &[
     ("db", &["key"], &["read", "list", "write"]),
     ("k8s", &["pod", "service", "deployment"], CRUD),
     ("billing", &["usage", "quota"], &["read", "list", "update"]),
+    // The platform's own actions (agent routes, platform-only fields): decided at system
+    // scope only, and granted only by system-scope bindings of platform roles. No tenant
+    // role, whatever its patterns, ever holds one (see [`authorize`]).
+    ("platform", &["host"], &["register", "read", "report", "list"]),
+    ("platform", &["disk"], &["read"]),
+    ("platform", &["port"], &["bind"]),
 ];
+
+/// The service part of the platform's own actions.
+pub const PLATFORM_ACTIONS: &str = "platform";
+
+/// Whether `action` is one of the platform's own (see [`CATALOGUE`]).
+pub fn is_platform_action(action: &str) -> bool {
+    action.split('.').next() == Some(PLATFORM_ACTIONS)
+}
+
+/// Whether a permission pattern names platform actions explicitly (`platform.*`, …), which a
+/// tenant's role may not.
+pub fn names_platform_actions(pattern: &str) -> bool {
+    pattern.split('.').next() == Some(PLATFORM_ACTIONS)
+}
 
 const CRUD: &[&str] = &["create", "read", "list", "update", "delete"];
 
@@ -137,6 +155,11 @@ pub fn validate_pattern(pattern: &str) -> Result<(), String> {
 /// policies, revocations and tenancy to authorize their callers.
 pub const PLATFORM_SERVICE: &str = "platform-service";
 
+/// The name of the built-in role of node agents' service accounts (one per worker, each
+/// bound to its node): register the host, read its plan, report its VMs, serve their disks
+/// (and read bindings and revocations, which its disk server's guard needs to judge callers).
+pub const NODE_AGENT: &str = "node-agent";
+
 /// The built-in roles.
 pub fn builtin_roles() -> Vec<Role> {
     let role = |name: &str, perms: &[&str]| Role {
@@ -155,7 +178,28 @@ pub fn builtin_roles() -> Vec<Role> {
         role("viewer", &["*.read", "*.list"]),
         // Platform services act for the platform: they read iam and drive each other's
         // resources (a VM's port, a volume's attachment) on behalf of their callers.
-        role(PLATFORM_SERVICE, &["iam.*.read", "iam.*.list", "network.*", "compute.*", "storage.*"]),
+        role(
+            PLATFORM_SERVICE,
+            &[
+                "iam.*.read",
+                "iam.*.list",
+                "network.*",
+                "compute.*",
+                "storage.*",
+                "platform.port.bind",
+                "platform.host.list",
+            ],
+        ),
+        role(
+            NODE_AGENT,
+            &[
+                "platform.host.register",
+                "platform.host.read",
+                "platform.host.report",
+                "platform.disk.read",
+                "iam.binding.read",
+            ],
+        ),
     ]
 }
 
@@ -186,6 +230,13 @@ pub fn authorize(subject: &str, action: &str, scope: &Scope, bindings: &[Binding
     if !is_known_action(action) {
         return Decision { allowed: false, reason: format!("unknown action {action:?}") };
     }
+    let platform = is_platform_action(action);
+    if platform && *scope != Scope::System {
+        return Decision {
+            allowed: false,
+            reason: format!("{action} is a platform action, decided at system scope only"),
+        };
+    }
     for b in bindings.iter().filter(|b| b.subject == subject) {
         if !b.scope.contains(scope) {
             continue;
@@ -193,6 +244,9 @@ pub fn authorize(subject: &str, action: &str, scope: &Scope, bindings: &[Binding
         let Some(role) = roles.iter().find(|r| r.name == b.role) else { continue };
         if role.tenant.as_ref().is_some_and(|t| !Scope::Tenant { tenant: t.clone() }.contains(scope)) {
             continue; // a tenant's custom role never reaches outside the tenant
+        }
+        if platform && (b.scope != Scope::System || role.tenant.is_some()) {
+            continue; // platform actions come only from platform roles bound platform-wide
         }
         if let Some(p) = role.permissions.iter().find(|p| pattern_matches(p, action)) {
             return Decision {
@@ -293,6 +347,37 @@ mod tests {
         assert!(!authorize("sa:wide", "compute.vm.stop", &project("globex", "x"), &b, &roles).allowed);
         assert!(validate_pattern("compute.vm.*").is_ok() && validate_pattern("*.read").is_ok());
         assert!(validate_pattern("compute.vm.fly").is_err() && validate_pattern("nothing").is_err());
+    }
+
+    #[test]
+    fn platform_actions_never_reach_tenant_roles() {
+        let mut roles = builtin_roles();
+        roles.push(Role { name: "sneaky".into(), permissions: vec!["*".into()], tenant: Some("acme".into()) });
+        let b = vec![
+            bind("user:alice", "tenant-admin", tenant("acme")),
+            bind("user:bob", "member", project("acme", "web")),
+            bind("user:vic", "viewer", project("acme", "web")),
+            bind("sa:wide", "sneaky", Scope::System),
+            bind("sa:node-node04", NODE_AGENT, Scope::System),
+            bind("sa:platform", PLATFORM_SERVICE, Scope::System),
+            bind("user:root", "system-admin", Scope::System),
+        ];
+        let allowed = |s: &str, a: &str, sc: Scope| authorize(s, a, &sc, &b, &roles).allowed;
+        for action in all_actions().iter().filter(|a| is_platform_action(a)) {
+            for who in ["user:alice", "user:bob", "user:vic", "sa:wide"] {
+                for sc in [Scope::System, tenant("acme"), project("acme", "web")] {
+                    assert!(!allowed(who, action, sc.clone()), "{who} must not hold {action} at {sc}");
+                }
+            }
+            assert!(allowed("user:root", action, Scope::System), "{action}");
+            assert!(!allowed("user:root", action, tenant("acme")), "platform actions are decided at system scope");
+        }
+        assert!(allowed("sa:node-node04", "platform.host.report", Scope::System));
+        assert!(!allowed("sa:node-node04", "platform.port.bind", Scope::System));
+        assert!(!allowed("sa:node-node04", "compute.vm.read", project("acme", "web")), "agents read no tenant data");
+        assert!(allowed("sa:platform", "platform.port.bind", Scope::System));
+        assert!(!allowed("sa:platform", "platform.host.register", Scope::System), "controllers are not agents");
+        assert!(names_platform_actions("platform.*") && !names_platform_actions("*"));
     }
 
     #[test]

@@ -43,18 +43,31 @@ impl Prismnet {
         Self { http: reqwest::Client::new(), bases, tokens }
     }
 
+    /// `{base}/v1/tenants/{tenant}/projects/{project}/{segments…}`, each segment
+    /// percent-encoded: no ID or name can step into another path.
+    fn url(base: &str, owner: &Owner, segments: &[&str]) -> Result<reqwest::Url, NetError> {
+        let mut url =
+            reqwest::Url::parse(base).map_err(|e| NetError::Unavailable(format!("prismnet URL {base}: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|()| NetError::Unavailable(format!("prismnet URL {base} cannot take a path")))?
+            .pop_if_empty()
+            .extend(["v1", "tenants", owner.tenant.as_str(), "projects", owner.project.as_str()])
+            .extend(segments);
+        Ok(url)
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
         owner: &Owner,
-        path: &str,
+        segments: &[&str],
         body: Option<Value>,
     ) -> Result<Value, NetError> {
         let token = self.tokens.token().await.map_err(NetError::Unavailable)?;
         let mut last = "no prismnet endpoint configured".to_owned();
         for base in &self.bases {
-            let url = format!("{base}/v1/tenants/{}/projects/{}{path}", owner.tenant, owner.project);
-            let mut req = self.http.request(method.clone(), &url).bearer_auth(&token).timeout(Duration::from_secs(20));
+            let url = Self::url(base, owner, segments)?;
+            let mut req = self.http.request(method.clone(), url).bearer_auth(&token).timeout(Duration::from_secs(20));
             if let Some(b) = &body {
                 req = req.json(b);
             }
@@ -99,12 +112,12 @@ impl Prismnet {
             "binding": {"host": host, "plug": {"kind": "tap"}},
             "device_owner": device_owner(vm),
         });
-        Self::port(self.call(reqwest::Method::POST, owner, "/ports", Some(body)).await?)
+        Self::port(self.call(reqwest::Method::POST, owner, &["ports"], Some(body)).await?)
     }
 
     /// A port by ID or name.
     pub async fn get_port(&self, owner: &Owner, port: &str) -> Result<Port, NetError> {
-        Self::port(self.call(reqwest::Method::GET, owner, &format!("/ports/{port}"), None).await?)
+        Self::port(self.call(reqwest::Method::GET, owner, &["ports", port], None).await?)
     }
 
     /// Binds a port to `vm` on `host` (creation with an existing port, and migrations); with
@@ -119,13 +132,13 @@ impl Prismnet {
     ) -> Result<Port, NetError> {
         let binding = json!({"host": host, "plug": {"kind": "tap"}, "standby": standby});
         let body = json!({"binding": binding, "device_owner": device_owner(vm)});
-        Self::port(self.call(reqwest::Method::PATCH, owner, &format!("/ports/{port}"), Some(body)).await?)
+        Self::port(self.call(reqwest::Method::PATCH, owner, &["ports", port], Some(body)).await?)
     }
 
     /// Unbinds a port the user brought (it stays, with its addresses).
     pub async fn unbind_port(&self, owner: &Owner, port: &str) -> Result<(), NetError> {
         let body = json!({"binding": null, "device_owner": ""});
-        match self.call(reqwest::Method::PATCH, owner, &format!("/ports/{port}"), Some(body)).await {
+        match self.call(reqwest::Method::PATCH, owner, &["ports", port], Some(body)).await {
             Ok(_) => Ok(()),
             Err(NetError::Refused(m)) if m.contains("not found") => Ok(()),
             Err(e) => Err(e),
@@ -134,10 +147,29 @@ impl Prismnet {
 
     /// Deletes a port plasmavmc created (gone already is fine).
     pub async fn delete_port(&self, owner: &Owner, port: &str) -> Result<(), NetError> {
-        match self.call(reqwest::Method::DELETE, owner, &format!("/ports/{port}"), None).await {
+        match self.call(reqwest::Method::DELETE, owner, &["ports", port], None).await {
             Ok(_) => Ok(()),
             Err(NetError::Refused(m)) if m.contains("not found") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_never_leave_their_path_segment() {
+        let owner = Owner { tenant: "acme".into(), project: "web".into() };
+        let url = Prismnet::url("http://10.0.0.1:8580/", &owner, &["ports", "../../../globex/projects/app/ports/p1"])
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://10.0.0.1:8580/v1/tenants/acme/projects/web/ports/..%2F..%2F..%2Fglobex%2Fprojects%2Fapp%2Fports%2Fp1"
+        );
+        let url = Prismnet::url("http://10.0.0.1:8580", &owner, &["ports", "p?x=1#y"]).unwrap();
+        assert_eq!(url.path(), "/v1/tenants/acme/projects/web/ports/p%3Fx=1%23y");
+        assert!(url.query().is_none());
     }
 }

@@ -10,7 +10,7 @@ pub use ultracloud_prismnet::ops::resolve;
 use ultracloud_prismnet::ops::{new_id, refuse, valid_name};
 use ultracloud_prismnet::store::{Store, StoreError, txn_delete, txn_get, txn_put};
 
-use crate::image_fetch::{self, FetchError};
+use crate::image_fetch::{self, FetchError, ImagePolicy};
 use crate::model::{
     DiskFormat, Host, Image, ImageFile, Incoming, Migration, MigrationKind, MigrationStep, Nic, Owner, Power,
     RestartPolicy, Vm, VmState, VmStatus, Volume, now_ms,
@@ -86,14 +86,19 @@ pub struct NewImage {
     pub cmdline: Option<String>,
 }
 
-async fn import_file(what: &str, url: &str, sha256: Option<&str>) -> Result<(ImageFile, DiskFormat)> {
+async fn import_file(
+    what: &str,
+    url: &str,
+    sha256: Option<&str>,
+    policy: &ImagePolicy,
+) -> Result<(ImageFile, DiskFormat)> {
     if let Some(s) = sha256
         && !image_fetch::valid_sha256(s)
     {
         return Err(invalid(format!("{what} sha256 {s:?}: 64 hex digits")));
     }
-    let d = image_fetch::digest(url).await.map_err(|e| match e {
-        FetchError::BadUrl(_) => invalid(format!("{what}: {e}")),
+    let d = image_fetch::digest(url, policy).await.map_err(|e| match e {
+        FetchError::Refused(m) => StoreError::Forbidden(format!("{what}: {m}")),
         e => invalid(format!("{what}: {e}")),
     })?;
     if let Some(s) = sha256
@@ -105,7 +110,7 @@ async fn import_file(what: &str, url: &str, sha256: Option<&str>) -> Result<(Ima
 }
 
 /// Imports an image: reads every file once to learn (and check) its hash, size and format.
-pub async fn import_image(store: &Store, owner: &Owner, req: &NewImage) -> Result<Image> {
+pub async fn import_image(store: &Store, owner: &Owner, req: &NewImage, policy: &ImagePolicy) -> Result<Image> {
     valid_name(&req.name)?;
     for url in [Some(&req.url), req.kernel_url.as_ref(), req.initrd_url.as_ref()].into_iter().flatten() {
         image_fetch::check_url(url).map_err(|e| invalid(e.to_string()))?;
@@ -116,18 +121,18 @@ pub async fn import_image(store: &Store, owner: &Owner, req: &NewImage) -> Resul
     if store.id_by_name::<Image>(owner, &req.name).await?.is_some() {
         return Err(conflict(format!("an image named {:?} exists", req.name)));
     }
-    let (disk, detected) = import_file("disk", &req.url, req.sha256.as_deref()).await?;
+    let (disk, detected) = import_file("disk", &req.url, req.sha256.as_deref(), policy).await?;
     if let Some(f) = req.format
         && f != detected
     {
         return Err(invalid(format!("{} is {}, not {}", req.url, detected.as_str(), f.as_str())));
     }
     let kernel = match &req.kernel_url {
-        Some(u) => Some(import_file("kernel", u, req.kernel_sha256.as_deref()).await?.0),
+        Some(u) => Some(import_file("kernel", u, req.kernel_sha256.as_deref(), policy).await?.0),
         None => None,
     };
     let initrd = match &req.initrd_url {
-        Some(u) => Some(import_file("initrd", u, req.initrd_sha256.as_deref()).await?.0),
+        Some(u) => Some(import_file("initrd", u, req.initrd_sha256.as_deref(), policy).await?.0),
         None => None,
     };
     let image = Image {
@@ -241,6 +246,16 @@ pub fn check_new_vm(req: &NewVm) -> Result<(u32, u32)> {
     for (i, n) in req.nics.iter().enumerate() {
         if n.subnet.is_some() == n.port.is_some() {
             return Err(invalid(format!("nics[{i}]: give either subnet or port")));
+        }
+        // IDs and names share one alphabet; anything else never reaches a prismnet URL.
+        for (field, v) in [("subnet", &n.subnet), ("port", &n.port)] {
+            if let Some(v) = v
+                && valid_name(v).is_err()
+            {
+                return Err(invalid(format!(
+                    "nics[{i}].{field} {v:?}: an ID or a name (lowercase letters, digits, dashes)"
+                )));
+            }
         }
     }
     if let Some(l) = &req.anti_affinity

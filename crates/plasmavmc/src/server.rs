@@ -32,13 +32,15 @@ pub struct Controller {
     pub store: Store,
     /// prismnet, for NICs.
     pub net: Prismnet,
+    /// Where imported images may come from.
+    pub images: crate::image_fetch::ImagePolicy,
     version: VersionWatch,
 }
 
 impl Controller {
     /// A controller over `store`; `watch_versions` keeps the version current.
-    pub fn new(store: Store, net: Prismnet) -> Arc<Self> {
-        Arc::new(Self { store, net, version: VersionWatch::default() })
+    pub fn new(store: Store, net: Prismnet, images: crate::image_fetch::ImagePolicy) -> Arc<Self> {
+        Arc::new(Self { store, net, images, version: VersionWatch::default() })
     }
 
     /// Keeps the version agents long-poll current until `shutdown`.
@@ -56,6 +58,7 @@ fn api_error(e: StoreError) -> ApiError {
         StoreError::Conflict(m) => ApiError::conflict(m),
         StoreError::NotFound(m) => ApiError::not_found(m),
         StoreError::Invalid(m) => ApiError::invalid(m),
+        StoreError::Forbidden(m) => ApiError::forbidden(m),
     }
 }
 
@@ -173,7 +176,7 @@ async fn import_image(
     Path((t, p)): ProjectPath,
     ApiJson(r): ApiJson<ops::NewImage>,
 ) -> ApiResult<Response> {
-    ops::import_image(&c.store, &owner(t, p), &r).await.map(created).map_err(api_error)
+    ops::import_image(&c.store, &owner(t, p), &r, &c.images).await.map(created).map_err(api_error)
 }
 
 async fn list_images(State(c): Ctl, Path((t, p)): ProjectPath) -> ApiResult<Json<Items<Image>>> {
@@ -372,9 +375,19 @@ async fn put_status(
 
 async fn put_console(
     State(c): Ctl,
-    Path((_host, vm)): Path<(String, String)>,
+    Path((host, vm)): Path<(String, String)>,
     body: String,
 ) -> ApiResult<http::StatusCode> {
+    // Only the worker the VM runs on (or is moving to) writes its console.
+    let bound = c
+        .store
+        .get::<Vm>(&vm)
+        .await
+        .map_err(api_error)?
+        .filter(|v| v.host == host || v.migration.as_ref().is_some_and(|m| m.target == host));
+    if bound.is_none() {
+        return Err(ApiError::not_found(format!("no VM {vm} on host {host}")));
+    }
     let mut cut = body.len().saturating_sub(CONSOLE_KEPT);
     while !body.is_char_boundary(cut) {
         cut += 1;
@@ -395,6 +408,7 @@ async fn openapi() -> Json<serde_json::Value> {
 /// The API router, every route but the OpenAPI document behind `guard`.
 pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
     let g = |action: &'static str| guard.require(action);
+    let node = |action: &'static str| guard.require_node(action);
     let base = "/v1/tenants/{tenant}/projects/{project}";
     Router::new()
         .route(
@@ -439,12 +453,14 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
         )
         .route(&format!("{base}/volumes/{{id}}/attach"), post(attach_volume).route_layer(g("storage.volume.attach")))
         .route(&format!("{base}/volumes/{{id}}/detach"), post(detach_volume).route_layer(g("storage.volume.detach")))
-        .route("/v1/hosts", get(list_hosts).route_layer(g("compute.host.list")))
-        .route("/v1/hosts/{host}", put(register_host).route_layer(g("compute.host.update")))
-        .route("/v1/hosts/{host}/plan", get(host_plan).route_layer(g("compute.host.read")))
-        .route("/v1/hosts/{host}/vms/{vm}/status", put(put_status).route_layer(g("compute.host.update")))
-        .route("/v1/hosts/{host}/vms/{vm}/console", put(put_console).route_layer(g("compute.host.update")))
-        .route("/v1/watch", get(watch_version).route_layer(g("compute.host.read")))
+        // Platform-only: operators and platform services list the workers; each worker's
+        // agent touches only its own host's records (the node authorizer).
+        .route("/v1/hosts", get(list_hosts).route_layer(g("platform.host.list")))
+        .route("/v1/hosts/{host}", put(register_host).route_layer(node("platform.host.register")))
+        .route("/v1/hosts/{host}/plan", get(host_plan).route_layer(node("platform.host.read")))
+        .route("/v1/hosts/{host}/vms/{vm}/status", put(put_status).route_layer(node("platform.host.report")))
+        .route("/v1/hosts/{host}/vms/{vm}/console", put(put_console).route_layer(node("platform.host.report")))
+        .route("/v1/watch", get(watch_version).route_layer(node("platform.host.read")))
         .route("/v1/openapi.json", get(openapi))
         .with_state(ctl)
 }

@@ -11,6 +11,7 @@ use ultracloud_runtime::config::{ConfigError, Validate};
 use crate::agent::qemu::probe_accel;
 use crate::agent::volumes::LocalQcow2;
 use crate::agent::{self, Worker};
+use crate::image_fetch::ImagePolicy;
 use crate::network::Prismnet;
 use ultracloud_prismnet::service::{default_key_file, read_key, split};
 
@@ -44,6 +45,8 @@ pub struct PlasmavmcConfig {
     pub prismnet_endpoints: String,
     /// The platform service account's API key file.
     pub api_key_file: PathBuf,
+    /// Where tenants' images may come from (`file://` directories, internal addresses, size).
+    pub image_policy: ImagePolicy,
 }
 
 impl Default for PlasmavmcConfig {
@@ -56,6 +59,7 @@ impl Default for PlasmavmcConfig {
             iam_endpoints: "http://127.0.0.1:8480".into(),
             prismnet_endpoints: "http://127.0.0.1:8580".into(),
             api_key_file: default_key_file(),
+            image_policy: ImagePolicy::default(),
         }
     }
 }
@@ -80,7 +84,7 @@ pub async fn run(config: PlasmavmcConfig) -> Result<(), BoxError> {
     })?;
     let net = Prismnet::new(&config.prismnet_endpoints, guard.tokens().clone());
     let store = crate::records::store(ultracloud_flaredb::Client::new(split(&config.flaredb_endpoints))?);
-    let ctl = Controller::new(store, net);
+    let ctl = Controller::new(store, net, config.image_policy.clone());
     tokio::spawn(ctl.clone().watch_versions(ctx.shutdown.clone()));
     let probe = ctl.clone();
     ctx.readiness.add("flaredb", move || {
@@ -128,6 +132,8 @@ pub struct AgentConfig {
     pub vcpus: Option<u32>,
     /// Memory offered to VMs in MiB (default: 80 % of the host's).
     pub memory_mib: Option<u32>,
+    /// Where images may be fetched from (the same rules as the controller's).
+    pub image_policy: ImagePolicy,
 }
 
 impl Default for AgentConfig {
@@ -150,6 +156,7 @@ impl Default for AgentConfig {
             accel: "auto".into(),
             vcpus: None,
             memory_mib: None,
+            image_policy: ImagePolicy::default(),
         }
     }
 }
@@ -225,6 +232,8 @@ pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().map_or(config.listen, |a| a))),
         volumes: LocalQcow2 { dir: data_dir.join("volumes"), qemu_img },
         data_dir,
+        outgoing: Default::default(),
+        images: config.image_policy.clone(),
     });
     let ctl = agent::Controller {
         client: ultracloud_prismnet::agent::ControllerClient::new(&config.controller, guard.tokens().clone()),

@@ -10,7 +10,7 @@ use reqwest::Method as M;
 use serde_json::{Value, json};
 
 async fn register(c: &support::Compute, host: &str, vcpus: u32, memory_mib: u32) {
-    let token = c.platform_token().await;
+    let token = c.s.node_token(host).await;
     let body = json!({"vcpus": vcpus, "memory_mib": memory_mib, "accel": "tcg", "agent_url": "http://127.0.0.1:9", "address": "127.0.0.1"});
     let (st, v) = c.vmc(M::PUT, &format!("/v1/hosts/{host}"), &token, Some(body)).await;
     assert_eq!(st, 204, "{v}");
@@ -169,7 +169,7 @@ async fn placement_nics_isolation_and_bad_input() {
     assert_eq!(st, 401);
 
     // The worker's plan carries the VM and its image.
-    let token = c.platform_token().await;
+    let token = c.s.node_token("w1").await;
     let (st, plan) = c.vmc(M::GET, "/v1/hosts/w1/plan", &token, None).await;
     assert_eq!(st, 200, "{plan}");
     assert_eq!(plan["vms"].as_array().unwrap().len(), 1);
@@ -230,15 +230,17 @@ async fn live_migration_follows_the_agents_reports() {
     let base = "/v1/tenants/acme/projects/web";
     register(&c, "w1", 4, 4096).await;
     register(&c, "w2", 4, 4096).await;
-    let token = c.platform_token().await;
     image_and_subnet(&c, &acme).await;
     let body = json!({"name": "m", "image": "g", "memory_mib": 128, "nics": [{"subnet": "s"}], "host": "w1"});
     let (st, vm) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(body)).await;
     assert_eq!(st, 201, "{vm}");
     let (id, port) = (vm["id"].as_str().unwrap().to_owned(), vm["nics"][0]["port"].as_str().unwrap().to_owned());
     let report = |host: &'static str, body: Value| {
-        let (c, token, id) = (&c, token.clone(), id.clone());
-        async move { c.vmc(M::PUT, &format!("/v1/hosts/{host}/vms/{id}/status"), &token, Some(body)).await.0 }
+        let (c, id) = (&c, id.clone());
+        async move {
+            let token = c.s.node_token(host).await;
+            c.vmc(M::PUT, &format!("/v1/hosts/{host}/vms/{id}/status"), &token, Some(body)).await.0
+        }
     };
     let show = async || c.vmc(M::GET, &format!("{base}/vms/m"), &acme, None).await.1;
     let binding = async || c.s.call(M::GET, &format!("{base}/ports/{port}"), &acme, None).await.1["binding"].clone();
@@ -250,7 +252,7 @@ async fn live_migration_follows_the_agents_reports() {
     let (st, v) = c.vmc(M::POST, &format!("{base}/vms/m/migrate"), &acme, Some(live.clone())).await;
     assert_eq!((st, v["migration"]["kind"].as_str()), (200, Some("live")), "{v}");
     assert_eq!(binding().await, json!({"host": "w1", "plug": {"kind": "tap"}, "standby": "w2"}));
-    let (_, plan) = c.vmc(M::GET, "/v1/hosts/w2/plan", &token, None).await;
+    let (_, plan) = c.vmc(M::GET, "/v1/hosts/w2/plan", &c.s.node_token("w2").await, None).await;
     assert_eq!(plan["vms"][0]["source"]["guest_ready"], true, "{plan}");
 
     // The target listens; the source learns where. Then the target fails: called off.
@@ -259,7 +261,7 @@ async fn live_migration_follows_the_agents_reports() {
         json!({"state": "migrating", "host": "w2", "migration_step": "target-listening", "incoming": incoming});
     assert_eq!(report("w2", listening.clone()).await, 204);
     assert_eq!(show().await["migration"]["incoming"], incoming);
-    let (_, plan) = c.vmc(M::GET, "/v1/hosts/w1/plan", &token, None).await;
+    let (_, plan) = c.vmc(M::GET, "/v1/hosts/w1/plan", &c.s.node_token("w1").await, None).await;
     assert_eq!(plan["vms"][0]["vm"]["migration"]["incoming"], incoming, "{plan}");
     let failed =
         json!({"state": "migrating", "host": "w2", "migration_step": "failed", "message": "the incoming QEMU exited"});

@@ -139,7 +139,7 @@ struct Workers<'a> {
 }
 
 impl Workers<'_> {
-    fn prismnet_agent(&self, name: &str, ip: &str) -> AgentHost {
+    async fn prismnet_agent(&self, name: &str, ip: &str) -> AgentHost {
         let host = AgentHost {
             name: self.lab.ns(name),
             underlay_ip: ip.parse().unwrap(),
@@ -147,8 +147,8 @@ impl Workers<'_> {
             netns: Some(self.lab.ns(name)),
             state_dir: self.data.join(format!("prismnet-{name}")),
         };
-        let tokens =
-            ultracloud_iam::guard::TokenSource::new(vec![self.c.s.iam.clone()], self.c.s.platform_key.clone()).unwrap();
+        let key = self.c.s.node_key(&self.lab.ns(name)).await;
+        let tokens = ultracloud_iam::guard::TokenSource::new(vec![self.c.s.iam.clone()], key).unwrap();
         let stop = CancellationToken::new();
         let client = ControllerClient::new(&self.c.s.ctl, tokens);
         tokio::spawn(ultracloud_prismnet::agent::run(
@@ -165,9 +165,10 @@ impl Workers<'_> {
     async fn vm_agent(&self, name: &str, ip: &str) -> CancellationToken {
         let data_dir = self.data.join(format!("plasmavmc-{name}"));
         std::fs::create_dir_all(&data_dir).unwrap();
+        // The worker's own node credential, for its controller calls and its disk server.
         let guard = ultracloud_iam::guard::Guard::connect(ultracloud_iam::guard::GuardConfig {
             endpoints: vec![self.c.s.iam.clone()],
-            api_key: self.c.s.platform_key.clone(),
+            api_key: self.c.s.node_key(&self.lab.ns(name)).await,
         })
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -183,6 +184,11 @@ impl Workers<'_> {
             address: ip.parse().unwrap(),
             agent_url: format!("http://{}", listener.local_addr().unwrap()),
             volumes: LocalQcow2 { dir: data_dir.join("volumes"), qemu_img: "/usr/bin/qemu-img".into() },
+            outgoing: Default::default(),
+            images: ultracloud_plasmavmc::image_fetch::ImagePolicy {
+                file_dirs: vec![self.c.s.dir.path().to_path_buf()],
+                ..Default::default()
+            },
         });
         let stop = CancellationToken::new();
         let router = agent::transfer::router(worker.clone(), &guard);
@@ -245,8 +251,8 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     }
     let agents = Agents(std::sync::Mutex::new(Vec::new()));
     let workers = Workers { c: &c, lab: &lab, agents: &agents, data: data.clone() };
-    let pn1 = workers.prismnet_agent("w1", "192.168.78.1");
-    workers.prismnet_agent("w2", "192.168.78.2");
+    let pn1 = workers.prismnet_agent("w1", "192.168.78.1").await;
+    workers.prismnet_agent("w2", "192.168.78.2").await;
     let mut stop_w1 = workers.vm_agent("w1", "192.168.78.1").await;
     workers.vm_agent("w2", "192.168.78.2").await;
 
@@ -264,7 +270,8 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
         .await;
     assert_eq!(st, 201, "{v}");
     let probe_port = json!({"subnet": "s", "name": "probe", "binding": {"host": pn1.name, "plug": {"kind": "netns", "netns": probe}}});
-    let (st, v) = c.s.call(M::POST, &format!("{base}/ports"), &acme, Some(probe_port)).await;
+    // A binding is the platform's: the operator plugs the probe in.
+    let (st, v) = c.s.call(M::POST, &format!("{base}/ports"), &c.s.admin, Some(probe_port)).await;
     assert_eq!(st, 201, "{v}");
     let probe_ip = v["fixed_ips"][0].as_str().unwrap().to_owned();
     eventually("the probe plugged", Duration::from_secs(30), async || {

@@ -32,8 +32,8 @@ pub fn valid_name(name: &str) -> Result<()> {
     }
 }
 
-/// A refusal from inside a [`Store::change`] body (nothing written is committed by the caller
-/// when it checks before it writes).
+/// A refusal from inside a [`Store::change`] body: the transaction is abandoned, nothing it
+/// wrote is committed.
 pub fn refuse<T>(e: StoreError) -> std::result::Result<Result<T>, ultracloud_flaredb::error::FlareError> {
     Ok(Err(e))
 }
@@ -380,7 +380,8 @@ fn release_port(t: &mut ultracloud_flaredb::client::Txn, p: &Port) {
 }
 
 /// Creates a port: addresses from IPAM (never one twice) or as requested (refused when taken).
-pub async fn create_port(store: &Store, owner: &Owner, req: &NewPort) -> Result<Port> {
+pub async fn create_port(store: &Store, owner: &Owner, req: &NewPort, by: By) -> Result<Port> {
+    by.may_set(req.binding.is_some(), Some(&req.device_owner), "")?;
     let subnet: Subnet = resolve(store, owner, &req.subnet, "subnet").await?;
     let mac = match &req.mac {
         Some(m) if crate::model::valid_mac(m) => m.to_ascii_lowercase(),
@@ -502,9 +503,45 @@ fn check_binding(b: &Binding) -> Result<()> {
     Ok(())
 }
 
+/// Who asks for a port change: a port's binding (which host plugs it in, a standby host, a
+/// namespace) and the device owners the platform reserves are the platform's alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// A tenant's user or service account.
+    Tenant,
+    /// A platform service or operator (holds `platform.port.bind`).
+    Platform,
+}
+
+/// Whether a device owner is one the platform reserves (`network:dhcp`, `compute:vm/…`: any
+/// `kind:` prefix).
+pub fn reserved_owner(owner: &str) -> bool {
+    owner.contains(':')
+}
+
+impl By {
+    /// Refuses a tenant setting a binding, a reserved device owner, or changing the owner of a
+    /// port the platform owns (`current`).
+    fn may_set(self, binding: bool, device_owner: Option<&str>, current: &str) -> Result<()> {
+        if self == By::Platform {
+            return Ok(());
+        }
+        if binding {
+            return Err(StoreError::Forbidden("binding: ports are plugged in by the platform, not by tenants".into()));
+        }
+        if let Some(o) = device_owner.filter(|o| reserved_owner(o) || reserved_owner(current)) {
+            return Err(StoreError::Forbidden(format!(
+                "device_owner {o:?}: owners with a kind prefix (network:, compute:) and the ports they own are the platform's"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Updates a port's binding, groups or owner (a VM moving host rebinds its port).
-pub async fn update_port(store: &Store, owner: &Owner, id: &str, patch: &PortPatch) -> Result<Port> {
+pub async fn update_port(store: &Store, owner: &Owner, id: &str, patch: &PortPatch, by: By) -> Result<Port> {
     let mut port: Port = store.get_owned(owner, id, "port").await?;
+    by.may_set(patch.binding.is_some(), patch.device_owner.as_deref(), &port.device_owner)?;
     if let Some(Some(b)) = &patch.binding {
         check_binding(b)?;
     }
@@ -532,9 +569,16 @@ pub async fn update_port(store: &Store, owner: &Owner, id: &str, patch: &PortPat
         .await
 }
 
-/// Deletes a port, releasing its addresses and MAC.
-pub async fn delete_port(store: &Store, owner: &Owner, id: &str) -> Result<()> {
+/// Deletes a port, releasing its addresses and MAC. A port the platform owns (a VM's NIC, a
+/// DHCP server's) is deleted by the platform only.
+pub async fn delete_port(store: &Store, owner: &Owner, id: &str, by: By) -> Result<()> {
     let port: Port = store.get_owned(owner, id, "port").await?;
+    if by == By::Tenant && reserved_owner(&port.device_owner) {
+        return Err(StoreError::Forbidden(format!(
+            "port {id} belongs to {}; it goes with what owns it",
+            port.device_owner
+        )));
+    }
     store
         .change(async move |t| {
             release_port(t, &port);
@@ -668,13 +712,13 @@ pub async fn ensure_dhcp_port(store: &Store, subnet: &Subnet, host: &str) -> Res
         security_groups: Some(Vec::new()),
         ..Default::default()
     };
-    let port = create_port(store, &subnet.owner, &req).await?;
+    let port = create_port(store, &subnet.owner, &req, By::Platform).await?;
     // Two agents of one host racing would both create; the claim decides, the loser is freed.
     let won = store.db.compare_and_swap(&key, None, Some(port.id.as_bytes())).await?.is_none();
     if won {
         return Ok(port);
     }
-    delete_port(store, &subnet.owner, &port.id).await?;
+    delete_port(store, &subnet.owner, &port.id, By::Platform).await?;
     let id = store.db.get(&key).await?.unwrap_or_default();
     store.get_owned(&subnet.owner, &String::from_utf8_lossy(&id), "port").await
 }

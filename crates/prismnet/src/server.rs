@@ -1,7 +1,8 @@
 //! The controller's HTTP API. Tenant resources live under
 //! `/v1/tenants/{tenant}/projects/{project}/…` and every route is guarded by iam
-//! (`network.<resource>.<verb>` in that project); agents use `/v1/hosts/…` and `/v1/watch`
-//! with a platform service-account token.
+//! (`network.<resource>.<verb>` in that project); agents use the platform-only `/v1/hosts/…`
+//! and `/v1/watch` with their node's own credential (the node authorizer keeps each to its
+//! host). A port's binding and platform device owners are set by the platform only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use ultracloud_iam::guard::Guard;
+use ultracloud_iam::guard::{Guard, Principal};
+use ultracloud_iam::policy::Scope;
 use ultracloud_runtime::error::{ApiError, ApiJson};
 
 use crate::model::{Owner, Port, Router as NetRouter, Rule, SecurityGroup, ServiceIp, Subnet, Vpc};
@@ -83,6 +85,7 @@ fn api_error(e: StoreError) -> ApiError {
         StoreError::Conflict(m) => ApiError::conflict(m),
         StoreError::NotFound(m) => ApiError::not_found(m),
         StoreError::Invalid(m) => ApiError::invalid(m),
+        StoreError::Forbidden(m) => ApiError::forbidden(m),
     }
 }
 
@@ -178,20 +181,39 @@ async fn update_group(
     ops::update_security_group(&c.store, &o, &g.id, r.rules).await.map(Json).map_err(api_error)
 }
 
+/// Whether the caller acts for the platform (may set a port's platform-only fields): it holds
+/// `platform.port.bind`, which only platform roles bound platform-wide grant.
+fn by(caller: &Principal) -> ops::By {
+    if caller.may("platform.port.bind", &Scope::System) { ops::By::Platform } else { ops::By::Tenant }
+}
+
 async fn create_port(
     State(c): Ctl,
+    caller: Principal,
     Path(p): Path<(String, String)>,
     ApiJson(r): ApiJson<ops::NewPort>,
 ) -> ApiResult<Response> {
-    ops::create_port(&c.store, &owner(p), &r).await.map(created).map_err(api_error)
+    ops::create_port(&c.store, &owner(p), &r, by(&caller)).await.map(created).map_err(api_error)
 }
 
 async fn update_port(
     State(c): Ctl,
+    caller: Principal,
     Path((t, p, id)): Path<(String, String, String)>,
     ApiJson(r): ApiJson<ops::PortPatch>,
 ) -> ApiResult<Json<Port>> {
-    ops::update_port(&c.store, &owner((t, p)), &id, &r).await.map(Json).map_err(api_error)
+    ops::update_port(&c.store, &owner((t, p)), &id, &r, by(&caller)).await.map(Json).map_err(api_error)
+}
+
+async fn delete_port(
+    State(c): Ctl,
+    caller: Principal,
+    Path((t, p, id)): Path<(String, String, String)>,
+) -> ApiResult<http::StatusCode> {
+    let o = owner((t, p));
+    let port: Port = ops::resolve(&c.store, &o, &id, "port").await.map_err(api_error)?;
+    ops::delete_port(&c.store, &o, port.id(), by(&caller)).await.map_err(api_error)?;
+    Ok(http::StatusCode::NO_CONTENT)
 }
 
 async fn create_sip(
@@ -217,7 +239,6 @@ deleter!(delete_vpc, Vpc, "VPC", ops::delete_vpc);
 deleter!(delete_subnet, Subnet, "subnet", ops::delete_subnet);
 deleter!(delete_router, NetRouter, "router", ops::delete_router);
 deleter!(delete_group, SecurityGroup, "security group", ops::delete_security_group);
-deleter!(delete_port, Port, "port", ops::delete_port);
 deleter!(delete_sip, ServiceIp, "service IP", ops::delete_service_ip);
 
 /// `PUT /v1/hosts/{host}`.
@@ -270,6 +291,7 @@ async fn openapi() -> Json<serde_json::Value> {
 /// The API router, every route behind `guard`.
 pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
     let g = |action: &'static str| guard.require(action);
+    let node = |action: &'static str| guard.require_node(action);
     let base = "/v1/tenants/{tenant}/projects/{project}";
     Router::new()
         .route(
@@ -346,9 +368,10 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
                 .route_layer(g("network.service_ip.read"))
                 .merge(delete(delete_sip).route_layer(g("network.service_ip.delete"))),
         )
-        .route("/v1/hosts/{host}", put(register_host).route_layer(g("network.port.update")))
-        .route("/v1/hosts/{host}/plan", get(host_plan).route_layer(g("network.port.read")))
-        .route("/v1/watch", get(watch_version).route_layer(g("network.port.read")))
+        // Platform-only agent routes: each worker's agent reads and registers its own host.
+        .route("/v1/hosts/{host}", put(register_host).route_layer(node("platform.host.register")))
+        .route("/v1/hosts/{host}/plan", get(host_plan).route_layer(node("platform.host.read")))
+        .route("/v1/watch", get(watch_version).route_layer(node("platform.host.read")))
         .route("/v1/openapi.json", get(openapi))
         .with_state(ctl)
 }

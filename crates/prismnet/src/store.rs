@@ -107,6 +107,9 @@ pub enum StoreError {
     /// Refused: the request is invalid given stored state (400).
     #[error("{0}")]
     Invalid(String),
+    /// Refused: the caller may not do this (403), e.g. a tenant setting a platform field.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -284,13 +287,13 @@ impl Store {
     }
 
     /// Runs `body` in a transaction (retried on conflicts) and bumps the version after it
-    /// commits. `body` must check everything before it writes: a refusal returned as
-    /// `Ok(Err(_))` still commits what was written.
+    /// commits. A refusal returned as `Ok(Err(_))` aborts the transaction: nothing `body`
+    /// wrote before refusing is committed.
     pub async fn change<T>(
         &self,
         body: impl AsyncFnMut(&mut Txn) -> std::result::Result<std::result::Result<T, StoreError>, FlareError>,
     ) -> Result<T> {
-        let out = self.db.transact(body).await??;
+        let out = self.db.transact_or_refuse(body).await??;
         self.bump().await?;
         Ok(out)
     }

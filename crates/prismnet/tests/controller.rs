@@ -125,7 +125,7 @@ async fn concurrent_allocation_never_hands_out_an_address_twice() {
                     security_groups: Some(vec![]),
                     ..Default::default()
                 };
-                got.push(ops::create_port(&store, &owner, &req).await);
+                got.push(ops::create_port(&store, &owner, &req, ops::By::Tenant).await);
             }
             got
         }));
@@ -171,18 +171,18 @@ async fn a_migration_target_holds_the_port_on_standby() {
         .call(
             M::POST,
             &format!("{base}/ports"),
-            &acme,
+            &s.admin,
             Some(json!({"subnet": "s1", "binding": {"host": "h1", "plug": {"kind": "tap"}}})),
         )
         .await;
     assert_eq!(st, 201, "{port}");
     let url = format!("{base}/ports/{}", port["id"].as_str().unwrap());
-    let (st, v) = s.call(M::PATCH, &url, &acme, Some(tap("h1", Some("h1")))).await;
+    let (st, v) = s.call(M::PATCH, &url, &s.admin, Some(tap("h1", Some("h1")))).await;
     assert_eq!(st, 400, "standby on its own host: {v}");
     let netns = json!({"binding": {"host": "h1", "plug": {"kind": "netns", "netns": "vm1"}, "standby": "h2"}});
-    let (st, v) = s.call(M::PATCH, &url, &acme, Some(netns)).await;
+    let (st, v) = s.call(M::PATCH, &url, &s.admin, Some(netns)).await;
     assert_eq!(st, 400, "a veth cannot stand by: {v}");
-    let (st, v) = s.call(M::PATCH, &url, &acme, Some(tap("h1", Some("h2")))).await;
+    let (st, v) = s.call(M::PATCH, &url, &s.admin, Some(tap("h1", Some("h2")))).await;
     assert_eq!((st, v["binding"]["standby"].as_str()), (200, Some("h2")), "{v}");
 
     let plan = |host: &'static str| {
@@ -195,7 +195,7 @@ async fn a_migration_target_holds_the_port_on_standby() {
     assert_eq!(p1["subnets"][0]["peers"], json!(["192.0.2.2"]), "{p1}");
     assert_eq!(p2["subnets"][0]["peers"], json!(["192.0.2.1"]), "{p2}");
 
-    let (st, v) = s.call(M::PATCH, &url, &acme, Some(tap("h2", None))).await;
+    let (st, v) = s.call(M::PATCH, &url, &s.admin, Some(tap("h2", None))).await;
     assert_eq!(st, 200, "{v}");
     assert!(v["binding"].get("standby").is_none(), "{v}");
     let (p1, p2) = (plan("h1").await, plan("h2").await);

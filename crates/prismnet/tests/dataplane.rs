@@ -170,6 +170,7 @@ async fn two_hosts_dhcp_vxlan_security_groups_spoofing_and_isolation() {
 
     // Agents (declared after the lab: dropped, and so stopped, before it).
     let agents = Agents(std::sync::Mutex::new(Vec::new()));
+    let keys = [("a", s.node_key(&lab.host("a")).await), ("b", s.node_key(&lab.host("b")).await)];
     let start_agent = |name: &str, ns: &str, ip: &str| {
         let host = AgentHost {
             name: lab.host(name),
@@ -178,7 +179,9 @@ async fn two_hosts_dhcp_vxlan_security_groups_spoofing_and_isolation() {
             netns: Some(ns.to_owned()),
             state_dir: s.dir.path().join(name),
         };
-        let tokens = ultracloud_iam::guard::TokenSource::new(vec![s.iam.clone()], s.platform_key.clone()).unwrap();
+        // The host's own node credential (its agent reads only that host's plan).
+        let key = keys.iter().find(|(n, _)| *n == name).map(|(_, k)| k.clone()).unwrap();
+        let tokens = ultracloud_iam::guard::TokenSource::new(vec![s.iam.clone()], key).unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
         let client = ControllerClient::new(&s.ctl, tokens);
         tokio::spawn(agent::run(host.clone(), client, Arc::new(AtomicBool::new(false)), stop.clone()));
@@ -203,15 +206,16 @@ async fn two_hosts_dhcp_vxlan_security_groups_spoofing_and_isolation() {
     let bind = |host: &str, vm: &str| json!({"host": host, "plug": {"kind": "netns", "netns": vm}});
     // Addresses far from globex's below (whose DHCP servers take the lowest free ones), so
     // reaching "acme's address" from globex could only mean a leak.
+    // Bindings are the platform's: the operator plugs these "VMs" in.
     let pa = post(
         format!("{base}/ports"),
-        acme.clone(),
+        s.admin.clone(),
         json!({"subnet": "s1", "name": "a", "fixed_ips": ["10.0.1.100"], "binding": bind(&lab.host("a"), &vms[0])}),
     )
     .await;
     let pb = post(
         format!("{base}/ports"),
-        acme.clone(),
+        s.admin.clone(),
         json!({"subnet": "s1", "name": "b", "fixed_ips": ["10.0.1.101"], "binding": bind(&lab.host("b"), &vms[1])}),
     )
     .await;
@@ -289,13 +293,13 @@ async fn two_hosts_dhcp_vxlan_security_groups_spoofing_and_isolation() {
     post(format!("{gbase}/subnets"), globex.clone(), json!({"name": "s1", "vpc": "net", "cidr": "10.0.1.0/24"})).await;
     let pc = post(
         format!("{gbase}/ports"),
-        globex.clone(),
+        s.admin.clone(),
         json!({"subnet": "s1", "fixed_ips": ["10.0.1.50"], "binding": bind(&lab.host("a"), &vms[2])}),
     )
     .await;
     post(
         format!("{gbase}/ports"),
-        globex.clone(),
+        s.admin.clone(),
         json!({"subnet": "s1", "fixed_ips": ["10.0.1.51"], "binding": bind(&lab.host("b"), &vms[3])}),
     )
     .await;
@@ -323,7 +327,7 @@ async fn two_hosts_dhcp_vxlan_security_groups_spoofing_and_isolation() {
     assert!(ping(&vms[2], "10.0.1.51"), "traffic still flows");
 
     // Deleting a port removes its device from the host.
-    let (st, _) = s.call(M::DELETE, &format!("{gbase}/ports/{}", pc["id"].as_str().unwrap()), &globex, None).await;
+    let (st, _) = s.call(M::DELETE, &format!("{gbase}/ports/{}", pc["id"].as_str().unwrap()), &s.admin, None).await;
     assert_eq!(st, 204);
     eventually("the deleted port's device is gone", Duration::from_secs(20), || {
         !sh(&["ip", "-n", &ha, "link", "show", &dev]).0

@@ -18,7 +18,7 @@ use crate::authz::Authorizer;
 use crate::credential::{self, Kind};
 use crate::jwt::{Claims, KeyRing};
 use crate::password::{self, Cost};
-use crate::policy::{Binding, PLATFORM_SERVICE, Scope};
+use crate::policy::{Binding, NODE_AGENT, PLATFORM_SERVICE, Scope};
 use crate::throttle::{Policy, Throttle};
 use model::{ApiKey, RefreshRecord, ServiceAccount, User};
 use source::LocalSource;
@@ -49,6 +49,11 @@ pub struct IamConfig {
     /// The API key of the `platform` service account other services use (`ucak_…`; default:
     /// generated on the first start and written to a 0600 file).
     pub platform_api_key: Option<String>,
+    /// Node agents' API keys by worker name (`ucak_…`): each start makes sure the worker has
+    /// its own service account `node-<name>`, bound to it and holding only the node-agent
+    /// role, with this key. Workers never hold the platform key.
+    #[serde(default)]
+    pub node_api_keys: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for IamConfig {
@@ -64,6 +69,7 @@ impl Default for IamConfig {
             key_rotation_secs: 24 * 3600,
             admin_password: None,
             platform_api_key: None,
+            node_api_keys: Default::default(),
         }
     }
 }
@@ -92,6 +98,21 @@ impl Validate for IamConfig {
         }
         if self.platform_api_key.as_ref().is_some_and(|k| credential::parse(Kind::ApiKey, k).is_none()) {
             return Err(ConfigError::invalid("platform_api_key", "(hidden)", "an API key, ucak_<id>_<secret>"));
+        }
+        for (node, key) in &self.node_api_keys {
+            let name_ok = !node.is_empty()
+                && node.len() <= 58
+                && node.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !name_ok {
+                return Err(ConfigError::invalid(
+                    "node_api_keys",
+                    node,
+                    "worker names of 1-58 lowercase letters, digits, dashes",
+                ));
+            }
+            if credential::parse(Kind::ApiKey, key).is_none() {
+                return Err(ConfigError::invalid("node_api_keys", "(hidden)", "API keys, ucak_<id>_<secret>"));
+            }
         }
         if self.admin_password.as_ref().is_some_and(|p| p.len() < 12) {
             return Err(ConfigError::invalid("admin_password", "(hidden)", "at least 12 characters"));
@@ -184,6 +205,11 @@ impl Iam {
         akid: Option<String>,
     ) -> Result<Issued, Box<dyn std::error::Error + Send + Sync>> {
         let issued = now_secs();
+        // A node agent's account binds its tokens to its worker.
+        let node = match subject.strip_prefix("sa:") {
+            Some(id) => self.store.service_account(id).await?.and_then(|sa| sa.node),
+            None => None,
+        };
         let claims = Claims {
             iss: self.config.issuer.clone(),
             sub: subject.to_owned(),
@@ -193,6 +219,7 @@ impl Iam {
             exp: issued + self.config.token_lifetime_secs,
             jti: credential::new_id(),
             akid: akid.clone(),
+            node,
         };
         let access_token = self.keys().sign(&claims)?;
         let minted = credential::mint(Kind::Refresh);
@@ -269,6 +296,7 @@ impl Iam {
                 id: "platform".into(),
                 tenant: None,
                 description: "UltraCloud's own services (policy lookups, service-to-service calls)".into(),
+                node: None,
             };
             if self.store.create_service_account(&sa).await? {
                 let b = Binding { subject: "sa:platform".into(), role: PLATFORM_SERVICE.into(), scope: Scope::System };
@@ -300,7 +328,54 @@ impl Iam {
                 }
             }
         }
+        for (node, key) in &self.config.node_api_keys {
+            self.ensure_node_account(node, key).await?;
+        }
         Ok(written)
+    }
+
+    /// Makes sure worker `node` has its own service account (`sa:node-<node>`, bound to the
+    /// node, with the node-agent role at system scope) and that `key` is one of its API keys.
+    /// Idempotent: every replica runs it on every start.
+    pub async fn ensure_node_account(
+        &self,
+        node: &str,
+        key: &str,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let id = node_account(node);
+        let (key_id, secret) = credential::parse(Kind::ApiKey, key).ok_or("a node API key is malformed")?;
+        match self.store.service_account(&id).await? {
+            Some(sa) if sa.node.as_deref() == Some(node) => {}
+            Some(_) => return Err(format!("service account {id} exists but is not bound to node {node}").into()),
+            None => {
+                let sa = ServiceAccount {
+                    id: id.clone(),
+                    tenant: None,
+                    description: format!("node agents of worker {node}"),
+                    node: Some(node.to_owned()),
+                };
+                self.store.create_service_account(&sa).await?;
+            }
+        }
+        let b = Binding { subject: format!("sa:{id}"), role: NODE_AGENT.into(), scope: Scope::System };
+        self.store.bind(&binding_id(&b), &b).await?;
+        match self.store.api_key(key_id).await? {
+            Some(k) if k.owner == format!("sa:{id}") && credential::matches(secret, &k.hash) => {}
+            Some(_) => return Err(format!("API key {key_id} belongs to another subject").into()),
+            None => {
+                let k = ApiKey {
+                    id: key_id.to_owned(),
+                    owner: format!("sa:{id}"),
+                    tenant: None,
+                    hash: credential::hash(secret),
+                    created: now_secs(),
+                    expires: None,
+                    description: format!("node agent key of worker {node}"),
+                };
+                self.store.create_api_key(&k).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs the background duties: key reload and rotation, until `shutdown`.
@@ -316,6 +391,11 @@ impl Iam {
             }
         }
     }
+}
+
+/// The service account of worker `node`'s agents.
+pub fn node_account(node: &str) -> String {
+    format!("node-{node}")
 }
 
 /// A random password of 24 characters from an unambiguous alphabet.

@@ -73,6 +73,10 @@ pub struct ServiceAccount {
     /// What it is for.
     #[serde(default)]
     pub description: String,
+    /// The worker it is bound to, for a node agent's account (platform accounts only): its
+    /// tokens carry the node, and agent routes admit them only for that host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// An API key's stored record (the key itself is shown once and never stored).
@@ -209,6 +213,7 @@ mod tests {
             exp: 400,
             jti: "j1".into(),
             akid: Some("k1".into()),
+            node: None,
         };
         let r = |what, before| Revocation { what, before, expires: 1000 };
         assert!(r(Revoked::Token("j1".into()), u64::MAX).refuses(&c));

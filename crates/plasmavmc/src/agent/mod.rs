@@ -62,6 +62,11 @@ pub struct Worker {
     pub agent_url: String,
     /// Local volumes.
     pub volumes: LocalQcow2,
+    /// VMs leaving this worker, by ID, with the worker they move to: the only agent whose
+    /// credential may copy their disks from here (from the latest plan).
+    pub outgoing: Mutex<HashMap<String, String>>,
+    /// Where images may be fetched from.
+    pub images: crate::image_fetch::ImagePolicy,
 }
 
 impl Worker {
@@ -188,6 +193,13 @@ pub async fn run(
 async fn pass(shared: &Arc<Shared>, plan: HostPlan) {
     let w = &shared.worker;
     let planned: HashSet<String> = plan.vms.iter().map(|p| p.vm.id.clone()).collect();
+    let outgoing = plan
+        .vms
+        .iter()
+        .filter(|p| p.vm.host == w.name)
+        .filter_map(|p| Some((p.vm.id.clone(), p.vm.migration.as_ref()?.target.clone())))
+        .collect();
+    *w.outgoing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = outgoing;
     for p in plan.vms {
         if !shared.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(p.vm.id.clone()) {
             continue;

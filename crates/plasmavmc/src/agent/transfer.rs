@@ -1,5 +1,6 @@
 //! Moving a stopped VM's disks between workers (cold migration): the source agent serves them
-//! over HTTP to other agents (platform token required), the target pulls them.
+//! over HTTP to the migration's target agent alone (its node credential, checked against the
+//! plan), and the target pulls them with its own node token — never a platform-wide one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
+use ultracloud_iam::guard::Principal;
 use ultracloud_runtime::error::ApiError;
 
 use super::Worker;
@@ -24,10 +26,25 @@ fn disk_file(w: &Worker, vm: &str, disk: &str) -> Option<PathBuf> {
     if disk == "root" { Some(VmPaths::new(&w.data_dir, vm).root_disk()) } else { Some(w.volumes.path(disk)) }
 }
 
-async fn serve_disk(State(w): State<Arc<Worker>>, UrlPath((vm, disk)): UrlPath<(String, String)>) -> Response {
+/// Whether `caller` may copy `vm`'s disks from here: a node agent only when its node is the
+/// target of the VM's migration away from this worker; a credential bound to no node (an
+/// operator holding `platform.disk.read`) always.
+fn may_copy(w: &Worker, caller: &Principal, vm: &str) -> bool {
+    let Some(node) = &caller.claims.node else { return true };
+    w.outgoing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(vm) == Some(node)
+}
+
+async fn serve_disk(
+    State(w): State<Arc<Worker>>,
+    caller: Principal,
+    UrlPath((vm, disk)): UrlPath<(String, String)>,
+) -> Response {
     let Some(path) = disk_file(&w, &vm, &disk) else {
         return ApiError::invalid("bad VM or disk name").into_response();
     };
+    if !may_copy(&w, &caller, &vm) {
+        return ApiError::forbidden(format!("VM {vm} is not moving to the caller's node")).into_response();
+    }
     if qemu::pid_of(&VmPaths::new(&w.data_dir, &vm), &vm).is_some() {
         return ApiError::conflict(format!("VM {vm} is running here; its disks cannot be copied")).into_response();
     }
@@ -43,7 +60,7 @@ async fn serve_disk(State(w): State<Arc<Worker>>, UrlPath((vm, disk)): UrlPath<(
 /// The agent's HTTP routes (behind the iam guard).
 pub fn router(w: Arc<Worker>, guard: &Arc<ultracloud_iam::guard::Guard>) -> axum::Router {
     axum::Router::new()
-        .route("/v1/vms/{vm}/disks/{disk}", get(serve_disk).route_layer(guard.require("compute.host.read")))
+        .route("/v1/vms/{vm}/disks/{disk}", get(serve_disk).route_layer(guard.require_node("platform.disk.read")))
         .with_state(w)
 }
 

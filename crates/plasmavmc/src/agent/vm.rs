@@ -241,7 +241,9 @@ pub(super) use StartProblem::{Failed, Pending};
 async fn fetch_image_file(w: &Worker, f: &ImageFile) -> Result<std::path::PathBuf, StartProblem> {
     let cached = w.image_cache(&f.sha256);
     if !cached.exists() {
-        image_fetch::fetch_to(&f.url, &f.sha256, &cached).await.map_err(|e| Failed(format!("image: {e}")))?;
+        image_fetch::fetch_to(&f.url, &f.sha256, &cached, &w.images)
+            .await
+            .map_err(|e| Failed(format!("image: {e}")))?;
     }
     Ok(cached)
 }

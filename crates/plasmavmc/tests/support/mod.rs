@@ -30,7 +30,12 @@ impl Compute {
         let net = Prismnet::new(&s.ctl, guard.tokens().clone());
         let store =
             ultracloud_plasmavmc::records::store(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
-        let ctl = Controller::new(store, net);
+        // Images come from the test's own directory, as from an operator's image directory.
+        let images = ultracloud_plasmavmc::image_fetch::ImagePolicy {
+            file_dirs: vec![s.dir.path().to_path_buf()],
+            ..Default::default()
+        };
+        let ctl = Controller::new(store, net, images);
         tokio::spawn(ctl.clone().watch_versions(tokio_util::sync::CancellationToken::new()));
         let router = server::router(ctl, &guard);
         std::mem::forget(guard); // lives as long as the test process
@@ -48,14 +53,5 @@ impl Compute {
         let st = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    /// A platform token (what agents use).
-    pub async fn platform_token(&self) -> String {
-        ultracloud_iam::guard::TokenSource::new(vec![self.s.iam.clone()], self.s.platform_key.clone())
-            .unwrap()
-            .token()
-            .await
-            .unwrap()
     }
 }

@@ -27,6 +27,7 @@ pub struct Stack {
     pub admin: String,
     pub platform_key: String,
     pub http: reqwest::Client,
+    node_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Stack {
@@ -77,7 +78,7 @@ impl Stack {
             .await
             .unwrap();
         let admin = v["access_token"].as_str().unwrap().to_owned();
-        Self { dir, db, iam: iam_url, ctl: ctl_url, admin, platform_key, http }
+        Self { dir, db, iam: iam_url, ctl: ctl_url, admin, platform_key, http, node_tokens: Default::default() }
     }
 
     /// Creates a tenant with a project, and a user who is a member of that project.
@@ -104,6 +105,51 @@ impl Stack {
             .await
             .unwrap();
         v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A new API key of worker `host`'s own node account, made as an operator would: a
+    /// platform service account bound to the node, with the node-agent role platform-wide.
+    pub async fn node_key(&self, host: &str) -> String {
+        let post = |path: &str, body: Value| {
+            let r = self.http.post(format!("{}{path}", self.iam)).bearer_auth(&self.admin).json(&body);
+            async move {
+                let resp = r.send().await.unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let sa = format!("node-{host}");
+        let (st, v) = post("/v1/service-accounts", json!({"id": sa, "node": host})).await;
+        assert!(st == 201 || st == 409, "{v}");
+        let (st, v) = post(
+            "/v1/bindings",
+            json!({"subject": format!("sa:{sa}"), "role": "node-agent", "scope": {"kind": "system"}}),
+        )
+        .await;
+        assert!(st == 201 || st == 409, "{v}");
+        let (st, v) = post("/v1/api-keys", json!({"owner": format!("sa:{sa}")})).await;
+        assert_eq!(st, 201, "{v}");
+        v["api_key"].as_str().unwrap().to_owned()
+    }
+
+    /// An access token of worker `host`'s node agent (what its agents send).
+    pub async fn node_token(&self, host: &str) -> String {
+        if let Some(t) = self.node_tokens.lock().unwrap().get(host) {
+            return t.clone();
+        }
+        let key = self.node_key(host).await;
+        let token =
+            ultracloud_iam::guard::TokenSource::new(vec![self.iam.clone()], key).unwrap().token().await.unwrap();
+        self.node_tokens.lock().unwrap().insert(host.to_owned(), token.clone());
+        token
+    }
+
+    /// The platform service account's token (what the controllers send each other).
+    pub async fn platform_token(&self) -> String {
+        ultracloud_iam::guard::TokenSource::new(vec![self.iam.clone()], self.platform_key.clone())
+            .unwrap()
+            .token()
+            .await
+            .unwrap()
     }
 
     /// A call to the controller: status and JSON body.

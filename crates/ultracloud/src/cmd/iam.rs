@@ -60,6 +60,14 @@ pub struct IamArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     platform_api_key_file: Option<PathBuf>,
+
+    /// A worker's node-agent API key (ucak_…), as NODE=FILE; repeat per worker. Every start
+    /// makes sure the worker has its own service account `node-<NODE>`, bound to it with the
+    /// node-agent role only, holding that key. Agents on the worker use that file, never the
+    /// platform key: they may then touch only their own host's records.
+    #[arg(long, value_name = "NODE=FILE")]
+    #[serde(skip)]
+    node_api_key_file: Vec<String>,
 }
 
 fn read_secret_file(flag: &str, f: &std::path::Path) -> anyhow::Result<String> {
@@ -75,6 +83,12 @@ pub async fn run(args: IamArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(f) = &args.platform_api_key_file {
         config.platform_api_key = Some(read_secret_file("--platform-api-key-file", f)?);
+    }
+    for pair in &args.node_api_key_file {
+        let (node, file) =
+            pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--node-api-key-file {pair:?}: use NODE=FILE"))?;
+        let key = read_secret_file("--node-api-key-file", std::path::Path::new(file))?;
+        config.node_api_keys.insert(node.to_owned(), key);
     }
     ultracloud_runtime::config::Validate::validate(&config)?;
     ultracloud_iam::service::run(config).await.map_err(|e| anyhow::anyhow!("{e}"))?;

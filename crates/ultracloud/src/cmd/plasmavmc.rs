@@ -45,11 +45,38 @@ pub struct PlasmavmcArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     api_key_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[serde(skip)]
+    images: ImageArgs,
+}
+
+/// Where tenants' images may come from (flags over `[image_policy]` of the config file).
+#[derive(Debug, Args, Default)]
+struct ImageArgs {
+    /// A directory whose files `file://` image URLs may name (repeat for several); replaces
+    /// the default, the guest image directory `ultracloud image build-guest` writes.
+    #[arg(long, value_name = "DIR")]
+    image_dir: Vec<PathBuf>,
+    /// Let http(s) image URLs reach internal addresses (loopback, private, link-local);
+    /// off by default, so a tenant's URL cannot reach into the platform's networks.
+    #[arg(long)]
+    allow_internal_image_urls: bool,
+}
+
+impl ImageArgs {
+    fn apply(&self, policy: &mut ultracloud_plasmavmc::image_fetch::ImagePolicy) {
+        if !self.image_dir.is_empty() {
+            policy.file_dirs.clone_from(&self.image_dir);
+        }
+        policy.allow_internal_http |= self.allow_internal_image_urls;
+    }
 }
 
 /// Runs `plasmavmc`.
 pub async fn run(args: PlasmavmcArgs) -> anyhow::Result<ExitCode> {
-    let config: PlasmavmcConfig = ultracloud_runtime::config::load(args.file.config.as_deref(), &args)?;
+    let mut config: PlasmavmcConfig = ultracloud_runtime::config::load(args.file.config.as_deref(), &args)?;
+    args.images.apply(&mut config.image_policy);
     ultracloud_plasmavmc::service::run(config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -113,11 +140,16 @@ pub struct AgentArgs {
     #[arg(long, value_name = "MIB")]
     #[serde(skip_serializing_if = "Option::is_none")]
     memory_mib: Option<u32>,
+
+    #[command(flatten)]
+    #[serde(skip)]
+    images: ImageArgs,
 }
 
 /// Runs `plasmavmc-agent`.
 pub async fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let config: AgentConfig = ultracloud_runtime::config::load(args.file.config.as_deref(), &args)?;
+    let mut config: AgentConfig = ultracloud_runtime::config::load(args.file.config.as_deref(), &args)?;
+    args.images.apply(&mut config.image_policy);
     ultracloud_plasmavmc::service::run_agent(config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }

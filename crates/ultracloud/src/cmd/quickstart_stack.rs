@@ -79,9 +79,13 @@ impl Dirs {
     pub fn admin_password(&self) -> PathBuf {
         self.data("iam").join("admin-password")
     }
-    /// The platform API key iam generated.
+    /// The platform API key iam generated (the controllers').
     pub fn platform_key(&self) -> PathBuf {
         self.data("iam").join("platform-api-key")
+    }
+    /// The worker's own node-agent API key (its agents'), minted by [`Stack::prepare`].
+    pub fn node_key(&self) -> PathBuf {
+        self.root.join("secrets").join(format!("node-{HOST}-api-key"))
     }
 }
 
@@ -109,6 +113,10 @@ impl Stack {
             std::fs::remove_dir_all(&dirs.root).with_context(|| format!("removing {}", dirs.root.display()))?;
         }
         std::fs::create_dir_all(dirs.root.join("logs"))?;
+        let secrets = dirs.node_key().parent().map(Path::to_path_buf).unwrap_or_default();
+        ultracloud_runtime::data_dir::create_private_dir(&secrets)?;
+        let key = ultracloud_iam::credential::mint(ultracloud_iam::credential::Kind::ApiKey);
+        ultracloud_iam::service::write_secret(&dirs.node_key(), &key.token)?;
         remove_namespaces();
         sys::ip(&["netns", "add", NETNS])?;
         sys::ip(&["-n", NETNS, "link", "set", "lo", "up"])?;
@@ -118,14 +126,17 @@ impl Stack {
     /// The arguments of a service.
     fn args(&self, dirs: &Dirs, name: &str) -> Vec<String> {
         let key = format!("--api-key-file={}", dirs.platform_key().display());
+        // The worker's agents hold its own node credential, never the platform key.
+        let node_key = format!("--api-key-file={}", dirs.node_key().display());
         match name {
+            "iam" => vec![format!("--node-api-key-file={HOST}={}", dirs.node_key().display())],
             "prismnet" | "plasmavmc" => vec![key],
-            "prismnet-agent" => vec![key, format!("--host={HOST}"), format!("--netns={NETNS}")],
+            "prismnet-agent" => vec![node_key, format!("--host={HOST}"), format!("--netns={NETNS}")],
             "plasmavmc-agent" => {
                 let accel = if self.accel.is_empty() { "auto" } else { self.accel.as_str() };
                 // 16 vCPUs: TCG guests idle most of the time; room for `bench vms` (10 VMs).
                 vec![
-                    key,
+                    node_key,
                     format!("--host={HOST}"),
                     format!("--netns={NETNS}"),
                     format!("--accel={accel}"),

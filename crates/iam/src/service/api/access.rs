@@ -130,6 +130,11 @@ fn check_role(r: &Role) -> Result<(), ApiError> {
     }
     for p in &r.permissions {
         policy::validate_pattern(p).map_err(ApiError::invalid)?;
+        if r.tenant.is_some() && policy::names_platform_actions(p) {
+            return Err(ApiError::invalid(format!(
+                "permission {p:?}: platform actions cannot be granted by a tenant's role"
+            )));
+        }
     }
     Ok(())
 }

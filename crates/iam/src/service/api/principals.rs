@@ -184,6 +184,12 @@ pub(super) async fn create_sa(
     ApiJson(sa): ApiJson<ServiceAccount>,
 ) -> Result<Response, ApiError> {
     valid_id("service account id", &sa.id)?;
+    if let Some(node) = &sa.node {
+        valid_id("node", node)?;
+        if sa.tenant.is_some() {
+            return Err(ApiError::invalid("node: only a platform service account (no tenant) is bound to a node"));
+        }
+    }
     caller.require(&iam, "iam.service_account.create", &home_scope(sa.tenant.as_ref())).await?;
     require_tenant(&iam, sa.tenant.as_ref()).await?;
     if !iam.store.create_service_account(&sa).await.map_err(db_error)? {
