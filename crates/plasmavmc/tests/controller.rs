@@ -69,6 +69,11 @@ async fn placement_nics_isolation_and_bad_input() {
     let (st, v) =
         c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": "ftp://x/y"}))).await;
     assert_eq!(st, 400, "{v}");
+    // Images never come from the platform's own files or networks.
+    for url in ["file:///etc/shadow", "http://127.0.0.1:8480/v1/auth/token", "http://169.254.169.254/latest"] {
+        let (st, v) = c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "x", "url": url}))).await;
+        assert_eq!(st, 403, "{url}: {v}");
+    }
     let (st, img) =
         c.vmc(M::POST, &format!("{base}/images"), &acme, Some(json!({"name": "g", "url": url, "sha256": sha}))).await;
     assert_eq!(st, 201, "{img}");
@@ -122,6 +127,11 @@ async fn placement_nics_isolation_and_bad_input() {
         ),
         (vm("b", json!({"nics": [{"subnet": globex_subnet}]})), 400, "not found in acme/web"),
         (vm("b", json!({"user_data": "!!! not base64 !!!"})), 400, "user_data is not valid base64"),
+        (
+            vm("b", json!({"nics": [{"port": "../../../globex/projects/app/ports/p"}]})),
+            400,
+            "nics[0].port \"../../../globex/projects/app/ports/p\": an ID or a name",
+        ),
         (vm("B", json!({})), 400, "name \"B\""),
         (vm("b", json!({"vcpus": 0})), 400, "vcpus 0"),
         (json!({"name": "b", "image": "g", "bogus": 1}), 422, "unknown field `bogus`"),
@@ -320,4 +330,143 @@ async fn racing_creates_never_overfill_a_worker() {
     // The refused ones left no port behind.
     let (_, ports) = c.s.call(M::GET, &format!("{base}/ports"), &acme, None).await;
     assert_eq!(ports["items"].as_array().unwrap().len(), 2, "{ports}");
+}
+
+/// Hostile callers — another tenant's member and viewer, and the VM's own tenant where only
+/// the platform may act — with every scope header variant: refused on every agent route
+/// (hosts, plans with user data, status, console writes, the watch), on the tenant's VM by ID
+/// and by name, and on a worker's disk server. A node's credential acts only for its own host,
+/// and a disk leaves a worker only for the node its VM is moving to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_callers_never_reach_plans_statuses_consoles_or_disks() {
+    use std::sync::Arc;
+    use ultracloud_plasmavmc::agent::qemu::{Accel, VmPaths};
+    use ultracloud_plasmavmc::agent::volumes::LocalQcow2;
+    use ultracloud_plasmavmc::agent::{self, Worker};
+
+    let c = support::Compute::start().await;
+    let acme = c.s.tenant("acme", "web").await;
+    let acme_viewer = c.s.user("acme", "web", "acme-viewer", "viewer").await;
+    let globex = c.s.tenant("globex", "app").await;
+    let globex_viewer = c.s.user("globex", "app", "globex-viewer", "viewer").await;
+    let base = "/v1/tenants/acme/projects/web";
+    register(&c, "w1", 4, 2048).await;
+    register(&c, "w2", 4, 2048).await;
+    image_and_subnet(&c, &acme).await;
+    let ud = base64::engine::general_purpose::STANDARD.encode(br#"{"secret": "acme's user data"}"#);
+    let body = json!({"name": "v", "image": "g", "nics": [{"subnet": "s"}], "host": "w1", "user_data": ud});
+    let (st, vm) = c.vmc(M::POST, &format!("{base}/vms"), &acme, Some(body)).await;
+    assert_eq!(st, 201, "{vm}");
+    let id = vm["id"].as_str().unwrap().to_owned();
+    let (w1, w2) = (c.s.node_token("w1").await, c.s.node_token("w2").await);
+    let call = |m: M, path: String, token: String, h: &'static [(&'static str, &'static str)], body: Option<Value>| {
+        let c = &c;
+        async move { c.s.call_at(&c.vmc, m, &path, &token, h, body).await }
+    };
+    let evil = json!({"vcpus": 64, "memory_mib": 65536, "accel": "kvm", "agent_url": "http://203.0.113.9:1", "address": "203.0.113.9"});
+    let forged = json!({"state": "running", "host": "w1", "migration_step": "target-done"});
+    let tenants = [
+        ("acme member", &acme),
+        ("acme viewer", &acme_viewer),
+        ("globex member", &globex),
+        ("globex viewer", &globex_viewer),
+    ];
+    let agent_routes = |host: &str| {
+        [
+            (M::GET, "/v1/hosts".to_owned(), None),
+            (M::PUT, format!("/v1/hosts/{host}"), Some(evil.clone())),
+            (M::GET, format!("/v1/hosts/{host}/plan"), None),
+            (M::PUT, format!("/v1/hosts/{host}/vms/{id}/status"), Some(forged.clone())),
+            (M::PUT, format!("/v1/hosts/{host}/vms/{id}/console"), Some(json!("forged console"))),
+            (M::GET, "/v1/watch?after=0".to_owned(), None),
+        ]
+    };
+    for h in support::HEADER_VARIANTS {
+        for (who, token) in tenants {
+            for (m, path, body) in agent_routes("w1") {
+                let (st, v) = call(m.clone(), path.clone(), token.clone(), h, body).await;
+                assert_eq!(st, 403, "{who} {m} {path} {h:?}: {v}");
+            }
+        }
+        for (who, token) in &tenants[2..] {
+            for (m, path) in [
+                (M::GET, format!("{base}/vms/{id}")),
+                (M::GET, format!("{base}/vms/v")),
+                (M::GET, format!("{base}/vms")),
+                (M::GET, format!("{base}/vms/v/console")),
+                (M::GET, format!("{base}/vms/v/events")),
+                (M::POST, format!("{base}/vms/v/stop")),
+                (M::DELETE, format!("{base}/vms/v")),
+                (M::GET, format!("{base}/images/g")),
+            ] {
+                let (st, v) = call(m.clone(), path.clone(), (*token).clone(), h, None).await;
+                assert_eq!(st, 403, "{who} {m} {path} {h:?}: {v}");
+            }
+        }
+        // w2's credential names only w2, and w1's VM is not on w2.
+        for (m, path, body) in agent_routes("w1").into_iter().skip(1).take(4) {
+            let (st, v) = call(m.clone(), path.clone(), w2.clone(), h, body).await;
+            assert_eq!(st, 403, "node w2 {m} {path} {h:?}: {v}");
+        }
+        let (st, v) =
+            call(M::PUT, format!("/v1/hosts/w2/vms/{id}/console"), w2.clone(), h, Some(json!("forged"))).await;
+        assert_eq!(st, 404, "w2 writes no console of a VM on w1: {v}");
+        let (st, v) = call(M::GET, "/v1/hosts".into(), w1.clone(), h, None).await;
+        assert_eq!(st, 403, "agents do not list the fleet: {v}");
+        let (st, v) = call(M::GET, format!("{base}/vms/v"), w1.clone(), h, None).await;
+        assert_eq!(st, 403, "a node reads no tenant API: {v}");
+    }
+    // Nothing a refused caller sent took effect.
+    let (st, plan) = call(M::GET, "/v1/hosts/w1/plan".into(), w1.clone(), &[], None).await;
+    assert_eq!(st, 200, "{plan}");
+    assert_eq!(plan["vms"][0]["vm"]["user_data"], ud.as_str(), "the plan is the worker's own to read");
+    let (_, hosts) = c.vmc(M::GET, "/v1/hosts", &c.s.admin, None).await;
+    assert!(!hosts.to_string().contains("203.0.113.9"), "no hijacked registration: {hosts}");
+    let (_, v) = c.vmc(M::GET, &format!("{base}/vms/v"), &acme, None).await;
+    assert_ne!(v["state"], "running", "no forged status: {v}");
+    let (_, console) = c.vmc(M::GET, &format!("{base}/vms/v/console"), &acme, None).await;
+    assert!(!console.to_string().contains("forged"), "no forged console: {console}");
+
+    // w1's disk server: the VM's root disk leaves only for the node it moves to.
+    let dir = c.s.dir.path().join("w1");
+    let root = VmPaths::new(&dir, &id).root_disk();
+    std::fs::create_dir_all(root.parent().unwrap()).unwrap();
+    std::fs::write(&root, b"acme's disk").unwrap();
+    let worker = Arc::new(Worker {
+        name: "w1".into(),
+        data_dir: dir.clone(),
+        netns: None,
+        qemu: "/usr/bin/qemu-system-x86_64".into(),
+        qemu_img: "/usr/bin/qemu-img".into(),
+        accel: Accel::Tcg,
+        vcpus: 4,
+        memory_mib: 2048,
+        address: "127.0.0.1".parse().unwrap(),
+        agent_url: String::new(),
+        volumes: LocalQcow2 { dir: dir.join("volumes"), qemu_img: "/usr/bin/qemu-img".into() },
+        outgoing: Default::default(),
+        images: Default::default(),
+    });
+    let guard = ultracloud_iam::guard::Guard::connect(ultracloud_iam::guard::GuardConfig {
+        endpoints: vec![c.s.iam.clone()],
+        api_key: c.s.node_key("w1").await,
+    })
+    .unwrap();
+    let disks = format!("http://{}", support::serve(agent::transfer::router(worker.clone(), &guard)).await);
+    std::mem::forget(guard);
+    let disk = format!("/v1/vms/{id}/disks/root");
+    let fetch = |token: String, h: &'static [(&'static str, &'static str)]| {
+        let (c, disks, disk) = (&c, disks.clone(), disk.clone());
+        async move { c.s.call_at(&disks, M::GET, &disk, &token, h, None).await }
+    };
+    for h in support::HEADER_VARIANTS {
+        for (who, token) in tenants {
+            assert_eq!(fetch(token.clone(), h).await.0, 403, "{who} {h:?}");
+        }
+        assert_eq!(fetch(w2.clone(), h).await.0, 403, "the VM is not moving to w2 {h:?}");
+    }
+    worker.outgoing.lock().unwrap().insert(id.clone(), "w2".into());
+    let (st, body) = fetch(w2.clone(), &[]).await;
+    assert_eq!((st, body), (200, Value::String("acme's disk".into())), "the migration's target copies it");
+    assert_eq!(fetch(globex.clone(), &[]).await.0, 403, "still no tenant");
 }

@@ -203,3 +203,143 @@ async fn a_migration_target_holds_the_port_on_standby() {
     let on_h1 = p1["subnets"].as_array().unwrap().iter().flat_map(|s| s["ports"].as_array().unwrap().clone());
     assert_eq!(on_h1.count(), 0, "gone from the old host: {p1}");
 }
+
+/// A refusal inside a change aborts it: what the body wrote before refusing is not committed
+/// (a VM refused on its second volume must not leave the first attached).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_aborts_what_the_change_wrote() {
+    let s = support::Stack::start().await;
+    let store = Store::new(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
+    let r: Result<(), StoreError> = store
+        .change(async |t| {
+            t.put(b"prismnet/test/first", b"written before the refusal");
+            ops::refuse(StoreError::Conflict("the second step is refused".into()))
+        })
+        .await;
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    assert_eq!(store.db.get(b"prismnet/test/first").await.unwrap(), None, "nothing of a refused change is kept");
+}
+
+/// Hostile callers — another tenant's member and viewer, and the tenant's own member and viewer
+/// where the platform alone may act — with every scope header variant: refused on the agent
+/// routes, on the tenant's resources by ID and by name, and on a port's platform-only fields.
+/// A node's credential stays on its own host and reads no tenant data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_callers_are_refused_everywhere() {
+    let s = support::Stack::start().await;
+    let acme = s.tenant("acme", "web").await;
+    let acme_viewer = s.user("acme", "web", "acme-viewer", "viewer").await;
+    let globex = s.tenant("globex", "app").await;
+    let globex_viewer = s.user("globex", "app", "globex-viewer", "viewer").await;
+    let base = "/v1/tenants/acme/projects/web";
+    let call = |m: M,
+                path: String,
+                token: String,
+                h: &'static [(&'static str, &'static str)],
+                body: Option<serde_json::Value>| {
+        let s = &s;
+        async move { s.call_at(&s.ctl, m, &path, &token, h, body).await }
+    };
+    let h1 = s.node_token("h1").await;
+    let h2 = s.node_token("h2").await;
+    let (st, v) = call(M::PUT, "/v1/hosts/h1".into(), h1.clone(), &[], Some(json!({"underlay_ip": "192.0.2.1"}))).await;
+    assert_eq!(st, 204, "{v}");
+    let (st, v) =
+        s.call(M::POST, &format!("{base}/vpcs"), &acme, Some(json!({"name": "net", "cidr": "10.0.0.0/16"}))).await;
+    assert_eq!(st, 201, "{v}");
+    let subnet = json!({"name": "s1", "vpc": "net", "cidr": "10.0.1.0/24"});
+    let (st, v) = s.call(M::POST, &format!("{base}/subnets"), &acme, Some(subnet)).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, port) =
+        s.call(M::POST, &format!("{base}/ports"), &acme, Some(json!({"subnet": "s1", "name": "p1"}))).await;
+    assert_eq!(st, 201, "{port}");
+    let id = port["id"].as_str().unwrap().to_owned();
+    let tenants = [
+        ("acme member", &acme),
+        ("acme viewer", &acme_viewer),
+        ("globex member", &globex),
+        ("globex viewer", &globex_viewer),
+    ];
+
+    for h in support::HEADER_VARIANTS {
+        // Agent routes: no tenant role holds a platform action.
+        for (who, token) in tenants {
+            for (m, path, body) in [
+                (M::PUT, "/v1/hosts/h1", Some(json!({"underlay_ip": "192.0.2.66"}))),
+                (M::PUT, "/v1/hosts/evil", Some(json!({"underlay_ip": "192.0.2.66"}))),
+                (M::GET, "/v1/hosts/h1/plan", None),
+                (M::GET, "/v1/watch?after=0", None),
+            ] {
+                let (st, v) = call(m.clone(), path.into(), token.clone(), h, body).await;
+                assert_eq!(st, 403, "{who} {m} {path} {h:?}: {v}");
+            }
+        }
+        // Another tenant's resources, by ID and by name, read, changed or deleted.
+        for (who, token) in &tenants[2..] {
+            for (m, path, body) in [
+                (M::GET, format!("{base}/ports/{id}"), None),
+                (M::GET, format!("{base}/ports/p1"), None),
+                (M::GET, format!("{base}/ports"), None),
+                (M::GET, format!("{base}/subnets/s1"), None),
+                (M::GET, format!("{base}/vpcs/net"), None),
+                (M::PATCH, format!("{base}/ports/{id}"), Some(json!({"security_groups": []}))),
+                (M::DELETE, format!("{base}/ports/{id}"), None),
+                (M::DELETE, format!("{base}/subnets/s1"), None),
+            ] {
+                let (st, v) = call(m.clone(), path.clone(), (*token).clone(), h, body).await;
+                assert_eq!(st, 403, "{who} {m} {path} {h:?}: {v}");
+            }
+            // Through its own project, acme's ID is simply not there.
+            let (st, v) =
+                call(M::GET, format!("/v1/tenants/globex/projects/app/ports/{id}"), globex.clone(), h, None).await;
+            assert_eq!(st, 404, "{who}: {v}");
+        }
+        // Platform-only fields, refused even to the port's own tenant.
+        let netns = json!({"host": "h1", "plug": {"kind": "netns", "netns": "host-root"}});
+        for (m, path, body) in [
+            (M::POST, format!("{base}/ports"), json!({"subnet": "s1", "binding": netns})),
+            (M::POST, format!("{base}/ports"), json!({"subnet": "s1", "device_owner": "compute:vm/vm-x"})),
+            (M::POST, format!("{base}/ports"), json!({"subnet": "s1", "device_owner": "network:dhcp"})),
+            (M::PATCH, format!("{base}/ports/{id}"), json!({"binding": netns})),
+            (
+                M::PATCH,
+                format!("{base}/ports/{id}"),
+                json!({"binding": {"host": "h1", "plug": {"kind": "tap"}, "standby": "h2"}}),
+            ),
+            (M::PATCH, format!("{base}/ports/{id}"), json!({"binding": null})),
+            (M::PATCH, format!("{base}/ports/{id}"), json!({"device_owner": "network:dhcp"})),
+        ] {
+            for (who, token) in &tenants[..2] {
+                let (st, v) = call(m.clone(), path.clone(), (*token).clone(), h, Some(body.clone())).await;
+                assert_eq!(st, 403, "{who} {m} {path} {body} {h:?}: {v}");
+            }
+        }
+        // A node's credential: its own host only, and no tenant data.
+        for (m, path) in [(M::GET, "/v1/hosts/h1/plan"), (M::PUT, "/v1/hosts/h1")] {
+            let (st, v) = call(m.clone(), path.into(), h2.clone(), h, Some(json!({"underlay_ip": "192.0.2.66"}))).await;
+            assert_eq!(st, 403, "node h2 {m} {path} {h:?}: {v}");
+        }
+        let (st, v) = call(M::GET, format!("{base}/ports/{id}"), h1.clone(), h, None).await;
+        assert_eq!(st, 403, "a node reads no tenant data {h:?}: {v}");
+        let (st, v) =
+            call(M::PATCH, format!("{base}/ports/{id}"), h1.clone(), h, Some(json!({"binding": netns}))).await;
+        assert_eq!(st, 403, "a node binds no port {h:?}: {v}");
+    }
+
+    // The platform may; and then the port is the platform's.
+    let (st, v) = call(M::GET, "/v1/hosts/h1/plan".into(), h1.clone(), &[], None).await;
+    assert_eq!(st, 200, "{v}");
+    let body = json!({"binding": {"host": "h1", "plug": {"kind": "tap"}}, "device_owner": "compute:vm/vm-x"});
+    let (st, v) = s.call(M::PATCH, &format!("{base}/ports/{id}"), &s.admin, Some(body)).await;
+    assert_eq!(st, 200, "{v}");
+    for body in [json!({"device_owner": ""}), json!({"device_owner": "mine"})] {
+        let (st, v) = s.call(M::PATCH, &format!("{base}/ports/{id}"), &acme, Some(body)).await;
+        assert_eq!(st, 403, "a platform-owned port keeps its owner: {v}");
+    }
+    let (st, v) = s.call(M::DELETE, &format!("{base}/ports/{id}"), &acme, None).await;
+    assert_eq!(st, 403, "a platform-owned port goes with its owner: {v}");
+    let (_, after) = s.call(M::GET, &format!("{base}/ports/{id}"), &acme, None).await;
+    assert_eq!(after["binding"], json!({"host": "h1", "plug": {"kind": "tap"}}), "nothing a refused caller sent stuck");
+    let (_, plan) = call(M::GET, "/v1/hosts/h1/plan".into(), h1, &[], None).await;
+    assert!(!plan.to_string().contains("192.0.2.66"), "no refused registration took effect: {plan}");
+}

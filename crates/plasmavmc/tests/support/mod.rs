@@ -6,7 +6,7 @@
 #[path = "../../../prismnet/tests/support/mod.rs"]
 mod net;
 
-pub use net::{Stack, serve};
+pub use net::{HEADER_VARIANTS, Stack, serve};
 use serde_json::Value;
 use ultracloud_plasmavmc::network::Prismnet;
 use ultracloud_plasmavmc::server::{self, Controller};

@@ -10,6 +10,17 @@ use ultracloud_iam::service::{Iam, IamConfig};
 use ultracloud_prismnet::server::{self, Controller};
 use ultracloud_prismnet::store::Store;
 
+/// Every variant of scope headers a hostile caller might add: none, the victim's tenant and
+/// project, the platform's. Scope comes from the path alone, so none may change a decision.
+pub const HEADER_VARIANTS: &[&[(&str, &str)]] = &[
+    &[],
+    &[("x-ultracloud-tenant", "acme")],
+    &[("x-ultracloud-tenant", "acme"), ("x-ultracloud-project", "web")],
+    &[("x-ultracloud-project", "web")],
+    &[("x-ultracloud-tenant", "system")],
+    &[("x-ultracloud-tenant", "")],
+];
+
 pub async fn serve(router: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -89,15 +100,23 @@ impl Stack {
         };
         assert_eq!(post(format!("{}/v1/tenants", self.iam), json!({"id": tenant})).await, 201);
         assert_eq!(post(format!("{}/v1/tenants/{tenant}/projects", self.iam), json!({"id": project})).await, 201);
-        let user = format!("{tenant}-user");
-        let body = json!({"name": user, "tenant": tenant, "password": "a long password"});
+        self.user(tenant, project, &format!("{tenant}-user"), "member").await
+    }
+
+    /// Creates user `name` of `tenant` holding `role` in its project; its access token.
+    pub async fn user(&self, tenant: &str, project: &str, name: &str, role: &str) -> String {
+        let post = |path: String, body: Value| {
+            let (http, admin) = (self.http.clone(), self.admin.clone());
+            async move { http.post(path).bearer_auth(admin).json(&body).send().await.unwrap().status().as_u16() }
+        };
+        let body = json!({"name": name, "tenant": tenant, "password": "a long password"});
         assert_eq!(post(format!("{}/v1/users", self.iam), body).await, 201);
-        let b = json!({"subject": format!("user:{user}"), "role": "member", "scope": {"kind": "project", "tenant": tenant, "project": project}});
+        let b = json!({"subject": format!("user:{name}"), "role": role, "scope": {"kind": "project", "tenant": tenant, "project": project}});
         assert_eq!(post(format!("{}/v1/bindings", self.iam), b).await, 201);
         let v: Value = self
             .http
             .post(format!("{}/v1/auth/token", self.iam))
-            .json(&json!({"grant_type": "password", "username": user, "password": "a long password"}))
+            .json(&json!({"grant_type": "password", "username": name, "password": "a long password"}))
             .send()
             .await
             .unwrap()
@@ -105,6 +124,30 @@ impl Stack {
             .await
             .unwrap();
         v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A request to `base` (a controller's URL) with `token` and the given extra headers:
+    /// status and JSON body.
+    pub async fn call_at(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("{base}{path}")).bearer_auth(token);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let s = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (s, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// A new API key of worker `host`'s own node account, made as an operator would: a
