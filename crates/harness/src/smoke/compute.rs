@@ -23,6 +23,20 @@ const PROBE_NS: &str = "uclab-vmprobe";
 
 const TWO_VMS: &str = "plasmavmc: VMs on node04 and node05 in one subnet reach each other";
 
+const ISOLATION: &str = "isolation: other tenants and tenant roles refused on VM, port, plans, disk, console";
+
+/// Another tenant's member and viewer (and the smoke tenant's own member, on platform-only
+/// routes) probe smoke-a, its port and its worker; every probe must be refused.
+async fn isolation(lab: &Lab, ctx: &Ctx) -> anyhow::Result<Seen> {
+    let vm = ctx.vm("smoke-a").await?;
+    let id = vm["id"].as_str().context("smoke-a has no ID")?;
+    let port = vm["nics"][0]["port"].as_str().context("smoke-a has no port")?;
+    let host = vm["host"].as_str().unwrap_or_default();
+    let worker = ctx.workers.iter().find(|w| w.name == host).context("smoke-a's worker")?;
+    let target = super::isolation::Target { admin: &ctx.token, vm: ("smoke-a", id), port, worker };
+    super::isolation::check(lab, target).await
+}
+
 /// Every check, in order; what they made is removed whatever happened.
 pub async fn run(lab: &Lab, r: &mut Runner) {
     let mut ctx = match Ctx::open(lab).await {
@@ -33,6 +47,7 @@ pub async fn run(lab: &Lab, r: &mut Runner) {
         }
     };
     if r.check(TWO_VMS, two_vms(lab, &mut ctx)).await
+        && r.check(ISOLATION, isolation(lab, &ctx)).await
         && r.check("plasmavmc: a VM reboots, cold-migrates node04 → node05, same address", reboot_and_migrate(&ctx))
             .await
     {

@@ -4,6 +4,7 @@
 
 mod compute;
 mod control_plane;
+mod isolation;
 mod network;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,7 @@
 #[path = "../../../prismnet/tests/support/mod.rs"]
 mod net;
 
+#[allow(unused_imports)] // not every test binary uses every helper
 pub use net::{HEADER_VARIANTS, Stack, serve};
 use serde_json::Value;
 use ultracloud_plasmavmc::network::Prismnet;

@@ -238,6 +238,10 @@ enum SaCommand {
         /// What it is for.
         #[arg(long, default_value = "")]
         description: String,
+        /// Bind it to a worker: its tokens may then act only for that host's agent routes
+        /// (give it the node-agent role at system scope). Platform accounts only.
+        #[arg(long, value_name = "HOST", conflicts_with = "tenant")]
+        node: Option<String>,
     },
     /// List the service accounts you may see.
     List,
@@ -252,12 +256,12 @@ enum SaCommand {
 pub async fn sa(args: SaArgs) -> anyhow::Result<ExitCode> {
     let (c, s) = (&args.common, args.common.session().await?);
     match args.command {
-        SaCommand::Create { id, tenant, description } => {
-            let body = json!({"id": id, "tenant": tenant, "description": description});
+        SaCommand::Create { id, tenant, description, node } => {
+            let body = json!({"id": id, "tenant": tenant, "description": description, "node": node});
             c.show(&s.iam(Method::POST, "/v1/service-accounts", Some(&body)).await?);
         }
         SaCommand::List => {
-            table::items(c.json, &s.iam_list("/v1/service-accounts").await?, &["id", "tenant", "description"])
+            table::items(c.json, &s.iam_list("/v1/service-accounts").await?, &["id", "tenant", "node", "description"])
         }
         SaCommand::Delete { id } => {
             s.iam(Method::DELETE, &format!("/v1/service-accounts/{id}"), None).await?;
