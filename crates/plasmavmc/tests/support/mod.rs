@@ -46,13 +46,6 @@ impl Compute {
 
     /// A call to plasmavmc: status and JSON body.
     pub async fn vmc(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.s.http.request(method, format!("{}{path}", self.vmc)).bearer_auth(token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let st = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        self.s.call_at(&self.vmc, method, path, token, &[], body).await
     }
 }
