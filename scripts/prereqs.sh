@@ -1,17 +1,18 @@
 # Sourced by scripts/test.sh and scripts/quickstart.sh: installs, as root, the Debian packages
 # building and testing UltraCloud need. Only Debian packages; Rust itself comes from rustup.
 
-step() { printf '\n==> %s\n' "$*"; }
+. scripts/steps.sh
 
 install_prereqs() {
     [ "$(id -u)" = 0 ] || return 0
     # Build tools, protoc (the etcd-client crate used by chainfire's tests compiles its protos
     # with it), etcdctl (tests drive the real etcd client against chainfire) and busybox
     # (prismnet's dataplane test runs udhcpc, ping, httpd and nc inside its "VMs"), curl (the VM
-    # tests and smoke reach guests' HTTP from inside namespaces) and mke2fs (guest image disks).
+    # tests and smoke reach guests' HTTP from inside namespaces) mke2fs (guest image disks) and
+    # cpio (a guest-image test cross-checks our initramfs writer against GNU cpio).
     build_pkgs=()
     for tool in gcc:gcc pkg-config:pkg-config protoc:protobuf-compiler etcdctl:etcd-client busybox:busybox-static \
-        curl:curl mke2fs:e2fsprogs; do
+        curl:curl mke2fs:e2fsprogs cpio:cpio; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || build_pkgs+=("${tool#*:}")
     done
     # protoc's well-known types (etcd-client's protos import them).

@@ -26,4 +26,5 @@ RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked -p ultracloud-guest-agent --target x86_64-unknown-linux-gnu
 
 step "ultracloud quickstart $*"
-exec ./target/release/ultracloud quickstart "$@"
+./target/release/ultracloud quickstart "$@"
+steps_done

@@ -4,8 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
-
 if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found. Install Rust first: https://rustup.rs (then re-run $0)" >&2
     exit 1
@@ -32,3 +30,4 @@ RUSTFLAGS="-C target-feature=+crt-static" \
 
 step "unit and integration tests"
 cargo test --release --locked --workspace
+steps_done

@@ -33,7 +33,7 @@ struct Out {
 /// etcdctl, or `None` (and a note) when it is not installed.
 fn etcdctl(cluster: &common::Cluster) -> Option<Etcdctl> {
     if !Path::new(ETCDCTL).exists() {
-        eprintln!("skipping: {ETCDCTL} is not installed");
+        ultracloud_runtime::prerequisite::missing(&format!("{ETCDCTL} is not installed"));
         return None;
     }
     Some(Etcdctl { endpoint: cluster.members[0].endpoint() })

@@ -117,7 +117,8 @@ pub struct ScanRequest {
     /// Snapshot timestamp; omitted: latest.
     #[serde(default)]
     pub ts: Option<Ts>,
-    /// Most pairs to return (0: no limit).
+    /// Most pairs to return (0: as many as one answer holds, `MAX_SCAN_PAIRS` and about
+    /// `MAX_SCAN_BYTES`; [`ScanResponse::more`] says when to ask again).
     #[serde(default)]
     pub limit: usize,
     /// Descending key order.
@@ -141,6 +142,9 @@ pub struct Pair {
 pub struct ScanResponse {
     /// The pairs, in the requested order.
     pub pairs: Vec<Pair>,
+    /// The region may hold more of the range past the last pair (the answer reached a bound).
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// A mutation in JSON.

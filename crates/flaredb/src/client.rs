@@ -428,7 +428,7 @@ impl Client {
         let mut cursor_end: Option<Vec<u8>> = end.map(<[u8]>::to_vec);
         loop {
             let want = if limit == 0 { 0 } else { limit - out.len() };
-            let (pairs, region) = loop {
+            let (answer, region) = loop {
                 let r = self
                     .routed(
                         if reverse { None } else { Some(cursor_start.as_slice()) },
@@ -450,7 +450,7 @@ impl Client {
                             let desc = t.desc.clone();
                             async move {
                                 let r = self.post::<_, ScanResponse>(&t.addr, "/v1/region/scan", &req).await?;
-                                Ok((r.pairs, desc))
+                                Ok((r, desc))
                             }
                         },
                     )
@@ -463,10 +463,22 @@ impl Client {
                     Err(e) => return Err(e),
                 }
             };
+            let ScanResponse { pairs, more } = answer;
+            let last = pairs.last().map(|p| p.key.clone());
             out.extend(pairs);
             if limit > 0 && out.len() >= limit {
                 out.truncate(limit);
                 return Ok(out);
+            }
+            // The answer was bounded: read on inside the same region, just past the last key.
+            if let (true, Some(last)) = (more, last) {
+                if reverse {
+                    cursor_end = Some(last);
+                } else {
+                    cursor_start = last;
+                    cursor_start.push(0);
+                }
+                continue;
             }
             if reverse {
                 if region.start.as_slice() <= start || region.start.is_empty() {

@@ -94,8 +94,11 @@ async fn region_scan(State(node): State<Arc<Node>>, Body(req): Body<ScanRequest>
     if ts != u64::MAX {
         r.latches.wait_clear(&req.start, end.as_deref()).await;
     }
-    let rows = node.store.scan(&req.start, end.as_deref(), ts, req.limit, req.reverse)?;
-    Ok(Json(ScanResponse { pairs: rows.into_iter().map(|(key, value)| Pair { key, value }).collect() }))
+    let scanned = node.store.scan(&req.start, end.as_deref(), ts, req.limit, req.reverse)?;
+    Ok(Json(ScanResponse {
+        pairs: scanned.rows.into_iter().map(|(key, value)| Pair { key, value }).collect(),
+        more: scanned.more,
+    }))
 }
 
 async fn propose(node: &Node, route: &Route, keys: &[&[u8]], cmd: Command) -> Result<Outcome, FlareError> {

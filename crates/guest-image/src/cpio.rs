@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn gnu_cpio_lists_it() {
         let Ok(out) = std::process::Command::new("cpio").arg("--version").output() else {
-            eprintln!("skipped: cpio not installed");
+            ultracloud_runtime::prerequisite::missing("cpio not installed");
             return;
         };
         assert!(out.status.success());

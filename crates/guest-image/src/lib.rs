@@ -262,7 +262,9 @@ mod tests {
                 assert!(e.to_string().contains(STATIC_AGENT_BUILD), "{e}");
                 assert!(STATIC_AGENT_BUILD.contains("-p ultracloud-guest-agent --target x86_64-unknown-linux-gnu"));
             }
-            Err(BuildError::ToolMissing { tool, .. }) => eprintln!("skipped: {tool} not installed"),
+            Err(BuildError::ToolMissing { tool, .. }) => {
+                ultracloud_runtime::prerequisite::missing(&format!("{tool} not installed"))
+            }
             other => panic!("unexpected: {other:?}"),
         }
         opts.guest_agent = dir.path().join("missing");

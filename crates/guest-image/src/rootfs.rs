@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn lists_busybox_applets() {
         let Ok(busybox) = crate::find_tool("busybox", "busybox-static") else {
-            eprintln!("skipped: busybox not installed");
+            ultracloud_runtime::prerequisite::missing("busybox not installed");
             return;
         };
         let applets = busybox_applets(&busybox).unwrap();

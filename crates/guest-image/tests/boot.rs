@@ -211,7 +211,7 @@ fn free_port() -> u16 {
 #[test]
 fn boots_serves_powers_off_and_keeps_files() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        ultracloud_runtime::prerequisite::missing(&reason);
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -9,7 +9,8 @@
 //!
 //! Needs root, `ip`, `nft`, `dnsmasq`, `busybox`, `curl`, `qemu-system-x86_64`, `qemu-img`,
 //! `mke2fs`, the guest kernel (`ultracloud doctor --install`) and the static guest agent
-//! (`scripts/test.sh` builds it); skipped with a message otherwise.
+//! (`scripts/test.sh` builds it); skipped with a message otherwise
+//! (failed under `CI=true`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
 
@@ -209,7 +210,7 @@ impl Workers<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
     if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED: {why}");
+        ultracloud_runtime::prerequisite::missing(&why);
         return;
     }
     let lab = Lab { tag: ultracloud_iam::credential::new_id()[..4].to_owned() };

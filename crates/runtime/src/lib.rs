@@ -13,6 +13,7 @@ pub mod data_dir;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod prerequisite;
 pub mod readiness;
 pub mod service;
 pub mod shutdown;

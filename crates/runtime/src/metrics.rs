@@ -19,8 +19,8 @@ use prometheus_client::registry::Registry;
 pub struct HttpLabels {
     /// Which listener served it (`admin` or `api`).
     pub listener: &'static str,
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method: a standard one, or `other` (see [`method_label`]).
+    pub method: &'static str,
     /// Route template (`/v1/vms/{id}`), never the raw path, to keep cardinality bounded.
     pub route: String,
     /// Status code.
@@ -100,11 +100,29 @@ pub struct HttpTracking {
     pub listener: &'static str,
 }
 
+/// The method as a label: the standard ones by name, anything else as `other`, so that a client
+/// sending made-up methods to an unauthenticated listener cannot grow the metric without bound.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// axum middleware recording request counts and latencies by route template:
 /// `router.layer(axum::middleware::from_fn_with_state(tracking, track_http))`.
 pub async fn track_http(State(tracking): State<HttpTracking>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;

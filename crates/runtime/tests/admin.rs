@@ -73,6 +73,26 @@ async fn metrics_count_requests_by_route_in_prometheus_text() {
 }
 
 #[tokio::test]
+async fn made_up_methods_share_one_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, addr) = start(&dir).await;
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+        client.request(method, format!("http://{addr}/healthz")).send().await.unwrap();
+    }
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    let counters: Vec<&str> = text.lines().filter(|l| l.starts_with("ultracloud_http_requests_total{")).collect();
+    assert!(counters.iter().all(|l| !l.contains("method=\"X")), "{text}");
+    let other: u64 = counters
+        .iter()
+        .filter(|l| l.contains("method=\"other\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(other, 20, "{text}");
+}
+
+#[tokio::test]
 async fn api_json_errors_name_the_problem() {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -53,7 +53,7 @@ fn failures_name_the_problem_and_leave_nothing_behind() {
         let o = Command::new(bin()).arg("quickstart").output().unwrap();
         assert!(!o.status.success());
         assert!(text(&o).contains("the quickstart needs root"), "{}", text(&o));
-        eprintln!("SKIPPED the root-only paths: not root");
+        ultracloud_runtime::prerequisite::missing("the root-only paths need root");
         return;
     }
     let not_root = Command::new("setpriv")

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ts::Ts;
 
-pub use read::KeyValue;
+pub use read::{KeyValue, Scanned};
 pub use txn::{Mutation, OnePc, OnePcResult, TxnStatus, WriteSet};
 
 /// key → Lock.
@@ -42,6 +42,10 @@ pub const LOCKS_BY_TXN: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new
 pub const MAX_KEY_BYTES: usize = 8 * 1024;
 /// Largest value accepted.
 pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
+/// Most pairs one scan returns, whatever its limit (a client pages past it).
+pub const MAX_SCAN_PAIRS: usize = 1000;
+/// A scan stops once it has gathered this many bytes of keys and values (a client pages on).
+pub const MAX_SCAN_BYTES: usize = 8 * 1024 * 1024;
 
 /// What a transaction intends to do to a key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

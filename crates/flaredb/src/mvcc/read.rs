@@ -4,7 +4,9 @@ use std::ops::Bound;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{LOCKS, Lock, MvccError, Store, WRITES, Write, WriteKind, check_key, decode};
+use super::{
+    LOCKS, Lock, MAX_SCAN_BYTES, MAX_SCAN_PAIRS, MvccError, Store, WRITES, Write, WriteKind, check_key, decode,
+};
 use crate::ts::Ts;
 
 /// A key and its value.
@@ -90,7 +92,9 @@ impl Store {
     }
 
     /// Keys in `[start, end)` (`end` `None`: to the end) and their values in the snapshot at
-    /// `ts`, in key order (descending when `reverse`), at most `limit` of them (0: no limit).
+    /// `ts`, in key order (descending when `reverse`), at most `limit` of them (0, or more than
+    /// [`MAX_SCAN_PAIRS`]: that many) and about [`MAX_SCAN_BYTES`]; [`Scanned::more`] says
+    /// whether the range may hold more past the last pair.
     pub fn scan(
         &self,
         start: &[u8],
@@ -98,7 +102,8 @@ impl Store {
         ts: Ts,
         limit: usize,
         reverse: bool,
-    ) -> Result<Vec<KeyValue>, MvccError> {
+    ) -> Result<Scanned, MvccError> {
+        let limit = if limit == 0 { MAX_SCAN_PAIRS } else { limit.min(MAX_SCAN_PAIRS) };
         let tx = self.db().begin_read()?;
         let locks = tx.open_table(LOCKS)?;
         let writes = tx.open_table(WRITES)?;
@@ -121,10 +126,13 @@ impl Store {
         let mut current: Option<Vec<u8>> = None;
         let mut best: Option<WriteKind> = None;
         let mut rows = writes.range::<(&[u8], u64)>((lower, upper))?;
-        let flush = |key: Option<Vec<u8>>, best: Option<WriteKind>, out: &mut Vec<KeyValue>| {
+        let mut bytes = 0usize;
+        let mut flush = |key: Option<Vec<u8>>, best: Option<WriteKind>, out: &mut Vec<KeyValue>| {
             if let (Some(k), Some(WriteKind::Put(v))) = (key, best) {
+                bytes += k.len() + v.len();
                 out.push((k, v));
             }
+            out.len() >= limit || bytes >= MAX_SCAN_BYTES
         };
         loop {
             let next = if reverse { rows.next_back() } else { rows.next() };
@@ -132,9 +140,8 @@ impl Store {
             let (k, v) = item?;
             let (key, commit_ts) = k.value();
             if current.as_deref() != Some(key) {
-                flush(current.take(), best.take(), &mut out);
-                if limit > 0 && out.len() >= limit {
-                    return Ok(out);
+                if flush(current.take(), best.take(), &mut out) {
+                    return Ok(Scanned { rows: out, more: true });
                 }
                 current = Some(key.to_vec());
             }
@@ -151,9 +158,16 @@ impl Store {
             }
         }
         flush(current, best, &mut out);
-        if limit > 0 {
-            out.truncate(limit);
-        }
-        Ok(out)
+        Ok(Scanned { rows: out, more: false })
     }
+}
+
+/// What one scan gathered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    /// The pairs, in the order asked for.
+    pub rows: Vec<KeyValue>,
+    /// The scan stopped at a bound (its limit, [`MAX_SCAN_PAIRS`] or [`MAX_SCAN_BYTES`]) before
+    /// the end of its range: continue after the last pair to read on.
+    pub more: bool,
 }

@@ -484,6 +484,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::mvcc::{MAX_SCAN_BYTES, MAX_SCAN_PAIRS};
     use crate::ts::compose;
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -510,6 +511,32 @@ mod tests {
         assert!(matches!(err, MvccError::Invalid(_)), "{err}");
         let err = s.commit(&[b"nope".to_vec()], 99, 100).unwrap_err();
         assert_eq!(err, MvccError::TxnAborted { start_ts: 99 }, "an unknown transaction cannot commit");
+    }
+
+    #[test]
+    fn a_scan_answers_at_most_a_bounded_page_and_says_there_is_more() {
+        let (_d, s) = store();
+        let n = MAX_SCAN_PAIRS + 500;
+        let rows: Vec<Mutation> = (0..n).map(|i| put(format!("k{i:05}").as_bytes(), b"v")).collect();
+        s.prewrite(&rows, b"k00000", 10, 1000).unwrap();
+        let keys: Vec<Vec<u8>> = rows.iter().map(|m| m.key.clone()).collect();
+        s.commit(&keys, 10, 11).unwrap();
+        // Limit 0 ("all") and a limit past the bound both stop at the bound.
+        for limit in [0, n] {
+            let first = s.scan(b"k", None, 20, limit, false).unwrap();
+            assert_eq!((first.rows.len(), first.more), (MAX_SCAN_PAIRS, true));
+            let mut next = first.rows.last().unwrap().0.clone();
+            next.push(0);
+            let rest = s.scan(&next, None, 20, limit, false).unwrap();
+            assert_eq!((rest.rows.len(), rest.more), (500, false));
+        }
+        // Big values stop it by size first.
+        let big = vec![7u8; MAX_VALUE_BYTES];
+        let fat: Vec<Mutation> = (0..4).map(|i| put(format!("z{i}").as_bytes(), &big)).collect();
+        s.prewrite(&fat, b"z0", 30, 1000).unwrap();
+        s.commit(&fat.iter().map(|m| m.key.clone()).collect::<Vec<_>>(), 30, 31).unwrap();
+        let page = s.scan(b"z", None, 40, 0, false).unwrap();
+        assert_eq!((page.rows.len(), page.more), (MAX_SCAN_BYTES / MAX_VALUE_BYTES, true));
     }
 
     #[test]
