@@ -40,6 +40,9 @@ pub enum EtcdError {
     /// The request exceeds the size limit.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    /// A range answer (without a limit) larger than the server sends in one response.
+    #[error("etcdserver: range response is too large; ask with a limit")]
+    ResponseTooLarge,
     /// No leader is known right now.
     #[error("etcdserver: no leader")]
     NoLeader,
@@ -92,6 +95,7 @@ impl EtcdError {
             | Self::MemberNotLearner
             | Self::LearnerNotReady
             | Self::NotEnoughStartedMembers => Code::FailedPrecondition,
+            Self::ResponseTooLarge => Code::ResourceExhausted,
             Self::NoLeader | Self::Timeout => Code::Unavailable,
             Self::NotCapable => Code::Unimplemented,
             Self::Internal(_) => Code::Internal,
@@ -113,6 +117,7 @@ impl EtcdError {
             EtcdError::LeaseExists,
             EtcdError::LeaseTtlTooLarge,
             EtcdError::RequestTooLarge,
+            EtcdError::ResponseTooLarge,
             EtcdError::NoLeader,
             EtcdError::Timeout,
             EtcdError::MemberNotFound,

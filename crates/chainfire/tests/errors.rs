@@ -60,6 +60,33 @@ async fn oversized_requests() {
     still_serving(&mut fresh, "after-oversized-fresh").await;
 }
 
+/// A range without a limit whose answer would pass `MAX_RANGE_RESPONSE_BYTES` is refused with
+/// a clear error (rather than loaded whole into memory), and the same range with a limit pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlimited_range_larger_than_one_answer_is_refused() {
+    use ultracloud_chainfire::mvcc::range::MAX_RANGE_RESPONSE_BYTES;
+    let cluster = common::Cluster::start(1).await;
+    let mut c = cluster.members[0].client().await;
+    let value = vec![b'v'; MIB];
+    let n = MAX_RANGE_RESPONSE_BYTES / MIB + 1;
+    for i in 0..n {
+        c.put(format!("wide/{i:03}"), value.clone(), None).await.unwrap();
+    }
+    let everything = GetOptions::new().with_prefix();
+    assert_status(
+        c.get("wide/", Some(everything)).await,
+        Code::ResourceExhausted,
+        "etcdserver: range response is too large; ask with a limit",
+    );
+    let page = c.get("wide/", Some(GetOptions::new().with_prefix().with_limit(3))).await.unwrap();
+    assert_eq!(page.kvs().len(), 3);
+    assert!(page.more());
+    assert_eq!(page.count(), n as i64);
+    let keys = c.get("wide/", Some(GetOptions::new().with_prefix().with_keys_only())).await.unwrap();
+    assert_eq!(keys.kvs().len(), n, "keys alone fit in one answer");
+    still_serving(&mut c, "after-wide").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_keys_are_rejected() {
     let cluster = common::Cluster::start(1).await;

@@ -520,3 +520,26 @@ async fn progress_responses_never_overtake_events() {
     assert_eq!(violation, None, "event at revision .0 arrived after a progress response at .1");
     assert!(total > 100, "the writers made progress: {total}");
 }
+
+/// One stream holds at most `MAX_WATCHERS_PER_STREAM` watchers: the next is canceled with a
+/// reason naming the limit, and the stream and its watchers go on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stream_holds_a_bounded_number_of_watchers() {
+    use ultracloud_chainfire::server::watch::MAX_WATCHERS_PER_STREAM;
+    let cluster = common::Cluster::start(1).await;
+    let mut c = cluster.members[0].client().await;
+    let (mut w, first) = watch(&mut c, "bound/0", None).await;
+    for i in 1..MAX_WATCHERS_PER_STREAM {
+        w.watch(format!("bound/{i}"), None).await.unwrap();
+    }
+    for _ in 1..MAX_WATCHERS_PER_STREAM {
+        let created = next(&mut w).await;
+        assert!(created.created() && !created.canceled(), "{created:?}");
+    }
+    w.watch("bound/one-too-many", None).await.unwrap();
+    let refused = next(&mut w).await;
+    assert!(refused.canceled(), "{refused:?}");
+    assert!(refused.cancel_reason().contains("too many watches"), "{}", refused.cancel_reason());
+    let rev = put(&mut c, "bound/0", "still watched").await;
+    assert_eq!(events(&mut w, first, 1).await, vec![put_ev("bound/0", "still watched", rev)]);
+}

@@ -38,12 +38,12 @@ pub fn ensure_secrets(lab: &Path, topo: &Topology) -> anyhow::Result<Secrets> {
         node_api_keys,
     };
     if !s.admin_password.exists() {
-        ultracloud_iam::service::write_secret(&s.admin_password, &ultracloud_iam::service::generate_password())?;
+        ultracloud_runtime::secret_file::write(&s.admin_password, &ultracloud_iam::service::generate_password())?;
     }
     for key_file in std::iter::once(&s.platform_api_key).chain(s.node_api_keys.iter().map(|(_, f)| f)) {
         if !key_file.exists() {
             let key = ultracloud_iam::credential::mint(ultracloud_iam::credential::Kind::ApiKey);
-            ultracloud_iam::service::write_secret(key_file, &key.token)?;
+            ultracloud_runtime::secret_file::write(key_file, &key.token)?;
         }
     }
     Ok(s)

@@ -176,6 +176,9 @@ async fn credentials_live_and_die_as_documented() {
     let tampered = format!("{}{last}", &key[..key.len() - 1]);
     assert_eq!(api.grant(json!({"grant_type": "api_key", "api_key": tampered})).await.0, 401);
     assert_eq!(api.grant(json!({"grant_type": "api_key", "api_key": "garbage"})).await.0, 401);
+    let (s, v) = api.grant(json!({"grant_type": "api_key", "api_key": key, "scope_tenant": "acme"})).await;
+    assert!(s == 400 || s == 422, "an unknown field is refused, not ignored: {s} {v}");
+    assert!(v.to_string().contains("scope_tenant"), "{v}");
     assert_eq!(api.delete(&format!("/v1/api-keys/{key_id}"), &alice).await, 204);
     assert_eq!(api.get("/v1/auth/whoami", &sa_token).await.0, 401, "tokens of a deleted key are revoked");
     assert_eq!(api.grant(json!({"grant_type": "api_key", "api_key": key})).await.0, 401);

@@ -11,6 +11,7 @@ pub mod model;
 pub mod network;
 pub mod openapi;
 pub mod ops;
+pub mod plan;
 pub mod records;
 pub mod scheduler;
 pub mod server;

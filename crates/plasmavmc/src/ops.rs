@@ -152,7 +152,7 @@ pub async fn import_image(store: &Store, owner: &Owner, req: &NewImage, policy: 
             if !Store::txn_name_free::<Image>(t, &owner, &image.name).await? {
                 return refuse(conflict(format!("an image named {:?} exists", image.name)));
             }
-            txn_put(t, &image);
+            txn_put(t, &image)?;
             Ok(Ok(image.clone()))
         })
         .await
@@ -348,9 +348,9 @@ pub async fn create_vm(store: &Store, net: &Prismnet, owner: &Owner, req: &NewVm
                     }
                     cur.attached_to = Some(vm.id.clone());
                     cur.host = Some(vm.host.clone());
-                    txn_put(t, &cur);
+                    txn_put(t, &cur)?;
                 }
-                txn_put(t, vm);
+                txn_put(t, vm)?;
                 Ok(Ok(Some(vm.clone())))
             })
             .await;
@@ -452,7 +452,7 @@ pub async fn act(store: &Store, owner: &Owner, id: &str, action: Action) -> Resu
                     vm.migration = None;
                 }
             }
-            txn_put(t, &vm);
+            txn_put(t, &vm)?;
             Ok(Ok(vm))
         })
         .await?;
@@ -528,7 +528,7 @@ pub async fn migrate(store: &Store, net: &Prismnet, owner: &Owner, id: &str, req
                     return refuse(conflict(format!("VM {} is already migrating to {}", vm.name, m.target)));
                 }
                 vm.migration = Some(Migration { target: to.clone(), kind, started_ms: now_ms(), incoming: None });
-                txn_put(t, &vm);
+                txn_put(t, &vm)?;
                 Ok(Ok(Some(vm)))
             })
             .await;
@@ -625,7 +625,7 @@ pub async fn report(store: &Store, net: &Prismnet, host: &str, vm_id: &str, mut 
             .change(async move |t| {
                 if let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&id)).await? {
                     vm.power = Power::Stopped;
-                    txn_put(t, &vm);
+                    txn_put(t, &vm)?;
                 }
                 Ok(Ok(()))
             })
@@ -653,7 +653,7 @@ pub async fn finish_delete(store: &Store, net: &Prismnet, vm: &Vm) -> Result<()>
                     && vol.attached_to.as_deref() == Some(vm.id.as_str())
                 {
                     vol.attached_to = None;
-                    txn_put(t, &vol);
+                    txn_put(t, &vol)?;
                 }
             }
             txn_delete(t, vm);
@@ -681,10 +681,10 @@ async fn finish_migration(store: &Store, net: &Prismnet, vm: &Vm) -> Result<()> 
             for v in &vm.volumes {
                 if let Some(mut vol) = txn_get::<Volume>(t, &ultracloud_prismnet::store::obj_key::<Volume>(v)).await? {
                     vol.host = Some(target.clone());
-                    txn_put(t, &vol);
+                    txn_put(t, &vol)?;
                 }
             }
-            txn_put(t, &vm);
+            txn_put(t, &vm)?;
             tracing::info!(vm = %id, %from, to = %target, "migration finished");
             Ok(Ok(()))
         })
@@ -718,7 +718,7 @@ async fn record_incoming(store: &Store, vm: &Vm, incoming: Option<Incoming>) -> 
                 && m.kind == MigrationKind::Live
             {
                 m.incoming = Some(incoming.clone());
-                txn_put(t, &vm);
+                txn_put(t, &vm)?;
             }
             Ok(Ok(()))
         })
@@ -734,7 +734,7 @@ async fn abort_migration(store: &Store, net: &Prismnet, vm: &Vm, why: &str) -> R
         .change(async move |t| {
             if let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&id)).await? {
                 vm.migration = None;
-                txn_put(t, &vm);
+                txn_put(t, &vm)?;
             }
             Ok(Ok(()))
         })
@@ -774,7 +774,7 @@ pub async fn create_volume(store: &Store, owner: &Owner, req: &NewVolume) -> Res
             if !Store::txn_name_free::<Volume>(t, &owner, &vol.name).await? {
                 return refuse(conflict(format!("a volume named {:?} exists", vol.name)));
             }
-            txn_put(t, &vol);
+            txn_put(t, &vol)?;
             Ok(Ok(vol.clone()))
         })
         .await
@@ -820,8 +820,8 @@ pub async fn set_attachment(store: &Store, owner: &Owner, volume: &str, vm: Opti
                 vol.attached_to = None;
                 vm.volumes.retain(|v| *v != vol.id);
             }
-            txn_put(t, &vol);
-            txn_put(t, &vm);
+            txn_put(t, &vol)?;
+            txn_put(t, &vm)?;
             Ok(Ok(vol))
         })
         .await?;

@@ -34,8 +34,9 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
     })
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
+/// A record as stored; an encoding failure is reported, never written as an empty record.
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Db(FlareError::Internal(format!("cannot encode a record: {e}"))))
 }
 
 /// plasmavmc's store: prismnet's generic resource store under `plasmavmc/`, plus reports.
@@ -62,7 +63,7 @@ pub async fn status(store: &Store, vm: &str) -> Result<Option<VmStatus>, StoreEr
 
 /// Stores a VM's report.
 pub async fn put_status(store: &Store, vm: &str, s: &VmStatus) -> Result<(), StoreError> {
-    Ok(store.db.put(format!("{SERVICE}/status/{vm}").as_bytes(), &encode(s)).await?)
+    Ok(store.db.put(format!("{SERVICE}/status/{vm}").as_bytes(), &encode(s)?).await?)
 }
 
 /// A VM's console tail ("" when none was reported).
@@ -81,7 +82,7 @@ pub async fn add_event(store: &Store, vm: &str, kind: &str, message: impl Into<S
     let e = Event { at_ms: now_ms(), kind: kind.to_owned(), message: message.into() };
     let suffix = &ultracloud_iam::credential::new_id()[..6];
     let key = format!("{SERVICE}/event/{vm}/{:016}-{suffix}", e.at_ms);
-    store.db.put(key.as_bytes(), &encode(&e)).await?;
+    store.db.put(key.as_bytes(), &encode(&e)?).await?;
     let prefix = format!("{SERVICE}/event/{vm}/");
     let rows = store.db.scan(prefix.as_bytes(), Some(&end_of(prefix.as_bytes())), 0, false).await?;
     for old in rows.iter().take(rows.len().saturating_sub(EVENTS_KEPT)) {
@@ -108,7 +109,7 @@ pub async fn forget_vm(store: &Store, vm: &str) -> Result<(), StoreError> {
 
 /// Registers (or refreshes) an agent host.
 pub async fn put_host(store: &Store, h: &Host) -> Result<(), StoreError> {
-    Ok(store.db.put(format!("{SERVICE}/host/{}", h.name).as_bytes(), &encode(h)).await?)
+    Ok(store.db.put(format!("{SERVICE}/host/{}", h.name).as_bytes(), &encode(h)?).await?)
 }
 
 /// Counts the placements made: a VM created on a worker, a migration target chosen.

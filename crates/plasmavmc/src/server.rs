@@ -35,12 +35,13 @@ pub struct Controller {
     /// Where imported images may come from.
     pub images: crate::image_fetch::ImagePolicy,
     version: VersionWatch,
+    plans: crate::plan::PlanCache,
 }
 
 impl Controller {
     /// A controller over `store`; `watch_versions` keeps the version current.
     pub fn new(store: Store, net: Prismnet, images: crate::image_fetch::ImagePolicy) -> Arc<Self> {
-        Arc::new(Self { store, net, images, version: VersionWatch::default() })
+        Arc::new(Self { store, net, images, version: VersionWatch::default(), plans: Default::default() })
     }
 
     /// Keeps the version agents long-poll current until `shutdown`.
@@ -234,6 +235,7 @@ async fn detach_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<J
 
 /// `PUT /v1/hosts/{host}`: an agent's registration and heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HostRegistration {
     /// vCPUs offered.
     pub vcpus: u32,
@@ -320,48 +322,9 @@ pub struct HostPlan {
     pub volumes: Vec<Volume>,
 }
 
-/// Builds a host's plan.
-pub async fn plan_for(store: &Store, host: &str) -> Result<HostPlan, StoreError> {
-    let version = store.version().await?;
-    let hosts = records::hosts(store).await?;
-    let volumes: Vec<Volume> = store.list_all::<Volume>().await?;
-    let mut vms = Vec::new();
-    for vm in store.list_all::<Vm>().await? {
-        let target = vm.migration.as_ref().map(|m| m.target.as_str());
-        if vm.host != host && target != Some(host) {
-            continue;
-        }
-        let Some(image) = store.get::<Image>(&vm.image).await? else {
-            tracing::warn!(vm = %vm.id, image = %vm.image, "VM refers to a missing image");
-            continue;
-        };
-        let source = if target == Some(host) {
-            let status = records::status(store, &vm.id).await?.unwrap_or_default();
-            hosts.iter().find(|h| h.name == vm.host).map(|h| SourceInfo {
-                host: h.name.clone(),
-                agent_url: h.agent_url.clone(),
-                address: h.address,
-                ready: status.host == vm.host
-                    && status.migration_step == Some(crate::model::MigrationStep::SourceReady),
-                guest_ready: status.host == vm.host && status.guest_ready,
-            })
-        } else {
-            None
-        };
-        let vols = volumes.iter().filter(|v| vm.volumes.contains(&v.id)).cloned().collect();
-        vms.push(PlannedVm { vm, image, volumes: vols, source });
-    }
-    // Volumes held here, and those of VMs moving here (their files arrive before the move).
-    let incoming: Vec<&str> =
-        vms.iter().filter(|p| p.vm.host != host).flat_map(|p| p.vm.volumes.iter().map(String::as_str)).collect();
-    let volumes =
-        volumes.into_iter().filter(|v| v.host.as_deref() == Some(host) || incoming.contains(&v.id.as_str())).collect();
-    Ok(HostPlan { version, vms, volumes })
-}
-
 async fn host_plan(State(c): Ctl, Path(host): Path<String>) -> ApiResult<Json<HostPlan>> {
     check_host_name(&host)?;
-    plan_for(&c.store, &host).await.map(Json).map_err(api_error)
+    c.plans.plan_for(&c.store, &host).await.map(Json).map_err(api_error)
 }
 
 async fn put_status(

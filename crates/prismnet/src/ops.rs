@@ -40,6 +40,7 @@ pub fn refuse<T>(e: StoreError) -> std::result::Result<Result<T>, ultracloud_fla
 
 /// `POST …/vpcs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewVpc {
     /// Name.
     pub name: String,
@@ -60,7 +61,7 @@ pub async fn create_vpc(store: &Store, owner: &Owner, req: &NewVpc) -> Result<Vp
             if !Store::txn_name_free::<Vpc>(t, &owner, &vpc.name).await? {
                 return refuse(StoreError::Conflict(format!("a VPC named {:?} exists", vpc.name)));
             }
-            txn_put(t, &vpc);
+            txn_put(t, &vpc)?;
             Ok(Ok(vpc.clone()))
         })
         .await
@@ -95,6 +96,7 @@ pub async fn delete_vpc(store: &Store, owner: &Owner, id: &str) -> Result<()> {
 
 /// `POST …/subnets`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewSubnet {
     /// Name.
     pub name: String,
@@ -183,7 +185,7 @@ pub async fn create_subnet(store: &Store, owner: &Owner, req: &NewSubnet) -> Res
                 Err(StoreError::Db(e)) => return Err(e),
                 Err(e) => return refuse(e),
             };
-            txn_put(t, &subnet);
+            txn_put(t, &subnet)?;
             Ok(Ok(subnet.clone()))
         })
         .await
@@ -231,6 +233,7 @@ pub const DHCP_OWNER: &str = "network:dhcp";
 
 /// `POST …/security-groups`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewSecurityGroup {
     /// Name.
     pub name: String,
@@ -292,7 +295,7 @@ pub async fn create_security_group(store: &Store, owner: &Owner, req: &NewSecuri
             if !Store::txn_name_free::<SecurityGroup>(t, &owner, &sg.name).await? {
                 return refuse(StoreError::Conflict(format!("a security group named {:?} exists", sg.name)));
             }
-            txn_put(t, &sg);
+            txn_put(t, &sg)?;
             Ok(Ok(sg.clone()))
         })
         .await
@@ -311,7 +314,7 @@ pub async fn update_security_group(
     sg.rules = rules;
     store
         .change(async move |t| {
-            txn_put(t, &sg);
+            txn_put(t, &sg)?;
             Ok(Ok(sg.clone()))
         })
         .await
@@ -348,6 +351,7 @@ pub async fn default_security_group(store: &Store, owner: &Owner) -> Result<Secu
 
 /// `POST …/ports`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewPort {
     /// The subnet (ID or name).
     pub subnet: String,
@@ -450,7 +454,7 @@ pub async fn create_port(store: &Store, owner: &Owner, req: &NewPort, by: By) ->
                 txn_claim_ip(t, &subnet.id, *ip, &format!("port:{}", port.id));
             }
             port.fixed_ips = ips;
-            txn_put(t, &port);
+            txn_put(t, &port)?;
             Ok(Ok(port.clone()))
         })
         .await
@@ -458,6 +462,7 @@ pub async fn create_port(store: &Store, owner: &Owner, req: &NewPort, by: By) ->
 
 /// `PATCH …/ports/{id}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PortPatch {
     /// New binding (`null` unbinds).
     #[serde(default, with = "double_option")]
@@ -563,7 +568,7 @@ pub async fn update_port(store: &Store, owner: &Owner, id: &str, patch: &PortPat
             if txn_get::<Port>(t, format!("prismnet/obj/port/{}", port.id).as_bytes()).await?.is_none() {
                 return refuse(StoreError::NotFound(format!("port {} was deleted", port.id)));
             }
-            txn_put(t, &port);
+            txn_put(t, &port)?;
             Ok(Ok(port.clone()))
         })
         .await
@@ -589,6 +594,7 @@ pub async fn delete_port(store: &Store, owner: &Owner, id: &str, by: By) -> Resu
 
 /// `POST …/routers`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewRouter {
     /// Name.
     pub name: String,
@@ -633,7 +639,7 @@ pub async fn create_router(store: &Store, owner: &Owner, req: &NewRouter) -> Res
             if !Store::txn_name_free::<Router>(t, &owner, &router.name).await? {
                 return refuse(StoreError::Conflict(format!("a router named {:?} exists", router.name)));
             }
-            txn_put(t, &router);
+            txn_put(t, &router)?;
             Ok(Ok(router.clone()))
         })
         .await
@@ -652,6 +658,7 @@ pub async fn delete_router(store: &Store, owner: &Owner, id: &str) -> Result<()>
 
 /// `POST …/service-ips`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewServiceIp {
     /// The subnet (ID or name).
     pub subnet: String,
@@ -678,7 +685,7 @@ pub async fn create_service_ip(store: &Store, owner: &Owner, req: &NewServiceIp)
             };
             txn_claim_ip(t, &subnet.id, ip, &format!("sip:{}", sip.id));
             sip.address = ip;
-            txn_put(t, &sip);
+            txn_put(t, &sip)?;
             Ok(Ok(sip.clone()))
         })
         .await

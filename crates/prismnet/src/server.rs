@@ -167,6 +167,7 @@ async fn create_group(
 
 /// `PUT …/security-groups/{id}`: the new rules.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GroupRules {
     rules: Vec<Rule>,
 }
@@ -243,6 +244,7 @@ deleter!(delete_sip, ServiceIp, "service IP", ops::delete_service_ip);
 
 /// `PUT /v1/hosts/{host}`.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HostRegistration {
     /// The address other hosts' VXLAN tunnels reach this host on.
     pub underlay_ip: std::net::Ipv4Addr,

@@ -26,10 +26,10 @@ pub fn split(list: &str) -> Vec<String> {
 
 /// Reads a service API key file, naming the file (and who writes it) when it cannot.
 pub fn read_key(path: &std::path::Path) -> Result<String, BoxError> {
-    let key = std::fs::read_to_string(path).map_err(|e| {
+    let key = ultracloud_runtime::secret_file::read(path).map_err(|e| {
         format!("reading the service API key {}: {e} (iam writes it on its first start)", path.display())
     })?;
-    Ok(key.trim().to_owned())
+    Ok(key)
 }
 
 /// The controller's configuration.

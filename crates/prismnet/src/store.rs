@@ -114,8 +114,10 @@ pub enum StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
+/// A record as stored. Failing here (a map with non-string keys, say) is a bug: it is reported
+/// and nothing is written, never an empty record.
+fn encode<T: Serialize>(v: &T) -> std::result::Result<Vec<u8>, FlareError> {
+    serde_json::to_vec(v).map_err(|e| FlareError::Internal(format!("cannot encode a record: {e}")))
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> std::result::Result<T, FlareError> {
@@ -165,13 +167,14 @@ pub async fn txn_scan<T: DeserializeOwned>(t: &Txn, prefix: &[u8]) -> std::resul
 }
 
 /// Writes a resource (record, project index, name claim) inside a transaction.
-pub fn txn_put<R: Resource>(t: &mut Txn, r: &R) {
-    let bytes = encode(r);
+pub fn txn_put<R: Resource>(t: &mut Txn, r: &R) -> std::result::Result<(), FlareError> {
+    let bytes = encode(r)?;
     t.put(&obj_key::<R>(r.id()), &bytes);
     t.put(format!("{}{}", idx_prefix::<R>(r.owner()), r.id()).as_bytes(), &bytes);
     if !r.unique_name().is_empty() {
         t.put(&name_key::<R>(r.owner(), r.unique_name()), r.id().as_bytes());
     }
+    Ok(())
 }
 
 /// Deletes a resource inside a transaction.
@@ -312,7 +315,7 @@ impl Store {
     pub async fn put_host(&self, h: &Host) -> Result<()> {
         let key = format!("prismnet/host/{}", h.name);
         let old = self.db.get(key.as_bytes()).await?;
-        let new = encode(h);
+        let new = encode(h)?;
         if old.as_deref() != Some(new.as_slice()) {
             self.db.put(key.as_bytes(), &new).await?;
             self.bump().await?;

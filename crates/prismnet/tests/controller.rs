@@ -27,6 +27,11 @@ async fn resources_are_scoped_validated_and_refuse_to_lose_things() {
         s.call(M::POST, &format!("{base}/vpcs"), &acme, Some(json!({"name": "bad", "cidr": "10.0.0.1/16"}))).await;
     assert_eq!(st, 422, "{v}");
     assert!(v.to_string().contains("10.0.0.0/16"), "the error names the network meant: {v}");
+    // A misspelt field is refused, naming it, rather than silently dropped.
+    let typo = json!({"name": "typo", "vpc": "net", "cidr": "10.0.9.0/24", "dns_server": ["10.0.0.53"]});
+    let (st, v) = s.call(M::POST, &format!("{base}/subnets"), &acme, Some(typo)).await;
+    assert!(st == 400 || st == 422, "{st} {v}");
+    assert!(v.to_string().contains("dns_server"), "the error names the unknown field: {v}");
     let subnet = json!({"name": "s1", "vpc": "net", "cidr": "10.0.1.0/24", "dns_servers": ["10.0.0.53"]});
     let (st, v) = s.call(M::POST, &format!("{base}/subnets"), &acme, Some(subnet)).await;
     assert_eq!(st, 201, "{v}");

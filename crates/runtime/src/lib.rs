@@ -15,6 +15,7 @@ pub mod logging;
 pub mod metrics;
 pub mod prerequisite;
 pub mod readiness;
+pub mod secret_file;
 pub mod service;
 pub mod shutdown;
 pub mod version;

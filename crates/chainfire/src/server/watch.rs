@@ -30,6 +30,11 @@ use crate::watch_hub::Applied;
 /// Most events read from the store per catch-up step.
 const CATCH_UP_BATCH: usize = 1000;
 
+/// Most watchers one stream may hold: each event is matched against every watcher of its
+/// stream, so an unbounded count lets one client make every write slow. (etcd has no such bound;
+/// Kubernetes' apiserver holds one watcher per resource type per stream, far below it.)
+pub const MAX_WATCHERS_PER_STREAM: usize = 4096;
+
 /// The Watch service.
 #[derive(Debug, Clone)]
 pub struct WatchService {
@@ -143,9 +148,16 @@ impl Session {
         let revs = self.node.mvcc.revisions().unwrap_or_default();
         let id = if create.watch_id > 0 { create.watch_id } else { self.next_free_id() };
         let header = self.node.header(revs.current);
-        if create.key.is_empty() || self.watchers.contains_key(&id) {
-            let reason =
-                if create.key.is_empty() { EtcdError::EmptyKey.to_string() } else { "watch id already in use".into() };
+        let refused = if create.key.is_empty() {
+            Some(EtcdError::EmptyKey.to_string())
+        } else if self.watchers.contains_key(&id) {
+            Some("watch id already in use".into())
+        } else if self.watchers.len() >= MAX_WATCHERS_PER_STREAM {
+            Some(format!("too many watches on one stream (at most {MAX_WATCHERS_PER_STREAM}); open another stream"))
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
             return self
                 .send(WatchResponse {
                     header,

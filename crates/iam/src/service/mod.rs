@@ -286,7 +286,7 @@ impl Iam {
                 self.store.bind(&binding_id(&b), &b).await?;
                 if generated {
                     let path = data_dir.join("admin-password");
-                    write_secret(&path, &password)?;
+                    ultracloud_runtime::secret_file::write(&path, &password)?;
                     written.push(path);
                 }
             }
@@ -323,7 +323,7 @@ impl Iam {
                 self.store.create_api_key(&key).await?;
                 if let Some(token) = token {
                     let path = data_dir.join("platform-api-key");
-                    write_secret(&path, &token)?;
+                    ultracloud_runtime::secret_file::write(&path, &token)?;
                     written.push(path);
                 }
             }
@@ -405,16 +405,6 @@ pub fn generate_password() -> String {
     let mut bytes = [0u8; 24];
     rand_core::OsRng.fill_bytes(&mut bytes);
     bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
-}
-
-/// Writes a secret to a file only its owner can read (0600), replacing it.
-pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(secret.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
 }
 
 /// Connects to flaredb, retrying until it answers (flaredb may still be forming its cluster

@@ -50,11 +50,23 @@ pub(super) fn load(paths: &VmPaths) -> LocalState {
 }
 
 pub(super) fn save(paths: &VmPaths, s: &LocalState) {
-    let tmp = paths.local_state().with_extension("tmp");
-    let ok = std::fs::write(&tmp, serde_json::to_vec(s).unwrap_or_default())
-        .and_then(|()| std::fs::rename(&tmp, paths.local_state()));
-    if let Err(e) = ok {
+    if let Err(e) = write_json(&paths.local_state(), s) {
         tracing::warn!(dir = %paths.dir.display(), error = %e, "cannot save the VM's agent state");
+    }
+}
+
+/// Writes `value` as JSON to `path` through a temporary file, so a crash leaves the old file or
+/// the new one, and an encoding failure writes nothing (never an empty file).
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path))
+}
+
+/// Records which image a VM's disks came from (the agent's image cache reads it).
+fn note_image(paths: &VmPaths, image: &Image) {
+    if let Err(e) = write_json(&paths.dir.join("image.json"), image) {
+        tracing::warn!(dir = %paths.dir.display(), error = %e, "cannot record the VM's image");
     }
 }
 
@@ -252,7 +264,7 @@ async fn fetch_image_file(w: &Worker, f: &ImageFile) -> Result<std::path::PathBu
 async fn prepare_root(w: &Worker, image: &Image, paths: &VmPaths) -> Result<(), StartProblem> {
     let base = fetch_image_file(w, &image.disk).await?;
     std::fs::create_dir_all(&paths.dir).map_err(|e| Failed(format!("creating {}: {e}", paths.dir.display())))?;
-    let _ = std::fs::write(paths.dir.join("image.json"), serde_json::to_vec(image).unwrap_or_default());
+    note_image(paths, image);
     let root = paths.root_disk();
     if !root.exists() {
         let tmp = root.with_extension("partial");
@@ -378,7 +390,7 @@ async fn migrate_in(w: &Worker, ctl: &Controller, p: &PlannedVm, paths: &VmPaths
             Pending(m) | Failed(m) => m,
         })?;
         std::fs::create_dir_all(&paths.dir).map_err(|e| format!("creating {}: {e}", paths.dir.display()))?;
-        let _ = std::fs::write(paths.dir.join("image.json"), serde_json::to_vec(&p.image).unwrap_or_default());
+        note_image(paths, &p.image);
         let root = paths.root_disk();
         let mut bytes = transfer::pull(&ctl.http, &token, &source.agent_url, &p.vm.id, "root", &root).await?;
         let (b, r) = (base.display().to_string(), root.display().to_string());

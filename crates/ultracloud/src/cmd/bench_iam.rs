@@ -113,7 +113,7 @@ async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: &V
 pub async fn run(a: IamBench) -> anyhow::Result<()> {
     let iam = a.iam.trim_end_matches('/').to_owned();
     let read = |f: &std::path::Path| -> anyhow::Result<String> {
-        Ok(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?.trim().to_owned())
+        ultracloud_runtime::secret_file::read(f).with_context(|| format!("reading {}", f.display()))
     };
     let admin_pw = read(&a.admin_password_file)?;
     let platform_key = read(&a.platform_api_key_file)?;

@@ -71,8 +71,7 @@ pub struct IamArgs {
 }
 
 fn read_secret_file(flag: &str, f: &std::path::Path) -> anyhow::Result<String> {
-    let s = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", f.display()))?;
-    Ok(s.trim().to_owned())
+    ultracloud_runtime::secret_file::read(f).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", f.display()))
 }
 
 /// Runs the subcommand.

@@ -163,7 +163,7 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
     let iam = "http://127.0.0.1:8480";
     let token = steps
         .step("admin login through iam", async {
-            let password = std::fs::read_to_string(dirs.admin_password())?;
+            let password = ultracloud_runtime::secret_file::read(&dirs.admin_password())?;
             let v: Value = http
                 .post(format!("{iam}/v1/auth/token"))
                 .json(&json!({"grant_type": "password", "username": "admin", "password": password.trim()}))

@@ -116,7 +116,7 @@ impl Stack {
         let secrets = dirs.node_key().parent().map(Path::to_path_buf).unwrap_or_default();
         ultracloud_runtime::data_dir::create_private_dir(&secrets)?;
         let key = ultracloud_iam::credential::mint(ultracloud_iam::credential::Kind::ApiKey);
-        ultracloud_iam::service::write_secret(&dirs.node_key(), &key.token)?;
+        ultracloud_runtime::secret_file::write(&dirs.node_key(), &key.token)?;
         remove_namespaces();
         sys::ip(&["netns", "add", NETNS])?;
         sys::ip(&["-n", NETNS, "link", "set", "lo", "up"])?;

@@ -46,8 +46,8 @@ impl Credentials {
     /// The stored credentials, if any.
     pub fn load() -> anyhow::Result<Option<Self>> {
         let path = path()?;
-        match std::fs::read(&path) {
-            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| format!("{} is corrupt", path.display()))?)),
+        match ultracloud_runtime::secret_file::read(&path) {
+            Ok(b) => Ok(Some(serde_json::from_str(&b).with_context(|| format!("{} is corrupt", path.display()))?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(anyhow!("{}: {e}", path.display())),
         }
@@ -60,7 +60,7 @@ impl Credentials {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let text = serde_json::to_string_pretty(self)?;
-        ultracloud_iam::service::write_secret(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+        ultracloud_runtime::secret_file::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 
@@ -232,7 +232,7 @@ impl Session {
 /// Reads a secret: from a file, else an environment variable, else the terminal without echo.
 pub fn read_secret(file: Option<&std::path::Path>, env: &str, prompt: &str) -> anyhow::Result<String> {
     if let Some(f) = file {
-        return Ok(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?.trim().to_owned());
+        return ultracloud_runtime::secret_file::read(f).with_context(|| format!("reading {}", f.display()));
     }
     if let Ok(v) = std::env::var(env) {
         return Ok(v);

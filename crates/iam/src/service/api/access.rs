@@ -20,6 +20,7 @@ use crate::service::{Iam, now_secs};
 
 /// `POST /v1/authorize`.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
     /// The subject (`user:<id>`, `sa:<id>`).
     pub subject: String,

@@ -20,7 +20,7 @@ use crate::service::{Iam, Issued, now_secs};
 
 /// `POST /v1/auth/token`: one of three grants.
 #[derive(Deserialize)]
-#[serde(tag = "grant_type", rename_all = "snake_case")]
+#[serde(deny_unknown_fields, tag = "grant_type", rename_all = "snake_case")]
 pub enum TokenRequest {
     /// A user's name and password.
     Password {
@@ -183,6 +183,7 @@ pub(super) async fn token(
 
 /// `POST /v1/auth/logout`.
 #[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct LogoutRequest {
     /// The session's refresh token, to revoke with the access token.
     #[serde(default)]

@@ -42,6 +42,7 @@ async fn delete_keys_of(iam: &Iam, owner: &str) -> Result<(), ApiError> {
 
 /// `POST /v1/users`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct NewUser {
     /// Login name (also the ID).
     name: String,
@@ -121,6 +122,7 @@ pub(super) async fn list_users(
 
 /// `PATCH /v1/users/{id}`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct UserPatch {
     /// Disable (revokes the user's tokens) or enable.
     disabled: Option<bool>,
@@ -249,6 +251,7 @@ pub(super) async fn delete_sa(
 
 /// `POST /v1/api-keys`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct NewKey {
     /// Whose key (`user:<id>` or `sa:<id>`); default: the caller.
     owner: Option<String>,

@@ -82,6 +82,7 @@ pub(super) async fn delete_tenant(
 
 /// `POST /v1/tenants/{tenant}/projects`.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct NewProject {
     /// Project ID.
     id: String,
