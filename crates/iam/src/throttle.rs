@@ -1,4 +1,4 @@
-//! Failed-login throttling, per user and per source address.
+//! Failed-login throttling, per (user, source address) and per source address.
 //!
 //! Each key (a user name, a source IP) may fail `free_failures` times; after that every further
 //! failure locks the key for a doubling delay (1 s, 2 s, 4 s … up to `max_lock`). A success

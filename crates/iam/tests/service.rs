@@ -137,6 +137,25 @@ async fn tenants_are_isolated_and_tokens_are_checked() {
     let (s, v) = api.login("bob", "a long password").await;
     assert_eq!(s, 429, "even the right password waits: {v}");
     assert_eq!(api.login("nobody", "whatever it is").await.0, 429, "the guessing source is throttled too");
+    // The throttle is by user and source: a guesser elsewhere cannot lock bob out.
+    let (s, v) = api.from("127.0.0.2").login("bob", "a long password").await;
+    assert_eq!(s, 200, "bob, from another address, is not locked out by a guesser: {v}");
+}
+
+/// A wrong secret for a live refresh token is refused and leaves the token to its holder (on a
+/// fresh server: the other tests' failures would have this source throttled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_refresh_token_leaves_the_session_to_its_holder() {
+    let w = World::start().await;
+    let api = &w.api;
+    let (s, v) = api.login("admin", &w.admin_password).await;
+    assert_eq!(s, 200, "{v}");
+    let refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    let last = if refresh.ends_with('x') { 'y' } else { 'x' };
+    let forged = format!("{}{last}", &refresh[..refresh.len() - 1]);
+    assert_eq!(api.grant(json!({"grant_type": "refresh_token", "refresh_token": forged})).await.0, 401);
+    let (s, v) = api.grant(json!({"grant_type": "refresh_token", "refresh_token": refresh})).await;
+    assert_eq!(s, 200, "the holder's refresh token survived the forgery: {v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,6 +230,23 @@ async fn credentials_live_and_die_as_documented() {
     assert_eq!(api.login("alice", "a long password").await.0, 401);
     let (s, _) = api.call(M::PATCH, "/v1/users/alice", Some(&w.admin), Some(json!({"disabled": false}))).await;
     assert_eq!(s, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // a new second for iat
+    let alice = api.token("alice", "a long password").await;
+    secrets.push(alice.clone());
+
+    // A password change ends the user's sessions, refresh tokens included.
+    let (s, v) = api.login("alice", "a long password").await;
+    assert_eq!(s, 200);
+    let refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    secrets.push(refresh.clone());
+    for pw in ["a longer password", "a long password"] {
+        let patch = json!({"password": pw});
+        assert_eq!(api.call(M::PATCH, "/v1/users/alice", Some(&w.admin), Some(patch)).await.0, 200);
+    }
+    // (From another address: this source's failures so far would have it throttled.)
+    let (s, v) = api.from("127.0.0.3").grant(json!({"grant_type": "refresh_token", "refresh_token": refresh})).await;
+    assert_eq!(s, 401, "a refresh token does not outlive a password change: {v}");
+    assert_eq!(api.get("/v1/auth/whoami", &alice).await.0, 401);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // a new second for iat
     let alice = api.token("alice", "a long password").await;
     secrets.push(alice.clone());

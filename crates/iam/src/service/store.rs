@@ -296,15 +296,30 @@ impl Store {
         self.create(&format!("iam/refresh/{}", r.id), r).await
     }
 
-    /// Takes a refresh token: returns it and deletes it, atomically (compare-and-swap), so a
-    /// refresh token is used at most once even when presented twice at once.
-    pub async fn take_refresh(&self, id: &str) -> Result<Option<RefreshRecord>, FlareError> {
+    /// Takes a refresh token whose record `proves` accepts (its holder's secret): returns it
+    /// and deletes it, atomically (compare-and-swap), so it is used at most once even when
+    /// presented twice at once. A record `proves` refuses is left where it was: a caller with a
+    /// wrong secret never takes it, even for a moment, from its holder.
+    pub async fn take_refresh(
+        &self,
+        id: &str,
+        proves: impl FnOnce(&RefreshRecord) -> bool,
+    ) -> Result<Option<RefreshRecord>, FlareError> {
         let key = format!("iam/refresh/{id}");
         let Some(bytes) = self.db.get(key.as_bytes()).await? else { return Ok(None) };
-        if self.db.compare_and_swap(key.as_bytes(), Some(&bytes), None).await?.is_some() {
+        let record: RefreshRecord = decode(&key, &bytes)?;
+        if !proves(&record) || self.db.compare_and_swap(key.as_bytes(), Some(&bytes), None).await?.is_some() {
             return Ok(None);
         }
-        Ok(Some(decode(&key, &bytes)?))
+        Ok(Some(record))
+    }
+
+    /// Deletes every refresh token of `subject` (its password changed, or it was disabled).
+    pub async fn delete_refresh_of(&self, subject: &str) -> Result<(), FlareError> {
+        for r in self.list::<RefreshRecord>("iam/refresh/").await?.iter().filter(|r| r.subject == subject) {
+            self.delete_refresh(&r.id).await?;
+        }
+        Ok(())
     }
 
     /// Deletes a refresh token.

@@ -121,13 +121,14 @@ async fn still_valid(iam: &Iam, subject: &str, akid: Option<&str>) -> Result<boo
 
 async fn check_refresh(iam: &Iam, token: &str) -> Result<Authenticated, ApiError> {
     let (id, secret) = credential::parse(Kind::Refresh, token).ok_or_else(|| failed("refresh token"))?;
-    // Taking it (atomically) makes it single-use even under concurrent presentation.
-    let record = iam.store.take_refresh(id).await.map_err(db_error)?.ok_or_else(|| failed("refresh token"))?;
-    if !credential::matches(secret, &record.hash) {
-        // Not the holder: put the record back untouched.
-        iam.store.create_refresh(&record).await.map_err(db_error)?;
-        return Err(failed("refresh token"));
-    }
+    // Taking it (atomically, and only with the right secret) makes it single-use even under
+    // concurrent presentation.
+    let record = iam
+        .store
+        .take_refresh(id, |r| credential::matches(secret, &r.hash))
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| failed("refresh token"))?;
     if record.expires <= now_secs() {
         return Err(ApiError::unauthenticated("refresh token expired; log in again"));
     }
@@ -143,12 +144,17 @@ pub(super) async fn token(
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Response, ApiError> {
     let now = Instant::now();
+    // By principal *and* source, so that a guesser locks only itself out, not the user (the
+    // admin above all) everywhere; the source key also bounds one source guessing many users.
+    let source = peer.ip();
     let principal_key = match &req {
-        TokenRequest::Password { username, .. } => Some(format!("user:{username}")),
-        TokenRequest::ApiKey { api_key } => credential::parse(Kind::ApiKey, api_key).map(|(id, _)| format!("key:{id}")),
+        TokenRequest::Password { username, .. } => Some(format!("user:{username}@{source}")),
+        TokenRequest::ApiKey { api_key } => {
+            credential::parse(Kind::ApiKey, api_key).map(|(id, _)| format!("key:{id}@{source}"))
+        }
         TokenRequest::RefreshToken { .. } => None,
     };
-    let source_key = format!("source:{}", peer.ip());
+    let source_key = format!("source:{source}");
     for key in principal_key.iter().chain([&source_key]) {
         if let Some(wait) = iam.throttle.locked(key, now) {
             return Ok(throttled(wait));
@@ -201,13 +207,12 @@ pub(super) async fn logout(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("logout request: {e}")))?
     };
+    // Only the caller's own refresh token, with its secret, is ended; anyone else's is left be.
     if let Some(rt) = &req.refresh_token
         && let Some((id, secret)) = credential::parse(Kind::Refresh, rt)
-        && let Some(record) = iam.store.take_refresh(id).await.map_err(db_error)?
-        && !(credential::matches(secret, &record.hash) && record.subject == caller.0.sub)
     {
-        // Someone else's (or a forged) token: leave it be.
-        iam.store.create_refresh(&record).await.map_err(db_error)?;
+        let own = |r: &crate::service::RefreshRecord| credential::matches(secret, &r.hash) && r.subject == caller.0.sub;
+        iam.store.take_refresh(id, own).await.map_err(db_error)?;
     }
     let r = Revocation { what: Revoked::Token(caller.0.jti.clone()), before: u64::MAX, expires: caller.0.exp };
     iam.store.revoke(&r).await.map_err(db_error)?;

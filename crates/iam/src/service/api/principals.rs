@@ -21,6 +21,8 @@ fn internal(e: impl std::error::Error + 'static) -> ApiError {
 
 /// Refuses every token of `subject` issued until now and drops its sessions' bindings cache.
 async fn revoke_subject(iam: &Iam, subject: &str) -> Result<(), ApiError> {
+    // Refresh tokens first: a session must not outlive the credential it was started with.
+    iam.store.delete_refresh_of(subject).await.map_err(db_error)?;
     let now = now_secs();
     let r = Revocation {
         what: Revoked::Subject(subject.to_owned()),
