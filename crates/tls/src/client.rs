@@ -1,0 +1,77 @@
+//! The process's client identity: set once at start from `--tls-dir` (a service) or from the
+//! saved session's CA (the CLI), then used by every HTTP client the process builds, so no call
+//! site can forget the cluster CA or speak plain HTTP to a TLS cluster.
+//!
+//! It is process-wide on purpose, like rustls's default crypto provider: a process is one
+//! holder. Tests that turn TLS on therefore live in test binaries of their own.
+
+use std::sync::OnceLock;
+
+use crate::tls_dir::{ClusterTls, TlsError};
+
+enum Installed {
+    /// A holder: trusts the CA, presents its certificate.
+    Holder(ClusterTls),
+    /// A client that only trusts the CA (the CLI).
+    TrustOnly(rustls::ClientConfig),
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+/// A second, different identity was installed.
+#[derive(Debug, thiserror::Error)]
+#[error("a different TLS identity is already installed in this process")]
+pub struct AlreadyInstalled;
+
+/// Makes `tls` the identity of every client this process builds from now on. Installing the
+/// same directory again is a no-op.
+pub fn install(tls: ClusterTls) -> Result<(), AlreadyInstalled> {
+    let dir = tls.dir().to_path_buf();
+    match INSTALLED.get_or_init(|| Installed::Holder(tls)) {
+        Installed::Holder(t) if t.dir() == dir => Ok(()),
+        _ => Err(AlreadyInstalled),
+    }
+}
+
+/// Makes clients trust the CA in `ca_file` (and present no certificate).
+pub fn install_trust(ca_file: &std::path::Path) -> Result<(), TlsError> {
+    let config = crate::tls_dir::trust_only(ca_file)?;
+    let _ = INSTALLED.set(Installed::TrustOnly(config));
+    Ok(())
+}
+
+/// The installed holder identity, if any.
+pub fn holder() -> Option<&'static ClusterTls> {
+    match INSTALLED.get() {
+        Some(Installed::Holder(t)) => Some(t),
+        _ => None,
+    }
+}
+
+/// `https` when this process is a TLS holder (its cluster speaks TLS), else `http`: the scheme
+/// of URLs a service builds from its peers' `host:port`.
+pub fn scheme() -> &'static str {
+    if holder().is_some() { "https" } else { "http" }
+}
+
+/// An HTTP client builder with the installed identity (plain `reqwest` defaults when none):
+/// use it for every client.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    match INSTALLED.get() {
+        Some(Installed::Holder(t)) => match t.http_client_builder() {
+            Ok(b) => b,
+            Err(e) => {
+                // Loaded and checked at install; a failure here would be a rustls regression.
+                tracing::error!(error = %e, "TLS client configuration failed; falling back to no identity");
+                reqwest::Client::builder()
+            }
+        },
+        Some(Installed::TrustOnly(config)) => reqwest::Client::builder().use_preconfigured_tls(config.clone()),
+        None => reqwest::Client::builder(),
+    }
+}
+
+/// An HTTP client with the installed identity and reqwest's defaults otherwise.
+pub fn http_client() -> reqwest::Client {
+    http_client_builder().build().unwrap_or_default()
+}
