@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::pb::etcdserverpb::watch_client::WatchClient;
@@ -55,7 +55,7 @@ pub struct BenchResult {
 }
 
 /// Runs every workload and returns the figures.
-pub async fn run(config: &BenchConfig) -> Result<Vec<BenchResult>, tonic::transport::Error> {
+pub async fn run(config: &BenchConfig) -> Result<Vec<BenchResult>, crate::tls::EndpointError> {
     let mut results = Vec::new();
     for &clients in &config.clients {
         results.push(load(config, clients, Workload::Put).await?);
@@ -73,15 +73,15 @@ enum Workload {
     Get,
 }
 
-async fn connect(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(endpoint.to_owned())?.tcp_nodelay(true).connect().await
+async fn connect(endpoint: &str) -> Result<Channel, crate::tls::EndpointError> {
+    Ok(crate::tls::endpoint(endpoint)?.tcp_nodelay(true).connect().await?)
 }
 
 async fn load(
     config: &BenchConfig,
     clients: usize,
     workload: Workload,
-) -> Result<BenchResult, tonic::transport::Error> {
+) -> Result<BenchResult, crate::tls::EndpointError> {
     let per_client = config.requests.div_ceil(clients);
     let value = vec![b'v'; config.value_size];
     let deadline = Instant::now() + config.deadline;
@@ -132,7 +132,7 @@ async fn load(
     Ok(summarize(name, clients, latencies, errors, seconds))
 }
 
-async fn watch_latency(config: &BenchConfig) -> Result<BenchResult, tonic::transport::Error> {
+async fn watch_latency(config: &BenchConfig) -> Result<BenchResult, crate::tls::EndpointError> {
     let endpoint = &config.endpoints[0];
     let mut watch = WatchClient::new(connect(endpoint).await?);
     let mut kv = KvClient::new(connect(endpoint).await?);

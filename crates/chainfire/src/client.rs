@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::kv_client::KvClient;
@@ -34,7 +34,7 @@ pub enum ClientError {
         endpoint: String,
         /// Why.
         #[source]
-        source: tonic::transport::Error,
+        source: crate::tls::EndpointError,
     },
     /// The server answered an error.
     #[error("chainfire: {0}")]
@@ -54,11 +54,12 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects lazily to `endpoints` (`http://host:port`).
+    /// Connects lazily to `endpoints` (`http://host:port`, or `https://` with this process's
+    /// cluster certificate).
     pub fn connect(endpoints: &[String]) -> Result<Self, ClientError> {
         let mut list = Vec::new();
         for e in endpoints {
-            let ep = Endpoint::from_shared(e.clone())
+            let ep = crate::tls::endpoint(e)
                 .map_err(|source| ClientError::Endpoint { endpoint: e.clone(), source })?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true);

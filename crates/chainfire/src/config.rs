@@ -54,6 +54,10 @@ pub struct ChainfireConfig {
     pub snapshot_catchup_entries: u64,
     /// Seconds between progress notifications to watchers that ask for them.
     pub watch_progress_notify_interval_secs: u64,
+    /// TLS directory (`ca.pem`, `cert.pem`, `key.pem` from `ultracloud ca issue`): every URL is
+    /// then `https://`, and clients and peers must present a certificate of the cluster CA
+    /// (etcd's `--client-cert-auth` and `--peer-client-cert-auth`). Required beyond loopback.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for ChainfireConfig {
@@ -75,6 +79,7 @@ impl Default for ChainfireConfig {
             snapshot_count: 10_000,
             snapshot_catchup_entries: 5_000,
             watch_progress_notify_interval_secs: 600,
+            tls_dir: None,
         }
     }
 }
@@ -88,11 +93,12 @@ pub struct InitialMember {
     pub peer_urls: Vec<String>,
 }
 
-/// Parses `http://host:port` into a socket address (host must be an IP literal or `localhost`).
+/// Parses `http://host:port` or `https://host:port` into a socket address (host must be an IP
+/// literal or `localhost`).
 pub fn socket_of(url: &str) -> Result<SocketAddr, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-    if parsed.scheme() != "http" {
-        return Err(format!("{url}: only http:// URLs are supported (TLS is terminated elsewhere)"));
+    if parsed.scheme() != "http" && parsed.scheme() != "https" {
+        return Err(format!("{url}: only http:// and https:// URLs are supported"));
     }
     let host = parsed.host_str().ok_or_else(|| format!("{url}: no host"))?;
     let port = parsed.port().ok_or_else(|| format!("{url}: no port"))?;
@@ -152,7 +158,16 @@ impl Validate for ChainfireConfig {
             ("initial_advertise_peer_urls", &self.initial_advertise_peer_urls),
         ] {
             for u in urls {
-                socket_of(u).map_err(|e| ConfigError::invalid(field, u, &e))?;
+                let addr = socket_of(u).map_err(|e| ConfigError::invalid(field, u, &e))?;
+                let tls = self.tls_dir.is_some();
+                if tls != u.starts_with("https://") {
+                    let need = if tls { "https:// URLs (TLS is on: --tls-dir)" } else { "http:// URLs, or --tls-dir for https://" };
+                    return Err(ConfigError::invalid(field, u, need));
+                }
+                if field.starts_with("listen") {
+                    ultracloud_tls::refuse_cleartext_beyond_loopback("chainfire", addr, tls)
+                        .map_err(|why| ConfigError::invalid(field, u, &why))?;
+                }
             }
         }
         if self.listen_client_urls.is_empty() {

@@ -20,6 +20,7 @@ pub mod pb;
 pub mod raft;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod watch_hub;
 
 pub use config::ChainfireConfig;

@@ -108,7 +108,7 @@ impl Client {
         if endpoints.is_empty() {
             return Err(FlareError::Invalid("at least one endpoint is needed".into()));
         }
-        let http = reqwest::Client::builder()
+        let http = ultracloud_tls::client::http_client_builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(256)
             // A partitioned node drops the SYN: fail over to another replica in a second or
@@ -128,7 +128,7 @@ impl Client {
     ) -> Result<Resp, FlareError> {
         let reply = self
             .http
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", ultracloud_tls::client::scheme()))
             .json(body)
             .send()
             .await

@@ -47,6 +47,11 @@ pub struct FlaredbConfig {
     pub gc_interval_ms: u64,
     /// Largest HTTP request body.
     pub max_request_bytes: usize,
+    /// TLS directory (`ca.pem`, `cert.pem`, `key.pem`, from `ultracloud ca issue`): the API
+    /// speaks TLS only, every client must present a certificate of the cluster CA (role
+    /// control-plane, or admin for operators; peers' internal routes control-plane only), and
+    /// peers are reached over TLS. Required to listen beyond loopback.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for FlaredbConfig {
@@ -69,6 +74,7 @@ impl Default for FlaredbConfig {
             gc_life_ms: 10 * 60 * 1000,
             gc_interval_ms: 60 * 1000,
             max_request_bytes: 8 * 1024 * 1024,
+            tls_dir: None,
         }
     }
 }
@@ -148,6 +154,8 @@ impl Validate for FlaredbConfig {
         if self.name.is_empty() {
             return Err(ConfigError::invalid("name", "", "a non-empty node name"));
         }
+        ultracloud_tls::refuse_cleartext_beyond_loopback("flaredb", self.listen, self.tls_dir.is_some())
+            .map_err(|why| ConfigError::invalid("listen", self.listen, &why))?;
         if let Some(a) = &self.advertise {
             check_addr("advertise", a)?;
         }

@@ -63,6 +63,10 @@ pub enum FlareError {
     /// No leader, no quorum, or the node is shutting down; retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The node refused this client: no cluster certificate, one of a role it does not admit,
+    /// or plain HTTP to a TLS node. Retrying cannot help.
+    #[error("refused: {0}")]
+    Refused(String),
     /// Something failed that should not have.
     #[error("internal error: {0}")]
     Internal(String),
@@ -89,6 +93,7 @@ impl FlareError {
             | Self::KeyNotInRegion { .. } => 421,
             Self::SnapshotTooOld { .. } => 410,
             Self::Invalid(_) => 400,
+            Self::Refused(_) => 403,
             Self::Unavailable(_) => 503,
         }
     }

@@ -131,7 +131,7 @@ impl Node {
         let mut seeds: Vec<String> = initial.iter().map(|n| n.addr.clone()).collect();
         seeds.extend(config.join_addrs());
         let (events, events_rx) = mpsc::unbounded_channel();
-        let http = reqwest::Client::builder()
+        let http = ultracloud_tls::client::http_client_builder()
             .tcp_nodelay(true)
             // A partitioned peer drops the SYN: give up on it quickly and ask another.
             .connect_timeout(Duration::from_secs(2))
@@ -705,7 +705,7 @@ impl Node {
 /// holds a connection, so a bounce during an election once piled up thousands of them).
 pub const PEER_HEADER: &str = "x-flaredb-peer";
 
-/// POSTs JSON to `http://{addr}{path}` (as a peer, see [`PEER_HEADER`]) and decodes the answer or
+/// POSTs JSON to `{scheme}://{addr}{path}` (as a peer, see [`PEER_HEADER`]) and decodes the answer or
 /// the flaredb error.
 pub async fn post_json<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
     http: &reqwest::Client,
@@ -714,7 +714,7 @@ pub async fn post_json<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
     body: &Req,
 ) -> Result<Resp, FlareError> {
     let reply = http
-        .post(format!("http://{addr}{path}"))
+        .post(format!("{}://{addr}{path}", ultracloud_tls::client::scheme()))
         .timeout(Duration::from_secs(10))
         .header(PEER_HEADER, "1")
         .json(body)
@@ -732,8 +732,14 @@ pub async fn decode_reply<Resp: DeserializeOwned>(addr: &str, reply: reqwest::Re
         return serde_json::from_slice(&bytes)
             .map_err(|e| FlareError::Internal(format!("{addr}: malformed answer: {e}")));
     }
+    let text = String::from_utf8_lossy(&bytes);
     match serde_json::from_slice::<ErrorResponse>(&bytes) {
         Ok(e) => Err(e.error),
-        Err(_) => Err(FlareError::Unavailable(format!("{addr}: HTTP {status}: {}", String::from_utf8_lossy(&bytes)))),
+        // The TLS layer's refusals (no or the wrong certificate, plain HTTP to a TLS port) are
+        // not flaredb errors; asking again would not change them.
+        Err(_) if matches!(status.as_u16(), 400 | 401 | 403) => {
+            Err(FlareError::Refused(format!("{addr}: HTTP {status}: {text}")))
+        }
+        Err(_) => Err(FlareError::Unavailable(format!("{addr}: HTTP {status}: {text}"))),
     }
 }

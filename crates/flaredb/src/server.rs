@@ -11,6 +11,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Deserialize;
+use ultracloud_tls::Role;
+use ultracloud_tls::serve::require_role;
 
 use crate::api::*;
 use crate::error::FlareError;
@@ -34,8 +36,25 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
 
 type Api<T> = Result<Json<T>, FlareError>;
 
-/// The node's router.
-pub fn router(node: Arc<Node>) -> Router {
+/// Who may call the public routes over TLS: the control plane's services and operators.
+const CLIENTS: &[Role] = &[Role::ControlPlane, Role::Admin];
+/// Who may call the internal routes (Raft, placement): the control-plane nodes only.
+const PEERS: &[Role] = &[Role::ControlPlane];
+
+/// The node's router. With `tls`, every route needs a client certificate of the cluster CA in
+/// the right role (the listener already refused anyone without one).
+pub fn router(node: Arc<Node>, tls: bool) -> Router {
+    let public = public_routes().with_state(node.clone());
+    let internal = internal_routes().with_state(node);
+    if !tls {
+        return public.merge(internal);
+    }
+    public
+        .layer(axum::middleware::from_fn_with_state(CLIENTS, require_role))
+        .merge(internal.layer(axum::middleware::from_fn_with_state(PEERS, require_role)))
+}
+
+fn public_routes() -> Router<Arc<Node>> {
     Router::new()
         .route("/v1/region/get", post(region_get))
         .route("/v1/region/scan", post(region_scan))
@@ -50,12 +69,15 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/split", post(split))
         .route("/v1/openapi.json", get(openapi))
+}
+
+fn internal_routes() -> Router<Arc<Node>> {
+    Router::new()
         .route("/internal/raft/{group}/{kind}", post(raft_rpc))
         .route("/internal/replicas", post(create_replica))
         .route("/internal/heartbeat", post(heartbeat))
         .route("/internal/alloc_id", post(alloc_id))
         .route("/internal/change", post(change))
-        .with_state(node)
 }
 
 fn replica_for(node: &Node, route: &Route) -> Result<Arc<crate::replica::Replica>, FlareError> {

@@ -21,6 +21,9 @@ pub enum ServiceError {
     /// The API listener could not bind.
     #[error(transparent)]
     Listen(#[from] ListenError),
+    /// The TLS directory is unusable.
+    #[error(transparent)]
+    Tls(#[from] ultracloud_tls::TlsError),
     /// Serving failed.
     #[error("serving the API failed: {0}")]
     Serve(#[from] std::io::Error),
@@ -29,6 +32,8 @@ pub enum ServiceError {
 /// Runs a node until SIGTERM/SIGINT.
 pub async fn run(config: FlaredbConfig) -> Result<(), ServiceError> {
     let ctx = ServiceContext::start("flaredb", &config.data_dir)?;
+    // Before the node starts: its peer and client calls use the identity installed here.
+    let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::Required)?;
     let listener = bind(config.listen, "flaredb API").await?;
     let node = Node::start(config.clone(), ctx.data_dir().path(), ctx.shutdown.clone()).await?;
     let ready = node.clone();
@@ -39,9 +44,11 @@ pub async fn run(config: FlaredbConfig) -> Result<(), ServiceError> {
     register_metrics(&ctx, node.clone());
     let admin = ctx.start_admin(config.admin_listen, axum::Router::new()).await.map_err(RuntimeStartError::from)?;
     tracing::info!(api = %config.listen, admin = %admin.local_addr, node = node.id, "flaredb ready");
-    let router =
-        crate::server::router(node.clone()).layer(axum::extract::DefaultBodyLimit::max(config.max_request_bytes));
-    ctx.serve_api(listener, router).await?;
+    let router = crate::server::router(node.clone(), tls.is_some())
+        .layer(axum::extract::DefaultBodyLimit::max(config.max_request_bytes));
+    let server_config = tls.map(|t| t.config);
+    ultracloud_tls::serve::serve_maybe_tls(listener, ctx.api_router(router), server_config, ctx.shutdown.clone())
+        .await?;
     node.shutdown.cancel();
     for r in node.replicas() {
         let _ = r.raft.shutdown().await;

@@ -75,3 +75,10 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
 pub fn http_client() -> reqwest::Client {
     http_client_builder().build().unwrap_or_default()
 }
+
+/// Loads the holder directory `dir` and installs it (a client-only process: `ultracloud db`,
+/// benchmarks, the harness's probes).
+pub fn install_dir(dir: &std::path::Path) -> Result<(), TlsError> {
+    let tls = ClusterTls::load(dir)?;
+    install(tls).map_err(|e| TlsError::Config { dir: dir.to_path_buf(), reason: e.to_string() })
+}

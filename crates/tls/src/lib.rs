@@ -20,3 +20,42 @@ mod tls_dir;
 pub use ca::{CertAuthority, IssueRequest};
 pub use identity::{PeerIdentity, Role};
 pub use tls_dir::{CA_FILE, CERT_FILE, ClientAuth, ClusterTls, KEY_FILE, TlsError, trust_only};
+
+/// A service's TLS set-up from its `--tls-dir`: loads the directory, makes it the identity of
+/// every client the process builds ([`client::install`]), and returns the server configuration
+/// its listeners use. `None` (no directory): plain HTTP, no identity.
+pub fn setup(tls_dir: Option<&std::path::Path>, auth: ClientAuth) -> Result<Option<ServerTls>, TlsError> {
+    let Some(dir) = tls_dir else { return Ok(None) };
+    let tls = ClusterTls::load(dir)?;
+    let server = tls.server_config(auth)?;
+    if client::install(tls.clone()).is_err() {
+        tracing::warn!(dir = %dir.display(), "another TLS identity was installed first; clients keep it");
+    }
+    tracing::info!(dir = %dir.display(), identity = ?tls.identity().map(ToString::to_string), "TLS on");
+    Ok(Some(ServerTls { config: server, tls }))
+}
+
+/// What [`setup`] gives a service: its server configuration and its loaded material.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The rustls configuration of its listeners.
+    pub config: std::sync::Arc<rustls::ServerConfig>,
+    /// The holder's material.
+    pub tls: ClusterTls,
+}
+
+/// Refuses to serve an internal plane in the clear beyond loopback: `listen` must be a loopback
+/// address unless TLS is on. Returns the reason when it is not.
+pub fn refuse_cleartext_beyond_loopback(
+    service: &str,
+    listen: std::net::SocketAddr,
+    tls_on: bool,
+) -> Result<(), String> {
+    if tls_on || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "{service} would listen on {listen} without TLS: anyone who reaches it could read and write every key. \
+         Give it --tls-dir (a directory from `ultracloud ca issue`), or listen on a loopback address"
+    ))
+}

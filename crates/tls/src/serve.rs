@@ -49,6 +49,9 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (acceptor, router, shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
         tracker.spawn(async move {
+            if !answer_cleartext(&tcp, remote).await {
+                return;
+            }
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -87,6 +90,29 @@ pub async fn serve(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// The first byte of every TLS connection (a handshake record).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Whether `tcp` starts a TLS handshake. A client speaking plain HTTP to this TLS port gets a
+/// 400 saying so (as nginx does) instead of a dropped connection it would retry.
+async fn answer_cleartext(tcp: &tokio::net::TcpStream, remote: std::net::SocketAddr) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => true,
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+            tracing::debug!(peer = %remote, "plain HTTP on a TLS port");
+            let body = r#"{"error":{"code":"tls_required","message":"this port speaks TLS only: use https:// and the cluster CA (a TLS directory)"}}"#;
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tcp.try_write(answer.as_bytes());
+            false
+        }
+        _ => false,
+    }
 }
 
 /// Serves `router` on `listener`: over TLS with `config`, or plain HTTP without one.

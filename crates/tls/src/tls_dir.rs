@@ -153,7 +153,8 @@ impl ClusterTls {
         TlsError::Config { dir: self.dir.clone(), reason: e.to_string() }
     }
 
-    /// A server configuration presenting this holder's certificate (HTTP/1.1 and h2 by ALPN).
+    /// A server configuration presenting this holder's certificate (HTTP/1.1 by ALPN: the axum
+    /// listeners serve HTTP/1.1 only; tonic's gRPC listeners build their own).
     pub fn server_config(&self, auth: ClientAuth) -> Result<Arc<ServerConfig>, TlsError> {
         let builder =
             ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| self.config_err(e))?;
@@ -168,7 +169,7 @@ impl ClusterTls {
         };
         let mut config =
             builder.with_single_cert(self.chain.clone(), self.key.clone_key()).map_err(|e| self.config_err(e))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 

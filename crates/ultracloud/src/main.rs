@@ -90,6 +90,8 @@ enum Command {
     Volume(cmd::compute::VolumeArgs),
     /// The flaredb client: get, put, del, incr, cas, scan, txn, regions, status.
     Db(cmd::db::DbArgs),
+    /// The cluster CA: init, and issue the certificates of nodes and operators (--tls-dir).
+    Ca(cmd::ca::CaArgs),
     /// The six-node test cluster on this machine: build, start, smoke, status, logs, ssh, stop, clean.
     Cluster(cmd::cluster::ClusterArgs),
     /// Measure throughput and latency of a running endpoint (prints figures).
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
             Command::Chainfire(args) => cmd::chainfire::run(args).await,
             Command::Flaredb(args) => cmd::flaredb::run(args).await,
             Command::Db(args) => cmd::db::run(args).await,
+            Command::Ca(args) => cmd::ca::run(args),
             Command::Iam(args) => cmd::iam::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::Cluster(args) => cmd::cluster::run(args).await,

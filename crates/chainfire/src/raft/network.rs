@@ -14,7 +14,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::types::{Member, TypeConfig};
 use crate::pb::peer::RaftPayload;
@@ -31,7 +31,7 @@ pub struct Network {
 }
 
 impl Network {
-    fn channel(&self, url: &str) -> Result<Channel, tonic::transport::Error> {
+    fn channel(&self, url: &str) -> Result<Channel, crate::tls::EndpointError> {
         let mut map = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(c) = map.get(url) {
             return Ok(c.clone());
@@ -50,9 +50,10 @@ pub struct PeerConnection {
     url: Option<String>,
 }
 
-/// Opens a lazy gRPC channel to a peer URL.
-pub fn peer_channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+/// Opens a lazy gRPC channel to a peer URL (over TLS with this member's certificate when the
+/// URL is `https://`).
+pub fn peer_channel(url: &str) -> Result<Channel, crate::tls::EndpointError> {
+    Ok(crate::tls::endpoint(url)?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

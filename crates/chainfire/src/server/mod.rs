@@ -183,8 +183,28 @@ pub async fn start(
     let client_addrs: Vec<SocketAddr> = client_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let peer_addrs: Vec<SocketAddr> = peer_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let max_msg = config.max_request_bytes + GRPC_OVERHEAD;
+    let tls = match &config.tls_dir {
+        Some(dir) => {
+            let loaded = ultracloud_tls::setup(Some(dir), ultracloud_tls::ClientAuth::Required)
+                .map_err(|e| StartError::Config(e.to_string()))?
+                .map(|s| s.tls);
+            loaded.map(|t| crate::tls::server_config(&t)).transpose().map_err(|e| StartError::Config(e.to_string()))?
+        }
+        None => None,
+    };
+    let builder = |roles: &'static [ultracloud_tls::Role]| -> Result<_, StartError> {
+        let mut b = tonic::transport::Server::builder();
+        if let Some(t) = &tls {
+            b = b.tls_config(t.clone()).map_err(|e| StartError::Config(format!("TLS: {e}")))?;
+        }
+        // Without TLS there is no certificate to check; the listener is loopback-only then.
+        let check = tls.is_some();
+        Ok(b.layer(tonic::service::InterceptorLayer::new(move |req| {
+            if check { crate::tls::require(roles)(req) } else { Ok(req) }
+        })))
+    };
     for listener in client_listeners {
-        let router = tonic::transport::Server::builder()
+        let router = builder(crate::tls::CLIENT_ROLES)?
             .add_service(KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(max_msg))
             .add_service(WatchServer::new(watch::WatchService::new(node.clone())).max_decoding_message_size(max_msg))
             .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max_msg))
@@ -209,9 +229,10 @@ pub async fn start(
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE);
         let stop = shutdown.clone();
+        let mut peer_server = builder(crate::tls::PEER_ROLES)?;
         tasks.push(tokio::spawn(async move {
             let incoming = no_delay(listener);
-            if let Err(e) = tonic::transport::Server::builder()
+            if let Err(e) = peer_server
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await

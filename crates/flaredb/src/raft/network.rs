@@ -46,7 +46,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Self::Network {
         PeerConnection {
             target,
-            base: format!("http://{}/internal/raft/{}", node.addr, self.group),
+            base: format!("{}://{}/internal/raft/{}", ultracloud_tls::client::scheme(), node.addr, self.group),
             http: self.http.clone(),
         }
     }

@@ -29,7 +29,7 @@ pub async fn flaredb(dir: &std::path::Path) -> SocketAddr {
     let config = ultracloud_flaredb::FlaredbConfig { listen: addr, ..Default::default() };
     let node =
         ultracloud_flaredb::node::Node::start(config, dir, tokio_util::sync::CancellationToken::new()).await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, ultracloud_flaredb::server::router(node)).await.unwrap() });
+    tokio::spawn(async move { axum::serve(listener, ultracloud_flaredb::server::router(node, false)).await.unwrap() });
     addr
 }
 

@@ -111,6 +111,12 @@ struct RunArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot_count: Option<u64>,
+
+    /// TLS directory (ca.pem, cert.pem, key.pem from `ultracloud ca issue`): https:// URLs,
+    /// clients and peers must present a cluster certificate (etcd's --client-cert-auth).
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_dir: Option<PathBuf>,
 }
 
 /// Runs the subcommand.

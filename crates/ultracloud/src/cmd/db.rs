@@ -23,6 +23,11 @@ pub struct DbArgs {
     #[arg(long, global = true)]
     json: bool,
 
+    /// TLS directory with a cluster certificate (role admin or control-plane) for a cluster
+    /// that speaks TLS.
+    #[arg(long, global = true, env = "ULTRACLOUD_TLS_DIR", value_name = "DIR")]
+    tls_dir: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: DbCommand,
 }
@@ -119,6 +124,9 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// Runs the subcommand.
 pub async fn run(args: DbArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.tls_dir {
+        ultracloud_tls::client::install_dir(dir)?;
+    }
     let client = Client::new(args.endpoints.clone())?;
     match args.command {
         DbCommand::Get { key } => match client.get(key.as_bytes()).await? {

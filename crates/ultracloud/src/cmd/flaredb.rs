@@ -77,6 +77,12 @@ pub struct FlaredbArgs {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     heartbeat_ms: Option<u64>,
+
+    /// TLS directory (ca.pem, cert.pem, key.pem from `ultracloud ca issue`): TLS only, clients
+    /// must present a cluster certificate. Required to listen beyond loopback.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_dir: Option<PathBuf>,
 }
 
 /// Runs the subcommand.

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod bench;
+pub mod ca;
 pub mod bench_iam;
 pub mod bench_vm;
 pub mod chainfire;
