@@ -46,9 +46,7 @@ pub async fn run(config: FlaredbConfig) -> Result<(), ServiceError> {
     tracing::info!(api = %config.listen, admin = %admin.local_addr, node = node.id, "flaredb ready");
     let router = crate::server::router(node.clone(), tls.is_some())
         .layer(axum::extract::DefaultBodyLimit::max(config.max_request_bytes));
-    let server_config = tls.map(|t| t.config);
-    ultracloud_tls::serve::serve_maybe_tls(listener, ctx.api_router(router), server_config, ctx.shutdown.clone())
-        .await?;
+    ultracloud_tls::serve::serve_api(&ctx, listener, router, tls.as_ref()).await?;
     node.shutdown.cancel();
     for r in node.replicas() {
         let _ = r.raft.shutdown().await;

@@ -18,7 +18,7 @@ async fn etcd_status(addr: &str) -> Result<u16, String> {
 
 /// GETs every URL (5 s each).
 pub async fn probe(urls: &[String]) -> Vec<Outcome> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();
+    let http = ultracloud_tls::client::http_client_builder().timeout(Duration::from_secs(5)).build();
     let mut out = Vec::new();
     for url in urls {
         let r = match (url.strip_prefix("etcd://"), &http) {

@@ -107,7 +107,7 @@ impl TokenSource {
             return Err("no iam endpoints".into());
         }
         // No client-wide timeout: each call sets its own (the watch long-polls for 30 s).
-        let http = reqwest::Client::builder()
+        let http = ultracloud_tls::client::http_client_builder()
             .connect_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| format!("http client: {e}"))?;

@@ -22,7 +22,7 @@ pub enum StatusClientError {
 /// Fetches `/status` from the node agent at `addr`.
 pub async fn fetch_status(addr: SocketAddr) -> Result<NodeStatus, StatusClientError> {
     let wrap = |source| StatusClientError::Request { addr, source };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(wrap)?;
+    let client = ultracloud_tls::client::http_client_builder().timeout(Duration::from_secs(5)).build().map_err(wrap)?;
     client
         .get(format!("http://{addr}/status"))
         .send()

@@ -40,7 +40,7 @@ impl Prismnet {
     pub fn new(bases: &str, tokens: Arc<TokenSource>) -> Self {
         let bases =
             bases.split(',').map(|b| b.trim().trim_end_matches('/').to_owned()).filter(|b| !b.is_empty()).collect();
-        Self { http: reqwest::Client::new(), bases, tokens }
+        Self { http: ultracloud_tls::client::http_client(), bases, tokens }
     }
 
     /// `{base}/v1/tenants/{tenant}/projects/{project}/{segments…}`, each segment

@@ -47,6 +47,9 @@ pub struct PlasmavmcConfig {
     pub api_key_file: PathBuf,
     /// Where tenants' images may come from (`file://` directories, internal addresses, size).
     pub image_policy: ImagePolicy,
+    /// TLS directory (`ca.pem`, `cert.pem`, `key.pem` from `ultracloud ca issue`): the API
+    /// speaks TLS, and flaredb, iam and prismnet are reached over TLS with this node's certificate.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for PlasmavmcConfig {
@@ -60,6 +63,7 @@ impl Default for PlasmavmcConfig {
             prismnet_endpoints: "http://127.0.0.1:8580".into(),
             api_key_file: default_key_file(),
             image_policy: ImagePolicy::default(),
+            tls_dir: None,
         }
     }
 }
@@ -77,6 +81,7 @@ impl Validate for PlasmavmcConfig {
 /// Runs the controller until SIGTERM/SIGINT.
 pub async fn run(config: PlasmavmcConfig) -> Result<(), BoxError> {
     let ctx = ultracloud_runtime::ServiceContext::start("plasmavmc", &config.data_dir)?;
+    let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::None)?;
     let listener = ultracloud_runtime::admin::bind(config.listen, "plasmavmc API").await?;
     let guard = ultracloud_iam::guard::Guard::connect(ultracloud_iam::guard::GuardConfig {
         endpoints: split(&config.iam_endpoints),
@@ -93,7 +98,7 @@ pub async fn run(config: PlasmavmcConfig) -> Result<(), BoxError> {
     });
     let admin = ctx.start_admin(config.admin_listen, axum::Router::new()).await?;
     tracing::info!(api = %config.listen, admin = %admin.local_addr, "plasmavmc ready");
-    ctx.serve_api(listener, server::router(ctl, &guard)).await?;
+    ultracloud_tls::serve::serve_api(&ctx, listener, server::router(ctl, &guard), tls.as_ref()).await?;
     let _ = admin.task.await;
     Ok(())
 }
@@ -134,6 +139,9 @@ pub struct AgentConfig {
     pub memory_mib: Option<u32>,
     /// Where images may be fetched from (the same rules as the controller's).
     pub image_policy: ImagePolicy,
+    /// TLS directory (`ca.pem`, `cert.pem`, `key.pem` from `ultracloud ca issue`): the disk
+    /// listener speaks TLS, and the controller and iam are reached over TLS.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -157,6 +165,7 @@ impl Default for AgentConfig {
             vcpus: None,
             memory_mib: None,
             image_policy: ImagePolicy::default(),
+            tls_dir: None,
         }
     }
 }
@@ -198,6 +207,7 @@ fn host_memory_mib() -> u32 {
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
     let ctx = ultracloud_runtime::ServiceContext::start("plasmavmc-agent", &config.data_dir)?;
+    let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::None)?;
     let qemu = config.qemu.clone().or_else(|| find_on_path("qemu-system-x86_64")).ok_or(
         "qemu-system-x86_64 not found (install Debian's qemu-system-x86, or run `ultracloud doctor --install`)",
     )?;
@@ -229,7 +239,10 @@ pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
         agent_url: config
             .advertise_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", listener.local_addr().map_or(config.listen, |a| a))),
+            .unwrap_or_else(|| {
+                let addr = listener.local_addr().map_or(config.listen, |a| a);
+                format!("{}://{addr}", ultracloud_tls::client::scheme())
+            }),
         volumes: LocalQcow2 { dir: data_dir.join("volumes"), qemu_img },
         data_dir,
         outgoing: Default::default(),
@@ -237,7 +250,7 @@ pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
     });
     let ctl = agent::Controller {
         client: ultracloud_prismnet::agent::ControllerClient::new(&config.controller, guard.tokens().clone()),
-        http: reqwest::Client::new(),
+        http: ultracloud_tls::client::http_client(),
     };
     let ready = Arc::new(AtomicBool::new(false));
     let probe = ready.clone();
@@ -250,8 +263,9 @@ pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
     let api = tokio::spawn({
         let router = agent::transfer::router(worker.clone(), &guard);
         let shutdown = ctx.shutdown.clone();
+        let config = tls.map(|t| t.config);
         async move {
-            let _ = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+            let _ = ultracloud_tls::serve::serve_maybe_tls(listener, router, config, shutdown).await;
         }
     });
     agent::run(worker, ctl, ready, ctx.shutdown.clone()).await;

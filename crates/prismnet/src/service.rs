@@ -48,6 +48,9 @@ pub struct PrismnetConfig {
     pub iam_endpoints: String,
     /// The platform service account's API key file.
     pub api_key_file: PathBuf,
+    /// TLS directory (`ca.pem`, `cert.pem`, `key.pem` from `ultracloud ca issue`): the API
+    /// speaks TLS, and flaredb and iam are reached over TLS with this node's certificate.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for PrismnetConfig {
@@ -59,6 +62,7 @@ impl Default for PrismnetConfig {
             flaredb_endpoints: "127.0.0.1:2479".into(),
             iam_endpoints: "http://127.0.0.1:8480".into(),
             api_key_file: default_key_file(),
+            tls_dir: None,
         }
     }
 }
@@ -78,6 +82,7 @@ impl Validate for PrismnetConfig {
 /// Runs the controller until SIGTERM/SIGINT.
 pub async fn run(config: PrismnetConfig) -> Result<(), BoxError> {
     let ctx = ultracloud_runtime::ServiceContext::start("prismnet", &config.data_dir)?;
+    let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::None)?;
     let listener = ultracloud_runtime::admin::bind(config.listen, "prismnet API").await?;
     let guard = ultracloud_iam::guard::Guard::connect(ultracloud_iam::guard::GuardConfig {
         endpoints: split(&config.iam_endpoints),
@@ -93,7 +98,7 @@ pub async fn run(config: PrismnetConfig) -> Result<(), BoxError> {
     });
     let admin = ctx.start_admin(config.admin_listen, axum::Router::new()).await?;
     tracing::info!(api = %config.listen, admin = %admin.local_addr, "prismnet ready");
-    ctx.serve_api(listener, server::router(ctl, &guard)).await?;
+    ultracloud_tls::serve::serve_api(&ctx, listener, server::router(ctl, &guard), tls.as_ref()).await?;
     let _ = admin.task.await;
     Ok(())
 }
@@ -120,6 +125,9 @@ pub struct AgentConfig {
     pub admin_listen: SocketAddr,
     /// Data dir (DHCP server files, the applied ruleset).
     pub data_dir: PathBuf,
+    /// TLS directory (`ca.pem`, `cert.pem`, `key.pem` from `ultracloud ca issue`): the
+    /// controller and iam are reached over TLS.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -136,6 +144,7 @@ impl Default for AgentConfig {
             netns: None,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9105)),
             data_dir: ultracloud_runtime::data_dir::default_root().join("prismnet-agent"),
+            tls_dir: None,
         }
     }
 }
@@ -160,6 +169,8 @@ impl Validate for AgentConfig {
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
     let ctx = ultracloud_runtime::ServiceContext::start("prismnet-agent", &config.data_dir)?;
+    // The agent serves nothing but its admin listener; TLS is for its clients.
+    ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::None)?;
     let tokens =
         ultracloud_iam::guard::TokenSource::new(split(&config.iam_endpoints), read_key(&config.api_key_file)?)?;
     let host = AgentHost {

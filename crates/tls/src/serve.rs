@@ -145,3 +145,14 @@ pub async fn require_role(
         }
     }
 }
+
+/// Serves a service's API `router` (with the runtime's JSON 404 and request metrics) until the
+/// service shuts down: over TLS when the service has a TLS directory, else plain HTTP.
+pub async fn serve_api(
+    ctx: &ultracloud_runtime::ServiceContext,
+    listener: TcpListener,
+    router: Router,
+    tls: Option<&crate::ServerTls>,
+) -> std::io::Result<()> {
+    serve_maybe_tls(listener, ctx.api_router(router), tls.map(|t| t.config.clone()), ctx.shutdown.clone()).await
+}

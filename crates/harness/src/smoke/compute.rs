@@ -145,7 +145,7 @@ impl Ctx {
         ensure!(workers.len() >= 2, "need two workers");
         let iam = format!("http://{}", cp[0].addr(ports::IAM));
         let ctx = Ctx {
-            http: reqwest::Client::new(),
+            http: ultracloud_tls::client::http_client(),
             token: iam_login(lab, cp[0]).await?,
             vmc: format!("http://{}/v1/tenants/smoke/projects/compute", cp[0].addr(ports::PLASMAVMC)),
             net: format!("http://{}/v1/tenants/smoke/projects/compute", cp[0].addr(ports::PRISMNET)),

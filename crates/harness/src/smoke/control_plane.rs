@@ -47,7 +47,7 @@ fn flare(nodes: &[&Node]) -> anyhow::Result<ultracloud_flaredb::Client> {
 
 async fn flare_status(node: &Node) -> anyhow::Result<StatusResponse> {
     let url = format!("http://{}/v1/status", node.addr(ports::FLAREDB));
-    let r = reqwest::Client::new().get(&url).timeout(Duration::from_secs(3)).send().await?;
+    let r = ultracloud_tls::client::http_client().get(&url).timeout(Duration::from_secs(3)).send().await?;
     Ok(r.error_for_status()?.json().await?)
 }
 
@@ -55,7 +55,7 @@ pub(super) async fn iam_login(lab: &Lab, node: &Node) -> anyhow::Result<String> 
     let pw = std::fs::read_to_string(lab.secrets()?.admin_password)?.trim().to_owned();
     let body = json!({"grant_type": "password", "username": "admin", "password": pw});
     let url = format!("http://{}/v1/auth/token", node.addr(ports::IAM));
-    let r = reqwest::Client::new().post(&url).json(&body).timeout(Duration::from_secs(5)).send().await?;
+    let r = ultracloud_tls::client::http_client().post(&url).json(&body).timeout(Duration::from_secs(5)).send().await?;
     ensure!(r.status().is_success(), "login at {} answered {}", node.name, r.status());
     let v: Value = r.json().await?;
     v["access_token"].as_str().map(str::to_owned).context("no access_token in the answer")
@@ -63,7 +63,7 @@ pub(super) async fn iam_login(lab: &Lab, node: &Node) -> anyhow::Result<String> 
 
 async fn iam_whoami(node: &Node, token: &str) -> anyhow::Result<String> {
     let url = format!("http://{}/v1/auth/whoami", node.addr(ports::IAM));
-    let r = reqwest::Client::new().get(&url).bearer_auth(token).timeout(Duration::from_secs(5)).send().await?;
+    let r = ultracloud_tls::client::http_client().get(&url).bearer_auth(token).timeout(Duration::from_secs(5)).send().await?;
     ensure!(r.status().is_success(), "{} answered {}", node.name, r.status());
     let v: Value = r.json().await?;
     Ok(v["claims"]["sub"].as_str().unwrap_or_default().to_owned())

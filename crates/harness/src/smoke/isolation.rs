@@ -61,7 +61,7 @@ async fn user(
 /// Runs every probe; each must be refused (403, or 404 through the intruder's own project).
 pub(super) async fn check(lab: &Lab, t: Target<'_>) -> anyhow::Result<Seen> {
     let cp = lab.topo.control_plane()[0];
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let http = ultracloud_tls::client::http_client_builder().timeout(Duration::from_secs(10)).build()?;
     let iam = format!("http://{}", cp.addr(ports::IAM));
     let member = user(&http, &iam, t.admin, "intruder", "intruder-member", "member").await?;
     let viewer = user(&http, &iam, t.admin, "intruder", "intruder-viewer", "viewer").await?;

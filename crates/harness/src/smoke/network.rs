@@ -50,7 +50,7 @@ async fn spanning(lab: &Lab) -> anyhow::Result<Seen> {
     let cp = lab.topo.control_plane();
     let workers: Vec<&Node> = lab.topo.nodes.iter().filter(|n| n.role == Role::Worker).collect();
     ensure!(workers.len() >= 2, "need two workers");
-    let api = Api { http: reqwest::Client::new(), token: iam_login(lab, cp[0]).await? };
+    let api = Api { http: ultracloud_tls::client::http_client(), token: iam_login(lab, cp[0]).await? };
     let iam = format!("http://{}", cp[0].addr(ports::IAM));
     for (url, body) in [
         (format!("{iam}/v1/tenants"), json!({"id": "smoke"})),

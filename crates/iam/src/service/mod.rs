@@ -54,6 +54,9 @@ pub struct IamConfig {
     /// role, with this key. Workers never hold the platform key.
     #[serde(default)]
     pub node_api_keys: std::collections::BTreeMap<String, String>,
+    /// TLS directory (`ca.pem`, `cert.pem`, `key.pem` from `ultracloud ca issue`): the API
+    /// speaks TLS, and flaredb is reached over TLS with this node's certificate.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for IamConfig {
@@ -70,6 +73,7 @@ impl Default for IamConfig {
             admin_password: None,
             platform_api_key: None,
             node_api_keys: Default::default(),
+            tls_dir: None,
         }
     }
 }
@@ -418,6 +422,8 @@ async fn connect(
         match Iam::start(config.clone(), Cost::default()).await {
             Ok(iam) => return Ok(Some(iam)),
             Err(FlareError::Invalid(m)) => return Err(FlareError::Invalid(m)),
+            // flaredb refused this node's certificate (or its absence): waiting cannot help.
+            Err(FlareError::Refused(m)) => return Err(FlareError::Refused(m)),
             Err(e) => tracing::warn!(
                 error = %e,
                 endpoints = %config.flaredb_endpoints,
@@ -437,6 +443,7 @@ async fn connect(
 /// has answered.
 pub async fn run(config: IamConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let ctx = ultracloud_runtime::ServiceContext::start("iam", &config.data_dir)?;
+    let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::None)?;
     let listener = ultracloud_runtime::admin::bind(config.listen, "iam API").await?;
     let connected = Arc::new(std::sync::OnceLock::<Arc<Iam>>::new());
     let probe = connected.clone();
@@ -452,7 +459,7 @@ pub async fn run(config: IamConfig) -> Result<(), Box<dyn std::error::Error + Se
     }
     tokio::spawn(iam.clone().duties(ctx.shutdown.clone()));
     tracing::info!(api = %config.listen, admin = %admin.local_addr, "iam ready");
-    ctx.serve_api(listener, api::router(iam.clone())).await?;
+    ultracloud_tls::serve::serve_api(&ctx, listener, api::router(iam.clone()), tls.as_ref()).await?;
     iam.stop();
     let _ = admin.task.await;
     Ok(())

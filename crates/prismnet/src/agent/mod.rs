@@ -287,7 +287,7 @@ impl ControllerClient {
     pub fn new(bases: &str, tokens: Arc<ultracloud_iam::guard::TokenSource>) -> Self {
         let bases =
             bases.split(',').map(|b| b.trim().trim_end_matches('/').to_owned()).filter(|b| !b.is_empty()).collect();
-        Self { http: reqwest::Client::new(), bases, tokens }
+        Self { http: ultracloud_tls::client::http_client(), bases, tokens }
     }
 
     /// Sends a request built by `build` for each replica in turn until one answers (a 5xx or

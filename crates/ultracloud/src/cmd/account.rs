@@ -27,12 +27,21 @@ pub struct LoginArgs {
     /// Log in with the API key in this file.
     #[arg(long, value_name = "FILE")]
     api_key_file: Option<PathBuf>,
+    /// The cluster CA certificate (ca.pem) to trust when the platform speaks TLS; stored with
+    /// the session, so later commands trust it too.
+    #[arg(long, env = "ULTRACLOUD_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// Runs `login`.
 pub async fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let iam = args.iam.trim_end_matches('/').to_owned();
-    let http = reqwest::Client::new();
+    let ca_file = match &args.ca_file {
+        Some(f) => Some(std::fs::canonicalize(f).map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", f.display()))?),
+        None => None,
+    };
+    session::trust_cluster_ca(ca_file.as_deref())?;
+    let http = ultracloud_tls::client::http_client();
     let use_key = args.api_key_file.is_some() || std::env::var_os("ULTRACLOUD_API_KEY").is_some();
     let body = if use_key {
         let key = session::read_secret(args.api_key_file.as_deref(), "ULTRACLOUD_API_KEY", "API key")?;
@@ -49,7 +58,9 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let me: serde_json::Value =
         http.get(format!("{iam}/v1/auth/whoami")).bearer_auth(&issued.access_token).send().await?.json().await?;
     let subject = me["claims"]["sub"].as_str().unwrap_or("?").to_owned();
-    let path = Credentials::from_issued(&iam, subject.clone(), &issued).save()?;
+    let mut creds = Credentials::from_issued(&iam, subject.clone(), &issued);
+    creds.ca_file = ca_file;
+    let path = creds.save()?;
     println!("logged in to {iam} as {subject}; session stored in {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -64,8 +75,9 @@ pub async fn logout(_args: LogoutArgs) -> anyhow::Result<ExitCode> {
         println!("not logged in");
         return Ok(ExitCode::SUCCESS);
     };
+    session::trust_cluster_ca(creds.ca_file.as_deref())?;
     // Revoke at iam when it can be reached; forget locally in any case.
-    let revoked = reqwest::Client::new()
+    let revoked = ultracloud_tls::client::http_client()
         .post(format!("{}/v1/auth/logout", creds.iam))
         .bearer_auth(&creds.access_token)
         .json(&json!({"refresh_token": creds.refresh_token}))

@@ -117,7 +117,7 @@ pub async fn run(a: IamBench) -> anyhow::Result<()> {
     };
     let admin_pw = read(&a.admin_password_file)?;
     let platform_key = read(&a.platform_api_key_file)?;
-    let http = reqwest::Client::new();
+    let http = ultracloud_tls::client::http_client();
     let login = json!({"grant_type": "password", "username": "admin", "password": admin_pw});
     let Some(admin) = post(&http, format!("{iam}/v1/auth/token"), None, &login).await else {
         bail!("cannot log in as admin at {iam}");

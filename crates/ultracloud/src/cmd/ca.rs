@@ -73,3 +73,13 @@ pub fn run(args: CaArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The `--tls-dir` flag every service shares.
+#[derive(Debug, Clone, Default, Args, serde::Serialize)]
+pub struct TlsDirArg {
+    /// TLS directory (ca.pem, cert.pem, key.pem from `ultracloud ca issue`): serve TLS and
+    /// reach other services over TLS with this certificate [default: plain HTTP, loopback].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_dir: Option<PathBuf>,
+}

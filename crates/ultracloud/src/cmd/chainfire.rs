@@ -42,6 +42,10 @@ struct RunArgs {
     #[serde(skip)]
     file: ConfigFileArg,
 
+    #[command(flatten)]
+    #[serde(flatten)]
+    tls: super::ca::TlsDirArg,
+
     /// Human-readable name of this member [default: default].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,11 +116,6 @@ struct RunArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot_count: Option<u64>,
 
-    /// TLS directory (ca.pem, cert.pem, key.pem from `ultracloud ca issue`): https:// URLs,
-    /// clients and peers must present a cluster certificate (etcd's --client-cert-auth).
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_dir: Option<PathBuf>,
 }
 
 /// Runs the subcommand.

@@ -18,6 +18,10 @@ pub struct FlaredbArgs {
     #[serde(skip)]
     file: ConfigFileArg,
 
+    #[command(flatten)]
+    #[serde(flatten)]
+    tls: super::ca::TlsDirArg,
+
     /// Node name, unique in the cluster (the node ID derives from it) [default: default].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,11 +82,6 @@ pub struct FlaredbArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     heartbeat_ms: Option<u64>,
 
-    /// TLS directory (ca.pem, cert.pem, key.pem from `ultracloud ca issue`): TLS only, clients
-    /// must present a cluster certificate. Required to listen beyond loopback.
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_dir: Option<PathBuf>,
 }
 
 /// Runs the subcommand.

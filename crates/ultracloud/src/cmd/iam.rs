@@ -20,6 +20,10 @@ pub struct IamArgs {
     #[serde(skip)]
     file: ConfigFileArg,
 
+    #[command(flatten)]
+    #[serde(flatten)]
+    tls: super::ca::TlsDirArg,
+
     /// Where the API listens [default: 127.0.0.1:8480].
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -17,6 +17,10 @@ pub struct PlasmavmcArgs {
     #[command(flatten)]
     #[serde(skip)]
     file: ConfigFileArg,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    tls: super::ca::TlsDirArg,
     /// Where the API listens [default: 127.0.0.1:8680].
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +92,10 @@ pub struct AgentArgs {
     #[command(flatten)]
     #[serde(skip)]
     file: ConfigFileArg,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    tls: super::ca::TlsDirArg,
     /// This worker's name, the same as its prismnet agent's [default: the machine's host name].
     #[arg(long, value_name = "NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]

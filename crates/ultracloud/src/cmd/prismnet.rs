@@ -17,6 +17,10 @@ pub struct PrismnetArgs {
     #[command(flatten)]
     #[serde(skip)]
     file: ConfigFileArg,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    tls: super::ca::TlsDirArg,
     /// Where the API listens [default: 127.0.0.1:8580].
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,6 +61,10 @@ pub struct AgentArgs {
     #[command(flatten)]
     #[serde(skip)]
     file: ConfigFileArg,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    tls: super::ca::TlsDirArg,
     /// This host's name (ports are bound to it) [default: the machine's host name].
     #[arg(long, value_name = "NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -159,7 +159,7 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
             .await?;
     }
 
-    let http = reqwest::Client::new();
+    let http = ultracloud_tls::client::http_client();
     let iam = "http://127.0.0.1:8480";
     let token = steps
         .step("admin login through iam", async {

@@ -180,7 +180,7 @@ impl Stack {
         let started = Instant::now();
         let pid = self.pids.iter().find(|(n, _)| n == s.name).map(|(_, p)| *p).unwrap_or_default();
         let url = format!("http://{}/readyz", s.admin);
-        let http = reqwest::Client::new();
+        let http = ultracloud_tls::client::http_client();
         loop {
             if let Ok(r) = http.get(&url).timeout(Duration::from_secs(2)).send().await
                 && r.status().is_success()

@@ -27,6 +27,10 @@ pub struct Credentials {
     pub expires_at: u64,
     /// The refresh token.
     pub refresh_token: String,
+    /// The cluster CA certificate this session trusts (given to `login --ca-file`); none: the
+    /// platform speaks plain HTTP (a loopback quickstart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn now() -> u64 {
@@ -81,8 +85,19 @@ impl Credentials {
             access_token: issued.access_token.clone(),
             expires_at: now() + issued.expires_in,
             refresh_token: issued.refresh_token.clone(),
+            ca_file: None,
         }
     }
+}
+
+/// Makes every client of this process trust the cluster CA in `ULTRACLOUD_CA_FILE`, else in
+/// `stored` (the session's), when either is set.
+pub fn trust_cluster_ca(stored: Option<&std::path::Path>) -> anyhow::Result<Option<PathBuf>> {
+    let ca = std::env::var_os("ULTRACLOUD_CA_FILE").map(PathBuf::from).or_else(|| stored.map(PathBuf::from));
+    if let Some(ca) = &ca {
+        ultracloud_tls::client::install_trust(ca).with_context(|| format!("the cluster CA {}", ca.display()))?;
+    }
+    Ok(ca)
 }
 
 /// An error answer, as `code: message`.
@@ -133,7 +148,8 @@ async fn renew(http: &reqwest::Client, creds: &Credentials) -> anyhow::Result<Cr
     let issued = grant(http, &creds.iam, &body)
         .await
         .map_err(|e| anyhow!("the session has ended ({e}); run `ultracloud login`"))?;
-    let renewed = Credentials::from_issued(&creds.iam, creds.subject.clone(), &issued);
+    let mut renewed = Credentials::from_issued(&creds.iam, creds.subject.clone(), &issued);
+    renewed.ca_file = creds.ca_file.clone();
     renewed.save()?;
     Ok(renewed)
 }
@@ -142,8 +158,9 @@ impl Session {
     /// The session of `ULTRACLOUD_TOKEN`, else of the stored credentials (refreshed when the
     /// access token has expired).
     pub async fn open(iam_override: Option<&str>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::new();
         if let Ok(token) = std::env::var("ULTRACLOUD_TOKEN") {
+            trust_cluster_ca(None)?;
+            let http = ultracloud_tls::client::http_client();
             let iam = iam_override.unwrap_or(DEFAULT_IAM).trim_end_matches('/').to_owned();
             return Ok(Self { http, iam, auth: tokio::sync::Mutex::new(Auth::Fixed(token)) });
         }
@@ -153,6 +170,8 @@ impl Session {
         if let Some(iam) = iam_override {
             creds.iam = iam.trim_end_matches('/').to_owned();
         }
+        trust_cluster_ca(creds.ca_file.as_deref())?;
+        let http = ultracloud_tls::client::http_client();
         let session = Self { http, iam: creds.iam.clone(), auth: tokio::sync::Mutex::new(Auth::Stored(creds)) };
         session.token(false).await?;
         Ok(session)
