@@ -82,9 +82,12 @@ impl Lab {
         self.dir.join("guest-image")
     }
 
-    /// The shared secrets.
+    /// The shared secrets, made when missing. This process then holds the harness's own
+    /// cluster certificate: every client it builds speaks TLS to the lab with it.
     pub fn secrets(&self) -> anyhow::Result<Secrets> {
-        nodes::ensure_secrets(&self.dir, &self.topo)
+        let secrets = nodes::ensure_secrets(&self.dir, &self.topo)?;
+        ultracloud_tls::client::install_dir(&secrets.admin_tls_dir())?;
+        Ok(secrets)
     }
 
     /// A node by name, or an error listing the names.

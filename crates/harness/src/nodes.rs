@@ -19,10 +19,13 @@ pub struct Secrets {
     pub platform_api_key: PathBuf,
     /// Each worker's own node-agent API key file, by worker name.
     pub node_api_keys: Vec<(String, PathBuf)>,
+    /// The lab's TLS material: `ca/` (the cluster CA, which stays here), one holder directory
+    /// per node and `admin/` (the harness's own client certificate).
+    pub tls: PathBuf,
 }
 
 /// Generates the secrets once (0600 files under `<lab>/secrets`): the admin password, the
-/// platform key, and one node-agent key per worker.
+/// platform key, one node-agent key per worker, the cluster CA and every node's certificate.
 pub fn ensure_secrets(lab: &Path, topo: &Topology) -> anyhow::Result<Secrets> {
     let dir = lab.join("secrets");
     std::fs::create_dir_all(&dir)?;
@@ -36,7 +39,9 @@ pub fn ensure_secrets(lab: &Path, topo: &Topology) -> anyhow::Result<Secrets> {
         admin_password: dir.join("admin-password"),
         platform_api_key: dir.join("platform-api-key"),
         node_api_keys,
+        tls: dir.join("tls"),
     };
+    ensure_certificates(&s.tls, topo)?;
     if !s.admin_password.exists() {
         ultracloud_runtime::secret_file::write(&s.admin_password, &ultracloud_iam::service::generate_password())?;
     }
@@ -49,7 +54,39 @@ pub fn ensure_secrets(lab: &Path, topo: &Topology) -> anyhow::Result<Secrets> {
     Ok(s)
 }
 
+/// Makes the cluster CA at bootstrap and issues what is missing: a certificate per node (its
+/// lab address; control-plane or worker) and the harness's own (admin).
+fn ensure_certificates(tls: &Path, topo: &Topology) -> anyhow::Result<()> {
+    use ultracloud_tls::{CertAuthority, IssueRequest, Role as CertRole};
+    let ca = CertAuthority::load_or_create(&tls.join("ca"), "UltraCloud test cluster CA")?;
+    for n in &topo.nodes {
+        let dir = tls.join(&n.name);
+        if dir.join(ultracloud_tls::KEY_FILE).exists() {
+            continue;
+        }
+        let role = if n.role == Role::ControlPlane { CertRole::ControlPlane } else { CertRole::Worker };
+        let mut req = IssueRequest::new(&n.name, role);
+        req.ips = vec![n.ip.into()];
+        req.dns = vec![n.name.clone()];
+        ca.issue(&req, &dir)?;
+    }
+    if !tls.join("admin").join(ultracloud_tls::KEY_FILE).exists() {
+        ca.issue(&IssueRequest::new("harness", CertRole::Admin), &tls.join("admin"))?;
+    }
+    Ok(())
+}
+
 impl Secrets {
+    /// The TLS directory of `node`.
+    pub fn tls_dir(&self, node: &str) -> PathBuf {
+        self.tls.join(node)
+    }
+
+    /// The harness's own TLS directory (an operator's certificate).
+    pub fn admin_tls_dir(&self) -> PathBuf {
+        self.tls.join("admin")
+    }
+
     /// The node-agent key file of worker `node`.
     fn node_key(&self, node: &str) -> anyhow::Result<&Path> {
         self.node_api_keys
@@ -65,9 +102,9 @@ pub fn node_dir(lab: &Path, node: &Node) -> PathBuf {
     lab.join(&node.name)
 }
 
-/// `http://ip:port` of a service on every control-plane node, comma-separated.
+/// `https://ip:port` of a service on every control-plane node, comma-separated.
 fn urls(topo: &Topology, port: u16) -> String {
-    topo.control_plane().iter().map(|n| format!("http://{}", n.addr(port))).collect::<Vec<_>>().join(",")
+    topo.control_plane().iter().map(|n| format!("https://{}", n.addr(port))).collect::<Vec<_>>().join(",")
 }
 
 fn strings(args: &[String]) -> toml::Value {
@@ -84,6 +121,8 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> an
     doc.insert("roles".into(), toml::Value::Array(vec![node.role.agent_role().into()]));
     doc.insert("stop_timeout_secs".into(), 5.into());
     let mut services = toml::Table::new();
+    // Every service of the node holds the node's certificate.
+    let tls = format!("--tls-dir={}", secrets.tls_dir(&node.name).display());
     if node.role == Role::ControlPlane {
         let peers = |port: u16, scheme: &str| {
             topo.control_plane()
@@ -92,7 +131,8 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> an
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let service = |args: Vec<String>| {
+        let service = |mut args: Vec<String>| {
+            args.push(tls.clone());
             let mut t = toml::Table::new();
             t.insert("args".into(), strings(&args));
             toml::Value::Table(t)
@@ -101,9 +141,9 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> an
             "chainfire".into(),
             service(vec![
                 format!("--name={}", node.name),
-                format!("--listen-client-urls=http://{ip}:{}", ports::CHAINFIRE),
-                format!("--listen-peer-urls=http://{ip}:{}", ports::CHAINFIRE_PEER),
-                format!("--initial-cluster={}", peers(ports::CHAINFIRE_PEER, "http://")),
+                format!("--listen-client-urls=https://{ip}:{}", ports::CHAINFIRE),
+                format!("--listen-peer-urls=https://{ip}:{}", ports::CHAINFIRE_PEER),
+                format!("--initial-cluster={}", peers(ports::CHAINFIRE_PEER, "https://")),
                 format!("--admin-listen={ip}:{}", ports::CHAINFIRE_ADMIN),
             ]),
         );
@@ -160,6 +200,7 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> an
             format!("--underlay-ip={ip}"),
             "--underlay-dev=eth0".to_owned(),
             format!("--admin-listen={ip}:{}", ports::PRISMNET_AGENT_ADMIN),
+            tls.clone(),
         ];
         t.insert("args".into(), strings(&args));
         services.insert("prismnet-agent".into(), toml::Value::Table(t));
@@ -176,6 +217,7 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> an
             "--vcpus=4".to_owned(),
             format!("--image-dir={}", lab.join("guest-image").display()),
             "--memory-mib=2048".to_owned(),
+            tls.clone(),
         ];
         let mut t = toml::Table::new();
         t.insert("args".into(), strings(&args));
@@ -250,12 +292,14 @@ mod tests {
             admin_password: "/lab/s/a".into(),
             platform_api_key: "/lab/s/k".into(),
             node_api_keys: vec![("node04".into(), "/lab/s/n4".into()), ("node05".into(), "/lab/s/n5".into())],
+            tls: "/lab/s/tls".into(),
         };
         let c = config(lab, &topo, topo.node("node02").unwrap(), &s).unwrap();
         let parsed: toml::Table = toml::from_str(&c).unwrap();
         assert_eq!(parsed["admin_listen"].as_str(), Some("10.231.0.12:9100"));
         let chainfire = parsed["service"]["chainfire"]["args"].as_array().unwrap();
-        assert!(chainfire.iter().any(|a| a.as_str().unwrap().contains("node03=http://10.231.0.13:2380")));
+        assert!(chainfire.iter().any(|a| a.as_str().unwrap().contains("node03=https://10.231.0.13:2380")));
+        assert!(chainfire.iter().any(|a| a.as_str() == Some("--tls-dir=/lab/s/tls/node02")), "its own certificate");
         let iam = parsed["service"]["iam"]["args"].as_array().unwrap();
         assert!(iam.iter().any(|a| a.as_str() == Some("--platform-api-key-file=/lab/s/k")));
         assert!(iam.iter().any(|a| a.as_str() == Some("--node-api-key-file=node05=/lab/s/n5")));
@@ -268,6 +312,7 @@ mod tests {
         for args in [agent, vmm] {
             assert!(args.iter().any(|a| a.as_str() == Some("--api-key-file=/lab/s/n5")), "the worker's own key");
             assert!(!args.iter().any(|a| a.as_str().unwrap().contains("/lab/s/k")), "never the platform key");
+            assert!(args.iter().any(|a| a.as_str() == Some("--tls-dir=/lab/s/tls/node05")), "the worker's certificate");
         }
         let g: toml::Table = toml::from_str(&config(lab, &topo, topo.node("node06").unwrap(), &s).unwrap()).unwrap();
         assert!(g["service"].as_table().unwrap().is_empty(), "nothing of the gateway is built yet");

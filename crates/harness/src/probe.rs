@@ -7,12 +7,27 @@ use std::time::Duration;
 /// One probe's outcome: the URL and its HTTP status, or the error.
 pub type Outcome = (String, Result<u16, String>);
 
+/// Connects an etcd client to chainfire at `addr`: over TLS with this process's cluster
+/// certificate when it holds one (the lab's chainfire admits nothing else), else plain.
+pub async fn etcd_connect(addr: &str, opts: etcd_client::ConnectOptions) -> anyhow::Result<etcd_client::Client> {
+    let (url, opts) = match ultracloud_tls::client::holder() {
+        Some(tls) => {
+            let (ca, cert, key) = tls.pem_parts()?;
+            let tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(ca))
+                .identity(etcd_client::Identity::from_pem(cert, key));
+            (format!("https://{addr}"), opts.with_tls(tls))
+        }
+        None => (format!("http://{addr}"), opts),
+    };
+    Ok(etcd_client::Client::connect([url], Some(opts)).await?)
+}
+
 async fn etcd_status(addr: &str) -> Result<u16, String> {
     let opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(5));
-    let mut c =
-        etcd_client::Client::connect([format!("http://{addr}")], Some(opts)).await.map_err(|e| e.to_string())?;
+    let mut c = etcd_connect(addr, opts).await.map_err(|e| format!("{e:#}"))?;
     c.status().await.map(|_| 200).map_err(|e| e.to_string())
 }
 

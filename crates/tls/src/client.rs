@@ -48,10 +48,20 @@ pub fn holder() -> Option<&'static ClusterTls> {
     }
 }
 
-/// `https` when this process is a TLS holder (its cluster speaks TLS), else `http`: the scheme
-/// of URLs a service builds from its peers' `host:port`.
+/// `https` when this process holds a cluster certificate or trusts a cluster CA (its cluster
+/// speaks TLS), else `http`: the scheme of URLs built from a bare `host:port`.
 pub fn scheme() -> &'static str {
-    if holder().is_some() { "https" } else { "http" }
+    if INSTALLED.get().is_some() { "https" } else { "http" }
+}
+
+/// `url` as given when it names a scheme, else `host:port` with [`scheme`] in front.
+pub fn with_scheme(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    if url.starts_with("http://") || url.starts_with("https://") {
+        url.to_owned()
+    } else {
+        format!("{}://{url}", scheme())
+    }
 }
 
 /// An HTTP client builder with the installed identity (plain `reqwest` defaults when none):

@@ -143,12 +143,12 @@ impl Ctx {
         let cp = lab.topo.control_plane();
         let workers: Vec<Node> = lab.topo.nodes.iter().filter(|n| n.role == Role::Worker).cloned().collect();
         ensure!(workers.len() >= 2, "need two workers");
-        let iam = format!("http://{}", cp[0].addr(ports::IAM));
+        let iam = format!("https://{}", cp[0].addr(ports::IAM));
         let ctx = Ctx {
             http: ultracloud_tls::client::http_client(),
             token: iam_login(lab, cp[0]).await?,
-            vmc: format!("http://{}/v1/tenants/smoke/projects/compute", cp[0].addr(ports::PLASMAVMC)),
-            net: format!("http://{}/v1/tenants/smoke/projects/compute", cp[0].addr(ports::PRISMNET)),
+            vmc: format!("https://{}/v1/tenants/smoke/projects/compute", cp[0].addr(ports::PLASMAVMC)),
+            net: format!("https://{}/v1/tenants/smoke/projects/compute", cp[0].addr(ports::PRISMNET)),
             workers,
             ips: Vec::new(),
         };

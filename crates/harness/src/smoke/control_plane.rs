@@ -25,7 +25,7 @@ async fn etcd(node: &Node) -> anyhow::Result<etcd_client::Client> {
     let opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(1));
-    etcd_client::Client::connect([format!("http://{}", node.addr(ports::CHAINFIRE))], Some(opts))
+    crate::probe::etcd_connect(&node.addr(ports::CHAINFIRE).to_string(), opts)
         .await
         .with_context(|| format!("connecting to chainfire on {}", node.name))
 }
@@ -46,7 +46,7 @@ fn flare(nodes: &[&Node]) -> anyhow::Result<ultracloud_flaredb::Client> {
 }
 
 async fn flare_status(node: &Node) -> anyhow::Result<StatusResponse> {
-    let url = format!("http://{}/v1/status", node.addr(ports::FLAREDB));
+    let url = format!("https://{}/v1/status", node.addr(ports::FLAREDB));
     let r = ultracloud_tls::client::http_client().get(&url).timeout(Duration::from_secs(3)).send().await?;
     Ok(r.error_for_status()?.json().await?)
 }
@@ -54,7 +54,7 @@ async fn flare_status(node: &Node) -> anyhow::Result<StatusResponse> {
 pub(super) async fn iam_login(lab: &Lab, node: &Node) -> anyhow::Result<String> {
     let pw = std::fs::read_to_string(lab.secrets()?.admin_password)?.trim().to_owned();
     let body = json!({"grant_type": "password", "username": "admin", "password": pw});
-    let url = format!("http://{}/v1/auth/token", node.addr(ports::IAM));
+    let url = format!("https://{}/v1/auth/token", node.addr(ports::IAM));
     let r = ultracloud_tls::client::http_client().post(&url).json(&body).timeout(Duration::from_secs(5)).send().await?;
     ensure!(r.status().is_success(), "login at {} answered {}", node.name, r.status());
     let v: Value = r.json().await?;
@@ -62,7 +62,7 @@ pub(super) async fn iam_login(lab: &Lab, node: &Node) -> anyhow::Result<String> 
 }
 
 async fn iam_whoami(node: &Node, token: &str) -> anyhow::Result<String> {
-    let url = format!("http://{}/v1/auth/whoami", node.addr(ports::IAM));
+    let url = format!("https://{}/v1/auth/whoami", node.addr(ports::IAM));
     let r = ultracloud_tls::client::http_client().get(&url).bearer_auth(token).timeout(Duration::from_secs(5)).send().await?;
     ensure!(r.status().is_success(), "{} answered {}", node.name, r.status());
     let v: Value = r.json().await?;
@@ -75,6 +75,7 @@ async fn probe_from(lab: &Lab, from: &Node, urls: &[String]) -> anyhow::Result<V
         .args(["netns", "exec", &from.ns()])
         .arg(lab.binary())
         .args(["cluster", "probe"])
+        .arg(format!("--tls-dir={}", lab.secrets()?.admin_tls_dir().display()))
         .args(urls)
         .output()
         .await
@@ -134,9 +135,9 @@ pub async fn run(lab: &Lab, r: &mut Runner) {
             urls.extend(services_of(n.role).iter().map(|(_, p)| format!("http://{}/healthz", n.addr(*p))));
             if services_of(n.role).iter().any(|(s, _)| *s == "chainfire") {
                 urls.push(format!("etcd://{}", n.addr(ports::CHAINFIRE)));
-                urls.push(format!("http://{}/v1/regions", n.addr(ports::FLAREDB)));
-                urls.push(format!("http://{}/v1/openapi.json", n.addr(ports::IAM)));
-                urls.push(format!("http://{}/.well-known/jwks.json", n.addr(ports::IAM)));
+                urls.push(format!("https://{}/v1/regions", n.addr(ports::FLAREDB)));
+                urls.push(format!("https://{}/v1/openapi.json", n.addr(ports::IAM)));
+                urls.push(format!("https://{}/.well-known/jwks.json", n.addr(ports::IAM)));
             }
             for (url, outcome) in probe_from(lab, from, &urls).await? {
                 match outcome {

@@ -62,13 +62,13 @@ async fn user(
 pub(super) async fn check(lab: &Lab, t: Target<'_>) -> anyhow::Result<Seen> {
     let cp = lab.topo.control_plane()[0];
     let http = ultracloud_tls::client::http_client_builder().timeout(Duration::from_secs(10)).build()?;
-    let iam = format!("http://{}", cp.addr(ports::IAM));
+    let iam = format!("https://{}", cp.addr(ports::IAM));
     let member = user(&http, &iam, t.admin, "intruder", "intruder-member", "member").await?;
     let viewer = user(&http, &iam, t.admin, "intruder", "intruder-viewer", "viewer").await?;
     let own = user(&http, &iam, t.admin, "smoke", "smoke-member", "member").await?;
-    let vmc = format!("http://{}", cp.addr(ports::PLASMAVMC));
-    let net = format!("http://{}", cp.addr(ports::PRISMNET));
-    let disks = format!("http://{}", t.worker.addr(ports::PLASMAVMC_AGENT));
+    let vmc = format!("https://{}", cp.addr(ports::PLASMAVMC));
+    let net = format!("https://{}", cp.addr(ports::PRISMNET));
+    let disks = format!("https://{}", t.worker.addr(ports::PLASMAVMC_AGENT));
     let (name, id, port, host) = (t.vm.0, t.vm.1, t.port, t.worker.name.as_str());
     let base = "/v1/tenants/smoke/projects/compute";
     let status = json!({"state": "running", "host": host, "migration_step": "target-done"});

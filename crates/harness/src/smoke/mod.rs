@@ -139,6 +139,10 @@ pub fn save_logs(lab: &Lab) -> anyhow::Result<PathBuf> {
 
 /// Runs every smoke check against the running cluster. `quiet`: print nothing (for `--json`).
 pub async fn run(lab: &Lab, quiet: bool) -> Report {
+    // The lab speaks TLS only: the harness's certificate first (made at `start`).
+    if let Err(e) = lab.secrets() {
+        eprintln!("warning: the lab's certificates: {e:#}");
+    }
     let mut r = Runner::new(quiet);
     control_plane::run(lab, &mut r).await;
     network::run(lab, &mut r).await;

@@ -51,7 +51,7 @@ async fn spanning(lab: &Lab) -> anyhow::Result<Seen> {
     let workers: Vec<&Node> = lab.topo.nodes.iter().filter(|n| n.role == Role::Worker).collect();
     ensure!(workers.len() >= 2, "need two workers");
     let api = Api { http: ultracloud_tls::client::http_client(), token: iam_login(lab, cp[0]).await? };
-    let iam = format!("http://{}", cp[0].addr(ports::IAM));
+    let iam = format!("https://{}", cp[0].addr(ports::IAM));
     for (url, body) in [
         (format!("{iam}/v1/tenants"), json!({"id": "smoke"})),
         (format!("{iam}/v1/tenants/smoke/projects"), json!({"id": "net"})),
@@ -59,7 +59,7 @@ async fn spanning(lab: &Lab) -> anyhow::Result<Seen> {
         let (s, v) = api.call(reqwest::Method::POST, &url, Some(body)).await?;
         ensure!(s == 201 || s == 409, "{url} answered {s}: {v}");
     }
-    let base = format!("http://{}/v1/tenants/smoke/projects/net", cp[0].addr(ports::PRISMNET));
+    let base = format!("https://{}/v1/tenants/smoke/projects/net", cp[0].addr(ports::PRISMNET));
     let tag = &ultracloud_iam::credential::new_id()[..6];
     let (vpc, subnet) = (format!("v{tag}"), format!("s{tag}"));
     api.create(&format!("{base}/vpcs"), json!({"name": vpc, "cidr": "10.77.0.0/16"})).await?;

@@ -15,7 +15,7 @@ use super::session::{self, Credentials, DEFAULT_IAM, Session};
 /// key's owner instead.
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// iam's URL.
+    /// iam's URL (`host:port` means https:// with a cluster CA, else http://).
     #[arg(long, env = "ULTRACLOUD_IAM", default_value = DEFAULT_IAM)]
     iam: String,
     /// User name.
@@ -35,12 +35,12 @@ pub struct LoginArgs {
 
 /// Runs `login`.
 pub async fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
-    let iam = args.iam.trim_end_matches('/').to_owned();
     let ca_file = match &args.ca_file {
         Some(f) => Some(std::fs::canonicalize(f).map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", f.display()))?),
         None => None,
     };
     session::trust_cluster_ca(ca_file.as_deref())?;
+    let iam = ultracloud_tls::client::with_scheme(&args.iam);
     let http = ultracloud_tls::client::http_client();
     let use_key = args.api_key_file.is_some() || std::env::var_os("ULTRACLOUD_API_KEY").is_some();
     let body = if use_key {

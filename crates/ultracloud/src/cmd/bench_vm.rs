@@ -29,8 +29,8 @@ pub struct VmBench {
     /// Memory per VM in MiB.
     #[arg(long, default_value_t = 192)]
     memory: u32,
-    /// The plasmavmc controller.
-    #[arg(long, env = "ULTRACLOUD_PLASMAVMC", default_value = "http://127.0.0.1:8680")]
+    /// The plasmavmc controller (a bare host:port is https:// when a cluster CA is trusted).
+    #[arg(long, env = "ULTRACLOUD_PLASMAVMC", default_value = "127.0.0.1:8680")]
     plasmavmc: String,
     /// Tenant.
     #[arg(long, short, default_value = "demo")]

@@ -80,7 +80,10 @@ enum ClusterCommand {
     /// GET URLs and print their status (the harness runs this inside nodes).
     #[command(hide = true)]
     Probe {
-        /// URLs (http://… or etcd://host:port).
+        /// A TLS directory whose certificate the probes present (the lab's admin certificate).
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
+        /// URLs (http://…, https://… or etcd://host:port).
         urls: Vec<String>,
     },
 }
@@ -175,7 +178,10 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             lab.clean(&progress)?;
             println!("clean: no namespace, link, process or state of the test cluster is left");
         }
-        ClusterCommand::Probe { urls } => {
+        ClusterCommand::Probe { tls_dir, urls } => {
+            if let Some(dir) = &tls_dir {
+                ultracloud_tls::client::install_dir(dir)?;
+            }
             let outcomes = ultracloud_harness::probe::probe(&urls).await;
             print!("{}", ultracloud_harness::probe::render(&outcomes));
             let ok = outcomes.iter().all(|(_, r)| r.as_ref().is_ok_and(|s| (200..300).contains(s)));

@@ -15,8 +15,8 @@ use super::project::Ctx;
 /// Where compute resources live and how to print them.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The plasmavmc controller.
-    #[arg(long, global = true, env = "ULTRACLOUD_PLASMAVMC", default_value = "http://127.0.0.1:8680")]
+    /// The plasmavmc controller (a bare host:port is https:// when a cluster CA is trusted).
+    #[arg(long, global = true, env = "ULTRACLOUD_PLASMAVMC", default_value = "127.0.0.1:8680")]
     plasmavmc: String,
     /// Tenant (default: your home tenant).
     #[arg(long, short, global = true, env = "ULTRACLOUD_TENANT")]

@@ -15,8 +15,8 @@ use super::project::Ctx;
 /// Where resources live and how to print them (every resource command takes these).
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The prismnet controller.
-    #[arg(long, global = true, env = "ULTRACLOUD_PRISMNET", default_value = "http://127.0.0.1:8580")]
+    /// The prismnet controller (a bare host:port is https:// when a cluster CA is trusted).
+    #[arg(long, global = true, env = "ULTRACLOUD_PRISMNET", default_value = "127.0.0.1:8580")]
     prismnet: String,
     /// Tenant (default: your home tenant).
     #[arg(long, short, global = true, env = "ULTRACLOUD_TENANT")]

@@ -40,7 +40,7 @@ impl Ctx {
             }
         };
         let Some(project) = project else { bail!("which project? pass --project (or set ULTRACLOUD_PROJECT)") };
-        let base = format!("{}/v1/tenants/{tenant}/projects/{project}", service.trim_end_matches('/'));
+        let base = format!("{}/v1/tenants/{tenant}/projects/{project}", ultracloud_tls::client::with_scheme(service));
         Ok(Self { s, base, json })
     }
 }

@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use ultracloud_harness::sys;
 
-use super::quickstart_stack::{Dirs, HOST, NETNS, PROBE_NS, Stack, running, services, shown};
+use super::quickstart_stack::{Dirs, HOST, NETNS, PROBE_NS, Stack, api_url, running, services, shown};
 
 /// Start the whole platform on this machine as one node and prove it works: admin login, a
 /// tenant and project, a VPC and subnet, a VM from the guest image on that subnet, its DHCP
@@ -159,8 +159,10 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
             .await?;
     }
 
+    // The quickstart is an operator of its stack: it holds the admin certificate.
+    ultracloud_tls::client::install_dir(&dirs.tls("admin"))?;
     let http = ultracloud_tls::client::http_client();
-    let iam = "http://127.0.0.1:8480";
+    let iam = &api_url(8480);
     let token = steps
         .step("admin login through iam", async {
             let password = ultracloud_runtime::secret_file::read(&dirs.admin_password())?;
@@ -182,8 +184,8 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
             api.create(&format!("{iam}/v1/tenants/demo/projects"), json!({"id": "quickstart"})).await
         })
         .await?;
-    let net = "http://127.0.0.1:8580/v1/tenants/demo/projects/quickstart";
-    let vmc = "http://127.0.0.1:8680/v1/tenants/demo/projects/quickstart";
+    let net = &format!("{}/v1/tenants/demo/projects/quickstart", api_url(8580));
+    let vmc = &format!("{}/v1/tenants/demo/projects/quickstart", api_url(8680));
     let vni = steps
         .step("VPC 10.42.0.0/16 and subnet 10.42.1.0/24", async {
             api.create(&format!("{net}/vpcs"), json!({"name": "demo", "cidr": "10.42.0.0/16"})).await?;
@@ -332,16 +334,22 @@ fn print_kept(dirs: &Dirs, vm: &KeptVm) {
     println!(
         "\nThe stack and VM {name} are running (stop them with `ultracloud quickstart --stop`).
 
-  iam        http://127.0.0.1:8480     admin password: {pw}
-  prismnet   http://127.0.0.1:8580     plasmavmc  http://127.0.0.1:8680
+  iam        https://127.0.0.1:8480    admin password: {pw}
+  prismnet   https://127.0.0.1:8580    plasmavmc  https://127.0.0.1:8680
+  chainfire  https://127.0.0.1:2379    flaredb    https://127.0.0.1:2479
+  cluster CA {ca}   (every API speaks TLS; chainfire and flaredb want a certificate)
   logs       {logs}
 
-  ultracloud login --iam http://127.0.0.1:8480 -u admin --password-file {pw}
+  ultracloud login -u admin --password-file {pw} --ca-file {ca}
   ultracloud vm list -t demo -p quickstart
+  ultracloud db --tls-dir {admin} regions
+  etcdctl --endpoints=https://127.0.0.1:2379 --cacert={ca} --cert={admin}/cert.pem --key={admin}/key.pem member list
   ultracloud vm console {name} -t demo -p quickstart
   ip netns exec {probe} curl http://{ip}/state        # the VM, over the tenant network",
         name = vm.name,
         pw = shown(&dirs.admin_password()),
+        ca = shown(&dirs.ca_file()),
+        admin = shown(&dirs.tls("admin")),
         logs = shown(&dirs.root.join("logs")),
         probe = PROBE_NS,
         ip = vm.ip,

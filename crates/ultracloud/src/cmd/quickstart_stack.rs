@@ -87,6 +87,36 @@ impl Dirs {
     pub fn node_key(&self) -> PathBuf {
         self.root.join("secrets").join(format!("node-{HOST}-api-key"))
     }
+    /// A TLS holder directory made by [`Stack::prepare`]: `ca` (the CA itself), `control-plane`
+    /// (chainfire, flaredb, iam and the controllers), `worker` (the agents), `admin` (the
+    /// quickstart's own client certificate, and an operator's).
+    pub fn tls(&self, holder: &str) -> PathBuf {
+        self.root.join("tls").join(holder)
+    }
+    /// The cluster CA certificate clients trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls("ca").join(ultracloud_tls::CA_FILE)
+    }
+}
+
+/// The stack's base URL of a service's API: `https://127.0.0.1:<port>`.
+pub fn api_url(port: u16) -> String {
+    format!("https://127.0.0.1:{port}")
+}
+
+/// Makes the one-box cluster CA and its three holders (the node is both control plane and
+/// worker; its agents still get a worker's certificate, which chainfire and flaredb refuse).
+fn issue_certificates(dirs: &Dirs) -> anyhow::Result<()> {
+    use ultracloud_tls::{CertAuthority, IssueRequest, Role};
+    let ca = CertAuthority::create("UltraCloud quickstart CA")?;
+    ca.save(&dirs.tls("ca"))?;
+    for (holder, role) in [("control-plane", Role::ControlPlane), ("worker", Role::Worker), ("admin", Role::Admin)] {
+        let mut req = IssueRequest::new(holder, role);
+        req.ips = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+        req.dns = vec!["localhost".into()];
+        ca.issue(&req, &dirs.tls(holder))?;
+    }
+    Ok(())
 }
 
 /// The PIDs of a kept stack that are still alive.
@@ -117,26 +147,43 @@ impl Stack {
         ultracloud_runtime::data_dir::create_private_dir(&secrets)?;
         let key = ultracloud_iam::credential::mint(ultracloud_iam::credential::Kind::ApiKey);
         ultracloud_runtime::secret_file::write(&dirs.node_key(), &key.token)?;
+        issue_certificates(dirs)?;
         remove_namespaces();
         sys::ip(&["netns", "add", NETNS])?;
         sys::ip(&["-n", NETNS, "link", "set", "lo", "up"])?;
         Ok(())
     }
 
-    /// The arguments of a service.
+    /// The arguments of a service. Every service speaks TLS, even on loopback: the stack is the
+    /// cluster's security model in miniature.
     fn args(&self, dirs: &Dirs, name: &str) -> Vec<String> {
         let key = format!("--api-key-file={}", dirs.platform_key().display());
         // The worker's agents hold its own node credential, never the platform key.
         let node_key = format!("--api-key-file={}", dirs.node_key().display());
-        match name {
+        let tls = |holder: &str| format!("--tls-dir={}", dirs.tls(holder).display());
+        let iam = format!("--iam-endpoints={}", api_url(8480));
+        let mut args = match name {
+            "chainfire" => vec![
+                "--listen-client-urls=https://127.0.0.1:2379".to_owned(),
+                "--listen-peer-urls=https://127.0.0.1:2380".to_owned(),
+            ],
             "iam" => vec![format!("--node-api-key-file={HOST}={}", dirs.node_key().display())],
-            "prismnet" | "plasmavmc" => vec![key],
-            "prismnet-agent" => vec![node_key, format!("--host={HOST}"), format!("--netns={NETNS}")],
+            "prismnet" => vec![key, iam],
+            "plasmavmc" => vec![key, iam, format!("--prismnet-endpoints={}", api_url(8580))],
+            "prismnet-agent" => vec![
+                node_key,
+                iam,
+                format!("--controller={}", api_url(8580)),
+                format!("--host={HOST}"),
+                format!("--netns={NETNS}"),
+            ],
             "plasmavmc-agent" => {
                 let accel = if self.accel.is_empty() { "auto" } else { self.accel.as_str() };
                 // 16 vCPUs: TCG guests idle most of the time; room for `bench vms` (10 VMs).
                 vec![
                     node_key,
+                    iam,
+                    format!("--controller={}", api_url(8680)),
                     format!("--host={HOST}"),
                     format!("--netns={NETNS}"),
                     format!("--accel={accel}"),
@@ -144,7 +191,9 @@ impl Stack {
                 ]
             }
             _ => Vec::new(),
-        }
+        };
+        args.push(tls(if name.ends_with("-agent") { "worker" } else { "control-plane" }));
+        args
     }
 
     /// Starts `s` (in its own process group: a Ctrl-C reaches only the quickstart, which then

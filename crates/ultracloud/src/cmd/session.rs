@@ -11,8 +11,8 @@ use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Where iam is when nothing says otherwise.
-pub const DEFAULT_IAM: &str = "http://127.0.0.1:8480";
+/// Where iam is when nothing says otherwise (`https://` when a cluster CA is trusted).
+pub const DEFAULT_IAM: &str = "127.0.0.1:8480";
 
 /// What `ultracloud login` stores.
 #[derive(Clone, Serialize, Deserialize)]
@@ -161,16 +161,16 @@ impl Session {
         if let Ok(token) = std::env::var("ULTRACLOUD_TOKEN") {
             trust_cluster_ca(None)?;
             let http = ultracloud_tls::client::http_client();
-            let iam = iam_override.unwrap_or(DEFAULT_IAM).trim_end_matches('/').to_owned();
+            let iam = ultracloud_tls::client::with_scheme(iam_override.unwrap_or(DEFAULT_IAM));
             return Ok(Self { http, iam, auth: tokio::sync::Mutex::new(Auth::Fixed(token)) });
         }
         let Some(mut creds) = Credentials::load()? else {
             bail!("not logged in: run `ultracloud login` (or set ULTRACLOUD_TOKEN)");
         };
-        if let Some(iam) = iam_override {
-            creds.iam = iam.trim_end_matches('/').to_owned();
-        }
         trust_cluster_ca(creds.ca_file.as_deref())?;
+        if let Some(iam) = iam_override {
+            creds.iam = ultracloud_tls::client::with_scheme(iam);
+        }
         let http = ultracloud_tls::client::http_client();
         let session = Self { http, iam: creds.iam.clone(), auth: tokio::sync::Mutex::new(Auth::Stored(creds)) };
         session.token(false).await?;
