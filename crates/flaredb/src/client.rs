@@ -218,6 +218,7 @@ impl Client {
                 Err(e) => e,
             };
             attempt += 1;
+            tracing::debug!(attempt, target = ?aimed, error = %err, "flaredb request failed");
             let retry = match &err {
                 FlareError::NotLeader { region, leader: Some((id, addr)) } => {
                     let mut m = write_map(&self.map);
