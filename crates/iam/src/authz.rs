@@ -332,6 +332,7 @@ mod tests {
         let now = now_secs();
         Claims {
             iss: "iam".into(),
+            aud: vec![crate::jwt::PLATFORM_AUDIENCE.into()],
             sub: "user:a".into(),
             tenant: None,
             iat: now,

@@ -417,6 +417,7 @@ mod tests {
     fn claims(tenant: Option<&str>) -> Claims {
         Claims {
             iss: "i".into(),
+            aud: vec![crate::jwt::PLATFORM_AUDIENCE.into()],
             sub: "user:a".into(),
             tenant: tenant.map(str::to_owned),
             iat: 0,

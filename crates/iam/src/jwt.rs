@@ -17,11 +17,18 @@ use serde::{Deserialize, Serialize};
 /// The only algorithm accepted.
 pub const ALG: &str = "EdDSA";
 
+/// The audience of every token iam issues today: the platform's APIs. A verifier refuses a
+/// token that does not name it (a token minted for something else, or by an older iam).
+pub const PLATFORM_AUDIENCE: &str = "ultracloud";
+
 /// What an access token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
-    /// Issuer (the iam endpoint).
+    /// Issuer (iam's configured name); checked against the issuer the JWKS names.
     pub iss: String,
+    /// Audience: who the token is for; verifiers require [`PLATFORM_AUDIENCE`].
+    #[serde(default)]
+    pub aud: Vec<String>,
     /// Subject: `user:<id>` or `sa:<id>` (service account).
     pub sub: String,
     /// The subject's home tenant (`None` for system-level subjects).
@@ -65,6 +72,12 @@ pub enum TokenError {
     /// Before `nbf`.
     #[error("token not valid before {0}")]
     NotYetValid(u64),
+    /// Issued by another issuer than the one whose keys verified it.
+    #[error("token issuer {0:?} is not this platform's iam")]
+    Issuer(String),
+    /// Not meant for the platform's APIs.
+    #[error("token audience {0:?} does not include {PLATFORM_AUDIENCE:?}")]
+    Audience(Vec<String>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -169,7 +182,7 @@ impl KeyRing {
                 })
             })
             .collect();
-        Jwks { keys }
+        Jwks { keys, issuer: None }
     }
 }
 
@@ -196,12 +209,17 @@ pub struct Jwk {
 pub struct Jwks {
     /// The keys.
     pub keys: Vec<Jwk>,
+    /// The issuer whose tokens these keys sign (an extension member, which RFC 7517 lets
+    /// other readers ignore); a verifier then refuses tokens naming another issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 /// Verifies tokens offline against a JWKS.
 #[derive(Debug, Clone, Default)]
 pub struct Verifier {
     keys: BTreeMap<String, VerifyingKey>,
+    issuer: Option<String>,
 }
 
 impl Verifier {
@@ -216,7 +234,7 @@ impl Verifier {
                 Some((k.kid.clone(), VerifyingKey::from_bytes(&bytes).ok()?))
             })
             .collect();
-        Self { keys }
+        Self { keys, issuer: jwks.issuer.clone() }
     }
 
     /// Whether the key set knows `kid` (a miss may mean the cached JWKS is stale).
@@ -247,6 +265,12 @@ impl Verifier {
         if now < claims.nbf {
             return Err(TokenError::NotYetValid(claims.nbf));
         }
+        if self.issuer.as_ref().is_some_and(|i| *i != claims.iss) {
+            return Err(TokenError::Issuer(claims.iss));
+        }
+        if !claims.aud.iter().any(|a| a == PLATFORM_AUDIENCE) {
+            return Err(TokenError::Audience(claims.aud));
+        }
         Ok(claims)
     }
 }
@@ -267,6 +291,7 @@ mod tests {
     fn claims() -> Claims {
         Claims {
             iss: "iam".into(),
+            aud: vec![PLATFORM_AUDIENCE.into()],
             sub: "user:alice".into(),
             tenant: Some("acme".into()),
             iat: NOW,
@@ -292,6 +317,26 @@ mod tests {
         assert_eq!(v.verify(&t, NOW + 1).unwrap(), claims());
         assert_eq!(v.verify(&t, NOW + 300), Err(TokenError::Expired(NOW + 300)));
         assert_eq!(v.verify(&t, NOW - 1), Err(TokenError::NotYetValid(NOW)));
+    }
+
+    #[test]
+    fn another_issuer_or_audience_is_refused() {
+        let r = ring();
+        let mut jwks = r.jwks();
+        jwks.issuer = Some("iam".into());
+        let v = Verifier::new(&jwks);
+        assert!(v.verify(&r.sign(&claims()).unwrap(), NOW + 1).is_ok());
+        let other_issuer = Claims { iss: "someone-else".into(), ..claims() };
+        assert_eq!(
+            v.verify(&r.sign(&other_issuer).unwrap(), NOW + 1),
+            Err(TokenError::Issuer("someone-else".into()))
+        );
+        for aud in [vec![], vec!["billing".to_owned()]] {
+            let t = r.sign(&Claims { aud: aud.clone(), ..claims() }).unwrap();
+            assert_eq!(v.verify(&t, NOW + 1), Err(TokenError::Audience(aud)));
+        }
+        let both = Claims { aud: vec!["billing".into(), PLATFORM_AUDIENCE.into()], ..claims() };
+        assert!(v.verify(&r.sign(&both).unwrap(), NOW + 1).is_ok());
     }
 
     #[test]

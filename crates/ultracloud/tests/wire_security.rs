@@ -74,7 +74,7 @@ async fn the_internal_planes_admit_only_cluster_certificates_in_their_roles() {
     .await
     .unwrap();
     assert_eq!(c.get(b"wire/b").await.unwrap(), Some(b"2".to_vec()));
-    let map = cluster.wait_regions(&c, 30, "3 replicas", |r| r.regions.iter().all(|g| g.desc.replicas.len() == 3)).await;
+    let map = cluster.wait_regions(&c, 30, "3 voters", |r| r.regions.iter().all(|g| g.desc.voters.len() == 3)).await;
     assert!(!map.regions.is_empty());
 
     let addr = &cluster.nodes[0].addr;
@@ -132,15 +132,19 @@ async fn chainfire_admits_only_cluster_certificates(pki: &Pki) {
     let opts = || etcd_client_options();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut etcd = loop {
-        match ultracloud_harness::probe::etcd_connect(&addr, opts()).await {
-            Ok(mut c) if c.put("wire", "ok", None).await.is_ok() => break c,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            other => panic!(
-                "chainfire over TLS never answered: {:?}\n{}",
-                other.err(),
-                std::fs::read_to_string(dir.path().join("chainfire.log")).unwrap_or_default()
-            ),
-        }
+        let last = match ultracloud_harness::probe::etcd_connect(&addr, opts()).await {
+            Ok(mut c) => match c.put("wire", "ok", None).await {
+                Ok(_) => break c,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "chainfire over TLS never answered: {last}\n{}",
+            std::fs::read_to_string(dir.path().join("chainfire.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let got = etcd.get("wire", None).await.unwrap();
     assert_eq!(got.kvs()[0].value(), b"ok");

@@ -216,6 +216,11 @@ pub async fn run(lab: &Lab, r: &mut Runner) {
     })
     .await;
 
+    r.check(
+        "wire: chainfire and flaredb refuse clients without a cluster certificate",
+        super::wire::refuse_without_certificates(lab),
+    )
+    .await;
     r.check("fault: chainfire leader killed → new leader, writes continue", kill_chainfire_leader(lab)).await;
     // The node leading flaredb's first region is partitioned: the majority must elect a new
     // leader and clients must stop waiting on the old one. (node03 when no leader is known.)

@@ -6,6 +6,7 @@ mod compute;
 mod control_plane;
 mod isolation;
 mod network;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -175,7 +175,8 @@ impl Iam {
             config.flaredb_endpoints.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         let store = Store::new(ultracloud_flaredb::Client::new(endpoints)?);
         let ring = store.keyring(now_secs(), config.token_lifetime_secs).await?;
-        let authz = Authorizer::new(LocalSource::new(store.clone(), config.token_lifetime_secs));
+        let authz =
+            Authorizer::new(LocalSource::new(store.clone(), config.token_lifetime_secs, config.issuer.clone()));
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(authz.clone().watch(shutdown.clone()));
         Ok(Arc::new(Self {
@@ -216,6 +217,7 @@ impl Iam {
         };
         let claims = Claims {
             iss: self.config.issuer.clone(),
+            aud: vec![crate::jwt::PLATFORM_AUDIENCE.to_owned()],
             sub: subject.to_owned(),
             tenant: tenant.clone(),
             iat: issued,

@@ -206,6 +206,7 @@ mod tests {
     fn revocations_match_what_they_name_and_only_older_tokens() {
         let c = Claims {
             iss: "i".into(),
+            aud: vec![crate::jwt::PLATFORM_AUDIENCE.into()],
             sub: "user:a".into(),
             tenant: None,
             iat: 100,

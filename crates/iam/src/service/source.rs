@@ -20,12 +20,13 @@ pub const VERSION_WAIT: Duration = Duration::from_secs(20);
 pub struct LocalSource {
     store: Store,
     token_lifetime: u64,
+    issuer: String,
 }
 
 impl LocalSource {
-    /// A source over `store`.
-    pub fn new(store: Store, token_lifetime: u64) -> Self {
-        Self { store, token_lifetime }
+    /// A source over `store`, for tokens iam issues as `issuer`.
+    pub fn new(store: Store, token_lifetime: u64, issuer: String) -> Self {
+        Self { store, token_lifetime, issuer }
     }
 }
 
@@ -47,7 +48,10 @@ pub async fn subject_policy(store: &Store, subject: &str) -> Result<SubjectPolic
 
 impl PolicySource for LocalSource {
     async fn jwks(&self) -> Result<Jwks, String> {
-        Ok(self.store.keyring(now_secs(), self.token_lifetime).await.map_err(|e| e.to_string())?.jwks())
+        let mut jwks = self.store.keyring(now_secs(), self.token_lifetime).await.map_err(|e| e.to_string())?.jwks();
+        // Guards learn the issuer with the keys, so they refuse tokens naming another.
+        jwks.issuer = Some(self.issuer.clone());
+        Ok(jwks)
     }
 
     async fn revocations(&self) -> Result<Vec<Revocation>, String> {

@@ -10,6 +10,10 @@ use ultracloud_flaredb::bench::{self as kv, KeyDistribution, Workload};
 /// Measure throughput and latency of a running endpoint.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// A TLS directory whose certificate the load generator presents (role admin): for
+    /// `https://` etcd endpoints and a flaredb cluster that speaks TLS.
+    #[arg(long, global = true, env = "ULTRACLOUD_TLS_DIR", value_name = "DIR")]
+    tls_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     target: BenchTarget,
 }
@@ -142,6 +146,9 @@ struct EtcdBench {
 
 /// Runs the subcommand.
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.tls_dir {
+        ultracloud_tls::client::install_dir(dir)?;
+    }
     match args.target {
         BenchTarget::Iam(a) => super::bench_iam::run(a).await?,
         BenchTarget::Vms(a) => return super::bench_vm::run(a).await,
