@@ -161,7 +161,11 @@ impl Validate for ChainfireConfig {
                 let addr = socket_of(u).map_err(|e| ConfigError::invalid(field, u, &e))?;
                 let tls = self.tls_dir.is_some();
                 if tls != u.starts_with("https://") {
-                    let need = if tls { "https:// URLs (TLS is on: --tls-dir)" } else { "http:// URLs, or --tls-dir for https://" };
+                    let need = if tls {
+                        "https:// URLs (TLS is on: --tls-dir)"
+                    } else {
+                        "http:// URLs, or --tls-dir for https://"
+                    };
                     return Err(ConfigError::invalid(field, u, need));
                 }
                 if field.starts_with("listen") {

@@ -26,7 +26,8 @@ pub fn endpoint(url: &str) -> Result<Endpoint, EndpointError> {
     }
     let tls = ultracloud_tls::client::holder().ok_or(EndpointError::NoIdentity)?;
     let (ca, cert, key) = tls.pem_parts().map_err(|e| EndpointError::Tls(e.to_string()))?;
-    let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).identity(Identity::from_pem(cert, key));
+    let config =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).identity(Identity::from_pem(cert, key));
     ep.tls_config(config).map_err(|e| EndpointError::Tls(e.to_string()))
 }
 

@@ -438,7 +438,12 @@ pub struct StatusRow {
 }
 
 async fn readyz(addr: SocketAddr) -> String {
-    match ultracloud_tls::client::http_client().get(format!("http://{addr}/readyz")).timeout(Duration::from_secs(3)).send().await {
+    match ultracloud_tls::client::http_client()
+        .get(format!("http://{addr}/readyz"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+    {
         Ok(r) if r.status().is_success() => "ready".into(),
         Ok(r) => format!("not ready ({})", r.status().as_u16()),
         Err(_) => "unreachable".into(),
@@ -447,7 +452,12 @@ async fn readyz(addr: SocketAddr) -> String {
 
 /// Whether a GET of `url` answers 2xx within 3 s.
 pub async fn http_ok(url: &str) -> bool {
-    ultracloud_tls::client::http_client().get(url).timeout(Duration::from_secs(3)).send().await.is_ok_and(|r| r.status().is_success())
+    ultracloud_tls::client::http_client()
+        .get(url)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
 
 /// Polls `check` every 250 ms until it holds; fails naming `what` after `bound`.

@@ -327,10 +327,7 @@ mod tests {
         let v = Verifier::new(&jwks);
         assert!(v.verify(&r.sign(&claims()).unwrap(), NOW + 1).is_ok());
         let other_issuer = Claims { iss: "someone-else".into(), ..claims() };
-        assert_eq!(
-            v.verify(&r.sign(&other_issuer).unwrap(), NOW + 1),
-            Err(TokenError::Issuer("someone-else".into()))
-        );
+        assert_eq!(v.verify(&r.sign(&other_issuer).unwrap(), NOW + 1), Err(TokenError::Issuer("someone-else".into())));
         for aud in [vec![], vec!["billing".to_owned()]] {
             let t = r.sign(&Claims { aud: aud.clone(), ..claims() }).unwrap();
             assert_eq!(v.verify(&t, NOW + 1), Err(TokenError::Audience(aud)));

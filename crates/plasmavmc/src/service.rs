@@ -236,13 +236,10 @@ pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
         vcpus: config.vcpus.unwrap_or_else(|| u32::try_from(cpus * 4).unwrap_or(4)),
         memory_mib: config.memory_mib.unwrap_or_else(host_memory_mib),
         address: config.address,
-        agent_url: config
-            .advertise_url
-            .clone()
-            .unwrap_or_else(|| {
-                let addr = listener.local_addr().map_or(config.listen, |a| a);
-                format!("{}://{addr}", ultracloud_tls::client::scheme())
-            }),
+        agent_url: config.advertise_url.clone().unwrap_or_else(|| {
+            let addr = listener.local_addr().map_or(config.listen, |a| a);
+            format!("{}://{addr}", ultracloud_tls::client::scheme())
+        }),
         volumes: LocalQcow2 { dir: data_dir.join("volumes"), qemu_img },
         data_dir,
         outgoing: Default::default(),

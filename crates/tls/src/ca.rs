@@ -75,7 +75,8 @@ impl CertAuthority {
         dn.push(DnType::OrganizationName, "UltraCloud");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(CA_DAYS);
@@ -87,7 +88,8 @@ impl CertAuthority {
     pub fn load(dir: &Path) -> Result<Self, TlsError> {
         let cert_pem = read(&dir.join(CA_FILE))?;
         let key_path = dir.join(CA_KEY_FILE);
-        let key_pem = secret_file::read(&key_path).map_err(|source| TlsError::Read { path: key_path.clone(), source })?;
+        let key_pem =
+            secret_file::read(&key_path).map_err(|source| TlsError::Read { path: key_path.clone(), source })?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Parse { path: key_path, reason: e.to_string() })?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
             .map_err(|e| TlsError::Parse { path: dir.join(CA_FILE), reason: e.to_string() })?;

@@ -13,7 +13,7 @@ enum Installed {
     /// A holder: trusts the CA, presents its certificate.
     Holder(ClusterTls),
     /// A client that only trusts the CA (the CLI).
-    TrustOnly(rustls::ClientConfig),
+    TrustOnly(Box<rustls::ClientConfig>),
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
@@ -36,7 +36,7 @@ pub fn install(tls: ClusterTls) -> Result<(), AlreadyInstalled> {
 /// Makes clients trust the CA in `ca_file` (and present no certificate).
 pub fn install_trust(ca_file: &std::path::Path) -> Result<(), TlsError> {
     let config = crate::tls_dir::trust_only(ca_file)?;
-    let _ = INSTALLED.set(Installed::TrustOnly(config));
+    let _ = INSTALLED.set(Installed::TrustOnly(Box::new(config)));
     Ok(())
 }
 
@@ -76,7 +76,7 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
                 reqwest::Client::builder()
             }
         },
-        Some(Installed::TrustOnly(config)) => reqwest::Client::builder().use_preconfigured_tls(config.clone()),
+        Some(Installed::TrustOnly(config)) => reqwest::Client::builder().use_preconfigured_tls((**config).clone()),
         None => reqwest::Client::builder(),
     }
 }

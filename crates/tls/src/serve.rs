@@ -140,7 +140,8 @@ pub async fn require_role(
         found => {
             let who = found.map_or_else(|| "no client certificate".to_owned(), |id| format!("the certificate of {id}"));
             let need: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            let message = format!("{who} may not use this route (it needs a cluster certificate of role {})", need.join(" or "));
+            let message =
+                format!("{who} may not use this route (it needs a cluster certificate of role {})", need.join(" or "));
             ultracloud_runtime::ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
         }
     }

@@ -111,14 +111,16 @@ impl ClusterTls {
         let cert_path = dir.join(CERT_FILE);
         let cert_pem =
             std::fs::read(&cert_path).map_err(|source| TlsError::Read { path: cert_path.clone(), source })?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| parse(cert_path.clone(), format!("bad certificate ({e})")))?;
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&cert_pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| parse(cert_path.clone(), format!("bad certificate ({e})")))?;
         if chain.is_empty() {
             return Err(parse(cert_path, "no certificate".into()));
         }
         let key_path = dir.join(KEY_FILE);
-        let key_pem = secret_file::read(&key_path).map_err(|source| TlsError::Read { path: key_path.clone(), source })?;
+        let key_pem =
+            secret_file::read(&key_path).map_err(|source| TlsError::Read { path: key_path.clone(), source })?;
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| parse(key_path, format!("no private key ({e})")))?;
         let identity = PeerIdentity::from_der(&chain[0]);
@@ -156,8 +158,9 @@ impl ClusterTls {
     /// A server configuration presenting this holder's certificate (HTTP/1.1 by ALPN: the axum
     /// listeners serve HTTP/1.1 only; tonic's gRPC listeners build their own).
     pub fn server_config(&self, auth: ClientAuth) -> Result<Arc<ServerConfig>, TlsError> {
-        let builder =
-            ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| self.config_err(e))?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| self.config_err(e))?;
         let builder = match auth {
             ClientAuth::None => builder.with_no_client_auth(),
             ClientAuth::Required => {
@@ -210,9 +213,7 @@ pub fn trust_only(ca_file: &Path) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| TlsError::Parse { path: ca_file.to_path_buf(), reason: e.to_string() })?;
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::Parse { path: ca_file.to_path_buf(), reason: e.to_string() })?;
+        roots.add(cert).map_err(|e| TlsError::Parse { path: ca_file.to_path_buf(), reason: e.to_string() })?;
     }
     if roots.is_empty() {
         return Err(TlsError::Parse { path: ca_file.to_path_buf(), reason: "no CA certificate".into() });

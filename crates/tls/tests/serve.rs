@@ -1,5 +1,7 @@
 //! A router served over TLS with client certificates required: who gets in and who does not.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
@@ -38,9 +40,8 @@ async fn only_certificates_of_the_cluster_ca_in_an_allowed_role_get_in() {
     let other_ca = CertAuthority::create("someone else").unwrap();
     let stranger = issue(&other_ca, dir.path(), "mallory", Role::ControlPlane);
 
-    let router = Router::new()
-        .route("/who", get(whoami))
-        .layer(axum::middleware::from_fn_with_state(PEERS, require_role));
+    let router =
+        Router::new().route("/who", get(whoami)).layer(axum::middleware::from_fn_with_state(PEERS, require_role));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();

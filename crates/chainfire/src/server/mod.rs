@@ -232,10 +232,8 @@ pub async fn start(
         let mut peer_server = builder(crate::tls::PEER_ROLES)?;
         tasks.push(tokio::spawn(async move {
             let incoming = no_delay(listener);
-            if let Err(e) = peer_server
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await
+            if let Err(e) =
+                peer_server.add_service(svc).serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
             {
                 tracing::error!(error = %e, "peer API server failed");
             }

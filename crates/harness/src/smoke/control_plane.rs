@@ -63,7 +63,12 @@ pub(super) async fn iam_login(lab: &Lab, node: &Node) -> anyhow::Result<String> 
 
 async fn iam_whoami(node: &Node, token: &str) -> anyhow::Result<String> {
     let url = format!("https://{}/v1/auth/whoami", node.addr(ports::IAM));
-    let r = ultracloud_tls::client::http_client().get(&url).bearer_auth(token).timeout(Duration::from_secs(5)).send().await?;
+    let r = ultracloud_tls::client::http_client()
+        .get(&url)
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?;
     ensure!(r.status().is_success(), "{} answered {}", node.name, r.status());
     let v: Value = r.json().await?;
     Ok(v["claims"]["sub"].as_str().unwrap_or_default().to_owned())

@@ -21,13 +21,15 @@ fn client(lab_ca: &std::path::Path, holder: Option<&std::path::Path>) -> anyhow:
 
 /// chainfire's answer to an etcd client with `identity` (or none), over TLS or plain.
 async fn etcd_get(addr: &str, tls: Option<etcd_client::TlsOptions>) -> Result<(), String> {
-    let mut opts =
-        etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(3));
+    let mut opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(3));
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(t) = tls {
         opts = opts.with_tls(t);
     }
-    let mut c = etcd_client::Client::connect([format!("{scheme}://{addr}")], Some(opts)).await.map_err(|e| e.to_string())?;
+    let mut c =
+        etcd_client::Client::connect([format!("{scheme}://{addr}")], Some(opts)).await.map_err(|e| e.to_string())?;
     c.get("smoke/wire", None).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
@@ -54,7 +56,8 @@ pub(super) async fn refuse_without_certificates(lab: &Lab) -> anyhow::Result<See
         if r.status() != 403 {
             bail!("flaredb on {} answered {} to a worker's certificate", n.name, r.status());
         }
-        let r = as_operator.post(format!("https://{db}/internal/heartbeat")).json(&serde_json::json!({})).send().await?;
+        let r =
+            as_operator.post(format!("https://{db}/internal/heartbeat")).json(&serde_json::json!({})).send().await?;
         if r.status() != 403 {
             bail!("flaredb on {} answered {} to an operator on a peer route", n.name, r.status());
         }

@@ -175,8 +175,7 @@ impl Iam {
             config.flaredb_endpoints.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         let store = Store::new(ultracloud_flaredb::Client::new(endpoints)?);
         let ring = store.keyring(now_secs(), config.token_lifetime_secs).await?;
-        let authz =
-            Authorizer::new(LocalSource::new(store.clone(), config.token_lifetime_secs, config.issuer.clone()));
+        let authz = Authorizer::new(LocalSource::new(store.clone(), config.token_lifetime_secs, config.issuer.clone()));
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(authz.clone().watch(shutdown.clone()));
         Ok(Arc::new(Self {

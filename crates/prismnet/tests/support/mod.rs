@@ -52,7 +52,9 @@ impl Stack {
         let node = ultracloud_flaredb::node::Node::start(config, &dbdir, tokio_util::sync::CancellationToken::new())
             .await
             .unwrap();
-        tokio::spawn(async move { axum::serve(listener, ultracloud_flaredb::server::router(node, false)).await.unwrap() });
+        tokio::spawn(
+            async move { axum::serve(listener, ultracloud_flaredb::server::router(node, false)).await.unwrap() },
+        );
 
         let iam = Iam::start(
             IamConfig { flaredb_endpoints: db.to_string(), ..Default::default() },

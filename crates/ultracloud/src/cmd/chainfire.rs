@@ -115,7 +115,6 @@ struct RunArgs {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot_count: Option<u64>,
-
 }
 
 /// Runs the subcommand.

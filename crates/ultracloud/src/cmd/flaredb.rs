@@ -81,7 +81,6 @@ pub struct FlaredbArgs {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     heartbeat_ms: Option<u64>,
-
 }
 
 /// Runs the subcommand.

@@ -2,9 +2,9 @@
 
 pub mod account;
 pub mod bench;
-pub mod ca;
 pub mod bench_iam;
 pub mod bench_vm;
+pub mod ca;
 pub mod chainfire;
 pub mod cluster;
 pub mod compute;
