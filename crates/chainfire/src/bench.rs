@@ -64,6 +64,7 @@ pub async fn run(config: &BenchConfig) -> Result<Vec<BenchResult>, crate::tls::E
         results.push(load(config, clients, Workload::Get).await?);
     }
     results.push(watch_latency(config).await?);
+    results.push(connect_cost(config, 32).await?);
     Ok(results)
 }
 
@@ -85,10 +86,15 @@ async fn load(
     let per_client = config.requests.div_ceil(clients);
     let value = vec![b'v'; config.value_size];
     let deadline = Instant::now() + config.deadline;
+    // Connections first, then the clock: the rows measure requests on open connections (as a
+    // long-lived service has them); the `connect` row measures setting one up (TLS included).
+    let mut channels = Vec::with_capacity(clients);
+    for c in 0..clients {
+        channels.push(connect(&config.endpoints[c % config.endpoints.len()]).await?);
+    }
     let mut tasks = Vec::new();
     let start = Instant::now();
-    for c in 0..clients {
-        let channel = connect(&config.endpoints[c % config.endpoints.len()]).await?;
+    for (c, channel) in channels.into_iter().enumerate() {
         let value = value.clone();
         let key_space = config.key_space.max(1);
         tasks.push(tokio::spawn(async move {
@@ -130,6 +136,23 @@ async fn load(
         Workload::Get => "get-linearizable",
     };
     Ok(summarize(name, clients, latencies, errors, seconds))
+}
+
+/// `count` connections opened one after another (TCP, TLS handshake when `https://`, HTTP/2
+/// set-up and a first request): what a new client pays before its first answer.
+async fn connect_cost(config: &BenchConfig, count: usize) -> Result<BenchResult, crate::tls::EndpointError> {
+    let mut latencies = Vec::with_capacity(count);
+    let start = Instant::now();
+    for c in 0..count {
+        let t = Instant::now();
+        let mut kv = KvClient::new(connect(&config.endpoints[c % config.endpoints.len()]).await?);
+        let key = b"bench/connect".to_vec();
+        if kv.range(RangeRequest { key, serializable: true, ..Default::default() }).await.is_ok() {
+            latencies.push(t.elapsed());
+        }
+    }
+    let errors = count - latencies.len();
+    Ok(summarize("connect+first-get", 1, latencies, errors, start.elapsed().as_secs_f64()))
 }
 
 async fn watch_latency(config: &BenchConfig) -> Result<BenchResult, crate::tls::EndpointError> {
