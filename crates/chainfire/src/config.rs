@@ -254,6 +254,28 @@ mod tests {
     }
 
     #[test]
+    fn url_schemes_follow_tls_and_cleartext_stays_on_loopback() {
+        let https = |u: &str| vec![u.to_owned()];
+        // TLS on: every URL is https://, on any address.
+        let c = ChainfireConfig {
+            listen_client_urls: https("https://10.0.0.1:2379"),
+            listen_peer_urls: https("https://10.0.0.1:2380"),
+            tls_dir: Some("/etc/ultracloud/tls".into()),
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        // An http:// URL with TLS on, an https:// one without: named, with the fix.
+        let c = ChainfireConfig { tls_dir: Some("/t".into()), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("https:// URLs"));
+        let c = ChainfireConfig { listen_client_urls: https("https://127.0.0.1:2379"), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("--tls-dir"));
+        // Plain beyond loopback is refused.
+        let c = ChainfireConfig { listen_client_urls: https("http://10.0.0.1:2379"), ..Default::default() };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("without TLS") && err.contains("listen_client_urls"), "{err}");
+    }
+
+    #[test]
     fn rejects_bad_urls_and_missing_self() {
         let c = ChainfireConfig { listen_client_urls: vec!["127.0.0.1:2379".into()], ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().contains("listen_client_urls"));

@@ -92,3 +92,14 @@ pub fn install_dir(dir: &std::path::Path) -> Result<(), TlsError> {
     let tls = ClusterTls::load(dir)?;
     install(tls).map_err(|e| TlsError::Config { dir: dir.to_path_buf(), reason: e.to_string() })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_with_a_scheme_is_kept_and_a_bare_address_gets_this_process_s() {
+        // Nothing is installed in this test process: plain HTTP.
+        assert_eq!(super::with_scheme("https://10.0.0.1:8480/"), "https://10.0.0.1:8480");
+        assert_eq!(super::with_scheme("http://10.0.0.1:8480"), "http://10.0.0.1:8480");
+        assert_eq!(super::with_scheme("127.0.0.1:8680"), "http://127.0.0.1:8680");
+    }
+}

@@ -59,3 +59,21 @@ pub fn refuse_cleartext_beyond_loopback(
          Give it --tls-dir (a directory from `ultracloud ca issue`), or listen on a loopback address"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    #[test]
+    fn cleartext_is_refused_beyond_loopback_only() {
+        let lo: SocketAddr = "127.0.0.1:2479".parse().unwrap_or_else(|_| unreachable!());
+        let lan: SocketAddr = "10.0.0.1:2479".parse().unwrap_or_else(|_| unreachable!());
+        let any: SocketAddr = "0.0.0.0:2479".parse().unwrap_or_else(|_| unreachable!());
+        assert!(super::refuse_cleartext_beyond_loopback("flaredb", lo, false).is_ok());
+        assert!(super::refuse_cleartext_beyond_loopback("flaredb", lan, true).is_ok());
+        for addr in [lan, any] {
+            let why = super::refuse_cleartext_beyond_loopback("flaredb", addr, false).unwrap_err();
+            assert!(why.contains("--tls-dir") && why.contains(&addr.to_string()), "{why}");
+        }
+    }
+}

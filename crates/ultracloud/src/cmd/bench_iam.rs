@@ -13,8 +13,8 @@ use ultracloud_iam::policy::Scope;
 /// Flags of `bench iam`.
 #[derive(Debug, Args)]
 pub struct IamBench {
-    /// iam's URL.
-    #[arg(long, default_value = "http://127.0.0.1:8480")]
+    /// iam's URL (a bare host:port is https:// with `bench --tls-dir`).
+    #[arg(long, default_value = "127.0.0.1:8480")]
     iam: String,
     /// The admin password file iam wrote on its first start.
     #[arg(long, value_name = "FILE")]
@@ -111,7 +111,7 @@ async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: &V
 
 /// Runs the benchmark.
 pub async fn run(a: IamBench) -> anyhow::Result<()> {
-    let iam = a.iam.trim_end_matches('/').to_owned();
+    let iam = ultracloud_tls::client::with_scheme(&a.iam);
     let read = |f: &std::path::Path| -> anyhow::Result<String> {
         ultracloud_runtime::secret_file::read(f).with_context(|| format!("reading {}", f.display()))
     };
