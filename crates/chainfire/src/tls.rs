@@ -5,7 +5,7 @@
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
-use ultracloud_tls::{ClusterTls, PeerIdentity, Role, TlsError};
+use ultracloud_tls::{ClusterTls, PeerIdentity, Role};
 
 /// Roles admitted on the client (etcd API) listeners.
 pub const CLIENT_ROLES: &[Role] = &[Role::ControlPlane, Role::Admin];
@@ -13,9 +13,9 @@ pub const CLIENT_ROLES: &[Role] = &[Role::ControlPlane, Role::Admin];
 pub const PEER_ROLES: &[Role] = &[Role::ControlPlane];
 
 /// The server side: present this member's certificate, require the client's.
-pub fn server_config(tls: &ClusterTls) -> Result<ServerTlsConfig, TlsError> {
-    let (ca, cert, key) = tls.pem_parts()?;
-    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).client_ca_root(Certificate::from_pem(ca)))
+pub fn server_config(tls: &ClusterTls) -> ServerTlsConfig {
+    let (ca, cert, key) = tls.pem_parts();
+    ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).client_ca_root(Certificate::from_pem(ca))
 }
 
 /// An endpoint for `url`: over TLS with this process's identity when the URL is `https://`.
@@ -25,7 +25,7 @@ pub fn endpoint(url: &str) -> Result<Endpoint, EndpointError> {
         return Ok(ep);
     }
     let tls = ultracloud_tls::client::holder().ok_or(EndpointError::NoIdentity)?;
-    let (ca, cert, key) = tls.pem_parts().map_err(|e| EndpointError::Tls(e.to_string()))?;
+    let (ca, cert, key) = tls.pem_parts();
     let config =
         ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).identity(Identity::from_pem(cert, key));
     ep.tls_config(config).map_err(|e| EndpointError::Tls(e.to_string()))

@@ -12,7 +12,7 @@ pub type Outcome = (String, Result<u16, String>);
 pub async fn etcd_connect(addr: &str, opts: etcd_client::ConnectOptions) -> anyhow::Result<etcd_client::Client> {
     let (url, opts) = match ultracloud_tls::client::holder() {
         Some(tls) => {
-            let (ca, cert, key) = tls.pem_parts()?;
+            let (ca, cert, key) = tls.pem_parts();
             let tls = etcd_client::TlsOptions::new()
                 .ca_certificate(etcd_client::Certificate::from_pem(ca))
                 .identity(etcd_client::Identity::from_pem(cert, key));

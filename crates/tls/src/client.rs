@@ -89,6 +89,9 @@ pub fn http_client() -> reqwest::Client {
 /// Loads the holder directory `dir` and installs it (a client-only process: `ultracloud db`,
 /// benchmarks, the harness's probes).
 pub fn install_dir(dir: &std::path::Path) -> Result<(), TlsError> {
+    if holder().is_some_and(|h| h.dir() == dir) {
+        return Ok(()); // already this process's identity: no second load
+    }
     let tls = ClusterTls::load(dir)?;
     install(tls).map_err(|e| TlsError::Config { dir: dir.to_path_buf(), reason: e.to_string() })
 }

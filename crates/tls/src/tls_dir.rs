@@ -83,6 +83,15 @@ pub struct ClusterTls {
     chain: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
     identity: Option<PeerIdentity>,
+    /// The three files as read at load (tonic and etcd-client take PEM text).
+    pem: Arc<PemParts>,
+}
+
+/// The CA certificate, the holder's certificate and its key, as PEM text.
+struct PemParts {
+    ca: String,
+    cert: String,
+    key: String,
 }
 
 impl std::fmt::Debug for ClusterTls {
@@ -105,16 +114,16 @@ impl ClusterTls {
     pub fn load(dir: &Path) -> Result<Self, TlsError> {
         let parse = |path: PathBuf, reason: String| TlsError::Parse { path, reason };
         let ca_path = dir.join(CA_FILE);
-        let ca_pem = std::fs::read(&ca_path).map_err(|source| TlsError::Read { path: ca_path.clone(), source })?;
-        let ca = CertificateDer::from_pem_slice(&ca_pem)
+        let ca_pem =
+            std::fs::read_to_string(&ca_path).map_err(|source| TlsError::Read { path: ca_path.clone(), source })?;
+        let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes())
             .map_err(|e| parse(ca_path.clone(), format!("no CA certificate ({e})")))?;
         let cert_path = dir.join(CERT_FILE);
         let cert_pem =
-            std::fs::read(&cert_path).map_err(|source| TlsError::Read { path: cert_path.clone(), source })?;
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&cert_pem)
-                .collect::<Result<_, _>>()
-                .map_err(|e| parse(cert_path.clone(), format!("bad certificate ({e})")))?;
+            std::fs::read_to_string(&cert_path).map_err(|source| TlsError::Read { path: cert_path.clone(), source })?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| parse(cert_path.clone(), format!("bad certificate ({e})")))?;
         if chain.is_empty() {
             return Err(parse(cert_path, "no certificate".into()));
         }
@@ -124,7 +133,8 @@ impl ClusterTls {
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| parse(key_path, format!("no private key ({e})")))?;
         let identity = PeerIdentity::from_der(&chain[0]);
-        let tls = Self { dir: dir.to_path_buf(), ca, chain, key: Arc::new(key), identity };
+        let pem = Arc::new(PemParts { ca: ca_pem, cert: cert_pem, key: key_pem });
+        let tls = Self { dir: dir.to_path_buf(), ca, chain, key: Arc::new(key), identity, pem };
         // Fail at load, not at the first connection, when the key does not fit the certificate.
         tls.server_config(ClientAuth::None)?;
         Ok(tls)
@@ -194,15 +204,10 @@ impl ClusterTls {
         Ok(reqwest::Client::builder().use_preconfigured_tls(config))
     }
 
-    /// The CA certificate, this holder's certificate and its key as PEM (for tonic).
-    pub fn pem_parts(&self) -> Result<(String, String, String), TlsError> {
-        let read = |f: &str| {
-            let p = self.dir.join(f);
-            std::fs::read_to_string(&p).map_err(|source| TlsError::Read { path: p, source })
-        };
-        let key_path = self.dir.join(KEY_FILE);
-        let key = secret_file::read(&key_path).map_err(|source| TlsError::Read { path: key_path, source })?;
-        Ok((read(CA_FILE)?, read(CERT_FILE)?, key))
+    /// The CA certificate, this holder's certificate and its key as PEM, as loaded (for tonic
+    /// and etcd-client, which take PEM text).
+    pub fn pem_parts(&self) -> (String, String, String) {
+        (self.pem.ca.clone(), self.pem.cert.clone(), self.pem.key.clone())
     }
 }
 

@@ -183,15 +183,9 @@ pub async fn start(
     let client_addrs: Vec<SocketAddr> = client_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let peer_addrs: Vec<SocketAddr> = peer_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let max_msg = config.max_request_bytes + GRPC_OVERHEAD;
-    let tls = match &config.tls_dir {
-        Some(dir) => {
-            let loaded = ultracloud_tls::setup(Some(dir), ultracloud_tls::ClientAuth::Required)
-                .map_err(|e| StartError::Config(e.to_string()))?
-                .map(|s| s.tls);
-            loaded.map(|t| crate::tls::server_config(&t)).transpose().map_err(|e| StartError::Config(e.to_string()))?
-        }
-        None => None,
-    };
+    let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::Required)
+        .map_err(|e| StartError::Config(e.to_string()))?
+        .map(|s| crate::tls::server_config(&s.tls));
     let builder = |roles: &'static [ultracloud_tls::Role]| -> Result<_, StartError> {
         let mut b = tonic::transport::Server::builder();
         if let Some(t) = &tls {

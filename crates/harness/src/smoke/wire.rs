@@ -19,7 +19,7 @@ fn client(lab_ca: &std::path::Path, holder: Option<&std::path::Path>) -> anyhow:
     Ok(builder.timeout(Duration::from_secs(5)).build()?)
 }
 
-/// chainfire's answer to an etcd client with `identity` (or none), over TLS or plain.
+/// chainfire's answer to a get from an etcd client over TLS with `tls` (plain without).
 async fn etcd_get(addr: &str, tls: Option<etcd_client::TlsOptions>) -> Result<(), String> {
     let mut opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
@@ -44,7 +44,7 @@ pub(super) async fn refuse_without_certificates(lab: &Lab) -> anyhow::Result<See
     let as_operator = client(&ca, Some(&secrets.admin_tls_dir()))?;
     let plain = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let ca_pem = std::fs::read_to_string(&ca)?;
-    let (_, worker_cert, worker_key) = ultracloud_tls::ClusterTls::load(&worker_dir)?.pem_parts()?;
+    let (_, worker_cert, worker_key) = ultracloud_tls::ClusterTls::load(&worker_dir)?.pem_parts();
     let mut refused = 0;
     for n in lab.topo.control_plane() {
         let db = n.addr(ports::FLAREDB);
