@@ -86,8 +86,9 @@ pub struct Node {
     data: Arc<Database>,
     logs: LogDb<TypeConfig>,
     replicas: RwLock<HashMap<RegionId, Arc<Replica>>>,
-    /// Serializes replica start-ups, so two requests never start the same group twice.
-    starting: tokio::sync::Mutex<()>,
+    /// Serializes replica start-ups and removals: a group is never started twice, nor started
+    /// while its storage is being deleted.
+    lifecycle: tokio::sync::Mutex<()>,
     raft_config: Arc<openraft::Config>,
     events: mpsc::UnboundedSender<(RegionId, GroupEvent)>,
     tso: Arc<TsoClient>,
@@ -153,7 +154,7 @@ impl Node {
             data,
             logs,
             replicas: RwLock::new(HashMap::new()),
-            starting: tokio::sync::Mutex::new(()),
+            lifecycle: tokio::sync::Mutex::new(()),
             events,
             tso: Arc::new(TsoClient::default()),
             oracle: Mutex::new(None),
@@ -220,7 +221,12 @@ impl Node {
 
     /// Starts the replica of `group` from its stored state.
     async fn start_replica(self: &Arc<Self>, group: RegionId) -> Result<Arc<Replica>, FlareError> {
-        let _starting = self.starting.lock().await;
+        let _lifecycle = self.lifecycle.lock().await;
+        self.start_replica_locked(group).await
+    }
+
+    /// [`Self::start_replica`] for a caller holding the lifecycle lock.
+    async fn start_replica_locked(self: &Arc<Self>, group: RegionId) -> Result<Arc<Replica>, FlareError> {
         if let Some(r) = self.replicas.read().unwrap_or_else(PoisonError::into_inner).get(&group) {
             return Ok(r.clone());
         }
@@ -246,6 +252,9 @@ impl Node {
 
     /// Stops the replica of `group` and deletes its log, its state and the data only it covered.
     pub async fn destroy_replica(&self, group: RegionId) -> Result<(), FlareError> {
+        // Held to the end: a leader's message must not re-create the group from the storage
+        // being deleted (it would start on a log that vanishes under it) before the tombstone.
+        let _lifecycle = self.lifecycle.lock().await;
         let replica = self.replicas.write().unwrap_or_else(PoisonError::into_inner).remove(&group);
         let Some(replica) = replica else { return Ok(()) };
         let desc = replica.sm.desc();
@@ -301,6 +310,7 @@ impl Node {
     /// Creates an empty replica that waits for its leader's snapshot (a placement change).
     pub async fn create_replica(self: &Arc<Self>, req: CreateReplica) -> Result<(), FlareError> {
         let id = req.desc.id;
+        let _lifecycle = self.lifecycle.lock().await;
         if self.replica(id).is_ok() {
             return Ok(());
         }
@@ -318,7 +328,7 @@ impl Node {
             .and_then(|mut t| t.remove(id).map(|_| ()).map_err(Into::into))
             .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-        self.start_replica(id).await?;
+        self.start_replica_locked(id).await?;
         Ok(())
     }
 
@@ -327,6 +337,10 @@ impl Node {
     /// instead of the split, so it never created the new region; the new region's leader then
     /// brings it up with a snapshot. Groups removed from this node stay removed.
     pub async fn replica_for_leader(self: &Arc<Self>, group: RegionId) -> Result<Arc<Replica>, FlareError> {
+        if let Ok(r) = self.replica(group) {
+            return Ok(r);
+        }
+        let _lifecycle = self.lifecycle.lock().await;
         if let Ok(r) = self.replica(group) {
             return Ok(r);
         }
@@ -347,7 +361,7 @@ impl Node {
             write_group(&tx, group, &GroupState::default()).map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
-        self.start_replica(group).await
+        self.start_replica_locked(group).await
     }
 
     async fn handle_events(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(RegionId, GroupEvent)>) {
@@ -360,6 +374,15 @@ impl Node {
                     }
                 }
                 GroupEvent::Removed { group } => {
+                    // A replica catching up replays its group's history: a removal followed by
+                    // a re-add (a node that came back) must not destroy it. The log's latest
+                    // membership (appended, maybe not applied yet) decides.
+                    if self.replica(group).is_ok_and(|r| {
+                        r.raft.metrics().borrow().membership_config.membership().get_node(&self.id).is_some()
+                    }) {
+                        tracing::debug!(group, "a replayed removal: the group's latest membership keeps this node");
+                        continue;
+                    }
                     let node = self.clone();
                     // Not inline: the removal waits for the group's Raft to stop.
                     tokio::spawn(async move {

@@ -33,6 +33,9 @@ struct State {
     last_seen: HashMap<NodeId, Instant>,
     leaders: HashMap<RegionId, (NodeId, u64)>,
     in_flight: HashMap<RegionId, Instant>,
+    /// When each region's last change finished (its leader reports the new membership a
+    /// heartbeat later).
+    changed: HashMap<RegionId, Instant>,
 }
 
 impl Placement {
@@ -44,6 +47,7 @@ impl Placement {
             last_seen: HashMap::new(),
             leaders: HashMap::new(),
             in_flight: HashMap::new(),
+            changed: HashMap::new(),
         };
         Self { inner: Mutex::new(state), down_after }
     }
@@ -58,6 +62,7 @@ impl Placement {
                 last_seen: HashMap::new(),
                 leaders: HashMap::new(),
                 in_flight: HashMap::new(),
+                changed: HashMap::new(),
             };
         }
         s
@@ -81,7 +86,7 @@ impl Placement {
             match meta.regions.get(&r.desc.id) {
                 Some(known) if !r.desc.newer_than(known) => {
                     let member = known.voters.contains(&hb.id) || known.learners.contains(&hb.id);
-                    if !member && known.conf_ver > r.desc.conf_ver {
+                    if !member && known.conf_ver > r.desc.conf_ver && !s.settling(r.desc.id, self.down_after) {
                         destroy.push(r.desc.id);
                     }
                 }
@@ -131,7 +136,21 @@ impl Placement {
 
     /// Marks a region's change finished (or failed), so the next round may act on it again.
     pub fn change_done(&self, term: u64, region: RegionId) {
-        self.state(term).in_flight.remove(&region);
+        let mut s = self.state(term);
+        s.in_flight.remove(&region);
+        s.changed.insert(region, Instant::now());
+    }
+}
+
+impl State {
+    /// Whether `region`'s membership may be ahead of the region map: a change is in flight or
+    /// finished within `window`, or this meta term began within it (an earlier leader's change
+    /// may be in flight). A replica the map does not list is not called stale then: it may be
+    /// the one the change is adding (a node that kept an old replica is re-added with it), and
+    /// destroying it would leave the region a voter that never answers.
+    fn settling(&self, region: RegionId, window: Duration) -> bool {
+        let recent = |t: &Instant| t.elapsed() < window;
+        self.in_flight.contains_key(&region) || self.changed.get(&region).is_some_and(recent) || recent(&self.since)
     }
 }
 
@@ -267,6 +286,34 @@ mod tests {
 
     fn live(n: &[NodeId]) -> BTreeSet<NodeId> {
         n.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_replica_is_called_stale_only_once_its_regions_membership_settled() {
+        let window = Duration::from_millis(150);
+        let p = Placement::new(window);
+        let mut m = meta(&[1, 2, 3, 4], &[&[1, 2, 3]]);
+        m.regions.get_mut(&1).unwrap().conf_ver = 3;
+        // Node 4 kept a replica from before it was replaced (conf_ver 2).
+        let mut old = m.regions[&1].clone();
+        (old.conf_ver, old.voters) = (2, vec![1, 2, 4]);
+        let hb = Heartbeat {
+            id: 4,
+            name: "n4".into(),
+            addr: "127.0.0.1:4".into(),
+            replicas: vec![crate::api::ReplicaReport { desc: old, leader: false, approximate_keys: 0 }],
+        };
+        let destroyed = |p: &Placement| p.on_heartbeat(1, &m, &hb).1.destroy;
+        assert!(destroyed(&p).is_empty(), "a new meta term: an earlier leader's change may be in flight");
+        std::thread::sleep(window);
+        assert_eq!(destroyed(&p), vec![1]);
+        // A change of the region (which may be re-adding node 4 with the replica it kept).
+        p.state(1).in_flight.insert(1, Instant::now());
+        assert!(destroyed(&p).is_empty(), "a change is in flight");
+        p.change_done(1, 1);
+        assert!(destroyed(&p).is_empty(), "the region's leader has not reported the new membership yet");
+        std::thread::sleep(window);
+        assert_eq!(destroyed(&p), vec![1]);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
 
+mod ports;
+
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,9 +15,7 @@ use ultracloud_chainfire::pb::etcdserverpb::maintenance_client::MaintenanceClien
 
 const BIN: &str = env!("CARGO_BIN_EXE_ultracloud");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use ports::stable_port as free_port;
 
 struct Proc(Option<Child>);
 

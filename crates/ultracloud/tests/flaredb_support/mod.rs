@@ -11,9 +11,7 @@ use ultracloud_flaredb::api::RegionsResponse;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ultracloud");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::ports::stable_port as free_port;
 
 /// One node process.
 pub struct FNode {
@@ -54,7 +52,7 @@ impl FNode {
     pub fn log_tail(&self) -> String {
         let s = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 }
 
