@@ -227,6 +227,10 @@ pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
     })?;
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let data_dir = ctx.data_dir().path().to_path_buf();
+    let migration_tls = match ultracloud_tls::client::holder() {
+        Some(tls) => Some(agent::migration_tls::MigrationTls::write(tls, &data_dir.join("qemu-tls"))?),
+        None => None,
+    };
     let worker = Arc::new(Worker {
         name: config.host.clone(),
         netns: config.netns.clone(),
@@ -244,6 +248,7 @@ pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
         data_dir,
         outgoing: Default::default(),
         images: config.image_policy.clone(),
+        migration_tls,
     });
     let ctl = agent::Controller {
         client: ultracloud_prismnet::agent::ControllerClient::new(&config.controller, guard.tokens().clone()),

@@ -446,6 +446,7 @@ async fn hostile_callers_never_reach_plans_statuses_consoles_or_disks() {
         volumes: LocalQcow2 { dir: dir.join("volumes"), qemu_img: "/usr/bin/qemu-img".into() },
         outgoing: Default::default(),
         images: Default::default(),
+        migration_tls: None,
     });
     let guard = ultracloud_iam::guard::Guard::connect(ultracloud_iam::guard::GuardConfig {
         endpoints: vec![c.s.iam.clone()],

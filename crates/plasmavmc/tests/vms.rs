@@ -4,7 +4,8 @@
 //! another namespace on the subnet; reboot, stop and start; the agent restarted while the VM
 //! runs (the VM keeps running and is managed again); a killed QEMU is restarted by the restart
 //! policy; cold migration between workers keeps IP, MAC and a file written to the disk; live
-//! migration keeps the guest running (its in-memory counter) and its disk; delete leaves no
+//! migration keeps the guest running (its in-memory counter) and its disk, with memory and disks
+//! crossing under mutual TLS (each worker holds its own certificate); delete leaves no
 //! process, tap, DHCP entry or file behind.
 //!
 //! Needs root, `ip`, `nft`, `dnsmasq`, `busybox`, `curl`, `qemu-system-x86_64`, `qemu-img`,
@@ -134,6 +135,8 @@ fn qemu_running(id: &str) -> bool {
 
 struct Workers<'a> {
     c: &'a support::Compute,
+    /// Issues each worker's certificate (live migration runs under TLS).
+    ca: ultracloud_tls::CertAuthority,
     lab: &'a Lab,
     agents: &'a Agents,
     data: PathBuf,
@@ -173,6 +176,11 @@ impl Workers<'_> {
         })
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut req = ultracloud_tls::IssueRequest::new(name, ultracloud_tls::Role::Worker);
+        req.ips = vec![ip.parse().unwrap()];
+        let held = self.ca.issue(&req, &data_dir.join("tls")).unwrap();
+        let tls = ultracloud_tls::ClusterTls::load(&held).unwrap();
+        let migration_tls = agent::migration_tls::MigrationTls::write(&tls, &data_dir.join("qemu-tls")).unwrap();
         let worker = Arc::new(Worker {
             name: self.lab.ns(name),
             data_dir: data_dir.clone(),
@@ -190,6 +198,7 @@ impl Workers<'_> {
                 file_dirs: vec![self.c.s.dir.path().to_path_buf()],
                 ..Default::default()
             },
+            migration_tls: Some(migration_tls),
         });
         let stop = CancellationToken::new();
         let router = agent::transfer::router(worker.clone(), &guard);
@@ -251,7 +260,8 @@ async fn vms_boot_answer_restart_migrate_and_leave_nothing_behind() {
         must(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
     }
     let agents = Agents(std::sync::Mutex::new(Vec::new()));
-    let workers = Workers { c: &c, lab: &lab, agents: &agents, data: data.clone() };
+    let ca = ultracloud_tls::CertAuthority::create("vms test CA").unwrap();
+    let workers = Workers { c: &c, ca, lab: &lab, agents: &agents, data: data.clone() };
     let pn1 = workers.prismnet_agent("w1", "192.168.78.1").await;
     workers.prismnet_agent("w2", "192.168.78.2").await;
     let mut stop_w1 = workers.vm_agent("w1", "192.168.78.1").await;

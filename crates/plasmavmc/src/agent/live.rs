@@ -3,7 +3,7 @@
 //! 1. The target starts the VM's QEMU with `-incoming defer` on a fresh root overlay (on its own
 //!    copy of the image) and empty volumes, opening the NIC taps prismnet made there on standby.
 //!    It listens for the migration stream and exports its disks over NBD, and reports where.
-//! 2. The source mirrors every disk into those exports (`drive-mirror`, `write-blocking`: once
+//! 2. The source mirrors every disk into those exports (`blockdev-mirror`, `write-blocking`: once
 //!    a mirror is ready, each guest write lands on both sides before it completes; the root
 //!    disk copies only its overlay, `sync=top`, since both sides hold the same image), then
 //!    migrates RAM and devices with `pause-before-switchover`.
@@ -11,6 +11,9 @@
 //!    finished (`block-job-cancel` on a ready mirror completes it without pivoting) and the
 //!    migration continues. The target resumes the guest, stops its NBD server and reports; the
 //!    controller then moves the ports (prismnet attaches the taps) and the VM's host.
+//!
+//! Both streams (memory, disks) run under mutual TLS with the workers' cluster certificates
+//! when the cluster has them (see [`super::migration_tls`]).
 //!
 //! Every step is read back from QEMU, so an agent restart in the middle picks up where QEMU
 //! is. A failure anywhere leaves the guest running on the source (QEMU resumes it) and the
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::Worker;
+use super::migration_tls::{Endpoint, MigrationTls, host_of};
 use super::qemu::{self, VmPaths};
 use super::qmp::{Qmp, QmpError};
 use super::vm::{Failed, LocalState, Pending, save, start};
@@ -65,19 +69,21 @@ async fn disks(q: &mut Qmp) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-/// Tries `listen` on ports of [`PORTS`] (starting at a spot derived from `seed`) until one is
-/// free; returns the `ip:port` it got.
-async fn first_free_port<F>(q: &mut Qmp, ip: Ipv4Addr, seed: &str, mut listen: F) -> Result<String, String>
-where
-    F: AsyncFnMut(&mut Qmp, String) -> Result<Value, QmpError>,
-{
+/// Runs `command` with `args(host, port)` on ports of [`PORTS`] (starting at a spot derived
+/// from `seed`) until one is free; returns the `ip:port` it got.
+async fn first_free_port(
+    q: &mut Qmp,
+    ip: Ipv4Addr,
+    seed: &str,
+    command: &str,
+    args: impl Fn(String, u16) -> Value,
+) -> Result<String, String> {
     let span = u32::from(PORTS.end - PORTS.start);
     let start = seed.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % span;
     for i in 0..64 {
         let port = PORTS.start + u16::try_from((start + i * 7) % span).unwrap_or(0);
-        let addr = format!("{ip}:{port}");
-        match listen(q, addr.clone()).await {
-            Ok(_) => return Ok(addr),
+        match q.execute(command, Some(args(ip.to_string(), port))).await {
+            Ok(_) => return Ok(format!("{ip}:{port}")),
             Err(QmpError::Command { desc, .. }) if desc.contains("in use") => continue,
             Err(e) => return Err(e.to_string()),
         }
@@ -85,17 +91,28 @@ where
     Err(format!("no free port for the incoming migration in {}..{}", PORTS.start, PORTS.end))
 }
 
-/// Target: listen for the migration stream and export the disks over NBD.
-async fn listen(paths: &VmPaths, ip: Ipv4Addr, id: &str) -> Result<Incoming, String> {
+/// Target: listen for the migration stream and export the disks over NBD (both under TLS
+/// when the worker has credentials: the source must present a cluster certificate).
+pub async fn listen(paths: &VmPaths, ip: Ipv4Addr, id: &str, tls: Option<&MigrationTls>) -> Result<Incoming, String> {
     let mut q = Qmp::connect(&paths.qmp()).await.map_err(qmp_err)?;
-    let migration = first_free_port(&mut q, ip, id, async |q, addr| {
-        q.execute("migrate-incoming", Some(json!({"uri": format!("tcp:{addr}")}))).await
-    })
-    .await?;
-    let nbd = first_free_port(&mut q, ip, &format!("{id}/nbd"), async |q, addr| {
-        let (host, port) = addr.rsplit_once(':').unwrap_or((&addr, ""));
-        q.execute("nbd-server-start", Some(json!({"addr": {"type": "inet", "data": {"host": host, "port": port}}})))
-            .await
+    let creds = match tls {
+        Some(tls) => {
+            tls.ensure(&mut q, Endpoint::Server).await?;
+            let params = json!({"tls-creds": Endpoint::Server.creds_id()});
+            q.execute("migrate-set-parameters", Some(params)).await.map_err(qmp_err)?;
+            Some(Endpoint::Server.creds_id())
+        }
+        None => None,
+    };
+    let migration =
+        first_free_port(&mut q, ip, id, "migrate-incoming", |host, port| json!({"uri": format!("tcp:{host}:{port}")}))
+            .await?;
+    let nbd = first_free_port(&mut q, ip, &format!("{id}/nbd"), "nbd-server-start", |host, port| {
+        let mut args = json!({"addr": {"type": "inet", "data": {"host": host, "port": port.to_string()}}});
+        if let Some(creds) = creds {
+            args["tls-creds"] = json!(creds);
+        }
+        args
     })
     .await?;
     for (device, node) in disks(&mut q).await? {
@@ -156,7 +173,7 @@ pub(super) async fn migrate_in(w: &Worker, p: &PlannedVm, paths: &VmPaths, local
             // Mirroring copies only the source overlay's data: the target's must start empty.
             let _ = std::fs::remove_file(paths.root_disk());
             match start(w, p, paths, true).await {
-                Ok(pid) => match listen(paths, w.address, &vm.id).await {
+                Ok(pid) => match listen(paths, w.address, &vm.id, w.migration_tls.as_ref()).await {
                     Ok(incoming) => {
                         tracing::info!(vm = %vm.id, migration = %incoming.migration, nbd = %incoming.nbd, "live migration: listening");
                         local.incoming = Some(incoming.clone());
@@ -223,7 +240,7 @@ pub(super) async fn migrate_out(
         return status;
     };
     let started = Instant::now();
-    match hand_over(paths, incoming, m.started_ms, local).await {
+    match hand_over(paths, incoming, m.started_ms, local, w.migration_tls.as_ref()).await {
         Ok(info) => {
             let (total, paused) = (info["total-time"].as_u64().unwrap_or(0), info["downtime"].as_u64().unwrap_or(0));
             let sent = info["ram"]["transferred"].as_u64().unwrap_or(0) >> 20;
@@ -255,23 +272,53 @@ async fn hand_over(
     incoming: &Incoming,
     started_ms: u64,
     local: &mut LocalState,
+    tls: Option<&MigrationTls>,
 ) -> Result<Value, String> {
-    let mut q = Qmp::connect(&paths.qmp()).await.map_err(qmp_err)?;
     if local.live_out != Some(started_ms) {
-        let devices = disks(&mut q).await?;
-        if let Err(e) = mirror(&mut q, &devices, &incoming.nbd).await {
-            cancel_mirrors(&mut q).await;
-            return Err(e);
-        }
-        let params = json!({"max-bandwidth": BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS});
-        q.execute("migrate-set-parameters", Some(params)).await.map_err(qmp_err)?;
-        if let Err(e) = q.execute("migrate", Some(json!({"uri": format!("tcp:{}", incoming.migration)}))).await {
-            cancel_mirrors(&mut q).await;
-            return Err(e.to_string());
-        }
+        start_out(paths, incoming, tls).await?;
         local.live_out = Some(started_ms);
         save(paths, local);
     }
+    finish_out(paths).await
+}
+
+/// Source: mirrors every disk of the QEMU behind `paths` into the target's exports (until the
+/// mirrors are ready), then starts the memory migration to `incoming`, both under `tls` when
+/// given (the target's certificate must name its address). On failure nothing is left running.
+pub async fn start_out(paths: &VmPaths, incoming: &Incoming, tls: Option<&MigrationTls>) -> Result<(), String> {
+    let mut q = Qmp::connect(&paths.qmp()).await.map_err(qmp_err)?;
+    let wire = match tls {
+        Some(tls) => {
+            tls.ensure(&mut q, Endpoint::Client).await?;
+            Some(Wire { creds: Endpoint::Client.creds_id(), hostname: host_of(&incoming.nbd).to_owned() })
+        }
+        None => None,
+    };
+    let devices = disks(&mut q).await?;
+    if let Err(e) = mirror(&mut q, &devices, &incoming.nbd, wire.as_ref()).await {
+        cancel_mirrors(&mut q).await;
+        return Err(e);
+    }
+    let mut params = json!({"max-bandwidth": BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS});
+    if let Some(w) = &wire {
+        params["tls-creds"] = json!(w.creds);
+        params["tls-hostname"] = json!(host_of(&incoming.migration));
+    }
+    let started = match q.execute("migrate-set-parameters", Some(params)).await {
+        Ok(_) => q.execute("migrate", Some(json!({"uri": format!("tcp:{}", incoming.migration)}))).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = started {
+        cancel_mirrors(&mut q).await;
+        return Err(e.to_string());
+    }
+    Ok(())
+}
+
+/// Source: follows a started migration to its end (finishing the mirrors at the switchover
+/// pause); returns QEMU's account of it. On failure the guest runs on here.
+pub async fn finish_out(paths: &VmPaths) -> Result<Value, String> {
+    let mut q = Qmp::connect(&paths.qmp()).await.map_err(qmp_err)?;
     let outcome = follow(&mut q).await;
     if outcome.is_err() {
         // Whatever went wrong, the guest must run on here: QEMU resumes it once the migration
@@ -305,8 +352,21 @@ async fn follow(q: &mut Qmp) -> Result<Value, String> {
     }
 }
 
+/// How the source reaches the target under TLS.
+struct Wire {
+    /// The QOM id of the client credentials.
+    creds: &'static str,
+    /// The name the target's certificate must carry (its address).
+    hostname: String,
+}
+
 fn job_id(device: &str) -> String {
     format!("mirror-{device}")
+}
+
+/// The node name of the NBD client the mirror of `device` writes into.
+fn target_node(device: &str) -> String {
+    format!("mirror-target-{device}")
 }
 
 /// Our mirror jobs QEMU runs: ID → ready.
@@ -324,21 +384,36 @@ async fn mirror_jobs(q: &mut Qmp) -> Result<Vec<(String, bool)>, String> {
 }
 
 /// Starts a mirror of every disk into the target's NBD exports and waits until all are ready.
-async fn mirror(q: &mut Qmp, devices: &[(String, String)], nbd: &str) -> Result<(), String> {
+async fn mirror(q: &mut Qmp, devices: &[(String, String)], nbd: &str, wire: Option<&Wire>) -> Result<(), String> {
     let caps = json!({"capabilities": [{"capability": "pause-before-switchover", "state": true}]});
     q.execute("migrate-set-capabilities", Some(caps)).await.map_err(qmp_err)?;
     let running: Vec<String> = mirror_jobs(q).await?.into_iter().map(|(id, _)| id).collect();
-    for (device, _) in devices {
+    let (host, port) = nbd.rsplit_once(':').ok_or_else(|| format!("the target's NBD address {nbd:?} has no port"))?;
+    for (device, node) in devices {
         if running.contains(&job_id(device)) {
             continue;
         }
+        // An NBD client node per disk (a URL cannot carry TLS credentials); one left by an
+        // earlier attempt goes first.
+        let _ = q.execute("blockdev-del", Some(json!({"node-name": target_node(device)}))).await;
+        let mut target = json!({
+            "driver": "nbd", "node-name": target_node(device), "export": device,
+            "server": {"type": "inet", "host": host, "port": port},
+        });
+        if let Some(w) = wire {
+            target["tls-creds"] = json!(w.creds);
+            target["tls-hostname"] = json!(w.hostname);
+        }
+        q.execute("blockdev-add", Some(target))
+            .await
+            .map_err(|e| format!("reaching {device}'s export on the target: {e}"))?;
         // The root disk's image is on the target already: copy only the overlay.
         let sync = if device == "disk0" { "top" } else { "full" };
         let args = json!({
-            "device": device, "job-id": job_id(device), "target": format!("nbd://{nbd}/{device}"),
-            "format": "raw", "sync": sync, "mode": "existing", "copy-mode": "write-blocking",
+            "device": node, "job-id": job_id(device), "target": target_node(device),
+            "sync": sync, "copy-mode": "write-blocking",
         });
-        q.execute("drive-mirror", Some(args)).await.map_err(|e| format!("mirroring {device}: {e}"))?;
+        q.execute("blockdev-mirror", Some(args)).await.map_err(|e| format!("mirroring {device}: {e}"))?;
     }
     let deadline = Instant::now() + MIRROR_TIMEOUT;
     loop {
@@ -358,7 +433,8 @@ async fn mirror(q: &mut Qmp, devices: &[(String, String)], nbd: &str) -> Result<
 
 /// At the switchover pause: complete every (ready) mirror and wait for the jobs to end.
 async fn finish_mirrors(q: &mut Qmp) -> Result<(), String> {
-    for (id, ready) in mirror_jobs(q).await? {
+    let jobs = mirror_jobs(q).await?;
+    for (id, ready) in &jobs {
         if !ready {
             return Err(format!("{id} fell out of sync at switchover"));
         }
@@ -370,6 +446,13 @@ async fn finish_mirrors(q: &mut Qmp) -> Result<(), String> {
             return Err("the mirrors did not finish within 30 s".into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The NBD connections to the target close with their nodes.
+    for (id, _) in jobs {
+        let device = id.trim_start_matches("mirror-");
+        if let Err(e) = q.execute("blockdev-del", Some(json!({"node-name": target_node(device)}))).await {
+            tracing::debug!(%device, error = %e, "closing a finished mirror's target");
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! running and manages them again through their PID files and QMP sockets.
 
 pub mod live;
+pub mod migration_tls;
 pub mod qemu;
 pub mod qmp;
 pub mod transfer;
@@ -67,6 +68,9 @@ pub struct Worker {
     pub outgoing: Mutex<HashMap<String, String>>,
     /// Where images may be fetched from.
     pub images: crate::image_fetch::ImagePolicy,
+    /// The credentials live migration's wire (memory stream, disk mirrors) runs under; without
+    /// them (a cluster without TLS) it runs in the clear.
+    pub migration_tls: Option<migration_tls::MigrationTls>,
 }
 
 impl Worker {
