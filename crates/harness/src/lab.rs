@@ -353,6 +353,13 @@ impl Lab {
         for what in network::destroy(&self.topo)? {
             progress.say(format!("removed {what}"));
         }
+        // DHCP servers outside the lab's namespaces (one left behind when its namespace went
+        // first) are found by their files.
+        let strays = ultracloud_runtime::process::find_with_path_arg("dnsmasq", "--pid-file", &self.dir);
+        if !strays.is_empty() {
+            ultracloud_runtime::process::stop(&strays, std::time::Duration::from_secs(2));
+            progress.say(format!("stopped {} stray dnsmasq processes", strays.len()));
+        }
         if self.dir.exists() {
             std::fs::remove_dir_all(&self.dir).with_context(|| format!("removing {}", self.dir.display()))?;
             progress.say(format!("removed {}", self.dir.display()));

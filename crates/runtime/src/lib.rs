@@ -14,6 +14,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod prerequisite;
+pub mod process;
 pub mod readiness;
 pub mod secret_file;
 pub mod service;

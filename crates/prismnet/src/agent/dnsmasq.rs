@@ -175,12 +175,18 @@ pub fn record_identity(state: &Path, vni: u32, identity: &str) -> std::io::Resul
     std::fs::write(f.dir().join("server"), identity)
 }
 
-/// Stops a subnet's dnsmasq and removes its files.
+/// Every dnsmasq serving from files under `dir`, found by its command line whatever its pid
+/// file says (one whose pid file was lost would otherwise outlive its namespace).
+pub fn servers_under(dir: &Path) -> Vec<i32> {
+    ultracloud_runtime::process::find_with_path_arg("dnsmasq", "--pid-file", dir)
+}
+
+/// Stops a subnet's dnsmasq (waiting for it to exit) and removes its files.
 pub fn stop(state: &Path, vni: u32) {
     let f = Files::new(state, vni);
-    if let Some(pid) = f.running() {
-        let _ = std::process::Command::new("kill").arg(pid.to_string()).output();
-    }
+    let mut pids = servers_under(f.dir());
+    pids.extend(f.running().filter(|p| !pids.contains(p)));
+    ultracloud_runtime::process::stop(&pids, std::time::Duration::from_secs(2));
     let _ = std::fs::remove_dir_all(f.dir());
 }
 
