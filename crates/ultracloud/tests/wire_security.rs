@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
 
 mod flaredb_support;
+mod ports;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
