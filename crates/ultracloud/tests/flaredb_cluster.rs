@@ -220,3 +220,71 @@ async fn lag(cluster: &FCluster, c: &ultracloud_flaredb::Client, i: usize, id: u
         .collect();
     (!behind.is_empty()).then(|| format!("replicas behind: {}", behind.join(", ")))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let cluster = FCluster::start(1, FAST);
+    let c = cluster.ready().await;
+    let big_key = vec![b'k'; 8 * 1024 + 1];
+    let e = c.put(&big_key, b"v").await.unwrap_err();
+    assert!(matches!(&e, FlareError::Invalid(m) if m.contains("exceeds the limit")), "{e}");
+    let e = c.put(b"", b"v").await.unwrap_err();
+    assert!(e.to_string().contains("empty key"), "{e}");
+    let big_value = vec![0u8; 4 * 1024 * 1024 + 1];
+    let e = c.put(b"k", &big_value).await.unwrap_err();
+    assert!(e.to_string().contains("exceeds the limit"), "{e}");
+    c.put(b"n", b"not a number").await.unwrap();
+    let e = c.increment(b"n", 1).await.unwrap_err();
+    assert!(e.to_string().contains("not a decimal integer"), "{e}");
+
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", cluster.nodes[0].addr);
+    let post =
+        |p: &str, body: &str| http.post(url(p)).header("content-type", "application/json").body(body.to_owned()).send();
+    let r = post("/v1/region/get", "{not json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid", "{body}");
+    let r = post("/v1/region/get", r#"{"region": 1, "key": "%%%"}"#).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("base64"));
+    let r = post("/v1/region/get", r#"{"region": 999, "key": "aw=="}"#).await.unwrap();
+    assert_eq!(r.status(), 421);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "region_not_found");
+    // Committing a transaction that never prewrote: refused, nothing written.
+    let r =
+        post("/v1/region/commit", r#"{"region": 1, "keys": ["aw=="], "start_ts": 5, "commit_ts": 9}"#).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "mvcc", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("rolled back"), "{body}");
+    let r =
+        post("/v1/region/commit", r#"{"region": 1, "keys": ["aw=="], "start_ts": 9, "commit_ts": 5}"#).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.get(url("/v1/ts?count=0")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http.get(url("/v1/openapi.json")).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["openapi"], "3.0.3");
+    // One answer is bounded whatever the limit asks; the client pages past it.
+    c.transact(async |t| {
+        for i in 0..2100 {
+            t.put(format!("page/{i:05}").as_bytes(), b"v");
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let r = post("/v1/region/scan", r#"{"region": 1, "start": "cGFnZS8=", "limit": 0}"#).await.unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((body["pairs"].as_array().unwrap().len(), &body["more"]), (1000, &serde_json::json!(true)));
+    let all = c.scan(b"page/", Some(b"page0"), 0, false).await.unwrap();
+    assert_eq!(all.len(), 2100);
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key));
+    let back = c.scan(b"page/", Some(b"page0"), 0, true).await.unwrap();
+    assert_eq!(back.len(), 2100);
+    assert_eq!(back[0].key, b"page/02099");
+    assert_eq!(c.scan(b"page/", Some(b"page0"), 1500, false).await.unwrap().len(), 1500);
+    // The server is still fine and nothing refused was written.
+    assert_eq!(c.get(b"n").await.unwrap(), Some(b"not a number".to_vec()));
+    assert_eq!(c.get(b"k").await.unwrap(), None, "the oversized value was not stored");
+}
