@@ -2,8 +2,6 @@
 //! counter in the low bits (TiDB's layout), so timestamps order like time and a single oracle can
 //! hand out 262,144 of them per millisecond.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// Bits of the logical part.
 pub const LOGICAL_BITS: u32 = 18;
 
@@ -24,9 +22,7 @@ pub fn compose(physical_ms: u64, logical: u64) -> Ts {
 pub const DEDUP_WINDOW_MS: u64 = 60_000;
 
 /// Milliseconds since the Unix epoch by the wall clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
-}
+pub use ultracloud_runtime::clock::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -270,7 +270,34 @@ impl Lab {
             .with_context(|| self.log_hint(n))?;
         }
         progress.say("every node is ready");
+        let path = self.endpoints(&secrets).write(&self.dir).context("writing endpoints.json")?;
+        progress.say(format!("endpoints and credentials: {}", path.display()));
         Ok(())
+    }
+
+    /// Where the cluster answers: every control-plane node's APIs, the CA, the admin's
+    /// credentials (`endpoints.json`).
+    pub fn endpoints(&self, secrets: &Secrets) -> ultracloud_runtime::endpoints::Endpoints {
+        use ultracloud_runtime::endpoints::{Admin, Endpoints};
+        let admin = Admin {
+            user: "admin".into(),
+            password_file: secrets.admin_password.clone(),
+            tls_dir: secrets.admin_tls_dir(),
+        };
+        let mut e = Endpoints::new("cluster", secrets.admin_tls_dir().join(ultracloud_tls::CA_FILE), admin);
+        for n in self.topo.nodes.iter().filter(|n| n.role == Role::ControlPlane) {
+            let url = |port| format!("https://{}", n.addr(port));
+            e.add("chainfire", "etcd", url(ports::CHAINFIRE));
+            for (service, port) in [
+                ("flaredb", ports::FLAREDB),
+                ("iam", ports::IAM),
+                ("prismnet", ports::PRISMNET),
+                ("plasmavmc", ports::PLASMAVMC),
+            ] {
+                e.add(service, "http", url(port));
+            }
+        }
+        e
     }
 
     fn start_node(&self, n: &Node, secrets: &Secrets, st: &mut LabState, progress: &Progress) -> anyhow::Result<()> {
@@ -336,6 +363,8 @@ impl Lab {
             st.agents.clear();
             st.save(&self.dir)?;
         }
+        // Nothing answers there any more.
+        let _ = std::fs::remove_file(self.dir.join(ultracloud_runtime::endpoints::FILE));
         Ok(stopped)
     }
 
@@ -482,5 +511,32 @@ where
             bail!("{what}: not within {bound:?}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clusters_endpoints_list_every_control_plane_replica() {
+        let lab = Lab { dir: "/lab".into(), topo: Topology::default() };
+        let secrets = Secrets {
+            admin_password: "/lab/s/a".into(),
+            platform_api_key: "/lab/s/k".into(),
+            node_api_keys: vec![],
+            tls: "/lab/s/tls".into(),
+        };
+        let e = lab.endpoints(&secrets);
+        let control = lab.topo.nodes.iter().filter(|n| n.role == Role::ControlPlane).count();
+        assert!(control >= 3);
+        for (service, protocol) in [("chainfire", "etcd"), ("flaredb", "http"), ("iam", "http"), ("plasmavmc", "http")]
+        {
+            assert_eq!(e.services[service][protocol].len(), control, "{service}");
+        }
+        let first = lab.topo.nodes.iter().find(|n| n.role == Role::ControlPlane).unwrap();
+        assert_eq!(e.services["iam"]["http"][0], format!("https://{}", first.addr(ports::IAM)));
+        assert_eq!(e.ca_file, Path::new("/lab/s/tls/admin/ca.pem"));
+        assert_eq!(e.admin.tls_dir, Path::new("/lab/s/tls/admin"));
     }
 }

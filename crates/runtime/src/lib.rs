@@ -8,8 +8,10 @@
 //! HTTP APIs ([`error`]). [`service::ServiceContext`] ties them together for a service's `main`.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod data_dir;
+pub mod endpoints;
 pub mod error;
 pub mod logging;
 pub mod metrics;

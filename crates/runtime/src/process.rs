@@ -27,6 +27,15 @@ fn alive(pid: i32) -> bool {
         .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
 }
 
+/// Sends SIGHUP to `pid` (never 0 or negative: a process group): daemons re-read their files.
+pub fn hangup(pid: i32) -> std::io::Result<()> {
+    if pid <= 0 {
+        return Err(std::io::Error::other(format!("no process {pid}")));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
+        .map_err(std::io::Error::from)
+}
+
 /// SIGTERM to each of `pids` (never 0 or negative: a process group), SIGKILL to those still
 /// running after `grace`.
 pub fn stop(pids: &[i32], grace: Duration) {

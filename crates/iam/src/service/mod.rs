@@ -8,7 +8,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use ultracloud_flaredb::error::FlareError;
@@ -126,9 +126,7 @@ impl Validate for IamConfig {
 }
 
 /// Seconds since the epoch.
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
-}
+pub use ultracloud_runtime::clock::now_secs;
 
 /// One iam replica.
 #[derive(Debug)]

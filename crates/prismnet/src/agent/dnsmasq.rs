@@ -101,13 +101,7 @@ fn drop_stale_leases(f: &Files, d: &DhcpPlan) -> bool {
         return false;
     }
     if let Some(pid) = f.running() {
-        let _ = std::process::Command::new("kill").arg(pid.to_string()).output();
-        for _ in 0..50 {
-            if f.running().is_none() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        ultracloud_runtime::process::stop(&[pid], std::time::Duration::from_secs(1));
     }
     let kept: String = leases.lines().filter(|l| !stale.iter().any(|s| s == l)).map(|l| format!("{l}\n")).collect();
     let _ = std::fs::write(&leases_path, kept);
@@ -127,7 +121,9 @@ pub async fn ensure(state: &Path, host: &str, s: &SubnetPlan, d: &DhcpPlan) -> R
     if let Some(pid) = f.running() {
         if changed {
             // SIGHUP re-reads --dhcp-hostsfile and --dhcp-optsfile.
-            let _ = nix_hup(pid);
+            if let Err(e) = ultracloud_runtime::process::hangup(pid) {
+                tracing::warn!(pid, error = %e, "cannot tell dnsmasq to re-read its files");
+            }
         }
         return Ok(());
     }
@@ -148,11 +144,6 @@ pub async fn ensure(state: &Path, host: &str, s: &SubnetPlan, d: &DhcpPlan) -> R
     ];
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     HostNs { netns: Some(ns) }.run("dnsmasq", &refs).await.map(|_| ())
-}
-
-fn nix_hup(pid: i32) -> std::io::Result<()> {
-    let out = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).output()?;
-    if out.status.success() { Ok(()) } else { Err(std::io::Error::other("kill -HUP failed")) }
 }
 
 /// The identity of the DHCP server a plan asks for on a VNI: its address, MAC and subnet. A

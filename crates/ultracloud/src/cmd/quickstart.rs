@@ -69,6 +69,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         } else {
             Stack::stop(&alive);
             let _ = std::fs::remove_file(dirs.state());
+            let _ = std::fs::remove_file(dirs.root.join(ultracloud_runtime::endpoints::FILE));
             println!("stopped {} services of the kept quickstart stack", alive.len());
         }
         return Ok(ExitCode::SUCCESS);
@@ -86,6 +87,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(vm) if args.keep => {
             stack.save(&dirs)?;
+            super::quickstart_stack::endpoints(&dirs).write(&dirs.root).context("writing endpoints.json")?;
             print_kept(&dirs, &vm);
             Ok(ExitCode::SUCCESS)
         }
@@ -339,6 +341,7 @@ fn print_kept(dirs: &Dirs, vm: &KeptVm) {
   chainfire  https://127.0.0.1:2379    flaredb    https://127.0.0.1:2479
   cluster CA {ca}   (every API speaks TLS; chainfire and flaredb want a certificate)
   logs       {logs}
+  endpoints  {endpoints}   (the above as JSON, for scripts)
 
   ultracloud login -u admin --password-file {pw} --ca-file {ca}
   ultracloud vm list -t demo -p quickstart
@@ -351,6 +354,7 @@ fn print_kept(dirs: &Dirs, vm: &KeptVm) {
         ca = shown(&dirs.ca_file()),
         admin = shown(&dirs.tls("admin")),
         logs = shown(&dirs.root.join("logs")),
+        endpoints = shown(&dirs.root.join(ultracloud_runtime::endpoints::FILE)),
         probe = PROBE_NS,
         ip = vm.ip,
     );

@@ -104,6 +104,23 @@ pub fn api_url(port: u16) -> String {
     format!("https://127.0.0.1:{port}")
 }
 
+/// Where a kept stack answers (`endpoints.json` in its directory): the APIs, the CA, the
+/// admin's credentials.
+pub fn endpoints(dirs: &Dirs) -> ultracloud_runtime::endpoints::Endpoints {
+    use ultracloud_runtime::endpoints::{Admin, Endpoints};
+    let admin = Admin { user: "admin".into(), password_file: dirs.admin_password(), tls_dir: dirs.tls("admin") };
+    let mut e = Endpoints::new("quickstart", dirs.ca_file(), admin);
+    for s in services() {
+        let protocol = match s.name {
+            "chainfire" => "etcd",
+            "flaredb" | "iam" | "prismnet" | "plasmavmc" => "http",
+            _ => continue, // the agents' listeners are the platform's own
+        };
+        e.add(s.name, protocol, api_url(s.api.port()));
+    }
+    e
+}
+
 /// Makes the one-box cluster CA and its three holders (the node is both control plane and
 /// worker; its agents still get a worker's certificate, which chainfire and flaredb refuse).
 fn issue_certificates(dirs: &Dirs) -> anyhow::Result<()> {
@@ -292,4 +309,22 @@ pub fn remove_namespaces() {
 /// Whether `path` exists (for messages).
 pub fn shown(path: &Path) -> String {
     path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_stack_describes_its_apis_ca_and_admin_credentials() {
+        let dirs = Dirs { root: "/qs".into() };
+        let e = endpoints(&dirs);
+        assert_eq!(e.stack, "quickstart");
+        assert_eq!(e.ca_file, dirs.ca_file());
+        assert_eq!(e.admin.password_file, dirs.admin_password());
+        assert_eq!(e.services["chainfire"]["etcd"], vec!["https://127.0.0.1:2379".to_owned()]);
+        assert_eq!(e.services["iam"]["http"], vec!["https://127.0.0.1:8480".to_owned()]);
+        let names: Vec<&str> = e.services.keys().map(String::as_str).collect();
+        assert_eq!(names, ["chainfire", "flaredb", "iam", "plasmavmc", "prismnet"], "no agent listener");
+    }
 }
