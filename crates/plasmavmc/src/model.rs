@@ -4,8 +4,7 @@
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
-pub use ultracloud_prismnet::model::Owner;
-use ultracloud_prismnet::store::Resource;
+pub use ultracloud_resource::Owner;
 
 /// Disk image formats QEMU opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,32 +326,9 @@ pub struct Host {
     pub seen_ms: u64,
 }
 
-macro_rules! resource {
-    ($t:ty, $kind:literal) => {
-        impl Resource for $t {
-            const SERVICE: &'static str = "plasmavmc";
-            const KIND: &'static str = $kind;
-            fn id(&self) -> &str {
-                &self.id
-            }
-            fn owner(&self) -> &Owner {
-                &self.owner
-            }
-            fn unique_name(&self) -> &str {
-                &self.name
-            }
-        }
-    };
-}
-
-resource!(Vm, "vm");
-resource!(Image, "image");
-resource!(Volume, "volume");
+ultracloud_resource::resource!(Vm, "plasmavmc", "vm", named);
+ultracloud_resource::resource!(Image, "plasmavmc", "image", named);
+ultracloud_resource::resource!(Volume, "plasmavmc", "volume", named);
 
 /// Now, in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use ultracloud_runtime::clock::now_ms;

@@ -55,7 +55,7 @@ const PLATFORM: &[(&str, &str, &str, &str)] = &[
 
 /// The document.
 pub fn document() -> Value {
-    ultracloud_prismnet::openapi::build(
+    ultracloud_resource::openapi::build(
         "plasmavmc",
         "Virtual machines on QEMU: VMs, images, volumes, console, events, migration. Resources are addressed by ID \
          or name inside their project.",

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-pub use ultracloud_prismnet::ops::resolve;
-use ultracloud_prismnet::ops::{new_id, refuse, valid_name};
-use ultracloud_prismnet::store::{Store, StoreError, txn_delete, txn_get, txn_put};
+use ultracloud_resource::ids::{new_id, valid_name};
+pub use ultracloud_resource::store::resolve;
+use ultracloud_resource::store::{Store, StoreError, obj_key, refuse, txn_delete, txn_get, txn_put};
 
 use crate::image_fetch::{self, FetchError, ImagePolicy};
 use crate::model::{
@@ -338,9 +338,7 @@ pub async fn create_vm(store: &Store, net: &Prismnet, owner: &Owner, req: &NewVm
                     return refuse(conflict(format!("a VM named {:?} exists", vm.name)));
                 }
                 for v in volumes {
-                    let Some(mut cur) =
-                        txn_get::<Volume>(t, &ultracloud_prismnet::store::obj_key::<Volume>(&v.id)).await?
-                    else {
+                    let Some(mut cur) = txn_get::<Volume>(t, &obj_key::<Volume>(&v.id)).await? else {
                         return refuse(StoreError::NotFound(format!("volume {} was deleted", v.name)));
                     };
                     if cur.attached_to.is_some() {
@@ -431,7 +429,7 @@ pub async fn act(store: &Store, owner: &Owner, id: &str, action: Action) -> Resu
     let id = vm.id.clone();
     let out = store
         .change(async move |t| {
-            let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&id)).await? else {
+            let Some(mut vm) = txn_get::<Vm>(t, &obj_key::<Vm>(&id)).await? else {
                 return refuse(StoreError::NotFound(format!("VM {id} was deleted")));
             };
             if vm.deleting {
@@ -518,7 +516,7 @@ pub async fn migrate(store: &Store, net: &Prismnet, owner: &Owner, id: &str, req
                 if !records::txn_claim_placement(t, epoch).await? {
                     return Ok(Ok(None));
                 }
-                let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&vm_id)).await? else {
+                let Some(mut vm) = txn_get::<Vm>(t, &obj_key::<Vm>(&vm_id)).await? else {
                     return refuse(StoreError::NotFound(format!("VM {vm_id} was deleted")));
                 };
                 if vm.deleting {
@@ -623,7 +621,7 @@ pub async fn report(store: &Store, net: &Prismnet, host: &str, vm_id: &str, mut 
         let id = vm.id.clone();
         store
             .change(async move |t| {
-                if let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&id)).await? {
+                if let Some(mut vm) = txn_get::<Vm>(t, &obj_key::<Vm>(&id)).await? {
                     vm.power = Power::Stopped;
                     txn_put(t, &vm)?;
                 }
@@ -649,7 +647,7 @@ pub async fn finish_delete(store: &Store, net: &Prismnet, vm: &Vm) -> Result<()>
         .change(async move |t| {
             let vm = &gone;
             for v in &vm.volumes {
-                if let Some(mut vol) = txn_get::<Volume>(t, &ultracloud_prismnet::store::obj_key::<Volume>(v)).await?
+                if let Some(mut vol) = txn_get::<Volume>(t, &obj_key::<Volume>(v)).await?
                     && vol.attached_to.as_deref() == Some(vm.id.as_str())
                 {
                     vol.attached_to = None;
@@ -673,13 +671,13 @@ async fn finish_migration(store: &Store, net: &Prismnet, vm: &Vm) -> Result<()> 
     let (id, target) = (vm.id.clone(), m.target.clone());
     store
         .change(async move |t| {
-            let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&id)).await? else {
+            let Some(mut vm) = txn_get::<Vm>(t, &obj_key::<Vm>(&id)).await? else {
                 return Ok(Ok(()));
             };
             let from = std::mem::replace(&mut vm.host, target.clone());
             vm.migration = None;
             for v in &vm.volumes {
-                if let Some(mut vol) = txn_get::<Volume>(t, &ultracloud_prismnet::store::obj_key::<Volume>(v)).await? {
+                if let Some(mut vol) = txn_get::<Volume>(t, &obj_key::<Volume>(v)).await? {
                     vol.host = Some(target.clone());
                     txn_put(t, &vol)?;
                 }
@@ -713,7 +711,7 @@ async fn record_incoming(store: &Store, vm: &Vm, incoming: Option<Incoming>) -> 
     let id = vm.id.clone();
     store
         .change(async move |t| {
-            if let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&id)).await?
+            if let Some(mut vm) = txn_get::<Vm>(t, &obj_key::<Vm>(&id)).await?
                 && let Some(m) = vm.migration.as_mut()
                 && m.kind == MigrationKind::Live
             {
@@ -732,7 +730,7 @@ async fn abort_migration(store: &Store, net: &Prismnet, vm: &Vm, why: &str) -> R
     let id = vm.id.clone();
     store
         .change(async move |t| {
-            if let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&id)).await? {
+            if let Some(mut vm) = txn_get::<Vm>(t, &obj_key::<Vm>(&id)).await? {
                 vm.migration = None;
                 txn_put(t, &vm)?;
             }
@@ -791,11 +789,11 @@ pub async fn set_attachment(store: &Store, owner: &Owner, volume: &str, vm: Opti
     let (vol_id, vm_id, attach) = (vol.id.clone(), target_vm.id.clone(), vm.is_some());
     let out = store
         .change(async move |t| {
-            let key = ultracloud_prismnet::store::obj_key::<Volume>(&vol_id);
+            let key = obj_key::<Volume>(&vol_id);
             let Some(mut vol) = txn_get::<Volume>(t, &key).await? else {
                 return refuse(StoreError::NotFound(format!("volume {vol_id} was deleted")));
             };
-            let Some(mut vm) = txn_get::<Vm>(t, &ultracloud_prismnet::store::obj_key::<Vm>(&vm_id)).await? else {
+            let Some(mut vm) = txn_get::<Vm>(t, &obj_key::<Vm>(&vm_id)).await? else {
                 return refuse(StoreError::NotFound(format!("VM {vm_id} was deleted")));
             };
             if vm.power != Power::Stopped || vm.migration.is_some() || vm.deleting {

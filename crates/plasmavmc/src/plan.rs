@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
-use ultracloud_prismnet::store::{Store, StoreError};
+use ultracloud_resource::{Store, StoreError};
 
 use crate::model::{Image, MigrationStep, Vm, Volume};
 use crate::records;

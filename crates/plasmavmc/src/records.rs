@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use ultracloud_flaredb::client::Txn;
 use ultracloud_flaredb::error::FlareError;
-use ultracloud_prismnet::store::{Store, StoreError, end_of};
+use ultracloud_resource::store::{Store, StoreError, end_of};
 
 use crate::model::{Event, Host, VmStatus, now_ms};
 

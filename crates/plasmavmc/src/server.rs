@@ -12,12 +12,14 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use ultracloud_iam::guard::Guard;
-pub use ultracloud_prismnet::server::WatchAnswer;
-use ultracloud_prismnet::server::{VersionWatch, WatchQuery};
-use ultracloud_prismnet::store::{Store, StoreError};
+pub use ultracloud_resource::http::Items;
+use ultracloud_resource::http::{api_error, created, owner};
+pub use ultracloud_resource::watch::WatchAnswer;
+use ultracloud_resource::watch::{VersionWatch, WatchQuery};
+use ultracloud_resource::{Store, StoreError};
 use ultracloud_runtime::error::{ApiError, ApiJson};
 
-use crate::model::{Event, Host, Image, Owner, Vm, VmState, VmStatus, Volume, now_ms};
+use crate::model::{Event, Host, Image, Vm, VmState, VmStatus, Volume, now_ms};
 use crate::network::Prismnet;
 use crate::ops::{self, Action};
 use crate::records;
@@ -50,38 +52,10 @@ impl Controller {
     }
 }
 
-fn api_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Db(e) => {
-            tracing::error!(error = %e, "a dependency failed");
-            ApiError::unavailable(format!("a dependency is unavailable ({e}); retry"))
-        }
-        StoreError::Conflict(m) => ApiError::conflict(m),
-        StoreError::NotFound(m) => ApiError::not_found(m),
-        StoreError::Invalid(m) => ApiError::invalid(m),
-        StoreError::Forbidden(m) => ApiError::forbidden(m),
-    }
-}
-
 type Ctl = State<Arc<Controller>>;
 type ApiResult<T> = Result<T, ApiError>;
 type ProjectPath = Path<(String, String)>;
 type ItemPath = Path<(String, String, String)>;
-
-fn owner(tenant: String, project: String) -> Owner {
-    Owner { tenant, project }
-}
-
-fn created<T: Serialize>(v: T) -> Response {
-    (http::StatusCode::CREATED, Json(v)).into_response()
-}
-
-/// A list answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Items<T> {
-    /// The items.
-    pub items: Vec<T>,
-}
 
 /// A VM as the API shows it: the record, what its agent last reported, and its addresses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,25 +79,25 @@ async fn view(store: &Store, vm: Vm) -> Result<VmView, StoreError> {
 }
 
 async fn create_vm(State(c): Ctl, Path((t, p)): ProjectPath, ApiJson(r): ApiJson<ops::NewVm>) -> ApiResult<Response> {
-    let vm = ops::create_vm(&c.store, &c.net, &owner(t, p), &r).await.map_err(api_error)?;
+    let vm = ops::create_vm(&c.store, &c.net, &owner((t, p)), &r).await.map_err(api_error)?;
     Ok(created(view(&c.store, vm).await.map_err(api_error)?))
 }
 
 async fn list_vms(State(c): Ctl, Path((t, p)): ProjectPath) -> ApiResult<Json<Items<VmView>>> {
     let mut items = Vec::new();
-    for vm in c.store.list::<Vm>(&owner(t, p)).await.map_err(api_error)? {
+    for vm in c.store.list::<Vm>(&owner((t, p))).await.map_err(api_error)? {
         items.push(view(&c.store, vm).await.map_err(api_error)?);
     }
     Ok(Json(Items { items }))
 }
 
 async fn show_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<VmView>> {
-    let vm = ops::resolve::<Vm>(&c.store, &owner(t, p), &id, "VM").await.map_err(api_error)?;
+    let vm = ops::resolve::<Vm>(&c.store, &owner((t, p)), &id, "VM").await.map_err(api_error)?;
     Ok(Json(view(&c.store, vm).await.map_err(api_error)?))
 }
 
 async fn act(c: &Controller, t: String, p: String, id: &str, action: Action) -> ApiResult<Json<VmView>> {
-    let vm = ops::act(&c.store, &owner(t, p), id, action).await.map_err(api_error)?;
+    let vm = ops::act(&c.store, &owner((t, p)), id, action).await.map_err(api_error)?;
     Ok(Json(view(&c.store, vm).await.map_err(api_error)?))
 }
 
@@ -141,7 +115,7 @@ async fn reboot_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<
 
 /// `DELETE …/vms/{id}`: 202 while its agent tears it down; the record goes after.
 async fn delete_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Response> {
-    let o = owner(t, p);
+    let o = owner((t, p));
     let vm = ops::act(&c.store, &o, &id, Action::Delete).await.map_err(api_error)?;
     // A VM on a worker that never registered (or was removed) has nothing to tear down.
     let hosts = records::hosts(&c.store).await.map_err(api_error)?;
@@ -158,17 +132,17 @@ async fn migrate_vm(
     Path((t, p, id)): ItemPath,
     ApiJson(r): ApiJson<ops::MigrateRequest>,
 ) -> ApiResult<Json<VmView>> {
-    let vm = ops::migrate(&c.store, &c.net, &owner(t, p), &id, &r).await.map_err(api_error)?;
+    let vm = ops::migrate(&c.store, &c.net, &owner((t, p)), &id, &r).await.map_err(api_error)?;
     Ok(Json(view(&c.store, vm).await.map_err(api_error)?))
 }
 
 async fn console(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<String> {
-    let vm = ops::resolve::<Vm>(&c.store, &owner(t, p), &id, "VM").await.map_err(api_error)?;
+    let vm = ops::resolve::<Vm>(&c.store, &owner((t, p)), &id, "VM").await.map_err(api_error)?;
     records::console(&c.store, &vm.id).await.map_err(api_error)
 }
 
 async fn events(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Items<Event>>> {
-    let vm = ops::resolve::<Vm>(&c.store, &owner(t, p), &id, "VM").await.map_err(api_error)?;
+    let vm = ops::resolve::<Vm>(&c.store, &owner((t, p)), &id, "VM").await.map_err(api_error)?;
     Ok(Json(Items { items: records::events(&c.store, &vm.id).await.map_err(api_error)? }))
 }
 
@@ -177,19 +151,19 @@ async fn import_image(
     Path((t, p)): ProjectPath,
     ApiJson(r): ApiJson<ops::NewImage>,
 ) -> ApiResult<Response> {
-    ops::import_image(&c.store, &owner(t, p), &r, &c.images).await.map(created).map_err(api_error)
+    ops::import_image(&c.store, &owner((t, p)), &r, &c.images).await.map(created).map_err(api_error)
 }
 
 async fn list_images(State(c): Ctl, Path((t, p)): ProjectPath) -> ApiResult<Json<Items<Image>>> {
-    Ok(Json(Items { items: c.store.list::<Image>(&owner(t, p)).await.map_err(api_error)? }))
+    Ok(Json(Items { items: c.store.list::<Image>(&owner((t, p))).await.map_err(api_error)? }))
 }
 
 async fn show_image(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Image>> {
-    ops::resolve::<Image>(&c.store, &owner(t, p), &id, "image").await.map(Json).map_err(api_error)
+    ops::resolve::<Image>(&c.store, &owner((t, p)), &id, "image").await.map(Json).map_err(api_error)
 }
 
 async fn delete_image(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<http::StatusCode> {
-    ops::delete_image(&c.store, &owner(t, p), &id).await.map_err(api_error)?;
+    ops::delete_image(&c.store, &owner((t, p)), &id).await.map_err(api_error)?;
     Ok(http::StatusCode::NO_CONTENT)
 }
 
@@ -198,19 +172,19 @@ async fn create_volume(
     Path((t, p)): ProjectPath,
     ApiJson(r): ApiJson<ops::NewVolume>,
 ) -> ApiResult<Response> {
-    ops::create_volume(&c.store, &owner(t, p), &r).await.map(created).map_err(api_error)
+    ops::create_volume(&c.store, &owner((t, p)), &r).await.map(created).map_err(api_error)
 }
 
 async fn list_volumes(State(c): Ctl, Path((t, p)): ProjectPath) -> ApiResult<Json<Items<Volume>>> {
-    Ok(Json(Items { items: c.store.list::<Volume>(&owner(t, p)).await.map_err(api_error)? }))
+    Ok(Json(Items { items: c.store.list::<Volume>(&owner((t, p))).await.map_err(api_error)? }))
 }
 
 async fn show_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Volume>> {
-    ops::resolve::<Volume>(&c.store, &owner(t, p), &id, "volume").await.map(Json).map_err(api_error)
+    ops::resolve::<Volume>(&c.store, &owner((t, p)), &id, "volume").await.map(Json).map_err(api_error)
 }
 
 async fn delete_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<http::StatusCode> {
-    ops::delete_volume(&c.store, &owner(t, p), &id).await.map_err(api_error)?;
+    ops::delete_volume(&c.store, &owner((t, p)), &id).await.map_err(api_error)?;
     Ok(http::StatusCode::NO_CONTENT)
 }
 
@@ -226,11 +200,11 @@ async fn attach_volume(
     Path((t, p, id)): ItemPath,
     ApiJson(r): ApiJson<AttachRequest>,
 ) -> ApiResult<Json<Volume>> {
-    ops::set_attachment(&c.store, &owner(t, p), &id, Some(&r.vm)).await.map(Json).map_err(api_error)
+    ops::set_attachment(&c.store, &owner((t, p)), &id, Some(&r.vm)).await.map(Json).map_err(api_error)
 }
 
 async fn detach_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Volume>> {
-    ops::set_attachment(&c.store, &owner(t, p), &id, None).await.map(Json).map_err(api_error)
+    ops::set_attachment(&c.store, &owner((t, p)), &id, None).await.map(Json).map_err(api_error)
 }
 
 /// `PUT /v1/hosts/{host}`: an agent's registration and heartbeat.

@@ -13,7 +13,7 @@ use crate::agent::volumes::LocalQcow2;
 use crate::agent::{self, Worker};
 use crate::image_fetch::ImagePolicy;
 use crate::network::Prismnet;
-use ultracloud_prismnet::service::{default_key_file, read_key, split};
+use ultracloud_resource::setup::{default_key_file, read_key, split};
 
 use crate::server::{self, Controller};
 

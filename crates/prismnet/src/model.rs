@@ -8,14 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::cidr::Cidr;
 use crate::ipam::Pool;
 
-/// Where a resource lives.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Owner {
-    /// Tenant.
-    pub tenant: String,
-    /// Project.
-    pub project: String,
-}
+/// Where a resource lives (the kit's).
+pub use ultracloud_resource::Owner;
 
 /// A tenant's private network: an address space its subnets are carved from. CIDRs may
 /// overlap other VPCs (also of other tenants): isolation is by VNI, not by address.

@@ -1,8 +1,7 @@
 //! The OpenAPI document of the controller, served at `/v1/openapi.json`.
 
-use serde_json::{Value, json};
-
-const P: &str = "/v1/tenants/{tenant}/projects/{project}";
+use serde_json::Value;
+use ultracloud_resource::openapi::build;
 
 /// (method, path suffix, summary, action).
 const OPERATIONS: &[(&str, &str, &str, &str)] = &[
@@ -69,45 +68,6 @@ pub fn document() -> Value {
         OPERATIONS,
         PLATFORM,
     )
-}
-
-/// An OpenAPI document for a service with tenant routes under
-/// `/v1/tenants/{tenant}/projects/{project}` (`project`: method, path suffix, summary, iam
-/// action) and platform routes (`platform`: method, full path, summary, iam action).
-pub fn build(
-    title: &str,
-    description: &str,
-    project: &[(&str, &str, &str, &str)],
-    platform: &[(&str, &str, &str, &str)],
-) -> Value {
-    let mut paths = serde_json::Map::new();
-    let mut add = |method: &str, path: String, summary: &str, needs: String| {
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
-            .map(|n| json!({"name": n, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let op = json!({
-            "summary": summary,
-            "description": needs,
-            "security": [{"bearer": []}],
-            "parameters": params,
-            "responses": {"200": {"description": "ok"}, "default": {"description": "error {\"error\": {code, message}}"}}
-        });
-        paths.entry(path).or_insert_with(|| json!({}))[method] = op;
-    };
-    for (m, suffix, summary, action) in project {
-        add(m, format!("{P}{suffix}"), summary, format!("Needs `{action}` in the project."));
-    }
-    for (m, path, summary, action) in platform {
-        add(m, (*path).to_owned(), summary, format!("Needs `{action}` platform-wide (service accounts)."));
-    }
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": title, "version": "1", "description": description},
-        "paths": Value::Object(paths),
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}}
-    })
 }
 
 #[cfg(test)]

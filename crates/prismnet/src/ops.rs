@@ -7,36 +7,15 @@ use serde::{Deserialize, Serialize};
 use crate::cidr::Cidr;
 use crate::ipam::{self, Pool};
 use crate::model::{Binding, Owner, Plug, Port, Route, Router, Rule, SecurityGroup, ServiceIp, Subnet, Vpc};
+pub use ultracloud_resource::ids::{new_id, valid_name};
+pub use ultracloud_resource::store::{refuse, resolve};
+
 use crate::store::{
-    Resource, Store, StoreError, txn_claim_ip, txn_claim_mac, txn_claim_vni, txn_delete, txn_get, txn_put,
+    Store, StoreError, dhcp_key, txn_claim_ip, txn_claim_mac, txn_claim_vni, txn_delete, txn_get, txn_put,
     txn_release_ip, txn_release_mac, txn_release_vni, txn_scan, txn_used_ips,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;
-
-/// A new resource ID: `prefix-` and 12 random characters.
-pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}-{}", &ultracloud_iam::credential::new_id()[..12])
-}
-
-/// Checks a resource name: 1-63 lowercase letters, digits and dashes, not starting with a dash.
-pub fn valid_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!("name {name:?}: use 1-63 lowercase letters, digits and dashes")))
-    }
-}
-
-/// A refusal from inside a [`Store::change`] body: the transaction is abandoned, nothing it
-/// wrote is committed.
-pub fn refuse<T>(e: StoreError) -> std::result::Result<Result<T>, ultracloud_flaredb::error::FlareError> {
-    Ok(Err(e))
-}
 
 /// `POST …/vpcs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,19 +101,6 @@ pub struct NewSubnet {
     pub pools: Vec<Pool>,
 }
 
-/// Resolves an ID-or-name of a kind in a project.
-pub async fn resolve<R: Resource>(store: &Store, owner: &Owner, id_or_name: &str, what: &str) -> Result<R> {
-    if let Some(r) = store.get::<R>(id_or_name).await?.filter(|r| r.owner() == owner) {
-        return Ok(r);
-    }
-    match store.id_by_name::<R>(owner, id_or_name).await? {
-        Some(id) => store.get_owned(owner, &id, what).await,
-        None => {
-            Err(StoreError::NotFound(format!("{what} {id_or_name:?} not found in {}/{}", owner.tenant, owner.project)))
-        }
-    }
-}
-
 /// Creates a subnet: inside its VPC, overlapping none of the VPC's other subnets; allocates
 /// a VNI.
 pub async fn create_subnet(store: &Store, owner: &Owner, req: &NewSubnet) -> Result<Subnet> {
@@ -218,7 +184,7 @@ pub async fn delete_subnet(store: &Store, owner: &Owner, id: &str) -> Result<()>
             for p in &dhcp {
                 release_port(t, p);
                 if let Some(b) = &p.binding {
-                    t.delete(&Store::dhcp_key(&subnet.id, &b.host));
+                    t.delete(&dhcp_key(&subnet.id, &b.host));
                 }
             }
             txn_release_vni(t, subnet.vni);
@@ -705,7 +671,7 @@ pub async fn delete_service_ip(store: &Store, owner: &Owner, id: &str) -> Result
 
 /// The DHCP port of `subnet` on `host`, created on first use.
 pub async fn ensure_dhcp_port(store: &Store, subnet: &Subnet, host: &str) -> Result<Port> {
-    let key = Store::dhcp_key(&subnet.id, host);
+    let key = dhcp_key(&subnet.id, host);
     if let Some(id) = store.db.get(&key).await?
         && let Some(p) = store.get::<Port>(&String::from_utf8_lossy(&id)).await?
     {

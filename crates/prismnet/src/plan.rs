@@ -144,7 +144,7 @@ pub async fn for_host(store: &Store, host: &str) -> Result<HostPlan, StoreError>
         }
     }
     let hosts: BTreeMap<String, Ipv4Addr> =
-        store.hosts().await?.into_iter().map(|h: Host| (h.name, h.underlay_ip)).collect();
+        crate::store::hosts(store).await?.into_iter().map(|h: Host| (h.name, h.underlay_ip)).collect();
     let groups: BTreeMap<String, SecurityGroup> =
         store.list_all::<SecurityGroup>().await?.into_iter().map(|g| (g.id.clone(), g)).collect();
     let mut members: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();

@@ -5,14 +5,12 @@
 //! host). A port's binding and platform device owners are set by the platform only.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use ultracloud_iam::guard::{Guard, Principal};
 use ultracloud_iam::policy::Scope;
 use ultracloud_runtime::error::{ApiError, ApiJson};
@@ -20,41 +18,10 @@ use ultracloud_runtime::error::{ApiError, ApiJson};
 use crate::model::{Owner, Port, Router as NetRouter, Rule, SecurityGroup, ServiceIp, Subnet, Vpc};
 use crate::ops;
 use crate::plan::{self, HostPlan};
-use crate::store::{Host, Resource, Store, StoreError};
-
-/// The change version of a store as this replica last read it: polled from flaredb, and
-/// long-polled by agents through `GET /v1/watch` (one key read per replica fans out to every
-/// agent).
-#[derive(Debug)]
-pub struct VersionWatch(watch::Sender<u64>);
-
-impl Default for VersionWatch {
-    fn default() -> Self {
-        Self(watch::Sender::new(0))
-    }
-}
-
-impl VersionWatch {
-    /// Polls `store`'s version every 200 ms until `shutdown`.
-    pub async fn follow(&self, store: &Store, shutdown: tokio_util::sync::CancellationToken) {
-        loop {
-            if let Ok(v) = store.version().await {
-                self.0.send_if_modified(|cur| std::mem::replace(cur, v) != v);
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-        }
-    }
-
-    /// Answers once the version differs from `after`, or after 15 s with the same one.
-    pub async fn wait(&self, after: u64) -> WatchAnswer {
-        let mut rx = self.0.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(15), rx.wait_for(|v| *v != after)).await;
-        WatchAnswer { version: *rx.borrow() }
-    }
-}
+use crate::store::{Host, Resource, Store};
+pub use ultracloud_resource::http::Items;
+use ultracloud_resource::http::{api_error, created, owner};
+pub use ultracloud_resource::watch::{VersionWatch, WatchAnswer, WatchQuery};
 
 /// The controller: its store and the version agents watch.
 #[derive(Debug)]
@@ -76,36 +43,8 @@ impl Controller {
     }
 }
 
-fn api_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Db(e) => {
-            tracing::error!(error = %e, "flaredb request failed");
-            ApiError::unavailable("the database is unavailable; retry")
-        }
-        StoreError::Conflict(m) => ApiError::conflict(m),
-        StoreError::NotFound(m) => ApiError::not_found(m),
-        StoreError::Invalid(m) => ApiError::invalid(m),
-        StoreError::Forbidden(m) => ApiError::forbidden(m),
-    }
-}
-
 type Ctl = State<Arc<Controller>>;
 type ApiResult<T> = Result<T, ApiError>;
-
-fn owner((tenant, project): (String, String)) -> Owner {
-    Owner { tenant, project }
-}
-
-fn created<T: Serialize>(v: T) -> Response {
-    (http::StatusCode::CREATED, Json(v)).into_response()
-}
-
-/// A list answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Items<T> {
-    /// The items.
-    pub items: Vec<T>,
-}
 
 async fn list<R: Resource + Serialize>(ctl: &Controller, o: &Owner) -> ApiResult<Json<Items<R>>> {
     Ok(Json(Items { items: ctl.store.list::<R>(o).await.map_err(api_error)? }))
@@ -259,27 +198,12 @@ async fn register_host(
     {
         return Err(ApiError::invalid(format!("host name {host:?}: letters, digits, dashes, dots")));
     }
-    c.store.put_host(&Host { name: host, underlay_ip: r.underlay_ip }).await.map_err(api_error)?;
+    crate::store::put_host(&c.store, &Host { name: host, underlay_ip: r.underlay_ip }).await.map_err(api_error)?;
     Ok(http::StatusCode::NO_CONTENT)
 }
 
 async fn host_plan(State(c): Ctl, Path(host): Path<String>) -> ApiResult<Json<HostPlan>> {
     plan::for_host(&c.store, &host).await.map(Json).map_err(api_error)
-}
-
-/// `GET /v1/watch?after=N`.
-#[derive(Debug, Deserialize)]
-pub struct WatchQuery {
-    /// The version the caller has seen.
-    #[serde(default)]
-    pub after: u64,
-}
-
-/// The answer of `/v1/watch`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WatchAnswer {
-    /// The current version (equal to `after` when nothing changed within 15 s).
-    pub version: u64,
 }
 
 async fn watch_version(State(c): Ctl, Query(q): Query<WatchQuery>) -> Json<WatchAnswer> {

@@ -10,27 +10,10 @@ use ultracloud_runtime::config::{ConfigError, Validate};
 
 use crate::agent::{self, AgentHost, ControllerClient};
 use crate::server::{self, Controller};
-use crate::store::Store;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `<data root>/iam/platform-api-key`: where iam writes the platform service account's key.
-pub fn default_key_file() -> PathBuf {
-    ultracloud_runtime::data_dir::default_root().join("iam").join("platform-api-key")
-}
-
-/// A comma-separated list, trimmed, empty entries dropped.
-pub fn split(list: &str) -> Vec<String> {
-    list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
-}
-
-/// Reads a service API key file, naming the file (and who writes it) when it cannot.
-pub fn read_key(path: &std::path::Path) -> Result<String, BoxError> {
-    let key = ultracloud_runtime::secret_file::read(path).map_err(|e| {
-        format!("reading the service API key {}: {e} (iam writes it on its first start)", path.display())
-    })?;
-    Ok(key)
-}
+pub use ultracloud_resource::setup::{default_key_file, read_key, split};
 
 /// The controller's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +71,7 @@ pub async fn run(config: PrismnetConfig) -> Result<(), BoxError> {
         endpoints: split(&config.iam_endpoints),
         api_key: read_key(&config.api_key_file)?,
     })?;
-    let store = Store::new(ultracloud_flaredb::Client::new(split(&config.flaredb_endpoints))?);
+    let store = crate::store::open(ultracloud_flaredb::Client::new(split(&config.flaredb_endpoints))?);
     let ctl = Controller::new(store);
     tokio::spawn(ctl.clone().watch_versions(ctx.shutdown.clone()));
     let probe = ctl.clone();

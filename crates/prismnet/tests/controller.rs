@@ -11,7 +11,7 @@ use reqwest::Method as M;
 use serde_json::json;
 use ultracloud_prismnet::model::Owner;
 use ultracloud_prismnet::ops::{self, NewPort};
-use ultracloud_prismnet::store::{Store, StoreError};
+use ultracloud_prismnet::store::StoreError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_are_scoped_validated_and_refuse_to_lose_things() {
@@ -102,7 +102,7 @@ async fn resources_are_scoped_validated_and_refuse_to_lose_things() {
 async fn concurrent_allocation_never_hands_out_an_address_twice() {
     let s = support::Stack::start().await;
     let owner = Owner { tenant: "t".into(), project: "p".into() };
-    let store = Store::new(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
+    let store = ultracloud_prismnet::store::open(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
     ops::create_vpc(&store, &owner, &ops::NewVpc { name: "v".into(), cidr: "10.9.0.0/16".parse().unwrap() })
         .await
         .unwrap();
@@ -119,7 +119,7 @@ async fn concurrent_allocation_never_hands_out_an_address_twice() {
     ops::create_subnet(&store, &owner, &subnet).await.unwrap();
     let mut tasks = Vec::new();
     for replica in 0..3 {
-        let store = Store::new(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
+        let store = ultracloud_prismnet::store::open(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
         let owner = owner.clone();
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
@@ -214,7 +214,7 @@ async fn a_migration_target_holds_the_port_on_standby() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_aborts_what_the_change_wrote() {
     let s = support::Stack::start().await;
-    let store = Store::new(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
+    let store = ultracloud_prismnet::store::open(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
     let r: Result<(), StoreError> = store
         .change(async |t| {
             t.put(b"prismnet/test/first", b"written before the refusal");

@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 use ultracloud_iam::password::Cost;
 use ultracloud_iam::service::{Iam, IamConfig};
 use ultracloud_prismnet::server::{self, Controller};
-use ultracloud_prismnet::store::Store;
 
 /// Every variant of scope headers a hostile caller might add: none, the victim's tenant and
 /// project, the platform's. Scope comes from the path alone, so none may change a decision.
@@ -74,7 +73,9 @@ impl Stack {
             api_key: platform_key.clone(),
         })
         .unwrap();
-        let ctl = Controller::new(Store::new(ultracloud_flaredb::Client::new(vec![db.to_string()]).unwrap()));
+        let ctl = Controller::new(ultracloud_prismnet::store::open(
+            ultracloud_flaredb::Client::new(vec![db.to_string()]).unwrap(),
+        ));
         tokio::spawn(ctl.clone().watch_versions(tokio_util::sync::CancellationToken::new()));
         let router = server::router(ctl, &guard);
         std::mem::forget(guard); // lives as long as the test process

@@ -1,0 +1,21 @@
+//! The controller kit: what every UltraCloud controller (prismnet, plasmavmc and the services
+//! to come) builds on, so that each new service is small and looks like the others.
+//!
+//! - [`store`]: tenant-owned resources in flaredb — the [`Resource`] trait and its
+//!   [`resource!`] macro, [`Store`] (get, owned get, list, name index, version), transaction
+//!   helpers, and the refusal model (a refusal aborts the whole transaction);
+//! - [`ids`]: resource IDs and the one name rule;
+//! - [`watch`]: the version long-poll agents follow (`GET /v1/watch?after=N`);
+//! - [`http`]: the one mapping of store errors to `{"error":{"code","message"}}` answers, the
+//!   list shape and `201 Created`;
+//! - [`openapi`]: a service's OpenAPI document from its route table;
+//! - [`setup`]: service start-up helpers (API key files, endpoint lists).
+
+pub mod http;
+pub mod ids;
+pub mod openapi;
+pub mod setup;
+pub mod store;
+pub mod watch;
+
+pub use store::{Owner, Resource, Store, StoreError};

@@ -1,0 +1,271 @@
+//! Tenant-owned resources in flaredb, under a service's own key space. Every change runs in one
+//! flaredb transaction (snapshot isolation, write-write conflicts retried), so concurrent
+//! controllers never hand out one name (or anything else a service claims by key) twice.
+//!
+//! | key | value |
+//! |---|---|
+//! | `{service}/obj/{kind}/{id}` | the resource (JSON) |
+//! | `{service}/idx/{kind}/{tenant}/{project}/{id}` | the resource again (one scan lists a project) |
+//! | `{service}/name/{kind}/{tenant}/{project}/{name}` | its ID (for kinds with unique names) |
+//! | `{service}/version` | bumped after every change; agents long-poll it |
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use ultracloud_flaredb::Client;
+use ultracloud_flaredb::client::Txn;
+use ultracloud_flaredb::error::FlareError;
+
+/// Where a resource lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Owner {
+    /// Tenant.
+    pub tenant: String,
+    /// Project.
+    pub project: String,
+}
+
+/// A stored resource kind.
+pub trait Resource: Serialize + DeserializeOwned + Clone {
+    /// The service whose key space holds it (`prismnet`, `plasmavmc`, …).
+    const SERVICE: &'static str;
+    /// Key segment.
+    const KIND: &'static str;
+    /// Its ID.
+    fn id(&self) -> &str;
+    /// Its owner.
+    fn owner(&self) -> &Owner;
+    /// Its name ("" when names are not unique for this kind).
+    fn unique_name(&self) -> &str {
+        ""
+    }
+}
+
+/// Implements [`Resource`] for a struct with `id` and `owner` fields (and `name`, unique per
+/// project, with `named`): `resource!(Vm, "plasmavmc", "vm")`, `resource!(Vpc, "prismnet",
+/// "vpc", named)`.
+#[macro_export]
+macro_rules! resource {
+    ($t:ty, $service:literal, $kind:literal, named) => {
+        impl $crate::Resource for $t {
+            const SERVICE: &'static str = $service;
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn owner(&self) -> &$crate::Owner {
+                &self.owner
+            }
+            fn unique_name(&self) -> &str {
+                &self.name
+            }
+        }
+    };
+    ($t:ty, $service:literal, $kind:literal) => {
+        impl $crate::Resource for $t {
+            const SERVICE: &'static str = $service;
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn owner(&self) -> &$crate::Owner {
+                &self.owner
+            }
+        }
+    };
+}
+
+/// What went wrong in a store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] FlareError),
+    /// Refused: the request conflicts with stored state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Refused: something named does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Refused: the request is invalid given stored state (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Refused: the caller may not do this (403), e.g. a tenant setting a platform field.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A record as stored. Failing here (a map with non-string keys, say) is a bug: it is reported
+/// and nothing is written, never an empty record.
+pub fn encode<T: Serialize>(v: &T) -> std::result::Result<Vec<u8>, FlareError> {
+    serde_json::to_vec(v).map_err(|e| FlareError::Internal(format!("cannot encode a record: {e}")))
+}
+
+/// A stored record read back; a record that does not decode is reported with its key.
+pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> std::result::Result<T, FlareError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| FlareError::Internal(format!("corrupt record {}: {e}", String::from_utf8_lossy(key))))
+}
+
+/// The end (exclusive) of a scan over every key starting with `prefix`.
+pub fn end_of(prefix: &[u8]) -> Vec<u8> {
+    let mut e = prefix.to_vec();
+    if let Some(l) = e.last_mut() {
+        *l += 1;
+    }
+    e
+}
+
+/// `{service}/obj/{kind}/{id}`: where a resource is stored.
+pub fn obj_key<R: Resource>(id: &str) -> Vec<u8> {
+    format!("{}/obj/{}/{id}", R::SERVICE, R::KIND).into_bytes()
+}
+
+fn idx_prefix<R: Resource>(o: &Owner) -> String {
+    format!("{}/idx/{}/{}/{}/", R::SERVICE, R::KIND, o.tenant, o.project)
+}
+
+fn name_key<R: Resource>(o: &Owner, name: &str) -> Vec<u8> {
+    format!("{}/name/{}/{}/{}/{name}", R::SERVICE, R::KIND, o.tenant, o.project).into_bytes()
+}
+
+/// Reads a record inside a transaction.
+pub async fn txn_get<T: DeserializeOwned>(t: &Txn, key: &[u8]) -> std::result::Result<Option<T>, FlareError> {
+    match t.get(key).await? {
+        Some(b) => Ok(Some(decode(key, &b)?)),
+        None => Ok(None),
+    }
+}
+
+/// Every value under a prefix, inside a transaction.
+pub async fn txn_scan<T: DeserializeOwned>(t: &Txn, prefix: &[u8]) -> std::result::Result<Vec<T>, FlareError> {
+    let rows = t.scan(prefix, Some(&end_of(prefix)), 0, false).await?;
+    rows.iter().map(|p| decode(&p.key, &p.value)).collect()
+}
+
+/// Writes a resource (record, project index, name claim) inside a transaction.
+pub fn txn_put<R: Resource>(t: &mut Txn, r: &R) -> std::result::Result<(), FlareError> {
+    let bytes = encode(r)?;
+    t.put(&obj_key::<R>(r.id()), &bytes);
+    t.put(format!("{}{}", idx_prefix::<R>(r.owner()), r.id()).as_bytes(), &bytes);
+    if !r.unique_name().is_empty() {
+        t.put(&name_key::<R>(r.owner(), r.unique_name()), r.id().as_bytes());
+    }
+    Ok(())
+}
+
+/// Deletes a resource inside a transaction.
+pub fn txn_delete<R: Resource>(t: &mut Txn, r: &R) {
+    t.delete(&obj_key::<R>(r.id()));
+    t.delete(format!("{}{}", idx_prefix::<R>(r.owner()), r.id()).as_bytes());
+    if !r.unique_name().is_empty() {
+        t.delete(&name_key::<R>(r.owner(), r.unique_name()));
+    }
+}
+
+/// A service's view of flaredb: its resources and the version its agents watch.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// The database client.
+    pub db: Client,
+    version_key: Vec<u8>,
+}
+
+impl Store {
+    /// The store of `service` (its version key is `{service}/version`).
+    pub fn for_service(db: Client, service: &str) -> Self {
+        Self { db, version_key: format!("{service}/version").into_bytes() }
+    }
+
+    /// A resource by ID.
+    pub async fn get<R: Resource>(&self, id: &str) -> Result<Option<R>> {
+        let key = obj_key::<R>(id);
+        match self.db.get(&key).await? {
+            Some(b) => Ok(Some(decode(&key, &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A resource by ID, if `owner` owns it (another owner's resource is "not found").
+    pub async fn get_owned<R: Resource>(&self, owner: &Owner, id: &str, what: &str) -> Result<R> {
+        match self.get::<R>(id).await? {
+            Some(r) if r.owner() == owner => Ok(r),
+            _ => Err(StoreError::NotFound(format!("{what} {id:?} not found in {}/{}", owner.tenant, owner.project))),
+        }
+    }
+
+    /// Every resource of a kind in a project.
+    pub async fn list<R: Resource>(&self, owner: &Owner) -> Result<Vec<R>> {
+        let prefix = idx_prefix::<R>(owner).into_bytes();
+        let rows = self.db.scan(&prefix, Some(&end_of(&prefix)), 0, false).await?;
+        Ok(rows.iter().map(|p| decode(&p.key, &p.value)).collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Every resource of a kind, platform-wide (for agents' plans).
+    pub async fn list_all<R: Resource>(&self) -> Result<Vec<R>> {
+        let prefix = format!("{}/obj/{}/", R::SERVICE, R::KIND).into_bytes();
+        let rows = self.db.scan(&prefix, Some(&end_of(&prefix)), 0, false).await?;
+        Ok(rows.iter().map(|p| decode(&p.key, &p.value)).collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Runs `body` in a transaction (retried on conflicts) and bumps the version after it
+    /// commits. A refusal returned as `Ok(Err(_))` aborts the transaction: nothing `body`
+    /// wrote before refusing is committed.
+    pub async fn change<T>(
+        &self,
+        body: impl AsyncFnMut(&mut Txn) -> std::result::Result<std::result::Result<T, StoreError>, FlareError>,
+    ) -> Result<T> {
+        let out = self.db.transact_or_refuse(body).await??;
+        self.bump().await?;
+        Ok(out)
+    }
+
+    /// Bumps the version agents watch.
+    pub async fn bump(&self) -> Result<u64> {
+        Ok(self.db.increment(&self.version_key, 1).await?.max(0).unsigned_abs())
+    }
+
+    /// The version agents watch.
+    pub async fn version(&self) -> Result<u64> {
+        Ok(self.db.get(&self.version_key).await?.and_then(|v| String::from_utf8(v).ok()?.parse().ok()).unwrap_or(0))
+    }
+
+    /// The ID claimed by `name` for a kind in a project.
+    pub async fn id_by_name<R: Resource>(&self, owner: &Owner, name: &str) -> Result<Option<String>> {
+        Ok(self.db.get(&name_key::<R>(owner, name)).await?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Whether a name is free for a kind in a project, inside a transaction.
+    pub async fn txn_name_free<R: Resource>(
+        t: &Txn,
+        owner: &Owner,
+        name: &str,
+    ) -> std::result::Result<bool, FlareError> {
+        Ok(t.get(&name_key::<R>(owner, name)).await?.is_none())
+    }
+
+    /// The per-project index prefix of a kind (for scans inside transactions).
+    pub fn idx_prefix<R: Resource>(owner: &Owner) -> Vec<u8> {
+        idx_prefix::<R>(owner).into_bytes()
+    }
+}
+
+/// A refusal from inside a [`Store::change`] body: the transaction is abandoned, nothing it
+/// wrote is committed.
+pub fn refuse<T>(e: StoreError) -> std::result::Result<Result<T>, FlareError> {
+    Ok(Err(e))
+}
+
+/// Resolves an ID-or-name of a kind in a project.
+pub async fn resolve<R: Resource>(store: &Store, owner: &Owner, id_or_name: &str, what: &str) -> Result<R> {
+    if let Some(r) = store.get::<R>(id_or_name).await?.filter(|r| r.owner() == owner) {
+        return Ok(r);
+    }
+    match store.id_by_name::<R>(owner, id_or_name).await? {
+        Some(id) => store.get_owned(owner, &id, what).await,
+        None => {
+            Err(StoreError::NotFound(format!("{what} {id_or_name:?} not found in {}/{}", owner.tenant, owner.project)))
+        }
+    }
+}
