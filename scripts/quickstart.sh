@@ -17,6 +17,7 @@ fi
 
 . scripts/prereqs.sh
 install_prereqs
+use_mold
 
 step "building the ultracloud binary (release)"
 cargo build --release --locked -p ultracloud

@@ -12,6 +12,7 @@ fi
 # Build and test tools (as root; see scripts/prereqs.sh).
 . scripts/prereqs.sh
 install_prereqs
+use_mold
 
 step "building the ultracloud binary (release)"
 cargo build --release --locked -p ultracloud
