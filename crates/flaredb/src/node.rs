@@ -95,6 +95,8 @@ pub struct Node {
     oracle: Mutex<Option<(u64, Arc<Oracle>)>>,
     meta_hint: Mutex<Option<String>>,
     seeds: Vec<String>,
+    /// Regions this node (as their leader) is changing the replicas of, or splitting: one
+    /// at a time per region.
     changing: Mutex<BTreeSet<RegionId>>,
 }
 
@@ -489,8 +491,25 @@ impl Node {
                 .middle_key(&desc)?
                 .ok_or_else(|| FlareError::Invalid(format!("region {region} has too few keys to split")))?,
         };
-        let new_region = self.alloc_ids(1).await?;
-        replica.propose(Command::Split { split_key: key, new_region }).await?;
+        // The new region starts with the parent's membership as of the split: never split in
+        // the middle of a replica change (a joint configuration or a learner would be copied
+        // into a group that no change will ever finish, and it could lose its quorum).
+        {
+            let metrics = replica.raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            if membership.get_joint_config().len() > 1 || membership.learner_ids().next().is_some() {
+                return Err(FlareError::Unavailable(format!("region {region} is changing its replicas; split later")));
+            }
+        }
+        if !self.changing.lock().unwrap_or_else(PoisonError::into_inner).insert(region) {
+            return Err(FlareError::Unavailable(format!("region {region} is changing its replicas; split later")));
+        }
+        let proposed = match self.alloc_ids(1).await {
+            Ok(new_region) => replica.propose(Command::Split { split_key: key, new_region }).await.map(|_| new_region),
+            Err(e) => Err(e),
+        };
+        self.changing.lock().unwrap_or_else(PoisonError::into_inner).remove(&region);
+        let new_region = proposed?;
         // Tell the placement component now, so clients find both halves without waiting.
         if let Err(e) = self.send_heartbeat().await {
             tracing::debug!(error = %e, "heartbeat after split not delivered");
