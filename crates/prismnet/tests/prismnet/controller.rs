@@ -1,9 +1,7 @@
 //! The controller over a real flaredb and iam: tenant scoping, validation, and IPAM that never
 //! hands out one address twice, even with several controller replicas allocating at once.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

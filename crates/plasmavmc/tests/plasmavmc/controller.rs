@@ -1,9 +1,7 @@
 //! The controller over real flaredb, iam and prismnet (no QEMU): images, placement, NICs from
 //! prismnet, tenant isolation and bad input. A worker is registered by hand, as its agent would.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
-mod support;
+use crate::support;
 
 use base64::Engine;
 use reqwest::Method as M;

@@ -1,9 +1,7 @@
 //! Debian's etcdctl (v3 API) against a one-member cluster: KV, txn, compaction, watch, leases,
 //! membership, status, health and snapshots. Skipped when /usr/bin/etcdctl is missing.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

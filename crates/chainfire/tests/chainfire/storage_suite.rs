@@ -1,7 +1,5 @@
 //! openraft's storage conformance suite against chainfire's redb log store and state machine.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 
 use openraft::testing::{StoreBuilder, Suite};

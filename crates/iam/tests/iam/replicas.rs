@@ -3,9 +3,7 @@
 //! honoured by the others and by the guard within a bounded time; key rotation keeps old
 //! tokens valid.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

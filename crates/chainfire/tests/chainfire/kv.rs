@@ -1,8 +1,6 @@
 //! The KV API through the etcd-client crate against a one-member cluster.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::assert_status;
 use etcd_client::{

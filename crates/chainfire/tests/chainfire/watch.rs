@@ -1,9 +1,7 @@
 //! The Watch API through the etcd-client crate against a one-member cluster: key, prefix and
 //! range watches, replay from the past, prev_kv, filters, compaction, progress, volume.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -13,9 +13,7 @@
 //! (`scripts/test.sh` builds it); skipped with a message otherwise
 //! (failed under `CI=true`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,9 +1,7 @@
 //! Bad requests get etcd's gRPC errors, and malformed traffic on the client port (garbage
 //! bytes, broken HTTP/2, broken gRPC framing) never takes the server down.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

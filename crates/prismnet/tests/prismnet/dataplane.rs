@@ -9,9 +9,7 @@
 //! Needs root, `ip`, `nft`, `dnsmasq` and `busybox` (scripts/test.sh installs them); skipped
 //! with a message otherwise, and failed under `CI=true`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::sync::Arc;

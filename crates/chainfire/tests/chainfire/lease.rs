@@ -1,9 +1,7 @@
 //! The Lease API through the etcd-client crate against a one-member cluster: grant, time to
 //! live, list, keep-alive, revoke and expiry (with the DELETE events they cause).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,9 +2,7 @@
 //! loss under load, catching up from the log and from a snapshot, membership changes, and
 //! watches across a leader change.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
 
-#[path = "../../../prismnet/tests/support/mod.rs"]
+#[path = "../../../../prismnet/tests/prismnet/support/mod.rs"]
 mod net;
 
 #[allow(unused_imports)] // not every test binary uses every helper

@@ -1,8 +1,6 @@
 //! Backup with the Maintenance snapshot API, restore into a new cluster.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use tokio_stream::StreamExt;
 use ultracloud_chainfire::backup::{RestoreError, restore};

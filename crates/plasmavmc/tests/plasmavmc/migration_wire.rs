@@ -8,8 +8,6 @@
 //!
 //! Needs `qemu-system-x86_64` (skipped with a message otherwise; failed under `CI=true`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

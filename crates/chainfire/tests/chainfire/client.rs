@@ -1,8 +1,6 @@
 //! The platform client: kept-alive leases, resuming watches, leader election.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

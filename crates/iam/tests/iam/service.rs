@@ -2,9 +2,7 @@
 //! isolation, token tampering, API keys, refresh tokens, logout and revocation, custom roles,
 //! pagination and deletes, and that no secret ever reaches the logs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
