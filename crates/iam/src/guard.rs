@@ -401,8 +401,10 @@ where
             let (mut parts, body) = req.into_parts();
             match admit(&authz, action, node, &mut parts).await {
                 Ok(principal) => {
+                    // Records the request changes are stamped with its subject.
+                    let actor = principal.claims.sub.clone();
                     parts.extensions.insert(principal);
-                    inner.call(Request::from_parts(parts, body)).await
+                    ultracloud_runtime::actor::scope(actor, inner.call(Request::from_parts(parts, body))).await
                 }
                 Err(e) => Ok(e.into_response()),
             }

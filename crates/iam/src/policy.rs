@@ -58,7 +58,10 @@ pub const CATALOGUE: &[(&str, &[&str], &[&str])] = &[
         &["create", "read", "list", "update", "delete", "start", "stop", "reboot", "console", "migrate"],
     ),
     ("compute", &["image"], CRUD),
+    // Each service's audit trail of a project (`GET …/events`).
+    ("compute", &["event"], &["list"]),
     ("network", &["vpc", "subnet", "router", "port", "security_group", "service_ip"], CRUD),
+    ("network", &["event"], &["list"]),
     ("storage", &["volume", "snapshot"], &["create", "read", "list", "update", "delete", "attach", "detach"]),
     ("object", &["bucket", "object"], CRUD),
     ("dns", &["zone", "record"], CRUD),

@@ -46,6 +46,9 @@ pub struct Image {
     /// Owner.
     #[serde(flatten)]
     pub owner: Owner,
+    /// Labels, annotations, revision, who made and changed it, when.
+    #[serde(default)]
+    pub meta: ultracloud_resource::Meta,
     /// Name (unique in the project).
     pub name: String,
     /// Format of the disk.
@@ -147,6 +150,9 @@ pub struct Vm {
     /// Owner.
     #[serde(flatten)]
     pub owner: Owner,
+    /// Labels, annotations, revision, who made and changed it, when.
+    #[serde(default)]
+    pub meta: ultracloud_resource::Meta,
     /// Name (unique in the project).
     pub name: String,
     /// Image ID.
@@ -279,6 +285,9 @@ pub struct Volume {
     /// Owner.
     #[serde(flatten)]
     pub owner: Owner,
+    /// Labels, annotations, revision, who made and changed it, when.
+    #[serde(default)]
+    pub meta: ultracloud_resource::Meta,
     /// Name (unique in the project).
     pub name: String,
     /// Size in GiB.

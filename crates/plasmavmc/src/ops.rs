@@ -84,6 +84,12 @@ pub struct NewImage {
     /// Kernel command line for direct boot.
     #[serde(default)]
     pub cmdline: Option<String>,
+    /// Labels (selected on by `?selector=`).
+    #[serde(default)]
+    pub labels: ultracloud_resource::Labels,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: ultracloud_resource::Labels,
 }
 
 async fn import_file(
@@ -138,6 +144,7 @@ pub async fn import_image(store: &Store, owner: &Owner, req: &NewImage, policy: 
     let image = Image {
         id: new_id("img"),
         owner: owner.clone(),
+        meta: ultracloud_resource::Meta::new(req.labels.clone(), req.annotations.clone())?,
         name: req.name.clone(),
         format: detected,
         disk,
@@ -152,8 +159,7 @@ pub async fn import_image(store: &Store, owner: &Owner, req: &NewImage, policy: 
             if !Store::txn_name_free::<Image>(t, &owner, &image.name).await? {
                 return refuse(conflict(format!("an image named {:?} exists", image.name)));
             }
-            txn_put(t, &image)?;
-            Ok(Ok(image.clone()))
+            Ok(Ok(txn_put(t, &image)?))
         })
         .await
 }
@@ -166,7 +172,7 @@ pub async fn delete_image(store: &Store, owner: &Owner, id: &str) -> Result<()> 
     }
     store
         .change(async move |t| {
-            txn_delete(t, &image);
+            txn_delete(t, &image)?;
             Ok(Ok(()))
         })
         .await
@@ -222,6 +228,12 @@ pub struct NewVm {
     /// Start it (default true).
     #[serde(default)]
     pub start: Option<bool>,
+    /// Labels (selected on by `?selector=`).
+    #[serde(default)]
+    pub labels: ultracloud_resource::Labels,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: ultracloud_resource::Labels,
 }
 
 /// Validates the parts of a VM request that need no stored state.
@@ -310,6 +322,7 @@ pub async fn create_vm(store: &Store, net: &Prismnet, owner: &Owner, req: &NewVm
         let vm = Vm {
             id: id.clone(),
             owner: owner.clone(),
+            meta: ultracloud_resource::Meta::new(req.labels.clone(), req.annotations.clone())?,
             name: req.name.clone(),
             image: image.id.clone(),
             vcpus,
@@ -348,8 +361,7 @@ pub async fn create_vm(store: &Store, net: &Prismnet, owner: &Owner, req: &NewVm
                     cur.host = Some(vm.host.clone());
                     txn_put(t, &cur)?;
                 }
-                txn_put(t, vm)?;
-                Ok(Ok(Some(vm.clone())))
+                Ok(Ok(Some(txn_put(t, vm)?)))
             })
             .await;
         match written {
@@ -450,8 +462,7 @@ pub async fn act(store: &Store, owner: &Owner, id: &str, action: Action) -> Resu
                     vm.migration = None;
                 }
             }
-            txn_put(t, &vm)?;
-            Ok(Ok(vm))
+            Ok(Ok(txn_put(t, &vm)?))
         })
         .await?;
     let kind = match action {
@@ -526,8 +537,7 @@ pub async fn migrate(store: &Store, net: &Prismnet, owner: &Owner, id: &str, req
                     return refuse(conflict(format!("VM {} is already migrating to {}", vm.name, m.target)));
                 }
                 vm.migration = Some(Migration { target: to.clone(), kind, started_ms: now_ms(), incoming: None });
-                txn_put(t, &vm)?;
-                Ok(Ok(Some(vm)))
+                Ok(Ok(Some(txn_put(t, &vm)?)))
             })
             .await;
         match recorded {
@@ -654,7 +664,7 @@ pub async fn finish_delete(store: &Store, net: &Prismnet, vm: &Vm) -> Result<()>
                     txn_put(t, &vol)?;
                 }
             }
-            txn_delete(t, vm);
+            txn_delete(t, vm)?;
             Ok(Ok(()))
         })
         .await?;
@@ -748,6 +758,12 @@ pub struct NewVolume {
     pub name: String,
     /// Size in GiB (1 to 1024).
     pub size_gib: u32,
+    /// Labels (selected on by `?selector=`).
+    #[serde(default)]
+    pub labels: ultracloud_resource::Labels,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: ultracloud_resource::Labels,
 }
 
 /// Creates a volume (its file is made on the worker of the VM it is first attached to).
@@ -759,6 +775,7 @@ pub async fn create_volume(store: &Store, owner: &Owner, req: &NewVolume) -> Res
     let vol = Volume {
         id: new_id("vol"),
         owner: owner.clone(),
+        meta: ultracloud_resource::Meta::new(req.labels.clone(), req.annotations.clone())?,
         name: req.name.clone(),
         size_gib: req.size_gib,
         backend: "local".into(),
@@ -772,8 +789,7 @@ pub async fn create_volume(store: &Store, owner: &Owner, req: &NewVolume) -> Res
             if !Store::txn_name_free::<Volume>(t, &owner, &vol.name).await? {
                 return refuse(conflict(format!("a volume named {:?} exists", vol.name)));
             }
-            txn_put(t, &vol)?;
-            Ok(Ok(vol.clone()))
+            Ok(Ok(txn_put(t, &vol)?))
         })
         .await
 }
@@ -818,7 +834,7 @@ pub async fn set_attachment(store: &Store, owner: &Owner, volume: &str, vm: Opti
                 vol.attached_to = None;
                 vm.volumes.retain(|v| *v != vol.id);
             }
-            txn_put(t, &vol)?;
+            let vol = txn_put(t, &vol)?;
             txn_put(t, &vm)?;
             Ok(Ok(vol))
         })
@@ -836,7 +852,7 @@ pub async fn delete_volume(store: &Store, owner: &Owner, id: &str) -> Result<()>
     }
     store
         .change(async move |t| {
-            txn_delete(t, &vol);
+            txn_delete(t, &vol)?;
             Ok(Ok(()))
         })
         .await

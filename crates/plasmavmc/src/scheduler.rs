@@ -150,6 +150,7 @@ mod tests {
         Vm {
             id: id.into(),
             owner: Owner { tenant: "t".into(), project: "p".into() },
+            meta: Default::default(),
             name: id.into(),
             image: "img".into(),
             vcpus,

@@ -12,8 +12,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use ultracloud_iam::guard::Guard;
+use ultracloud_resource::audit::Event as AuditEvent;
 pub use ultracloud_resource::http::Items;
-use ultracloud_resource::http::{api_error, created, owner};
+use ultracloud_resource::http::{Tagged, api_error, created, owner, with_etag};
+use ultracloud_resource::page::ListQuery;
 pub use ultracloud_resource::watch::WatchAnswer;
 use ultracloud_resource::watch::{VersionWatch, WatchQuery};
 use ultracloud_resource::{Store, StoreError};
@@ -72,6 +74,12 @@ pub struct VmView {
     pub addresses: Vec<Ipv4Addr>,
 }
 
+impl Tagged for VmView {
+    fn revision(&self) -> u64 {
+        self.vm.meta.revision
+    }
+}
+
 async fn view(store: &Store, vm: Vm) -> Result<VmView, StoreError> {
     let status = records::status(store, &vm.id).await?;
     let addresses = vm.nics.iter().flat_map(|n| n.ips.iter().copied()).collect();
@@ -83,17 +91,22 @@ async fn create_vm(State(c): Ctl, Path((t, p)): ProjectPath, ApiJson(r): ApiJson
     Ok(created(view(&c.store, vm).await.map_err(api_error)?))
 }
 
-async fn list_vms(State(c): Ctl, Path((t, p)): ProjectPath) -> ApiResult<Json<Items<VmView>>> {
+async fn list_vms(
+    State(c): Ctl,
+    Path((t, p)): ProjectPath,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Items<VmView>>> {
+    let page = c.store.list_page::<Vm>(&owner((t, p)), &q).await.map_err(api_error)?;
     let mut items = Vec::new();
-    for vm in c.store.list::<Vm>(&owner((t, p))).await.map_err(api_error)? {
+    for vm in page.items {
         items.push(view(&c.store, vm).await.map_err(api_error)?);
     }
-    Ok(Json(Items { items }))
+    Ok(Json(Items { items, next_page_token: page.next_page_token }))
 }
 
-async fn show_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<VmView>> {
+async fn show_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Response> {
     let vm = ops::resolve::<Vm>(&c.store, &owner((t, p)), &id, "VM").await.map_err(api_error)?;
-    Ok(Json(view(&c.store, vm).await.map_err(api_error)?))
+    Ok(with_etag(http::StatusCode::OK, view(&c.store, vm).await.map_err(api_error)?))
 }
 
 async fn act(c: &Controller, t: String, p: String, id: &str, action: Action) -> ApiResult<Json<VmView>> {
@@ -143,7 +156,7 @@ async fn console(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<String>
 
 async fn events(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Items<Event>>> {
     let vm = ops::resolve::<Vm>(&c.store, &owner((t, p)), &id, "VM").await.map_err(api_error)?;
-    Ok(Json(Items { items: records::events(&c.store, &vm.id).await.map_err(api_error)? }))
+    Ok(Json(Items::all(records::events(&c.store, &vm.id).await.map_err(api_error)?)))
 }
 
 async fn import_image(
@@ -154,12 +167,17 @@ async fn import_image(
     ops::import_image(&c.store, &owner((t, p)), &r, &c.images).await.map(created).map_err(api_error)
 }
 
-async fn list_images(State(c): Ctl, Path((t, p)): ProjectPath) -> ApiResult<Json<Items<Image>>> {
-    Ok(Json(Items { items: c.store.list::<Image>(&owner((t, p))).await.map_err(api_error)? }))
+async fn list_images(
+    State(c): Ctl,
+    Path((t, p)): ProjectPath,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Items<Image>>> {
+    c.store.list_page::<Image>(&owner((t, p)), &q).await.map(Json).map_err(api_error)
 }
 
-async fn show_image(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Image>> {
-    ops::resolve::<Image>(&c.store, &owner((t, p)), &id, "image").await.map(Json).map_err(api_error)
+async fn show_image(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Response> {
+    let image = ops::resolve::<Image>(&c.store, &owner((t, p)), &id, "image").await.map_err(api_error)?;
+    Ok(with_etag(http::StatusCode::OK, image))
 }
 
 async fn delete_image(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<http::StatusCode> {
@@ -175,12 +193,26 @@ async fn create_volume(
     ops::create_volume(&c.store, &owner((t, p)), &r).await.map(created).map_err(api_error)
 }
 
-async fn list_volumes(State(c): Ctl, Path((t, p)): ProjectPath) -> ApiResult<Json<Items<Volume>>> {
-    Ok(Json(Items { items: c.store.list::<Volume>(&owner((t, p))).await.map_err(api_error)? }))
+async fn list_volumes(
+    State(c): Ctl,
+    Path((t, p)): ProjectPath,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Items<Volume>>> {
+    c.store.list_page::<Volume>(&owner((t, p)), &q).await.map(Json).map_err(api_error)
 }
 
-async fn show_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Volume>> {
-    ops::resolve::<Volume>(&c.store, &owner((t, p)), &id, "volume").await.map(Json).map_err(api_error)
+async fn show_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Response> {
+    let vol = ops::resolve::<Volume>(&c.store, &owner((t, p)), &id, "volume").await.map_err(api_error)?;
+    Ok(with_etag(http::StatusCode::OK, vol))
+}
+
+/// `GET …/events`: the project's audit trail (every change, who, when), oldest first.
+async fn list_audit(
+    State(c): Ctl,
+    Path((t, p)): ProjectPath,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Items<AuditEvent>>> {
+    c.store.events(&owner((t, p)), &q).await.map(Json).map_err(api_error)
 }
 
 async fn delete_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<http::StatusCode> {
@@ -251,7 +283,7 @@ async fn register_host(
 }
 
 async fn list_hosts(State(c): Ctl) -> ApiResult<Json<Items<Host>>> {
-    Ok(Json(Items { items: records::hosts(&c.store).await.map_err(api_error)? }))
+    Ok(Json(Items::all(records::hosts(&c.store).await.map_err(api_error)?)))
 }
 
 /// A VM's migration source, as its target sees it.
@@ -346,11 +378,16 @@ async fn openapi() -> Json<serde_json::Value> {
 pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
     let g = |action: &'static str| guard.require(action);
     let node = |action: &'static str| guard.require_node(action);
+    // Creates take `Idempotency-Key`; the layer sits inside the guard (added first).
+    let idem = axum::middleware::from_fn_with_state(ctl.store.clone(), ultracloud_resource::idempotency::layer);
     let base = "/v1/tenants/{tenant}/projects/{project}";
     Router::new()
         .route(
             &format!("{base}/vms"),
-            post(create_vm).route_layer(g("compute.vm.create")).merge(get(list_vms).route_layer(g("compute.vm.list"))),
+            post(create_vm)
+                .route_layer(idem.clone())
+                .route_layer(g("compute.vm.create"))
+                .merge(get(list_vms).route_layer(g("compute.vm.list"))),
         )
         .route(
             &format!("{base}/vms/{{id}}"),
@@ -367,6 +404,7 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
         .route(
             &format!("{base}/images"),
             post(import_image)
+                .route_layer(idem.clone())
                 .route_layer(g("compute.image.create"))
                 .merge(get(list_images).route_layer(g("compute.image.list"))),
         )
@@ -379,6 +417,7 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
         .route(
             &format!("{base}/volumes"),
             post(create_volume)
+                .route_layer(idem.clone())
                 .route_layer(g("storage.volume.create"))
                 .merge(get(list_volumes).route_layer(g("storage.volume.list"))),
         )
@@ -390,6 +429,7 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
         )
         .route(&format!("{base}/volumes/{{id}}/attach"), post(attach_volume).route_layer(g("storage.volume.attach")))
         .route(&format!("{base}/volumes/{{id}}/detach"), post(detach_volume).route_layer(g("storage.volume.detach")))
+        .route(&format!("{base}/events"), get(list_audit).route_layer(g("compute.event.list")))
         // Platform-only: operators and platform services list the workers; each worker's
         // agent touches only its own host's records (the node authorizer).
         .route("/v1/hosts", get(list_hosts).route_layer(g("platform.host.list")))

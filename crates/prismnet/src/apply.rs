@@ -364,12 +364,14 @@ mod tests {
             vpcs: vec![Vpc {
                 id: "vpc-1".into(),
                 owner: owner(),
+                meta: Default::default(),
                 name: "net".into(),
                 cidr: "10.0.0.0/16".parse().unwrap(),
             }],
             subnets: vec![Subnet {
                 id: "subnet-1".into(),
                 owner: owner(),
+                meta: Default::default(),
                 vpc: "vpc-1".into(),
                 name: "s1".into(),
                 cidr: "10.0.1.0/24".parse().unwrap(),
@@ -381,12 +383,25 @@ mod tests {
             }],
             routers: vec![],
             groups: vec![
-                SecurityGroup { id: "sg-1".into(), owner: owner(), name: "web".into(), rules: web_rules },
-                SecurityGroup { id: "sg-0".into(), owner: owner(), name: "default".into(), rules: vec![] },
+                SecurityGroup {
+                    id: "sg-1".into(),
+                    owner: owner(),
+                    meta: Default::default(),
+                    name: "web".into(),
+                    rules: web_rules,
+                },
+                SecurityGroup {
+                    id: "sg-0".into(),
+                    owner: owner(),
+                    meta: Default::default(),
+                    name: "default".into(),
+                    rules: vec![],
+                },
             ],
             ports: vec![Port {
                 id: "port-1".into(),
                 owner: owner(),
+                meta: Default::default(),
                 subnet: "subnet-1".into(),
                 name: "web-1".into(),
                 mac: "52:54:00:00:00:01".into(),

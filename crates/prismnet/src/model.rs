@@ -20,6 +20,9 @@ pub struct Vpc {
     /// Owner.
     #[serde(flatten)]
     pub owner: Owner,
+    /// Labels, annotations, revision, who made and changed it, when.
+    #[serde(default)]
+    pub meta: ultracloud_resource::Meta,
     /// Name (unique in the project).
     pub name: String,
     /// Address space.
@@ -34,6 +37,9 @@ pub struct Subnet {
     /// Owner.
     #[serde(flatten)]
     pub owner: Owner,
+    /// Labels, annotations, revision, who made and changed it, when.
+    #[serde(default)]
+    pub meta: ultracloud_resource::Meta,
     /// Its VPC.
     pub vpc: String,
     /// Name (unique in the project).
@@ -61,6 +67,9 @@ pub struct Router {
     /// Owner.
     #[serde(flatten)]
     pub owner: Owner,
+    /// Labels, annotations, revision, who made and changed it, when.
+    #[serde(default)]
+    pub meta: ultracloud_resource::Meta,
     /// Its VPC.
     pub vpc: String,
     /// Name.
@@ -136,6 +145,9 @@ pub struct SecurityGroup {
     /// Owner.
     #[serde(flatten)]
     pub owner: Owner,
+    /// Labels, annotations, revision, who made and changed it, when.
+    #[serde(default)]
+    pub meta: ultracloud_resource::Meta,
     /// Name.
     pub name: String,
     /// Rules.
@@ -209,6 +221,9 @@ pub struct Port {
     /// Owner.
     #[serde(flatten)]
     pub owner: Owner,
+    /// Labels, annotations, revision, who made and changed it, when.
+    #[serde(default)]
+    pub meta: ultracloud_resource::Meta,
     /// Its subnet.
     pub subnet: String,
     /// Name.
@@ -237,6 +252,9 @@ pub struct ServiceIp {
     /// Owner.
     #[serde(flatten)]
     pub owner: Owner,
+    /// Labels, annotations, revision, who made and changed it, when.
+    #[serde(default)]
+    pub meta: ultracloud_resource::Meta,
     /// The subnet it is allocated in.
     pub subnet: String,
     /// The address.

@@ -14,6 +14,7 @@ use crate::store::{
     Store, StoreError, dhcp_key, txn_claim_ip, txn_claim_mac, txn_claim_vni, txn_delete, txn_get, txn_put,
     txn_release_ip, txn_release_mac, txn_release_vni, txn_scan, txn_used_ips,
 };
+use ultracloud_resource::store::{check_revision, obj_key};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -25,6 +26,12 @@ pub struct NewVpc {
     pub name: String,
     /// Address space.
     pub cidr: Cidr,
+    /// Labels (selected on by `?selector=`).
+    #[serde(default)]
+    pub labels: ultracloud_resource::Labels,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: ultracloud_resource::Labels,
 }
 
 /// Creates a VPC.
@@ -33,15 +40,20 @@ pub async fn create_vpc(store: &Store, owner: &Owner, req: &NewVpc) -> Result<Vp
     if req.cidr.prefix() > 29 {
         return Err(StoreError::Invalid(format!("cidr {}: use /29 or larger", req.cidr)));
     }
-    let vpc = Vpc { id: new_id("vpc"), owner: owner.clone(), name: req.name.clone(), cidr: req.cidr };
+    let vpc = Vpc {
+        id: new_id("vpc"),
+        owner: owner.clone(),
+        meta: ultracloud_resource::Meta::new(req.labels.clone(), req.annotations.clone())?,
+        name: req.name.clone(),
+        cidr: req.cidr,
+    };
     let owner = owner.clone();
     store
         .change(async move |t| {
             if !Store::txn_name_free::<Vpc>(t, &owner, &vpc.name).await? {
                 return refuse(StoreError::Conflict(format!("a VPC named {:?} exists", vpc.name)));
             }
-            txn_put(t, &vpc)?;
-            Ok(Ok(vpc.clone()))
+            Ok(Ok(txn_put(t, &vpc)?))
         })
         .await
 }
@@ -67,7 +79,7 @@ pub async fn delete_vpc(store: &Store, owner: &Owner, id: &str) -> Result<()> {
                     used.join(", ")
                 )));
             }
-            txn_delete(t, &vpc);
+            txn_delete(t, &vpc)?;
             Ok(Ok(()))
         })
         .await
@@ -99,6 +111,12 @@ pub struct NewSubnet {
     /// Allocation pools (default: every host address but the gateway).
     #[serde(default)]
     pub pools: Vec<Pool>,
+    /// Labels (selected on by `?selector=`).
+    #[serde(default)]
+    pub labels: ultracloud_resource::Labels,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: ultracloud_resource::Labels,
 }
 
 /// Creates a subnet: inside its VPC, overlapping none of the VPC's other subnets; allocates
@@ -124,6 +142,7 @@ pub async fn create_subnet(store: &Store, owner: &Owner, req: &NewSubnet) -> Res
     let mut subnet = Subnet {
         id: new_id("subnet"),
         owner: owner.clone(),
+        meta: ultracloud_resource::Meta::new(req.labels.clone(), req.annotations.clone())?,
         vpc: vpc.id.clone(),
         name: req.name.clone(),
         cidr: req.cidr,
@@ -151,8 +170,7 @@ pub async fn create_subnet(store: &Store, owner: &Owner, req: &NewSubnet) -> Res
                 Err(StoreError::Db(e)) => return Err(e),
                 Err(e) => return refuse(e),
             };
-            txn_put(t, &subnet)?;
-            Ok(Ok(subnet.clone()))
+            Ok(Ok(txn_put(t, &subnet)?))
         })
         .await
 }
@@ -182,13 +200,13 @@ pub async fn delete_subnet(store: &Store, owner: &Owner, id: &str) -> Result<()>
     store
         .change(async move |t| {
             for p in &dhcp {
-                release_port(t, p);
+                release_port(t, p)?;
                 if let Some(b) = &p.binding {
                     t.delete(&dhcp_key(&subnet.id, &b.host));
                 }
             }
             txn_release_vni(t, subnet.vni);
-            txn_delete(t, &subnet);
+            txn_delete(t, &subnet)?;
             Ok(Ok(()))
         })
         .await
@@ -206,6 +224,12 @@ pub struct NewSecurityGroup {
     /// Rules (default: allow egress, allow ingress from the group).
     #[serde(default)]
     pub rules: Option<Vec<Rule>>,
+    /// Labels (selected on by `?selector=`).
+    #[serde(default)]
+    pub labels: ultracloud_resource::Labels,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: ultracloud_resource::Labels,
 }
 
 fn check_rules(rules: &[Rule]) -> Result<()> {
@@ -254,15 +278,20 @@ pub async fn create_security_group(store: &Store, owner: &Owner, req: &NewSecuri
     let mut rules = req.rules.clone().unwrap_or_else(|| SecurityGroup::default_rules(&id));
     check_rules(&rules)?;
     resolve_rule_groups(store, owner, &mut rules, &id, &req.name).await?;
-    let sg = SecurityGroup { id, owner: owner.clone(), name: req.name.clone(), rules };
+    let sg = SecurityGroup {
+        id,
+        owner: owner.clone(),
+        meta: ultracloud_resource::Meta::new(req.labels.clone(), req.annotations.clone())?,
+        name: req.name.clone(),
+        rules,
+    };
     let owner = owner.clone();
     store
         .change(async move |t| {
             if !Store::txn_name_free::<SecurityGroup>(t, &owner, &sg.name).await? {
                 return refuse(StoreError::Conflict(format!("a security group named {:?} exists", sg.name)));
             }
-            txn_put(t, &sg)?;
-            Ok(Ok(sg.clone()))
+            Ok(Ok(txn_put(t, &sg)?))
         })
         .await
 }
@@ -273,15 +302,22 @@ pub async fn update_security_group(
     owner: &Owner,
     id: &str,
     mut rules: Vec<Rule>,
+    if_match: Option<u64>,
 ) -> Result<SecurityGroup> {
-    let mut sg: SecurityGroup = store.get_owned(owner, id, "security group").await?;
+    let sg: SecurityGroup = store.get_owned(owner, id, "security group").await?;
     check_rules(&rules)?;
     resolve_rule_groups(store, owner, &mut rules, &sg.id, &sg.name).await?;
-    sg.rules = rules;
     store
         .change(async move |t| {
-            txn_put(t, &sg)?;
-            Ok(Ok(sg.clone()))
+            // The revision is checked and continued from the stored group, in the transaction.
+            let Some(mut cur) = txn_get::<SecurityGroup>(t, &obj_key::<SecurityGroup>(&sg.id)).await? else {
+                return refuse(StoreError::NotFound(format!("security group {} was deleted", sg.id)));
+            };
+            if let Err(e) = check_revision(&cur, if_match) {
+                return refuse(e);
+            }
+            cur.rules = rules.clone();
+            Ok(Ok(txn_put(t, &cur)?))
         })
         .await
 }
@@ -295,7 +331,7 @@ pub async fn delete_security_group(store: &Store, owner: &Owner, id: &str) -> Re
     }
     store
         .change(async move |t| {
-            txn_delete(t, &sg);
+            txn_delete(t, &sg)?;
             Ok(Ok(()))
         })
         .await
@@ -306,7 +342,18 @@ pub async fn default_security_group(store: &Store, owner: &Owner) -> Result<Secu
     if let Some(id) = store.id_by_name::<SecurityGroup>(owner, "default").await? {
         return store.get_owned(owner, &id, "security group").await;
     }
-    match create_security_group(store, owner, &NewSecurityGroup { name: "default".into(), rules: None }).await {
+    match create_security_group(
+        store,
+        owner,
+        &NewSecurityGroup {
+            name: "default".into(),
+            rules: None,
+            labels: Default::default(),
+            annotations: Default::default(),
+        },
+    )
+    .await
+    {
         Err(StoreError::Conflict(_)) => {
             let id = store.id_by_name::<SecurityGroup>(owner, "default").await?.unwrap_or_default();
             store.get_owned(owner, &id, "security group").await
@@ -339,14 +386,23 @@ pub struct NewPort {
     /// What uses it.
     #[serde(default)]
     pub device_owner: String,
+    /// Labels (selected on by `?selector=`).
+    #[serde(default)]
+    pub labels: ultracloud_resource::Labels,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: ultracloud_resource::Labels,
 }
 
-fn release_port(t: &mut ultracloud_flaredb::client::Txn, p: &Port) {
+fn release_port(
+    t: &mut ultracloud_flaredb::client::Txn,
+    p: &Port,
+) -> std::result::Result<(), ultracloud_flaredb::error::FlareError> {
     for ip in &p.fixed_ips {
         txn_release_ip(t, &p.subnet, *ip);
     }
     txn_release_mac(t, &p.subnet, &p.mac);
-    txn_delete(t, p);
+    txn_delete(t, p)
 }
 
 /// Creates a port: addresses from IPAM (never one twice) or as requested (refused when taken).
@@ -387,6 +443,7 @@ pub async fn create_port(store: &Store, owner: &Owner, req: &NewPort, by: By) ->
     let mut port = Port {
         id: new_id("port"),
         owner: owner.clone(),
+        meta: ultracloud_resource::Meta::new(req.labels.clone(), req.annotations.clone())?,
         subnet: subnet.id.clone(),
         name: req.name.clone(),
         mac,
@@ -420,8 +477,7 @@ pub async fn create_port(store: &Store, owner: &Owner, req: &NewPort, by: By) ->
                 txn_claim_ip(t, &subnet.id, *ip, &format!("port:{}", port.id));
             }
             port.fixed_ips = ips;
-            txn_put(t, &port)?;
-            Ok(Ok(port.clone()))
+            Ok(Ok(txn_put(t, &port)?))
         })
         .await
 }
@@ -510,7 +566,14 @@ impl By {
 }
 
 /// Updates a port's binding, groups or owner (a VM moving host rebinds its port).
-pub async fn update_port(store: &Store, owner: &Owner, id: &str, patch: &PortPatch, by: By) -> Result<Port> {
+pub async fn update_port(
+    store: &Store,
+    owner: &Owner,
+    id: &str,
+    patch: &PortPatch,
+    by: By,
+    if_match: Option<u64>,
+) -> Result<Port> {
     let mut port: Port = store.get_owned(owner, id, "port").await?;
     by.may_set(patch.binding.is_some(), patch.device_owner.as_deref(), &port.device_owner)?;
     if let Some(Some(b)) = &patch.binding {
@@ -531,11 +594,15 @@ pub async fn update_port(store: &Store, owner: &Owner, id: &str, patch: &PortPat
     }
     store
         .change(async move |t| {
-            if txn_get::<Port>(t, format!("prismnet/obj/port/{}", port.id).as_bytes()).await?.is_none() {
+            let Some(cur) = txn_get::<Port>(t, &obj_key::<Port>(&port.id)).await? else {
                 return refuse(StoreError::NotFound(format!("port {} was deleted", port.id)));
+            };
+            if let Err(e) = check_revision(&cur, if_match) {
+                return refuse(e);
             }
-            txn_put(t, &port)?;
-            Ok(Ok(port.clone()))
+            let mut next = port.clone();
+            next.meta = cur.meta;
+            Ok(Ok(txn_put(t, &next)?))
         })
         .await
 }
@@ -552,7 +619,7 @@ pub async fn delete_port(store: &Store, owner: &Owner, id: &str, by: By) -> Resu
     }
     store
         .change(async move |t| {
-            release_port(t, &port);
+            release_port(t, &port)?;
             Ok(Ok(()))
         })
         .await
@@ -572,6 +639,12 @@ pub struct NewRouter {
     /// Static routes (next hops inside attached subnets).
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Labels (selected on by `?selector=`).
+    #[serde(default)]
+    pub labels: ultracloud_resource::Labels,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: ultracloud_resource::Labels,
 }
 
 /// Creates a router.
@@ -594,6 +667,7 @@ pub async fn create_router(store: &Store, owner: &Owner, req: &NewRouter) -> Res
     let router = Router {
         id: new_id("router"),
         owner: owner.clone(),
+        meta: ultracloud_resource::Meta::new(req.labels.clone(), req.annotations.clone())?,
         vpc: vpc.id,
         name: req.name.clone(),
         subnets: subnets.into_iter().map(|s| s.id).collect(),
@@ -605,8 +679,7 @@ pub async fn create_router(store: &Store, owner: &Owner, req: &NewRouter) -> Res
             if !Store::txn_name_free::<Router>(t, &owner, &router.name).await? {
                 return refuse(StoreError::Conflict(format!("a router named {:?} exists", router.name)));
             }
-            txn_put(t, &router)?;
-            Ok(Ok(router.clone()))
+            Ok(Ok(txn_put(t, &router)?))
         })
         .await
 }
@@ -616,7 +689,7 @@ pub async fn delete_router(store: &Store, owner: &Owner, id: &str) -> Result<()>
     let router: Router = store.get_owned(owner, id, "router").await?;
     store
         .change(async move |t| {
-            txn_delete(t, &router);
+            txn_delete(t, &router)?;
             Ok(Ok(()))
         })
         .await
@@ -631,6 +704,12 @@ pub struct NewServiceIp {
     /// Name.
     #[serde(default)]
     pub name: String,
+    /// Labels (selected on by `?selector=`).
+    #[serde(default)]
+    pub labels: ultracloud_resource::Labels,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: ultracloud_resource::Labels,
 }
 
 /// Allocates a service IP (a VIP) from a subnet's pools.
@@ -639,6 +718,7 @@ pub async fn create_service_ip(store: &Store, owner: &Owner, req: &NewServiceIp)
     let mut sip = ServiceIp {
         id: new_id("sip"),
         owner: owner.clone(),
+        meta: ultracloud_resource::Meta::new(req.labels.clone(), req.annotations.clone())?,
         subnet: subnet.id.clone(),
         address: Ipv4Addr::UNSPECIFIED,
         name: req.name.clone(),
@@ -651,8 +731,7 @@ pub async fn create_service_ip(store: &Store, owner: &Owner, req: &NewServiceIp)
             };
             txn_claim_ip(t, &subnet.id, ip, &format!("sip:{}", sip.id));
             sip.address = ip;
-            txn_put(t, &sip)?;
-            Ok(Ok(sip.clone()))
+            Ok(Ok(txn_put(t, &sip)?))
         })
         .await
 }
@@ -663,7 +742,7 @@ pub async fn delete_service_ip(store: &Store, owner: &Owner, id: &str) -> Result
     store
         .change(async move |t| {
             txn_release_ip(t, &sip.subnet, sip.address);
-            txn_delete(t, &sip);
+            txn_delete(t, &sip)?;
             Ok(Ok(()))
         })
         .await

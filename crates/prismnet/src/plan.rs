@@ -220,6 +220,7 @@ mod tests {
         let web = SecurityGroup {
             id: "sg-web".into(),
             owner: owner.clone(),
+            meta: Default::default(),
             name: "web".into(),
             rules: vec![
                 Rule {
@@ -251,6 +252,7 @@ mod tests {
         let port = Port {
             id: "p1".into(),
             owner,
+            meta: Default::default(),
             subnet: "s".into(),
             name: String::new(),
             mac: "52:54:00:00:00:01".into(),

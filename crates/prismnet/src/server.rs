@@ -19,8 +19,10 @@ use crate::model::{Owner, Port, Router as NetRouter, Rule, SecurityGroup, Servic
 use crate::ops;
 use crate::plan::{self, HostPlan};
 use crate::store::{Host, Resource, Store};
+use ultracloud_resource::audit::Event;
 pub use ultracloud_resource::http::Items;
-use ultracloud_resource::http::{api_error, created, owner};
+use ultracloud_resource::http::{IfMatch, api_error, created, owner, with_etag};
+use ultracloud_resource::page::ListQuery;
 pub use ultracloud_resource::watch::{VersionWatch, WatchAnswer, WatchQuery};
 
 /// The controller: its store and the version agents watch.
@@ -46,23 +48,37 @@ impl Controller {
 type Ctl = State<Arc<Controller>>;
 type ApiResult<T> = Result<T, ApiError>;
 
-async fn list<R: Resource + Serialize>(ctl: &Controller, o: &Owner) -> ApiResult<Json<Items<R>>> {
-    Ok(Json(Items { items: ctl.store.list::<R>(o).await.map_err(api_error)? }))
+async fn list<R: Resource + Serialize>(ctl: &Controller, o: &Owner, q: &ListQuery) -> ApiResult<Json<Items<R>>> {
+    ctl.store.list_page::<R>(o, q).await.map(Json).map_err(api_error)
 }
 
-async fn show<R: Resource + Serialize>(ctl: &Controller, o: &Owner, id: &str, what: &str) -> ApiResult<Json<R>> {
-    ops::resolve::<R>(&ctl.store, o, id, what).await.map(Json).map_err(api_error)
+async fn show<R: Resource + Serialize>(ctl: &Controller, o: &Owner, id: &str, what: &str) -> ApiResult<Response> {
+    let r = ops::resolve::<R>(&ctl.store, o, id, what).await.map_err(api_error)?;
+    Ok(with_etag(http::StatusCode::OK, r))
 }
 
 macro_rules! handlers {
     ($list:ident, $show:ident, $ty:ty, $what:literal) => {
-        async fn $list(State(c): Ctl, Path(p): Path<(String, String)>) -> ApiResult<Json<Items<$ty>>> {
-            list::<$ty>(&c, &owner(p)).await
+        async fn $list(
+            State(c): Ctl,
+            Path(p): Path<(String, String)>,
+            Query(q): Query<ListQuery>,
+        ) -> ApiResult<Json<Items<$ty>>> {
+            list::<$ty>(&c, &owner(p), &q).await
         }
-        async fn $show(State(c): Ctl, Path((t, p, id)): Path<(String, String, String)>) -> ApiResult<Json<$ty>> {
+        async fn $show(State(c): Ctl, Path((t, p, id)): Path<(String, String, String)>) -> ApiResult<Response> {
             show::<$ty>(&c, &owner((t, p)), &id, $what).await
         }
     };
+}
+
+/// `GET …/events`: the project's audit trail (every change, who, when), oldest first.
+async fn list_events(
+    State(c): Ctl,
+    Path(p): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Items<Event>>> {
+    c.store.events(&owner(p), &q).await.map(Json).map_err(api_error)
 }
 
 handlers!(list_vpcs, show_vpc, Vpc, "VPC");
@@ -114,11 +130,13 @@ struct GroupRules {
 async fn update_group(
     State(c): Ctl,
     Path((t, p, id)): Path<(String, String, String)>,
+    IfMatch(if_match): IfMatch,
     ApiJson(r): ApiJson<GroupRules>,
-) -> ApiResult<Json<SecurityGroup>> {
+) -> ApiResult<Response> {
     let o = owner((t, p));
     let g: SecurityGroup = ops::resolve(&c.store, &o, &id, "security group").await.map_err(api_error)?;
-    ops::update_security_group(&c.store, &o, &g.id, r.rules).await.map(Json).map_err(api_error)
+    let g = ops::update_security_group(&c.store, &o, &g.id, r.rules, if_match).await.map_err(api_error)?;
+    Ok(with_etag(http::StatusCode::OK, g))
 }
 
 /// Whether the caller acts for the platform (may set a port's platform-only fields): it holds
@@ -140,9 +158,11 @@ async fn update_port(
     State(c): Ctl,
     caller: Principal,
     Path((t, p, id)): Path<(String, String, String)>,
+    IfMatch(if_match): IfMatch,
     ApiJson(r): ApiJson<ops::PortPatch>,
-) -> ApiResult<Json<Port>> {
-    ops::update_port(&c.store, &owner((t, p)), &id, &r, by(&caller)).await.map(Json).map_err(api_error)
+) -> ApiResult<Response> {
+    let port = ops::update_port(&c.store, &owner((t, p)), &id, &r, by(&caller), if_match).await.map_err(api_error)?;
+    Ok(with_etag(http::StatusCode::OK, port))
 }
 
 async fn delete_port(
@@ -217,12 +237,15 @@ async fn openapi() -> Json<serde_json::Value> {
 /// The API router, every route behind `guard`.
 pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
     let g = |action: &'static str| guard.require(action);
+    // Creates take `Idempotency-Key`; the layer sits inside the guard (added first).
+    let idem = axum::middleware::from_fn_with_state(ctl.store.clone(), ultracloud_resource::idempotency::layer);
     let node = |action: &'static str| guard.require_node(action);
     let base = "/v1/tenants/{tenant}/projects/{project}";
     Router::new()
         .route(
             &format!("{base}/vpcs"),
             post(create_vpc)
+                .route_layer(idem.clone())
                 .route_layer(g("network.vpc.create"))
                 .merge(get(list_vpcs).route_layer(g("network.vpc.list"))),
         )
@@ -235,6 +258,7 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
         .route(
             &format!("{base}/subnets"),
             post(create_subnet)
+                .route_layer(idem.clone())
                 .route_layer(g("network.subnet.create"))
                 .merge(get(list_subnets).route_layer(g("network.subnet.list"))),
         )
@@ -247,6 +271,7 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
         .route(
             &format!("{base}/routers"),
             post(create_router)
+                .route_layer(idem.clone())
                 .route_layer(g("network.router.create"))
                 .merge(get(list_routers).route_layer(g("network.router.list"))),
         )
@@ -259,6 +284,7 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
         .route(
             &format!("{base}/security-groups"),
             post(create_group)
+                .route_layer(idem.clone())
                 .route_layer(g("network.security_group.create"))
                 .merge(get(list_groups).route_layer(g("network.security_group.list"))),
         )
@@ -272,6 +298,7 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
         .route(
             &format!("{base}/ports"),
             post(create_port)
+                .route_layer(idem.clone())
                 .route_layer(g("network.port.create"))
                 .merge(get(list_ports).route_layer(g("network.port.list"))),
         )
@@ -285,6 +312,7 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
         .route(
             &format!("{base}/service-ips"),
             post(create_sip)
+                .route_layer(idem.clone())
                 .route_layer(g("network.service_ip.create"))
                 .merge(get(list_sips).route_layer(g("network.service_ip.list"))),
         )
@@ -294,6 +322,7 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
                 .route_layer(g("network.service_ip.read"))
                 .merge(delete(delete_sip).route_layer(g("network.service_ip.delete"))),
         )
+        .route(&format!("{base}/events"), get(list_events).route_layer(g("network.event.list")))
         // Platform-only agent routes: each worker's agent reads and registers its own host.
         .route("/v1/hosts/{host}", put(register_host).route_layer(node("platform.host.register")))
         .route("/v1/hosts/{host}/plan", get(host_plan).route_layer(node("platform.host.read")))

@@ -2,11 +2,12 @@
 //! `{"error":{"code","message"}}` answers, the list shape, `201 Created`.
 
 use axum::Json;
+use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use http::request::Parts;
 use ultracloud_runtime::error::ApiError;
 
-use crate::{Owner, StoreError};
+use crate::{Owner, Resource, StoreError};
 
 /// A store error as an API answer: refusals keep their message and get their status (409,
 /// 404, 400, 403); a database failure is logged and answered 503 "retry".
@@ -20,19 +21,56 @@ pub fn api_error(e: StoreError) -> ApiError {
         StoreError::NotFound(m) => ApiError::not_found(m),
         StoreError::Invalid(m) => ApiError::invalid(m),
         StoreError::Forbidden(m) => ApiError::forbidden(m),
+        StoreError::Precondition(m) => ApiError::new(http::StatusCode::PRECONDITION_FAILED, "precondition_failed", m),
     }
 }
 
-/// A list answer: `{"items": [...]}`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Items<T> {
-    /// The items.
-    pub items: Vec<T>,
+/// What an answer with an `ETag` shows: a resource, or a view of one.
+pub trait Tagged: serde::Serialize {
+    /// The revision its `ETag` names.
+    fn revision(&self) -> u64;
 }
 
-/// `201 Created` with the created resource.
-pub fn created<T: Serialize>(v: T) -> Response {
-    (http::StatusCode::CREATED, Json(v)).into_response()
+impl<R: Resource> Tagged for R {
+    fn revision(&self) -> u64 {
+        self.meta().revision
+    }
+}
+
+/// A resource as an answer, with its revision as the `ETag` (`"3"`) that `If-Match` takes.
+pub fn with_etag<T: Tagged>(status: http::StatusCode, r: T) -> Response {
+    let etag = format!("\"{}\"", r.revision());
+    (status, [(http::header::ETAG, etag)], Json(r)).into_response()
+}
+
+/// The `If-Match` header of an update: the revision it expects (`"3"`), or none (no header,
+/// or `*`). A malformed header is refused, never ignored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IfMatch(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get(http::header::IF_MATCH) else { return Ok(Self(None)) };
+        let text = v.to_str().unwrap_or("").trim();
+        if text == "*" {
+            return Ok(Self(None));
+        }
+        text.strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .and_then(|t| t.parse().ok())
+            .map(|n| Self(Some(n)))
+            .ok_or_else(|| ApiError::invalid(format!("If-Match {text:?}: an ETag this API gave out (\"3\") or *")))
+    }
+}
+
+/// A list answer: `{"items": [...], "next_page_token": "…"}` (see [`crate::page`]).
+pub use crate::page::Page as Items;
+
+/// `201 Created` with the created resource and its `ETag`.
+pub fn created<T: Tagged>(r: T) -> Response {
+    with_etag(http::StatusCode::CREATED, r)
 }
 
 /// The owner named by a tenant route's `{tenant}` and `{project}` (the guard checked the
@@ -52,6 +90,7 @@ mod tests {
             (StoreError::NotFound("no vm".into()), 404),
             (StoreError::Invalid("bad cidr".into()), 400),
             (StoreError::Forbidden("platform field".into()), 403),
+            (StoreError::Precondition("revision 2, not 1".into()), 412),
             (StoreError::Db(ultracloud_flaredb::error::FlareError::Unavailable("down".into())), 503),
         ] {
             let r = api_error(e).into_response();

@@ -4,6 +4,11 @@
 //! - [`store`]: tenant-owned resources in flaredb — the [`Resource`] trait and its
 //!   [`resource!`] macro, [`Store`] (get, owned get, list, name index, version), transaction
 //!   helpers, and the refusal model (a refusal aborts the whole transaction);
+//! - [`meta`]: labels, annotations and the store's stamps (revision, who, when), label
+//!   selectors;
+//! - [`page`]: `limit`/`page_token` pagination of every list;
+//! - [`audit`]: the event recorded with every change;
+//! - [`idempotency`]: `Idempotency-Key` on creates (a retry gets the first answer);
 //! - [`ids`]: resource IDs and the one name rule;
 //! - [`watch`]: the version long-poll agents follow (`GET /v1/watch?after=N`);
 //! - [`http`]: the one mapping of store errors to `{"error":{"code","message"}}` answers, the
@@ -11,11 +16,16 @@
 //! - [`openapi`]: a service's OpenAPI document from its route table;
 //! - [`setup`]: service start-up helpers (API key files, endpoint lists).
 
+pub mod audit;
 pub mod http;
+pub mod idempotency;
 pub mod ids;
+pub mod meta;
 pub mod openapi;
+pub mod page;
 pub mod setup;
 pub mod store;
 pub mod watch;
 
+pub use meta::{Labels, Meta};
 pub use store::{Owner, Resource, Store, StoreError};

@@ -8,12 +8,21 @@
 //! | `{service}/idx/{kind}/{tenant}/{project}/{id}` | the resource again (one scan lists a project) |
 //! | `{service}/name/{kind}/{tenant}/{project}/{name}` | its ID (for kinds with unique names) |
 //! | `{service}/version` | bumped after every change; agents long-poll it |
+//! | `{service}/event/{tenant}/{project}/…` | one audit event per change (see [`crate::audit`]) |
+//!
+//! Every write stamps the resource's [`Meta`] (revision, who and when) and records an event,
+//! in the same transaction.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use ultracloud_flaredb::Client;
 use ultracloud_flaredb::client::Txn;
 use ultracloud_flaredb::error::FlareError;
+use ultracloud_runtime::{actor, clock};
+
+use crate::audit::{self, Action, Event};
+use crate::meta::Meta;
+use crate::page::{self, ListQuery, Page};
 
 /// Where a resource lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -38,14 +47,18 @@ pub trait Resource: Serialize + DeserializeOwned + Clone {
     fn unique_name(&self) -> &str {
         ""
     }
+    /// Its metadata (labels, annotations, stamps).
+    fn meta(&self) -> &Meta;
+    /// Its metadata, to stamp.
+    fn meta_mut(&mut self) -> &mut Meta;
 }
 
-/// Implements [`Resource`] for a struct with `id` and `owner` fields (and `name`, unique per
-/// project, with `named`): `resource!(Vm, "plasmavmc", "vm")`, `resource!(Vpc, "prismnet",
-/// "vpc", named)`.
+/// Implements [`Resource`] for a struct with `id`, `owner` and `meta` fields (and `name`,
+/// unique per project, with `named`): `resource!(Vm, "plasmavmc", "vm")`,
+/// `resource!(Vpc, "prismnet", "vpc", named)`.
 #[macro_export]
 macro_rules! resource {
-    ($t:ty, $service:literal, $kind:literal, named) => {
+    ($t:ty, $service:literal, $kind:literal $(, $named:ident)?) => {
         impl $crate::Resource for $t {
             const SERVICE: &'static str = $service;
             const KIND: &'static str = $kind;
@@ -55,20 +68,17 @@ macro_rules! resource {
             fn owner(&self) -> &$crate::Owner {
                 &self.owner
             }
-            fn unique_name(&self) -> &str {
-                &self.name
+            $(
+                fn unique_name(&self) -> &str {
+                    let _ = stringify!($named);
+                    &self.name
+                }
+            )?
+            fn meta(&self) -> &$crate::meta::Meta {
+                &self.meta
             }
-        }
-    };
-    ($t:ty, $service:literal, $kind:literal) => {
-        impl $crate::Resource for $t {
-            const SERVICE: &'static str = $service;
-            const KIND: &'static str = $kind;
-            fn id(&self) -> &str {
-                &self.id
-            }
-            fn owner(&self) -> &$crate::Owner {
-                &self.owner
+            fn meta_mut(&mut self) -> &mut $crate::meta::Meta {
+                &mut self.meta
             }
         }
     };
@@ -92,6 +102,9 @@ pub enum StoreError {
     /// Refused: the caller may not do this (403), e.g. a tenant setting a platform field.
     #[error("{0}")]
     Forbidden(String),
+    /// Refused: `If-Match` names a revision the resource no longer has (412).
+    #[error("{0}")]
+    Precondition(String),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -144,23 +157,52 @@ pub async fn txn_scan<T: DeserializeOwned>(t: &Txn, prefix: &[u8]) -> std::resul
     rows.iter().map(|p| decode(&p.key, &p.value)).collect()
 }
 
-/// Writes a resource (record, project index, name claim) inside a transaction.
-pub fn txn_put<R: Resource>(t: &mut Txn, r: &R) -> std::result::Result<(), FlareError> {
+/// Writes a resource (record, project index, name claim) inside a transaction, stamped —
+/// revision, who (the request's actor) and when — and records the audit event. Returns the
+/// resource as written; `r` itself is left as it was, so a transaction body that is run again
+/// after a conflict stamps it once, not twice.
+pub fn txn_put<R: Resource>(t: &mut Txn, r: &R) -> std::result::Result<R, FlareError> {
+    let (who, now) = (actor::current(), clock::now_ms());
+    let action = if r.meta().revision == 0 { Action::Created } else { Action::Updated };
+    let mut r = r.clone();
+    r.meta_mut().stamp(&who, now);
+    let r = &r;
     let bytes = encode(r)?;
     t.put(&obj_key::<R>(r.id()), &bytes);
     t.put(format!("{}{}", idx_prefix::<R>(r.owner()), r.id()).as_bytes(), &bytes);
     if !r.unique_name().is_empty() {
         t.put(&name_key::<R>(r.owner(), r.unique_name()), r.id().as_bytes());
     }
-    Ok(())
+    record::<R>(t, &Event::of(r, action, who, now), r.owner())?;
+    Ok(r.clone())
 }
 
-/// Deletes a resource inside a transaction.
-pub fn txn_delete<R: Resource>(t: &mut Txn, r: &R) {
+/// Deletes a resource inside a transaction, recording the audit event.
+pub fn txn_delete<R: Resource>(t: &mut Txn, r: &R) -> std::result::Result<(), FlareError> {
     t.delete(&obj_key::<R>(r.id()));
     t.delete(format!("{}{}", idx_prefix::<R>(r.owner()), r.id()).as_bytes());
     if !r.unique_name().is_empty() {
         t.delete(&name_key::<R>(r.owner(), r.unique_name()));
+    }
+    record::<R>(t, &Event::of(r, Action::Deleted, actor::current(), clock::now_ms()), r.owner())
+}
+
+/// Writes the audit event of a change to `R` (see [`crate::audit`]).
+fn record<R: Resource>(t: &mut Txn, e: &Event, owner: &Owner) -> std::result::Result<(), FlareError> {
+    t.put(&e.key(R::SERVICE, owner), &encode(e)?);
+    Ok(())
+}
+
+/// Refuses a change when `if_match` (an `If-Match` revision) is not `r`'s current revision.
+pub fn check_revision<R: Resource>(r: &R, if_match: Option<u64>) -> Result<()> {
+    match if_match {
+        Some(want) if want != r.meta().revision => Err(StoreError::Precondition(format!(
+            "{} {} is at revision {}, not {want} (If-Match): read it again and retry",
+            R::KIND,
+            r.id(),
+            r.meta().revision
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -169,13 +211,62 @@ pub fn txn_delete<R: Resource>(t: &mut Txn, r: &R) {
 pub struct Store {
     /// The database client.
     pub db: Client,
+    service: String,
     version_key: Vec<u8>,
 }
 
 impl Store {
     /// The store of `service` (its version key is `{service}/version`).
     pub fn for_service(db: Client, service: &str) -> Self {
-        Self { db, version_key: format!("{service}/version").into_bytes() }
+        Self { db, service: service.to_owned(), version_key: format!("{service}/version").into_bytes() }
+    }
+
+    /// The service whose key space this is.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// One page of a kind in a project, filtered by the query's selector and name (see
+    /// [`crate::page`]).
+    pub async fn list_page<R: Resource>(&self, owner: &Owner, q: &ListQuery) -> Result<Page<R>> {
+        let f = q.filter()?;
+        self.page(idx_prefix::<R>(owner).into_bytes(), f.limit, f.after.clone(), |r: &R| {
+            f.admits(r.unique_name(), &r.meta().labels)
+        })
+        .await
+    }
+
+    /// One page of a project's audit events, oldest first.
+    pub async fn events(&self, owner: &Owner, q: &ListQuery) -> Result<Page<Event>> {
+        let f = q.filter()?;
+        let none = crate::Labels::new();
+        self.page(audit::prefix(&self.service, owner), f.limit, f.after.clone(), |e: &Event| f.admits(&e.name, &none))
+            .await
+    }
+
+    /// Pages through the records under `prefix` (see [`page::Pager`]).
+    async fn page<T: DeserializeOwned>(
+        &self,
+        prefix: Vec<u8>,
+        limit: usize,
+        after: Option<Vec<u8>>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Page<T>> {
+        let mut pager = page::Pager::new(limit, after);
+        while let Some((after, n)) = pager.want() {
+            let mut start = prefix.clone();
+            if let Some(a) = after {
+                start.extend_from_slice(a);
+                start.push(0); // the first key after `a`
+            }
+            let rows = self.db.scan(&start, Some(&end_of(&prefix)), n, false).await?;
+            let rows = rows
+                .iter()
+                .map(|p| Ok((p.key[prefix.len()..].to_vec(), decode(&p.key, &p.value)?)))
+                .collect::<std::result::Result<Vec<_>, FlareError>>()?;
+            pager.feed(rows, &keep);
+        }
+        Ok(pager.finish())
     }
 
     /// A resource by ID.

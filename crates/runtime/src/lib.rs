@@ -7,6 +7,7 @@
 //! ([`logging`]), graceful shutdown on SIGTERM/SIGINT ([`shutdown`]) and one JSON error shape for
 //! HTTP APIs ([`error`]). [`service::ServiceContext`] ties them together for a service's `main`.
 
+pub mod actor;
 pub mod admin;
 pub mod clock;
 pub mod config;

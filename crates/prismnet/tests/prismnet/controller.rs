@@ -101,9 +101,18 @@ async fn concurrent_allocation_never_hands_out_an_address_twice() {
     let s = support::Stack::start().await;
     let owner = Owner { tenant: "t".into(), project: "p".into() };
     let store = ultracloud_prismnet::store::open(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
-    ops::create_vpc(&store, &owner, &ops::NewVpc { name: "v".into(), cidr: "10.9.0.0/16".parse().unwrap() })
-        .await
-        .unwrap();
+    ops::create_vpc(
+        &store,
+        &owner,
+        &ops::NewVpc {
+            name: "v".into(),
+            cidr: "10.9.0.0/16".parse().unwrap(),
+            labels: Default::default(),
+            annotations: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
     let subnet = ops::NewSubnet {
         name: "small".into(),
         vpc: "v".into(),
@@ -113,6 +122,8 @@ async fn concurrent_allocation_never_hands_out_an_address_twice() {
         dhcp: Some(false),
         dns_servers: vec![],
         pools: vec![],
+        labels: Default::default(),
+        annotations: Default::default(),
     };
     ops::create_subnet(&store, &owner, &subnet).await.unwrap();
     let mut tasks = Vec::new();
@@ -283,6 +294,7 @@ async fn hostile_callers_are_refused_everywhere() {
                 (M::GET, format!("{base}/ports/{id}"), None),
                 (M::GET, format!("{base}/ports/p1"), None),
                 (M::GET, format!("{base}/ports"), None),
+                (M::GET, format!("{base}/events"), None),
                 (M::GET, format!("{base}/subnets/s1"), None),
                 (M::GET, format!("{base}/vpcs/net"), None),
                 (M::PATCH, format!("{base}/ports/{id}"), Some(json!({"security_groups": []}))),
@@ -345,4 +357,126 @@ async fn hostile_callers_are_refused_everywhere() {
     assert_eq!(after["binding"], json!({"host": "h1", "plug": {"kind": "tap"}}), "nothing a refused caller sent stuck");
     let (_, plan) = call(M::GET, "/v1/hosts/h1/plan".into(), h1, &[], None).await;
     assert!(!plan.to_string().contains("192.0.2.66"), "no refused registration took effect: {plan}");
+}
+
+/// The kit's API conventions through a real service: idempotent creates, stamps, labels and
+/// selectors, pagination, ETag/If-Match, and the audit trail.
+#[tokio::test]
+async fn api_conventions_idempotency_labels_paging_etags_and_audit() {
+    let s = support::Stack::start().await;
+    let acme = s.tenant("acme", "web").await;
+    let base = "/v1/tenants/acme/projects/web";
+    let call = |m: M, path: String, h: &'static [(&'static str, &'static str)], body: Option<serde_json::Value>| {
+        let (s, acme) = (&s, &acme);
+        async move { s.call_at(&s.ctl, m, &path, acme, h, body).await }
+    };
+
+    // A retried create returns the first answer; the key with another request is refused.
+    let key: &[(&str, &str)] = &[("idempotency-key", "create-net-1")];
+    let vpc = json!({"name": "net", "cidr": "10.0.0.0/16", "labels": {"env": "prod"}});
+    let (st, first) = call(M::POST, format!("{base}/vpcs"), key, Some(vpc.clone())).await;
+    assert_eq!(st, 201, "{first}");
+    let (st, again) = call(M::POST, format!("{base}/vpcs"), key, Some(vpc)).await;
+    assert_eq!((st, &again["id"]), (201, &first["id"]), "{again}");
+    let (st, v) = call(M::POST, format!("{base}/vpcs"), key, Some(json!({"name": "n2", "cidr": "10.1.0.0/16"}))).await;
+    assert_eq!(st, 422, "{v}");
+    let (_, vpcs) = call(M::GET, format!("{base}/vpcs"), &[], None).await;
+    assert_eq!(vpcs["items"].as_array().unwrap().len(), 1, "one VPC for three requests: {vpcs}");
+
+    // Stamps: revision 1, made by the caller, labels kept.
+    let meta = &first["meta"];
+    assert_eq!(meta["revision"], 1, "{first}");
+    assert!(meta["created_by"].as_str().unwrap().starts_with("user:"), "{first}");
+    assert!(meta["created_at_ms"].as_u64().unwrap() > 0, "{first}");
+    assert_eq!(meta["labels"]["env"], "prod");
+    let (st, v) = call(
+        M::POST,
+        format!("{base}/vpcs"),
+        &[],
+        Some(json!({"name": "n3", "cidr": "10.2.0.0/16", "labels": {"bad key": "x"}})),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("bad key"), "{v}");
+
+    // Labels, selectors and pages.
+    for i in 0..5 {
+        let labels = if i % 2 == 0 { json!({"tier": "web"}) } else { json!({}) };
+        let (st, v) = call(
+            M::POST,
+            format!("{base}/security-groups"),
+            &[],
+            Some(json!({"name": format!("g{i}"), "labels": labels})),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["items"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let mut seen = Vec::new();
+    let mut path = format!("{base}/security-groups?limit=2");
+    let mut pages = 0;
+    loop {
+        let (st, v) = call(M::GET, path.clone(), &[], None).await;
+        assert_eq!(st, 200, "{v}");
+        assert!(v["items"].as_array().unwrap().len() <= 2);
+        seen.extend(names(&v));
+        pages += 1;
+        match v["next_page_token"].as_str() {
+            Some(t) => path = format!("{base}/security-groups?limit=2&page_token={t}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!((seen, pages), (vec!["g0", "g1", "g2", "g3", "g4"].into_iter().map(String::from).collect(), 3));
+    let (_, v) = call(M::GET, format!("{base}/security-groups?selector=tier%3Dweb"), &[], None).await;
+    let mut web = names(&v);
+    web.sort();
+    assert_eq!(web, ["g0", "g2", "g4"], "{v}");
+    let (_, v) = call(M::GET, format!("{base}/security-groups?selector=!tier"), &[], None).await;
+    assert_eq!(names(&v).len(), 2, "{v}");
+    let (_, v) = call(M::GET, format!("{base}/security-groups?name=g3"), &[], None).await;
+    assert_eq!(names(&v), ["g3"], "{v}");
+    for bad in ["limit=0", "limit=5000", "page_token=%21%21", "selector=a%20b", "colour=red"] {
+        let (st, v) = call(M::GET, format!("{base}/security-groups?{bad}"), &[], None).await;
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+
+    // ETag / If-Match: a stale revision is refused (412) and changes nothing.
+    let rules = json!({"rules": [{"direction": "ingress", "protocol": "tcp", "port_min": 22}]});
+    let (st, v) =
+        call(M::PUT, format!("{base}/security-groups/g0"), &[("if-match", "\"1\"")], Some(rules.clone())).await;
+    assert_eq!((st, &v["meta"]["revision"]), (200, &json!(2)), "{v}");
+    let (st, v) =
+        call(M::PUT, format!("{base}/security-groups/g0"), &[("if-match", "\"1\"")], Some(rules.clone())).await;
+    assert_eq!(st, 412, "{v}");
+    let (st, v) =
+        call(M::PUT, format!("{base}/security-groups/g0"), &[("if-match", "soon")], Some(rules.clone())).await;
+    assert_eq!(st, 400, "{v}");
+    let (_, v) = call(M::GET, format!("{base}/security-groups/g0"), &[], None).await;
+    assert_eq!(v["meta"]["revision"], 2, "{v}");
+    assert_eq!(v["meta"]["labels"]["tier"], "web", "labels survive an update: {v}");
+
+    // The audit trail: every change, who made it, oldest first, paged like any list.
+    let (st, v) = call(M::GET, format!("{base}/events"), &[], None).await;
+    assert_eq!(st, 200, "{v}");
+    let events = v["items"].as_array().unwrap();
+    let summary: Vec<(String, String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().into(),
+                e["kind"].as_str().unwrap().into(),
+                e["name"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert_eq!(summary.first(), Some(&("created".into(), "vpc".into(), "net".into())), "{v}");
+    assert_eq!(summary.last(), Some(&("updated".into(), "sg".into(), "g0".into())), "{v}");
+    assert_eq!(summary.len(), 7, "1 VPC, 5 groups, 1 update: {v}");
+    assert!(events.iter().all(|e| e["actor"].as_str().unwrap().starts_with("user:")), "{v}");
+    let (_, v) = call(M::GET, format!("{base}/events?limit=4"), &[], None).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 4);
+    assert!(v["next_page_token"].is_string(), "{v}");
 }
