@@ -28,7 +28,8 @@ pub async fn run(config: ChainfireConfig) -> Result<(), ServiceError> {
     });
     let metrics_node = running.node.clone();
     register_metrics(&ctx, metrics_node);
-    let admin = ctx.start_admin(config.admin_listen, axum::Router::new()).await.map_err(RuntimeStartError::from)?;
+    let admin_addr = config.admin_addr().map_err(StartError::Config)?;
+    let admin = ctx.start_admin(admin_addr, axum::Router::new()).await.map_err(RuntimeStartError::from)?;
     tracing::info!(admin = %admin.local_addr, "chainfire ready for clients");
     ctx.shutdown.cancelled().await;
     running.wait().await;

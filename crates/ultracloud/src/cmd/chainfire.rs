@@ -91,7 +91,8 @@ struct RunArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     initial_cluster_token: Option<String>,
 
-    /// Admin listener (/healthz, /readyz, /metrics, /version) [default: 127.0.0.1:9101].
+    /// Admin listener (/healthz, /readyz, /metrics, /version) [default: a free port on the first
+    /// client URL's address, logged at start].
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_listen: Option<SocketAddr>,

@@ -183,6 +183,8 @@ impl Stack {
             "chainfire" => vec![
                 "--listen-client-urls=https://127.0.0.1:2379".to_owned(),
                 "--listen-peer-urls=https://127.0.0.1:2380".to_owned(),
+                // chainfire's default admin port is a free one; the stack's is fixed.
+                format!("--admin-listen={}", addr(9101)),
             ],
             "iam" => vec![format!("--node-api-key-file={HOST}={}", dirs.node_key().display())],
             "prismnet" => vec![key, iam],

@@ -66,7 +66,7 @@ pub fn test_config(name: &str, client: u16, peer: u16) -> ChainfireConfig {
         name: name.into(),
         listen_client_urls: vec![format!("http://127.0.0.1:{client}")],
         listen_peer_urls: vec![format!("http://127.0.0.1:{peer}")],
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         heartbeat_interval_ms: 50,
         election_timeout_ms: 300,
         ..Default::default()
