@@ -5,12 +5,6 @@
 
 STEP_NAME=""
 STEP_START=0
-# One file for the whole run, shared with the scripts it calls.
-if [ -z "${STEP_LOG:-}" ]; then
-    STEP_LOG="$(mktemp /tmp/ultracloud-steps.XXXXXX)"
-    STEP_LOG_OWNER=$$
-    export STEP_LOG
-fi
 
 step_close() {
     [ -n "$STEP_NAME" ] || return 0
@@ -21,6 +15,13 @@ step_close() {
 }
 
 step() {
+    # One file for the whole run, made by its first step and shared with the scripts it calls
+    # (made here, not when sourced: sourcing alone must leave nothing behind).
+    if [ -z "${STEP_LOG:-}" ]; then
+        STEP_LOG="$(mktemp /tmp/ultracloud-steps.XXXXXX)"
+        STEP_LOG_OWNER=$$
+        export STEP_LOG
+    fi
     step_close
     STEP_NAME="$*"
     STEP_START=$(date +%s)
