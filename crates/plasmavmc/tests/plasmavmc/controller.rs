@@ -393,6 +393,7 @@ async fn hostile_callers_never_reach_plans_statuses_consoles_or_disks() {
                 (M::GET, format!("{base}/vms")),
                 (M::GET, format!("{base}/vms/v/console")),
                 (M::GET, format!("{base}/vms/v/events")),
+                (M::GET, format!("{base}/events")),
                 (M::POST, format!("{base}/vms/v/stop")),
                 (M::DELETE, format!("{base}/vms/v")),
                 (M::GET, format!("{base}/images/g")),
