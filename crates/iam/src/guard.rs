@@ -20,7 +20,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -29,6 +28,7 @@ use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use ultracloud_resource::client::{Call, Client, ClientError, Credentials, TokenFuture};
 use ultracloud_runtime::error::ApiError;
 
 use crate::authz::{AuthError, Authorizer, PolicySource, SubjectPolicy};
@@ -61,41 +61,11 @@ impl std::fmt::Debug for GuardConfig {
     }
 }
 
-/// A small client of several iam replicas: tries them in turn, sticking to one that answers.
-#[derive(Debug)]
-struct Replicas {
-    http: reqwest::Client,
-    endpoints: Vec<String>,
-    preferred: AtomicUsize,
-}
-
-impl Replicas {
-    async fn send(
-        &self,
-        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, String> {
-        let n = self.endpoints.len();
-        let first = self.preferred.load(Ordering::Relaxed);
-        let mut last_error = String::from("no iam endpoints configured");
-        for i in 0..n {
-            let idx = (first + i) % n;
-            match build(&self.http, &self.endpoints[idx]).send().await {
-                Ok(r) if !r.status().is_server_error() => {
-                    self.preferred.store(idx, Ordering::Relaxed);
-                    return Ok(r);
-                }
-                Ok(r) => last_error = format!("{}: {}", self.endpoints[idx], r.status()),
-                Err(e) => last_error = format!("{}: {e}", self.endpoints[idx]),
-            }
-        }
-        Err(last_error)
-    }
-}
-
-/// A service account's access token, fetched with its API key and renewed before it expires.
+/// A service account's access token, fetched with its API key and renewed before it expires;
+/// the [`Credentials`] of every client the service makes for calls to other services.
 #[derive(Debug)]
 pub struct TokenSource {
-    replicas: Arc<Replicas>,
+    iam: Client,
     api_key: String,
     cached: Mutex<Option<(String, Instant)>>,
 }
@@ -103,17 +73,8 @@ pub struct TokenSource {
 impl TokenSource {
     /// A token source on its own (for agents that call services but serve no guarded API).
     pub fn new(iam_endpoints: Vec<String>, api_key: String) -> Result<Arc<Self>, String> {
-        if iam_endpoints.is_empty() {
-            return Err("no iam endpoints".into());
-        }
-        // No client-wide timeout: each call sets its own (the watch long-polls for 30 s).
-        let http = ultracloud_tls::client::http_client_builder()
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| format!("http client: {e}"))?;
-        let endpoints = iam_endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
-        let replicas = Arc::new(Replicas { http, endpoints, preferred: AtomicUsize::new(0) });
-        Ok(Arc::new(Self { replicas, api_key, cached: Mutex::default() }))
+        let iam = Client::new("iam", &iam_endpoints).map_err(|e| e.to_string())?.with_timeout(CALL_TIMEOUT);
+        Ok(Arc::new(Self { iam, api_key, cached: Mutex::default() }))
     }
 
     /// A bearer token for calls to iam or other services.
@@ -124,14 +85,14 @@ impl TokenSource {
             return Ok(t.clone());
         }
         let body = serde_json::json!({"grant_type": "api_key", "api_key": self.api_key});
-        let resp = self
-            .replicas
-            .send(|http, base| http.post(format!("{base}/v1/auth/token")).json(&body).timeout(CALL_TIMEOUT))
-            .await?;
-        if !resp.status().is_success() {
-            return Err(format!("iam refused the service's API key: {}", resp.status()));
-        }
-        let issued: crate::service::Issued = resp.json().await.map_err(|e| e.to_string())?;
+        // A grant only issues a token: repeating it is harmless.
+        let issued: crate::service::Issued =
+            self.iam.post(&["v1", "auth", "token"]).json(&body).retry_safe().fetch().await.map_err(|e| match e {
+                ClientError::Refused { status, message, .. } => {
+                    format!("iam refused the service's API key: {message} (HTTP {status})")
+                }
+                other => other.to_string(),
+            })?;
         // Renew at 80% of the lifetime, so a token in use never expires mid-flight.
         let renew_at = Instant::now() + Duration::from_secs(issued.expires_in * 4 / 5);
         *self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
@@ -143,33 +104,36 @@ impl TokenSource {
     pub fn forget(&self) {
         *self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
+
+    /// A client of `service` at `endpoints` that authenticates with this source's tokens.
+    pub fn client<S: AsRef<str>>(self: &Arc<Self>, service: &str, endpoints: &[S]) -> Result<Client, ClientError> {
+        Ok(Client::new(service, endpoints)?.with_credentials(self.clone()))
+    }
+}
+
+impl Credentials for TokenSource {
+    fn token(&self, renew: bool) -> TokenFuture<'_> {
+        if renew {
+            self.forget();
+        }
+        Box::pin(TokenSource::token(self))
+    }
 }
 
 /// iam's HTTP API as a [`PolicySource`].
 #[derive(Debug)]
 pub struct HttpSource {
-    replicas: Arc<Replicas>,
-    tokens: Arc<TokenSource>,
+    /// iam, with the service's own token.
+    iam: Client,
 }
 
 impl HttpSource {
-    async fn get<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T, String> {
-        for attempt in 0..2 {
-            let token = self.tokens.token().await?;
-            let resp = self
-                .replicas
-                .send(|http, base| http.get(format!("{base}{path}")).bearer_auth(&token).timeout(timeout))
-                .await?;
-            if resp.status() == http::StatusCode::UNAUTHORIZED && attempt == 0 {
-                self.tokens.forget(); // revoked or expired early: fetch a new one once
-                continue;
-            }
-            if !resp.status().is_success() {
-                return Err(format!("iam answered {} to {path}", resp.status()));
-            }
-            return resp.json().await.map_err(|e| format!("{path}: {e}"));
-        }
-        Err(format!("iam refused the service's token for {path}"))
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        call: impl FnOnce(Call<'_>) -> Call<'_>,
+    ) -> Result<T, String> {
+        call(self.iam.get(path)).fetch().await.map_err(|e| format!("/{}: {e}", path.join("/")))
     }
 }
 
@@ -177,24 +141,21 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl PolicySource for HttpSource {
     async fn jwks(&self) -> Result<Jwks, String> {
-        let resp = self
-            .replicas
-            .send(|http, base| http.get(format!("{base}/.well-known/jwks.json")).timeout(CALL_TIMEOUT))
-            .await?;
-        resp.json().await.map_err(|e| format!("jwks: {e}"))
+        self.get(&[".well-known", "jwks.json"], |c| c).await
     }
 
     async fn revocations(&self) -> Result<Vec<Revocation>, String> {
-        let r: crate::service::api::Revocations = self.get("/v1/revocations", CALL_TIMEOUT).await?;
+        let r: crate::service::api::Revocations = self.get(&["v1", "revocations"], |c| c).await?;
         Ok(r.items)
     }
 
     async fn policy(&self, subject: &str) -> Result<SubjectPolicy, String> {
-        self.get(&format!("/v1/policy/{subject}"), CALL_TIMEOUT).await
+        self.get(&["v1", "policy", subject], |c| c).await
     }
 
     async fn next_version(&self, known: u64) -> Result<u64, String> {
-        let w: WatchAnswer = self.get(&format!("/v1/watch?after={known}"), Duration::from_secs(30)).await?;
+        let w: WatchAnswer =
+            self.get(&["v1", "watch"], |c| c.query("after", known).timeout(Duration::from_secs(30))).await?;
         Ok(w.version)
     }
 }
@@ -217,7 +178,8 @@ impl Guard {
     /// Connects lazily (nothing is fetched until the first request) and starts the watch.
     pub fn connect(config: GuardConfig) -> Result<Arc<Self>, String> {
         let tokens = TokenSource::new(config.endpoints, config.api_key)?;
-        let authz = Authorizer::new(HttpSource { replicas: tokens.replicas.clone(), tokens: tokens.clone() });
+        let iam = tokens.iam.clone().with_credentials(tokens.clone());
+        let authz = Authorizer::new(HttpSource { iam });
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(authz.clone().watch(shutdown.clone()));
         Ok(Arc::new(Self { authz, tokens, shutdown }))

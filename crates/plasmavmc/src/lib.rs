@@ -6,6 +6,8 @@
 //! the controller asks for.
 
 pub mod agent;
+pub mod api;
+pub mod client;
 pub mod image_fetch;
 pub mod model;
 pub mod network;

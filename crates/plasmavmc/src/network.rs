@@ -1,13 +1,12 @@
-//! The controller's client of prismnet: VM NICs are prismnet ports bound to the VM's worker
-//! as tap devices. Calls go to the tenant's own project path, so a subnet or port of another
-//! tenant is simply not found there.
+//! The controller's use of prismnet: VM NICs are prismnet ports bound to the VM's worker as
+//! tap devices. Calls go through prismnet's typed client to the tenant's own project path, so
+//! a subnet or port of another tenant is simply not found there.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde_json::{Value, json};
 use ultracloud_iam::guard::TokenSource;
-use ultracloud_prismnet::model::Port;
+use ultracloud_prismnet::api::{Binding, NewPort, Plug, Port, PortPatch};
+use ultracloud_resource::client::ClientError;
 
 use crate::model::Owner;
 
@@ -22,12 +21,19 @@ pub enum NetError {
     Unavailable(String),
 }
 
-/// A prismnet controller client with the platform's credentials.
+impl From<ClientError> for NetError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Refused { status, message, .. } if (400..500).contains(&status) => Self::Refused(message),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// prismnet, as the compute controller uses it (with the platform's credentials).
 #[derive(Debug, Clone)]
 pub struct Prismnet {
-    http: reqwest::Client,
-    bases: Vec<String>,
-    tokens: Arc<TokenSource>,
+    net: ultracloud_prismnet::client::Prismnet,
 }
 
 /// The device owner prismnet records for a VM's port.
@@ -35,89 +41,35 @@ pub fn device_owner(vm: &str) -> String {
     format!("compute:vm/{vm}")
 }
 
+/// A tap binding to `host`.
+fn tap_on(host: &str, standby: Option<&str>) -> Binding {
+    Binding { host: host.to_owned(), plug: Plug::Tap, standby: standby.map(str::to_owned) }
+}
+
 impl Prismnet {
     /// A client of the prismnet replicas at `bases` (`http://host:port,…`).
-    pub fn new(bases: &str, tokens: Arc<TokenSource>) -> Self {
-        let bases =
-            bases.split(',').map(|b| b.trim().trim_end_matches('/').to_owned()).filter(|b| !b.is_empty()).collect();
-        Self { http: ultracloud_tls::client::http_client(), bases, tokens }
-    }
-
-    /// `{base}/v1/tenants/{tenant}/projects/{project}/{segments…}`, each segment
-    /// percent-encoded: no ID or name can step into another path.
-    fn url(base: &str, owner: &Owner, segments: &[&str]) -> Result<reqwest::Url, NetError> {
-        let mut url =
-            reqwest::Url::parse(base).map_err(|e| NetError::Unavailable(format!("prismnet URL {base}: {e}")))?;
-        url.path_segments_mut()
-            .map_err(|()| NetError::Unavailable(format!("prismnet URL {base} cannot take a path")))?
-            .pop_if_empty()
-            .extend(["v1", "tenants", owner.tenant.as_str(), "projects", owner.project.as_str()])
-            .extend(segments);
-        Ok(url)
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        owner: &Owner,
-        segments: &[&str],
-        body: Option<Value>,
-    ) -> Result<Value, NetError> {
-        let token = self.tokens.token().await.map_err(NetError::Unavailable)?;
-        let mut last = "no prismnet endpoint configured".to_owned();
-        for base in &self.bases {
-            let url = Self::url(base, owner, segments)?;
-            let mut req = self.http.request(method.clone(), url).bearer_auth(&token).timeout(Duration::from_secs(20));
-            if let Some(b) = &body {
-                req = req.json(b);
-            }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    last = format!("{base}: {e}");
-                    continue;
-                }
-            };
-            let status = resp.status();
-            if status == http::StatusCode::UNAUTHORIZED {
-                self.tokens.forget();
-            }
-            if status.is_server_error() {
-                last = format!("{base} answered {status}");
-                continue;
-            }
-            let text = resp.text().await.unwrap_or_default();
-            if !status.is_success() {
-                let message = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                    .unwrap_or(text);
-                return Err(NetError::Refused(message));
-            }
-            return Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) });
-        }
-        Err(NetError::Unavailable(last))
-    }
-
-    fn port(v: Value) -> Result<Port, NetError> {
-        serde_json::from_value(v)
-            .map_err(|e| NetError::Unavailable(format!("prismnet answered an unreadable port: {e}")))
+    pub fn new(bases: &str, tokens: Arc<TokenSource>) -> Result<Self, ClientError> {
+        let client =
+            ultracloud_resource::client::Client::from_list(ultracloud_prismnet::client::Prismnet::SERVICE, bases)?
+                .with_credentials(tokens);
+        Ok(Self { net: ultracloud_prismnet::client::Prismnet::new(client) })
     }
 
     /// Creates a port for `vm` in `subnet` (ID or name), bound to `host` as a tap.
     pub async fn create_port(&self, owner: &Owner, subnet: &str, vm: &str, host: &str) -> Result<Port, NetError> {
-        let body = json!({
-            "subnet": subnet,
-            "name": format!("{vm}-nic"),
-            "binding": {"host": host, "plug": {"kind": "tap"}},
-            "device_owner": device_owner(vm),
-        });
-        Self::port(self.call(reqwest::Method::POST, owner, &["ports"], Some(body)).await?)
+        let new = NewPort {
+            subnet: subnet.to_owned(),
+            name: format!("{vm}-nic"),
+            binding: Some(tap_on(host, None)),
+            device_owner: device_owner(vm),
+            ..NewPort::default()
+        };
+        Ok(self.net.ports(owner).create(&new).await?)
     }
 
     /// A port by ID or name.
     pub async fn get_port(&self, owner: &Owner, port: &str) -> Result<Port, NetError> {
-        Self::port(self.call(reqwest::Method::GET, owner, &["ports", port], None).await?)
+        Ok(self.net.ports(owner).get(port).await?)
     }
 
     /// Binds a port to `vm` on `host` (creation with an existing port, and migrations); with
@@ -130,27 +82,30 @@ impl Prismnet {
         host: &str,
         standby: Option<&str>,
     ) -> Result<Port, NetError> {
-        let binding = json!({"host": host, "plug": {"kind": "tap"}, "standby": standby});
-        let body = json!({"binding": binding, "device_owner": device_owner(vm)});
-        Self::port(self.call(reqwest::Method::PATCH, owner, &["ports", port], Some(body)).await?)
+        let patch = PortPatch {
+            binding: Some(Some(tap_on(host, standby))),
+            device_owner: Some(device_owner(vm)),
+            ..PortPatch::default()
+        };
+        Ok(self.net.update_port(owner, port, &patch, None).await?)
     }
 
     /// Unbinds a port the user brought (it stays, with its addresses).
     pub async fn unbind_port(&self, owner: &Owner, port: &str) -> Result<(), NetError> {
-        let body = json!({"binding": null, "device_owner": ""});
-        match self.call(reqwest::Method::PATCH, owner, &["ports", port], Some(body)).await {
+        let patch = PortPatch { binding: Some(None), device_owner: Some(String::new()), ..PortPatch::default() };
+        match self.net.update_port(owner, port, &patch, None).await {
             Ok(_) => Ok(()),
-            Err(NetError::Refused(m)) if m.contains("not found") => Ok(()),
-            Err(e) => Err(e),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Deletes a port plasmavmc created (gone already is fine).
     pub async fn delete_port(&self, owner: &Owner, port: &str) -> Result<(), NetError> {
-        match self.call(reqwest::Method::DELETE, owner, &["ports", port], None).await {
-            Ok(_) => Ok(()),
-            Err(NetError::Refused(m)) if m.contains("not found") => Ok(()),
-            Err(e) => Err(e),
+        match self.net.ports(owner).delete(port).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -160,16 +115,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_never_leave_their_path_segment() {
-        let owner = Owner { tenant: "acme".into(), project: "web".into() };
-        let url = Prismnet::url("http://10.0.0.1:8580/", &owner, &["ports", "../../../globex/projects/app/ports/p1"])
-            .unwrap();
-        assert_eq!(
-            url.as_str(),
-            "http://10.0.0.1:8580/v1/tenants/acme/projects/web/ports/..%2F..%2F..%2Fglobex%2Fprojects%2Fapp%2Fports%2Fp1"
-        );
-        let url = Prismnet::url("http://10.0.0.1:8580", &owner, &["ports", "p?x=1#y"]).unwrap();
-        assert_eq!(url.path(), "/v1/tenants/acme/projects/web/ports/p%3Fx=1%23y");
-        assert!(url.query().is_none());
+    fn refusals_are_the_user_s_and_the_rest_is_unavailability() {
+        let refused = |status| ClientError::Refused {
+            service: "prismnet".into(),
+            status,
+            code: "x".into(),
+            message: "subnet 'a' not found".into(),
+        };
+        assert!(matches!(NetError::from(refused(404)), NetError::Refused(m) if m == "subnet 'a' not found"));
+        assert!(matches!(NetError::from(refused(503)), NetError::Unavailable(_)));
     }
 }

@@ -221,10 +221,11 @@ async fn delete_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<h
 }
 
 /// `POST …/volumes/{id}/attach`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AttachRequest {
-    vm: String,
+pub struct AttachRequest {
+    /// The VM (ID or name; stopped) to attach the volume to.
+    pub vm: String,
 }
 
 async fn attach_volume(

@@ -87,7 +87,7 @@ pub async fn run(config: PlasmavmcConfig) -> Result<(), BoxError> {
         endpoints: split(&config.iam_endpoints),
         api_key: read_key(&config.api_key_file)?,
     })?;
-    let net = Prismnet::new(&config.prismnet_endpoints, guard.tokens().clone());
+    let net = Prismnet::new(&config.prismnet_endpoints, guard.tokens().clone())?;
     let store = crate::records::store(ultracloud_flaredb::Client::new(split(&config.flaredb_endpoints))?);
     let ctl = Controller::new(store, net, config.image_policy.clone());
     tokio::spawn(ctl.clone().watch_versions(ctx.shutdown.clone()));
@@ -250,10 +250,7 @@ pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
         images: config.image_policy.clone(),
         migration_tls,
     });
-    let ctl = agent::Controller {
-        client: ultracloud_prismnet::agent::ControllerClient::new(&config.controller, guard.tokens().clone()),
-        http: ultracloud_tls::client::http_client(),
-    };
+    let ctl = agent::Controller::new(&config.controller, guard.tokens().clone())?;
     let ready = Arc::new(AtomicBool::new(false));
     let probe = ready.clone();
     ctx.readiness.add("registered", move || {

@@ -5,8 +5,10 @@
 //! and nftables. docs/prismnet.md describes the whole.
 
 pub mod agent;
+pub mod api;
 pub mod apply;
 pub mod cidr;
+pub mod client;
 pub mod ipam;
 pub mod model;
 pub mod openapi;

@@ -486,30 +486,15 @@ pub async fn create_port(store: &Store, owner: &Owner, req: &NewPort, by: By) ->
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortPatch {
-    /// New binding (`null` unbinds).
-    #[serde(default, with = "double_option")]
+    /// New binding (`null` unbinds; absent: unchanged).
+    #[serde(default, with = "::serde_with::rust::double_option", skip_serializing_if = "Option::is_none")]
     pub binding: Option<Option<Binding>>,
     /// New security groups.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_groups: Option<Vec<String>>,
     /// New device owner.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_owner: Option<String>,
-}
-
-mod double_option {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            None => s.serialize_none(),
-            Some(inner) => inner.serialize(s),
-        }
-    }
-
-    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-        Option::<T>::deserialize(d).map(Some)
-    }
 }
 
 /// Refuses a binding no host could carry out.

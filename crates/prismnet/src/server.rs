@@ -121,10 +121,11 @@ async fn create_group(
 }
 
 /// `PUT …/security-groups/{id}`: the new rules.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupRules {
-    rules: Vec<Rule>,
+pub struct GroupRules {
+    /// The group's rules, replacing the old ones.
+    pub rules: Vec<Rule>,
 }
 
 async fn update_group(

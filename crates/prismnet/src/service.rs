@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 use ultracloud_runtime::config::{ConfigError, Validate};
 
-use crate::agent::{self, AgentHost, ControllerClient};
+use crate::agent::{self, AgentHost};
+use crate::client::Prismnet;
 use crate::server::{self, Controller};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -171,7 +172,8 @@ pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
     });
     let admin = ctx.start_admin(config.admin_listen, axum::Router::new()).await?;
     tracing::info!(host = %host.name, admin = %admin.local_addr, "prismnet agent running");
-    agent::run(host, ControllerClient::new(&config.controller, tokens), ready, ctx.shutdown.clone()).await;
+    let controller = Prismnet::new(tokens.client(Prismnet::SERVICE, &split(&config.controller))?);
+    agent::run(host, controller, ready, ctx.shutdown.clone()).await;
     let _ = admin.task.await;
     Ok(())
 }

@@ -14,9 +14,12 @@
 //! - [`http`]: the one mapping of store errors to `{"error":{"code","message"}}` answers, the
 //!   list shape and `201 Created`;
 //! - [`openapi`]: a service's OpenAPI document from its route table;
-//! - [`setup`]: service start-up helpers (API key files, endpoint lists).
+//! - [`setup`]: service start-up helpers (API key files, endpoint lists);
+//! - [`client`]: the one HTTP client of a service's replicas (failover, safe retries, token
+//!   renewal, error decoding) that every typed client wraps.
 
 pub mod audit;
+pub mod client;
 pub mod http;
 pub mod idempotency;
 pub mod ids;

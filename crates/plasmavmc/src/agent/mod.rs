@@ -21,10 +21,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ultracloud_prismnet::agent::ControllerClient;
+use ultracloud_iam::guard::TokenSource;
+use ultracloud_resource::client::{Client, ClientError};
 
+use crate::client::Plasmavmc;
 use crate::model::{Image, VmStatus};
-use crate::server::{HostPlan, HostRegistration, PlannedVm, WatchAnswer};
+use crate::server::{HostPlan, HostRegistration, PlannedVm};
 use qemu::Accel;
 use volumes::{LocalQcow2, VolumeBackend};
 
@@ -83,13 +85,21 @@ impl Worker {
 /// The controller as the agent sees it.
 #[derive(Debug, Clone)]
 pub struct Controller {
-    /// Requests, tried on each replica in turn.
-    pub client: ControllerClient,
+    /// The controller's replicas, called with the worker's node credential.
+    pub api: Plasmavmc,
+    /// That credential (transfers from other agents send its token too).
+    pub tokens: Arc<TokenSource>,
     /// A plain client for agent-to-agent transfers.
     pub http: reqwest::Client,
 }
 
 impl Controller {
+    /// The controller at `endpoints` (comma-separated), called with `tokens`.
+    pub fn new(endpoints: &str, tokens: Arc<TokenSource>) -> Result<Self, ClientError> {
+        let client = Client::from_list(Plasmavmc::SERVICE, endpoints)?.with_credentials(tokens.clone());
+        Ok(Self { api: Plasmavmc::new(client), tokens, http: ultracloud_tls::client::http_client() })
+    }
+
     /// Registers (or refreshes) the worker.
     pub async fn register(&self, w: &Worker) -> Result<(), String> {
         let body = HostRegistration {
@@ -99,39 +109,27 @@ impl Controller {
             agent_url: w.agent_url.clone(),
             address: w.address,
         };
-        self.client.send(|h, b| h.put(format!("{b}/v1/hosts/{}", w.name)).json(&body)).await.map(|_| ())
+        self.api.register_host(&w.name, &body).await.map_err(|e| e.to_string())
     }
 
     /// The worker's plan.
     pub async fn plan(&self, host: &str) -> Result<HostPlan, String> {
-        let r = self
-            .client
-            .send(|h, b| h.get(format!("{b}/v1/hosts/{host}/plan")).timeout(Duration::from_secs(30)))
-            .await?;
-        r.json().await.map_err(|e| format!("reading the plan: {e}"))
+        self.api.host_plan(host).await.map_err(|e| format!("reading the plan: {e}"))
     }
 
     /// Reports a VM's status.
     pub async fn report(&self, host: &str, vm: &str, s: &VmStatus) -> Result<(), String> {
-        self.client.send(|h, b| h.put(format!("{b}/v1/hosts/{host}/vms/{vm}/status")).json(s)).await.map(|_| ())
+        self.api.report(host, vm, s).await.map_err(|e| e.to_string())
     }
 
     /// Uploads a VM's console tail.
     pub async fn console(&self, host: &str, vm: &str, text: String) -> Result<(), String> {
-        self.client
-            .send(|h, b| h.put(format!("{b}/v1/hosts/{host}/vms/{vm}/console")).body(text.clone()))
-            .await
-            .map(|_| ())
+        self.api.upload_console(host, vm, text).await.map_err(|e| e.to_string())
     }
 
     /// Waits (up to ~15 s) for the version to move past `after`.
     pub async fn wait(&self, after: u64) -> Result<u64, String> {
-        let r = self
-            .client
-            .send(|h, b| h.get(format!("{b}/v1/watch?after={after}")).timeout(Duration::from_secs(30)))
-            .await?;
-        let v: WatchAnswer = r.json().await.map_err(|e| e.to_string())?;
-        Ok(v.version)
+        self.api.wait(after).await.map_err(|e| e.to_string())
     }
 }
 

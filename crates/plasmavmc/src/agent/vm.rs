@@ -385,7 +385,7 @@ async fn migrate_in(w: &Worker, ctl: &Controller, p: &PlannedVm, paths: &VmPaths
     };
     let started = Instant::now();
     let copied = async {
-        let token = ctl.client.tokens().token().await?;
+        let token = ctl.tokens.token().await?;
         let base = fetch_image_file(w, &p.image.disk).await.map_err(|e| match e {
             Pending(m) | Failed(m) => m,
         })?;

@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use ultracloud_plasmavmc::agent::qemu::Accel;
 use ultracloud_plasmavmc::agent::volumes::LocalQcow2;
 use ultracloud_plasmavmc::agent::{self, Worker};
-use ultracloud_prismnet::agent::{AgentHost, ControllerClient};
+use ultracloud_prismnet::agent::AgentHost;
+use ultracloud_prismnet::client::Prismnet;
 
 fn sh(args: &[&str]) -> (bool, String) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -152,7 +153,7 @@ impl Workers<'_> {
         let key = self.c.s.node_key(&self.lab.ns(name)).await;
         let tokens = ultracloud_iam::guard::TokenSource::new(vec![self.c.s.iam.clone()], key).unwrap();
         let stop = CancellationToken::new();
-        let client = ControllerClient::new(&self.c.s.ctl, tokens);
+        let client = Prismnet::new(tokens.client(Prismnet::SERVICE, &[&self.c.s.ctl]).unwrap());
         tokio::spawn(ultracloud_prismnet::agent::run(
             host.clone(),
             client,
@@ -204,10 +205,7 @@ impl Workers<'_> {
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).with_graceful_shutdown(s2.cancelled_owned()).await;
         });
-        let ctl = agent::Controller {
-            client: ControllerClient::new(&self.c.vmc, guard.tokens().clone()),
-            http: reqwest::Client::new(),
-        };
+        let ctl = agent::Controller::new(&self.c.vmc, guard.tokens().clone()).unwrap();
         tokio::spawn(agent::run(worker, ctl, Arc::new(AtomicBool::new(false)), stop.clone()));
         self.agents.0.lock().unwrap().push(stop.clone());
         stop

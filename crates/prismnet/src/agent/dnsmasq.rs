@@ -181,6 +181,25 @@ pub fn stop(state: &Path, vni: u32) {
     let _ = std::fs::remove_dir_all(f.dir());
 }
 
+/// Retires a subnet's DHCP server on this host: its dnsmasq stopped (found by its files), then
+/// every process still in its namespace killed — a server whose pid file was lost, or one a
+/// racing start left behind when the VNI was reused within a second, would otherwise keep
+/// running in a namespace nothing tracks — and the namespace deleted (its veth with it).
+pub async fn retire(state: &Path, host: &str, vni: u32) -> Result<(), CommandError> {
+    stop(state, vni);
+    let ns = namespace(host, vni);
+    if !HostNs::namespaces().await?.contains(&ns) {
+        return Ok(());
+    }
+    // The namespace is the agent's own (`pndhcp-…`): whatever runs in it, the agent started.
+    let pids = HostNs::pids_in(&ns).await?;
+    if !pids.is_empty() {
+        tracing::warn!(namespace = %ns, ?pids, "processes left in a retired DHCP namespace; stopping them");
+        ultracloud_runtime::process::stop(&pids, std::time::Duration::from_secs(2));
+    }
+    HostNs::delete_namespace(&ns).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,12 @@ impl HostNs {
         HostNs { netns: None }.ip(&["netns", "add", ns]).await.map(|_| ())
     }
 
+    /// The processes running in a namespace (`ip netns pids`).
+    pub async fn pids_in(ns: &str) -> Result<Vec<i32>, CommandError> {
+        let out = HostNs { netns: None }.ip(&["netns", "pids", ns]).await?;
+        Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
     /// Deletes a namespace.
     pub async fn delete_namespace(ns: &str) -> Result<(), CommandError> {
         HostNs { netns: None }.ip(&["netns", "del", ns]).await.map(|_| ())

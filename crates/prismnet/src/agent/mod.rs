@@ -164,8 +164,7 @@ async fn dhcp_server(
     let mut replaced = false;
     if dnsmasq::recorded_identity(&h.state_dir, s.vni).is_some_and(|old| old != identity) {
         // The VNI was reused by another subnet: this server belongs to the old one.
-        dnsmasq::stop(&h.state_dir, s.vni);
-        let _ = HostNs::delete_namespace(&dns).await; // takes the veth pair with it
+        dnsmasq::retire(&h.state_dir, &h.name, s.vni).await?;
         out.changes.push(format!("replaced the DHCP server of reused vni {}", s.vni));
         replaced = true;
     }
@@ -265,88 +264,12 @@ async fn remove_stale(h: &AgentHost, ns: &HostNs, links: &[Link], plan: &HostPla
         for e in entries.flatten() {
             let Some(vni) = e.file_name().to_str().and_then(|n| u32::from_str_radix(n, 16).ok()) else { continue };
             if !vnis.contains(&vni) {
-                dnsmasq::stop(&h.state_dir, vni);
-                let _ = HostNs::delete_namespace(&dnsmasq::namespace(&h.name, vni)).await;
-                out.changes.push(format!("removed dhcp server of vni {vni}"));
-            }
-        }
-    }
-}
-
-/// The controller as the agent sees it: one or more replicas, tried in turn.
-#[derive(Debug, Clone)]
-pub struct ControllerClient {
-    http: reqwest::Client,
-    bases: Vec<String>,
-    tokens: Arc<ultracloud_iam::guard::TokenSource>,
-}
-
-impl ControllerClient {
-    /// A client of the controller replicas at `bases` (`http://host:port`, comma-separated
-    /// allowed), authenticated by `tokens`.
-    pub fn new(bases: &str, tokens: Arc<ultracloud_iam::guard::TokenSource>) -> Self {
-        let bases =
-            bases.split(',').map(|b| b.trim().trim_end_matches('/').to_owned()).filter(|b| !b.is_empty()).collect();
-        Self { http: ultracloud_tls::client::http_client(), bases, tokens }
-    }
-
-    /// Sends a request built by `build` for each replica in turn until one answers (a 5xx or
-    /// an unreachable replica moves on); a 4xx is returned as an error with its body.
-    pub async fn send(
-        &self,
-        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, String> {
-        let token = self.tokens.token().await?;
-        let mut last = String::from("no controller configured");
-        for base in &self.bases {
-            let resp = match build(&self.http, base).bearer_auth(&token).send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    last = format!("{base}: {e}");
-                    continue;
+                match dnsmasq::retire(&h.state_dir, &h.name, vni).await {
+                    Ok(()) => out.changes.push(format!("removed dhcp server of vni {vni}")),
+                    Err(e) => out.problems.push(e.to_string()),
                 }
-            };
-            if resp.status() == http::StatusCode::UNAUTHORIZED {
-                self.tokens.forget();
             }
-            if resp.status().is_server_error() {
-                last = format!("{base} answered {}", resp.status());
-                continue;
-            }
-            if !resp.status().is_success() {
-                return Err(format!(
-                    "controller answered {}: {}",
-                    resp.status(),
-                    resp.text().await.unwrap_or_default()
-                ));
-            }
-            return Ok(resp);
         }
-        Err(last)
-    }
-
-    /// The token source the requests are authenticated with.
-    pub fn tokens(&self) -> &Arc<ultracloud_iam::guard::TokenSource> {
-        &self.tokens
-    }
-
-    /// Registers the host's underlay address.
-    pub async fn register(&self, host: &AgentHost) -> Result<(), String> {
-        let body = serde_json::json!({"underlay_ip": host.underlay_ip});
-        self.send(|h, b| h.put(format!("{b}/v1/hosts/{}", host.name)).json(&body)).await.map(|_| ())
-    }
-
-    /// The host's plan.
-    pub async fn plan(&self, host: &str) -> Result<HostPlan, String> {
-        let r = self.send(|h, b| h.get(format!("{b}/v1/hosts/{host}/plan")).timeout(Duration::from_secs(30))).await?;
-        r.json().await.map_err(|e| e.to_string())
-    }
-
-    /// Waits (up to ~15 s) for the version to move past `after`.
-    pub async fn wait(&self, after: u64) -> Result<u64, String> {
-        let r = self.send(|h, b| h.get(format!("{b}/v1/watch?after={after}")).timeout(Duration::from_secs(30))).await?;
-        let v: crate::server::WatchAnswer = r.json().await.map_err(|e| e.to_string())?;
-        Ok(v.version)
     }
 }
 
@@ -354,7 +277,7 @@ impl ControllerClient {
 /// 30 s) forever. `ready` is set after the first clean pass.
 pub async fn run(
     host: AgentHost,
-    controller: ControllerClient,
+    controller: crate::client::Prismnet,
     ready: Arc<std::sync::atomic::AtomicBool>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -362,10 +285,10 @@ pub async fn run(
     loop {
         let pass = async {
             if !registered {
-                controller.register(&host).await?;
+                controller.register_host(&host.name, host.underlay_ip).await?;
                 registered = true;
             }
-            let plan = controller.plan(&host.name).await?;
+            let plan = controller.host_plan(&host.name).await?;
             let outcome = reconcile(&host, &plan).await;
             for c in &outcome.changes {
                 tracing::info!(change = %c, "reconciled");
@@ -374,7 +297,7 @@ pub async fn run(
                 tracing::warn!(problem = %p, "reconcile problem");
             }
             ready.store(outcome.problems.is_empty(), std::sync::atomic::Ordering::Relaxed);
-            Ok::<u64, String>(plan.version)
+            Ok::<u64, ultracloud_resource::client::ClientError>(plan.version)
         };
         let wait_after = match pass.await {
             Ok(v) => v,

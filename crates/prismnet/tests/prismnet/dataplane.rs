@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method as M;
 use serde_json::{Value, json};
-use ultracloud_prismnet::agent::{self, AgentHost, ControllerClient};
+use ultracloud_prismnet::agent::{self, AgentHost};
+use ultracloud_prismnet::client::Prismnet;
 
 fn sh(args: &[&str]) -> (bool, String) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -181,7 +182,7 @@ async fn two_hosts_dhcp_vxlan_security_groups_spoofing_and_isolation() {
         let key = keys.iter().find(|(n, _)| *n == name).map(|(_, k)| k.clone()).unwrap();
         let tokens = ultracloud_iam::guard::TokenSource::new(vec![s.iam.clone()], key).unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
-        let client = ControllerClient::new(&s.ctl, tokens);
+        let client = Prismnet::new(tokens.client(Prismnet::SERVICE, &[&s.ctl]).unwrap());
         tokio::spawn(agent::run(host.clone(), client, Arc::new(AtomicBool::new(false)), stop.clone()));
         agents.0.lock().unwrap().push(stop.clone());
         (host, stop)
@@ -333,3 +334,74 @@ async fn two_hosts_dhcp_vxlan_security_groups_spoofing_and_isolation() {
     .await;
     let _ = host_a;
 }
+
+/// A subnet removed and another made with its VNI within a second: retiring the old DHCP
+/// server stops the dnsmasq the agent started and every other process in its namespace (a
+/// server nothing tracks any more) before the namespace goes, and a new server starts at once.
+#[tokio::test]
+async fn a_reused_vni_retires_every_process_of_the_old_dhcp_namespace() {
+    use ultracloud_prismnet::agent::dnsmasq;
+    use ultracloud_prismnet::plan::{DhcpPlan, SubnetPlan};
+    if let Some(why) = missing_prerequisite() {
+        ultracloud_runtime::prerequisite::missing(&why);
+        return;
+    }
+    let lab = Lab { tag: ultracloud_iam::credential::new_id()[..4].to_owned() };
+    let state = tempfile::tempdir().unwrap();
+    let host = lab.host("r");
+    let vni = 0x4242;
+    let ns = dnsmasq::namespace(&host, vni);
+    let subnet = SubnetPlan {
+        id: "s".into(),
+        vni,
+        cidr: "10.9.0.0/24".parse().unwrap(),
+        gateway: None,
+        dns_servers: vec![],
+        mtu: 1450,
+        peers: vec![],
+        dhcp: None,
+        ports: vec![],
+    };
+    let d = DhcpPlan { ip: "10.9.0.2".parse().unwrap(), mac: "52:54:00:09:00:02".into(), leases: vec![] };
+    // The agent's namespace for the server: dhcp0 (a dummy here, a veth on the bridge in the
+    // agent) and dnsmasq on it.
+    let make_server = || async {
+        must(&["ip", "netns", "add", &ns]);
+        must(&["ip", "-n", &ns, "link", "add", "dhcp0", "type", "dummy"]);
+        must(&["ip", "-n", &ns, "addr", "add", "10.9.0.2/24", "dev", "dhcp0"]);
+        must(&["ip", "-n", &ns, "link", "set", "dhcp0", "up"]);
+        dnsmasq::ensure(state.path(), &host, &subnet, &d).await.unwrap();
+        eventually("dnsmasq running", Duration::from_secs(5), || dnsmasq::Files::new(state.path(), vni).running().is_some())
+            .await;
+        dnsmasq::Files::new(state.path(), vni).running().unwrap()
+    };
+    let server = make_server().await;
+    // A second process in the namespace that no pid file names.
+    let mut stray = Command::new("ip").args(["netns", "exec", &ns, "sleep", "300"]).spawn().unwrap();
+    eventually("the stray in the namespace", Duration::from_secs(5), || {
+        sh(&["ip", "netns", "pids", &ns]).1.lines().count() >= 2
+    })
+    .await;
+
+    dnsmasq::retire(state.path(), &host, vni).await.unwrap();
+    let (_, namespaces) = sh(&["ip", "netns", "list"]);
+    assert!(!namespaces.lines().any(|l| l.split_whitespace().next() == Some(ns.as_str())), "{ns} is left");
+    // Gone, or a zombie its (re)parent has not reaped yet.
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    };
+    assert!(gone(server), "dnsmasq {server} outlived its namespace");
+    let exited = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        stray.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "the untracked process in the namespace was not stopped");
+
+    // The new subnet's server starts in a fresh namespace right away.
+    let again = make_server().await;
+    assert_ne!(again, server);
+    dnsmasq::retire(state.path(), &host, vni).await.unwrap();
+    assert!(gone(again), "dnsmasq {again} outlived its namespace");
+}
+

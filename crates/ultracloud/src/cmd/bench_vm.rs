@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use reqwest::Method;
-use serde_json::{Value, json};
+use ultracloud_plasmavmc::api::{ListQuery, NewVm, NicRequest, VmState, VmView};
+use ultracloud_plasmavmc::client::Plasmavmc;
 
-use super::project::Ctx;
+use super::project::{Ctx, ProjectArgs};
+use super::table::Output;
 
 /// Measure VM creation and memory on a running stack (prints figures; never pass/fail).
 #[derive(Debug, Args)]
@@ -59,30 +60,48 @@ fn rss_kib(pick: impl Fn(&[&str]) -> bool) -> u64 {
         .sum()
 }
 
-/// The project's session, re-opened for each use: a run outlasts an access token, and opening
-/// refreshes it.
-async fn ctx(a: &VmBench) -> anyhow::Result<Ctx> {
-    Ctx::open(&a.plasmavmc, Some(&a.tenant), Some(&a.project), None, false).await
+/// The project's session (its token renews itself: a run outlasts an access token) and
+/// plasmavmc's client.
+async fn open(a: &VmBench) -> anyhow::Result<(Ctx, Plasmavmc)> {
+    let args = ProjectArgs {
+        tenant: Some(a.tenant.clone()),
+        project: Some(a.project.clone()),
+        iam: None,
+        output: Output::Table,
+        json: false,
+    };
+    let c = Ctx::open(Plasmavmc::SERVICE, &a.plasmavmc, &args).await?;
+    let vmc = Plasmavmc::new(c.client.clone());
+    Ok((c, vmc))
+}
+
+/// The project's VMs now.
+async fn vms(c: &Ctx, vmc: &Plasmavmc) -> anyhow::Result<Vec<VmView>> {
+    Ok(vmc.vms(&c.owner).list_all(&ListQuery::default()).await?)
 }
 
 /// When each VM was first seen running (QEMU up) and guest-ready, from `start`.
-async fn watch(a: &VmBench, names: &[String], start: Instant) -> anyhow::Result<HashMap<String, (Duration, Duration)>> {
+async fn watch(
+    c: &Ctx,
+    vmc: &Plasmavmc,
+    names: &[String],
+    start: Instant,
+) -> anyhow::Result<HashMap<String, (Duration, Duration)>> {
     let mut running: HashMap<String, Duration> = HashMap::new();
     let mut ready: HashMap<String, (Duration, Duration)> = HashMap::new();
     while ready.len() < names.len() {
         if start.elapsed() > Duration::from_secs(600) {
             bail!("{} of {} VMs ready after 10 minutes", ready.len(), names.len());
         }
-        let list = ctx(a).await?.call(Method::GET, "/vms", None).await?;
-        for v in list["items"].as_array().into_iter().flatten() {
-            let name = v["name"].as_str().unwrap_or_default().to_owned();
+        for v in vms(c, vmc).await? {
+            let name = v.vm.name.clone();
             if !names.contains(&name) || ready.contains_key(&name) {
                 continue;
             }
-            if v["state"] == "running" {
+            if v.state == VmState::Running {
                 running.entry(name.clone()).or_insert_with(|| start.elapsed());
             }
-            if v["status"]["guest_ready"] == true {
+            if v.status.as_ref().is_some_and(|s| s.guest_ready) {
                 let up = running.get(&name).copied().unwrap_or_else(|| start.elapsed());
                 ready.insert(name, (up, start.elapsed()));
             }
@@ -101,25 +120,33 @@ fn stats(mut xs: Vec<f64>) -> String {
     format!("min {:.1}s  median {:.1}s  max {:.1}s", xs[0], xs[n / 2], xs[n - 1])
 }
 
-async fn create(c: &Ctx, name: &str, a: &VmBench) -> anyhow::Result<Value> {
-    let body = json!({"name": name, "image": a.image, "memory_mib": a.memory, "nics": [{"subnet": a.subnet}], "stop_timeout_s": 5});
-    c.call(Method::POST, "/vms", Some(&body)).await.with_context(|| format!("creating {name}"))
+async fn create(c: &Ctx, vmc: &Plasmavmc, name: &str, a: &VmBench) -> anyhow::Result<VmView> {
+    let new = NewVm {
+        name: name.to_owned(),
+        image: a.image.clone(),
+        vcpus: None,
+        memory_mib: Some(a.memory),
+        nics: vec![NicRequest { subnet: Some(a.subnet.clone()), port: None }],
+        volumes: Vec::new(),
+        user_data: None,
+        restart_policy: None,
+        anti_affinity: None,
+        stop_timeout_s: Some(5),
+        host: None,
+        start: None,
+        labels: Default::default(),
+        annotations: Default::default(),
+    };
+    vmc.vms(&c.owner).create(&new).await.with_context(|| format!("creating {name}"))
 }
 
-async fn delete_all(a: &VmBench, names: &[String]) -> anyhow::Result<()> {
-    let c = ctx(a).await?;
+async fn delete_all(c: &Ctx, vmc: &Plasmavmc, names: &[String]) -> anyhow::Result<()> {
     for n in names {
-        let _ = c.call(Method::DELETE, &format!("/vms/{n}"), None).await;
+        let _ = vmc.vms(&c.owner).delete(n).await;
     }
     let start = Instant::now();
     loop {
-        let list = ctx(a).await?.call(Method::GET, "/vms", None).await?;
-        let left = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|v| names.iter().any(|n| v["name"] == n.as_str()))
-            .count();
+        let left = vms(c, vmc).await?.iter().filter(|v| names.contains(&v.vm.name)).count();
         if left == 0 {
             return Ok(());
         }
@@ -132,7 +159,7 @@ async fn delete_all(a: &VmBench, names: &[String]) -> anyhow::Result<()> {
 
 /// Runs `bench vms`.
 pub async fn run(a: VmBench) -> anyhow::Result<ExitCode> {
-    let c = ctx(&a).await?;
+    let (c, vmc) = open(&a).await?;
     let agent = |args: &[&str]| args.get(1) == Some(&"plasmavmc-agent");
     let qemu_of = |id: String| move |args: &[&str]| args.iter().any(|a| a.starts_with(&format!("ultracloud-{id},")));
     let agent_before = rss_kib(agent);
@@ -141,12 +168,13 @@ pub async fn run(a: VmBench) -> anyhow::Result<ExitCode> {
     // One VM alone: the create-to-ready path and its QEMU part.
     let one = vec![format!("bench-{tag}-solo")];
     let start = Instant::now();
-    let v = create(&c, &one[0], &a).await?;
+    let v = create(&c, &vmc, &one[0], &a).await?;
     let api = start.elapsed();
-    let t = watch(&a, &one, start).await?;
+    let t = watch(&c, &vmc, &one, start).await?;
     let (up, ready) = t[&one[0]];
-    let solo_rss = rss_kib(qemu_of(v["id"].as_str().unwrap_or_default().to_owned()));
-    println!("one VM ({} MiB, {}):", a.memory, v["status"]["accel"].as_str().unwrap_or("tcg"));
+    let solo_rss = rss_kib(qemu_of(v.vm.id.clone()));
+    let accel = vms(&c, &vmc).await?.into_iter().find(|x| x.vm.id == v.vm.id).and_then(|x| x.status?.accel);
+    println!("one VM ({} MiB, {}):", a.memory, accel.as_deref().unwrap_or("tcg"));
     println!("  API create answered        {:>6.2}s", api.as_secs_f64());
     println!("  QEMU running               {:>6.2}s  (image fetch, overlay, tap, QEMU start)", up.as_secs_f64());
     println!(
@@ -155,17 +183,17 @@ pub async fn run(a: VmBench) -> anyhow::Result<ExitCode> {
         (ready - up).as_secs_f64()
     );
     println!("  QEMU resident memory       {:>6} MiB", solo_rss / 1024);
-    delete_all(&a, &one).await?;
+    delete_all(&c, &vmc, &one).await?;
 
     // N at once.
     let names: Vec<String> = (0..a.count).map(|i| format!("bench-{tag}-{i}")).collect();
     let start = Instant::now();
     let mut ids = Vec::new();
-    let created = futures::future::join_all(names.iter().map(|n| create(&c, n, &a))).await;
+    let created = futures::future::join_all(names.iter().map(|n| create(&c, &vmc, n, &a))).await;
     for r in created {
-        ids.push(r?["id"].as_str().unwrap_or_default().to_owned());
+        ids.push(r?.vm.id);
     }
-    let t = watch(&a, &names, start).await?;
+    let t = watch(&c, &vmc, &names, start).await?;
     let wall = start.elapsed();
     let qemu: u64 = ids.iter().map(|id| rss_kib(qemu_of(id.clone()))).sum();
     let agent_after = rss_kib(agent);
@@ -180,6 +208,6 @@ pub async fn run(a: VmBench) -> anyhow::Result<ExitCode> {
         agent_before / 1024,
         agent_after / 1024
     );
-    delete_all(&a, &names).await?;
+    delete_all(&c, &vmc, &names).await?;
     Ok(ExitCode::SUCCESS)
 }

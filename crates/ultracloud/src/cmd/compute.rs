@@ -1,4 +1,5 @@
-//! `ultracloud vm|image|volume`: plasmavmc's resources on the command line.
+//! `ultracloud vm|image|volume`: plasmavmc's resources on the command line, through its typed
+//! client.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,35 +8,27 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use base64::Engine;
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde_json::{Value, json};
+use ultracloud_plasmavmc::api::*;
+use ultracloud_plasmavmc::client::{Plasmavmc, VmAction};
 
-use super::project::Ctx;
+use super::project::{Ctx, ListArgs, MetaArgs, ProjectArgs};
 
 /// Where compute resources live and how to print them.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The plasmavmc controller (a bare host:port is https:// when a cluster CA is trusted).
+    /// The plasmavmc controller's replicas, comma-separated (a bare host:port is https://
+    /// when a cluster CA is trusted).
     #[arg(long, global = true, env = "ULTRACLOUD_PLASMAVMC", default_value = "127.0.0.1:8680")]
     plasmavmc: String,
-    /// Tenant (default: your home tenant).
-    #[arg(long, short, global = true, env = "ULTRACLOUD_TENANT")]
-    tenant: Option<String>,
-    /// Project.
-    #[arg(long, short, global = true, env = "ULTRACLOUD_PROJECT")]
-    project: Option<String>,
-    /// iam's URL (default: the one logged in to).
-    #[arg(long, global = true, env = "ULTRACLOUD_IAM")]
-    iam: Option<String>,
-    /// Print JSON.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    project: ProjectArgs,
 }
 
 impl Target {
-    async fn open(&self) -> anyhow::Result<Ctx> {
-        Ctx::open(&self.plasmavmc, self.tenant.as_deref(), self.project.as_deref(), self.iam.as_deref(), self.json)
-            .await
+    async fn open(&self) -> anyhow::Result<(Ctx, Plasmavmc)> {
+        let c = Ctx::open(Plasmavmc::SERVICE, &self.plasmavmc, &self.project).await?;
+        let vmc = Plasmavmc::new(c.client.clone());
+        Ok((c, vmc))
     }
 }
 
@@ -76,8 +69,8 @@ enum VmCommand {
         #[arg(long, value_name = "FILE")]
         user_data: Option<PathBuf>,
         /// always, on-failure or never.
-        #[arg(long, default_value = "on-failure")]
-        restart_policy: String,
+        #[arg(long, default_value = "on-failure", value_parser = parse_restart_policy)]
+        restart_policy: RestartPolicy,
         /// Spread VMs with the same label over different workers.
         #[arg(long)]
         anti_affinity: Option<String>,
@@ -93,9 +86,11 @@ enum VmCommand {
         /// Wait until the guest reports ready.
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        meta: MetaArgs,
     },
     /// List VMs with their state and addresses.
-    List,
+    List(ListArgs),
     /// Show a VM.
     Show {
         /// Name or ID.
@@ -158,28 +153,35 @@ enum VmCommand {
 
 const VM_FIELDS: &[&str] = &["name", "state", "host", "addresses", "vcpus", "memory_mib", "image", "id"];
 
+fn parse_restart_policy(s: &str) -> Result<RestartPolicy, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("{s:?}: always, on-failure or never"))
+}
+
 /// Polls a VM until `done` says so, printing its state as it changes; `None` from the
 /// server (404) counts as "gone".
 async fn wait_for(
     c: &Ctx,
+    vmc: &Plasmavmc,
     name: &str,
     what: &str,
-    done: impl Fn(Option<&Value>) -> bool,
-) -> anyhow::Result<Option<Value>> {
+    done: impl Fn(Option<&VmView>) -> bool,
+) -> anyhow::Result<Option<VmView>> {
     let started = Instant::now();
     let mut last = String::new();
     loop {
-        let v = match c.call(Method::GET, &format!("/vms/{name}"), None).await {
+        let v = match vmc.vms(&c.owner).get(name).await {
             Ok(v) => Some(v),
-            Err(e) if format!("{e:#}").contains("not found") => None,
-            Err(e) => return Err(e),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
         };
         if done(v.as_ref()) {
             eprintln!("  {what} after {:.1} s", started.elapsed().as_secs_f64());
             return Ok(v);
         }
         let state = v.as_ref().map_or("gone".to_owned(), |v| {
-            format!("{} {}", v["state"].as_str().unwrap_or("?"), v["status"]["message"].as_str().unwrap_or(""))
+            let message = v.status.as_ref().map_or("", |s| s.message.as_str());
+            format!("{} {message}", state_name(v.state))
         });
         if state != last {
             eprintln!("  … {}", state.trim());
@@ -192,17 +194,22 @@ async fn wait_for(
     }
 }
 
-fn ready(v: Option<&Value>) -> bool {
-    v.is_some_and(|v| v["state"] == "running" && v["status"]["guest_ready"] == true)
+fn state_name(s: VmState) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{s:?}"))
 }
 
-fn stopped(v: Option<&Value>) -> bool {
-    v.is_some_and(|v| v["state"] == "stopped" && v["power"] == "stopped")
+fn ready(v: Option<&VmView>) -> bool {
+    v.is_some_and(|v| v.state == VmState::Running && v.status.as_ref().is_some_and(|s| s.guest_ready))
+}
+
+fn stopped(v: Option<&VmView>) -> bool {
+    v.is_some_and(|v| v.state == VmState::Stopped && v.vm.power == Power::Stopped)
 }
 
 /// Runs `vm`.
 pub async fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
-    let c = args.target.open().await?;
+    let (c, vmc) = args.target.open().await?;
+    let vms = vmc.vms(&c.owner);
     match args.command {
         VmCommand::Create {
             name,
@@ -219,9 +226,11 @@ pub async fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
             stop_timeout,
             stopped,
             wait,
+            meta,
         } => {
-            let mut nics: Vec<Value> = subnet.iter().map(|s| json!({"subnet": s})).collect();
-            nics.extend(port.iter().map(|p| json!({"port": p})));
+            let mut nics: Vec<NicRequest> =
+                subnet.into_iter().map(|s| NicRequest { subnet: Some(s), port: None }).collect();
+            nics.extend(port.into_iter().map(|p| NicRequest { subnet: None, port: Some(p) }));
             let user_data = match user_data {
                 Some(f) => Some(
                     base64::engine::general_purpose::STANDARD
@@ -229,78 +238,75 @@ pub async fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
                 ),
                 None => None,
             };
-            let body = json!({
-                "name": name, "image": image, "vcpus": vcpus, "memory_mib": memory, "nics": nics,
-                "volumes": volume, "user_data": user_data, "restart_policy": restart_policy,
-                "anti_affinity": anti_affinity, "host": host, "stop_timeout_s": stop_timeout, "start": !stopped,
-            });
-            let v = c.call(Method::POST, "/vms", Some(&body)).await?;
+            let (labels, annotations) = meta.split();
+            let new = NewVm {
+                name: name.clone(),
+                image,
+                vcpus: Some(vcpus),
+                memory_mib: Some(memory),
+                nics,
+                volumes: volume,
+                user_data,
+                restart_policy: Some(restart_policy),
+                anti_affinity,
+                stop_timeout_s: stop_timeout,
+                host,
+                start: Some(!stopped),
+                labels,
+                annotations,
+            };
+            let v = vms.create(&new).await?;
             if wait && !stopped {
-                let v = wait_for(&c, &name, "ready", ready).await?.unwrap_or(v);
+                let v = wait_for(&c, &vmc, &name, "ready", ready).await?.unwrap_or(v);
                 c.show(&v);
             } else {
                 c.show(&v);
             }
         }
-        VmCommand::List => c.list("/vms", VM_FIELDS).await?,
-        VmCommand::Show { name } => c.show(&c.call(Method::GET, &format!("/vms/{name}"), None).await?),
+        VmCommand::List(l) => c.list(vms, &l, VM_FIELDS).await?,
+        VmCommand::Show { name } => c.show(&vms.get(&name).await?),
         VmCommand::Start { name, wait } => {
-            c.call(Method::POST, &format!("/vms/{name}/start"), None).await?;
+            vmc.act(&c.owner, &name, VmAction::Start).await?;
             println!("VM {name}: start requested");
             if wait {
-                wait_for(&c, &name, "ready", ready).await?;
+                wait_for(&c, &vmc, &name, "ready", ready).await?;
             }
         }
         VmCommand::Stop { name, wait } => {
-            c.call(Method::POST, &format!("/vms/{name}/stop"), None).await?;
+            vmc.act(&c.owner, &name, VmAction::Stop).await?;
             println!("VM {name}: stop requested");
             if wait {
-                wait_for(&c, &name, "stopped", stopped).await?;
+                wait_for(&c, &vmc, &name, "stopped", stopped).await?;
             }
         }
         VmCommand::Reboot { name } => {
-            c.call(Method::POST, &format!("/vms/{name}/reboot"), None).await?;
+            vmc.act(&c.owner, &name, VmAction::Reboot).await?;
             println!("VM {name}: reboot requested");
         }
         VmCommand::Delete { name, wait } => {
-            c.call(Method::DELETE, &format!("/vms/{name}"), None).await?;
+            vms.delete(&name).await?;
             println!("VM {name}: delete requested");
             if wait {
-                wait_for(&c, &name, "deleted", |v| v.is_none()).await?;
+                wait_for(&c, &vmc, &name, "deleted", |v| v.is_none()).await?;
             }
         }
-        VmCommand::Console { name } => {
-            let v = c.call(Method::GET, &format!("/vms/{name}/console"), None).await?;
-            print!("{}", v.as_str().unwrap_or_default());
-        }
-        VmCommand::Events { name } => c.list(&format!("/vms/{name}/events"), &["at_ms", "kind", "message"]).await?,
+        VmCommand::Console { name } => print!("{}", vmc.console(&c.owner, &name).await?),
+        VmCommand::Events { name } => c.out.list(&vmc.vm_events(&c.owner, &name).await?, &["at_ms", "kind", "message"]),
         VmCommand::Migrate { name, to, live, wait } => {
-            let v = c
-                .call(Method::POST, &format!("/vms/{name}/migrate"), Some(&json!({"target": to, "live": live})))
-                .await?;
-            let target = v["migration"]["target"].as_str().unwrap_or("?").to_owned();
-            println!("VM {name}: migrating {} → {target}", v["host"].as_str().unwrap_or("?"));
+            let v = vmc.migrate(&c.owner, &name, &MigrateRequest { target: to, live }).await?;
+            let target = v.vm.migration.as_ref().map_or("?".to_owned(), |m| m.target.clone());
+            println!("VM {name}: migrating {} → {target}", v.vm.host);
             if wait {
-                let running = v["power"] == "running";
+                let running = v.vm.power == Power::Running;
                 // Done when the migration record is gone: on the target (ready, if running),
                 // or still on the source when it was called off.
-                let end = wait_for(&c, &name, "migration over", |v| {
-                    v.is_some_and(|v| {
-                        v["migration"].is_null() && (v["host"] != target.as_str() || !running || ready(Some(v)))
-                    })
+                let end = wait_for(&c, &vmc, &name, "migration over", |v| {
+                    v.is_some_and(|v| v.vm.migration.is_none() && (v.vm.host != target || !running || ready(Some(v))))
                 })
                 .await?;
-                let events = c.call(Method::GET, &format!("/vms/{name}/events"), None).await?;
-                let last = |kind: &str| {
-                    events["items"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .rev()
-                        .find(|e| e["kind"] == kind)
-                        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
-                };
-                if end.as_ref().is_some_and(|v| v["host"] != target.as_str()) {
+                let events = vmc.vm_events(&c.owner, &name).await?;
+                let last = |kind: &str| events.iter().rev().find(|e| e.kind == kind).map(|e| e.message.clone());
+                if end.as_ref().is_some_and(|v| v.vm.host != target) {
                     let why = last("migration-failed").unwrap_or_else(|| "see `ultracloud vm events`".into());
                     bail!("VM {name} did not move to {target}; it stays where it was: {why}");
                 }
@@ -335,8 +341,8 @@ enum ImageCommand {
         #[arg(long)]
         sha256: Option<String>,
         /// qcow2 or raw (default: detected).
-        #[arg(long)]
-        format: Option<String>,
+        #[arg(long, value_parser = parse_format)]
+        format: Option<DiskFormat>,
         /// Kernel URL for direct boot.
         #[arg(long)]
         kernel_url: Option<String>,
@@ -349,9 +355,11 @@ enum ImageCommand {
         /// Import the guest image `ultracloud image build-guest` made (from its directory).
         #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
         guest: Option<PathBuf>,
+        #[command(flatten)]
+        meta: MetaArgs,
     },
     /// List images.
-    List,
+    List(ListArgs),
     /// Show an image.
     Show {
         /// Name or ID.
@@ -366,19 +374,29 @@ enum ImageCommand {
     BuildGuest(super::guest_image::BuildGuestArgs),
 }
 
+fn parse_format(s: &str) -> Result<DiskFormat, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| format!("{s:?}: qcow2 or raw"))
+}
+
 /// The import request for a guest image directory (its `manifest.json` names the files).
-pub fn guest_import_body(name: &str, dir: &Path) -> anyhow::Result<Value> {
+pub fn guest_import(name: &str, dir: &Path) -> anyhow::Result<NewImage> {
     let m = ultracloud_guest_image::read_manifest(dir).with_context(|| {
         format!("reading the guest image in {} (run `ultracloud image build-guest`)", dir.display())
     })?;
     let url = |f: &str| format!("file://{}", dir.join(f).display());
-    Ok(json!({
-        "name": name,
-        "url": url(&m.files.disk.file), "sha256": m.files.disk.sha256, "format": "qcow2",
-        "kernel_url": url(&m.files.kernel.file), "kernel_sha256": m.files.kernel.sha256,
-        "initrd_url": url(&m.files.initrd.file), "initrd_sha256": m.files.initrd.sha256,
-        "cmdline": m.cmdline,
-    }))
+    Ok(NewImage {
+        name: name.to_owned(),
+        url: url(&m.files.disk.file),
+        sha256: Some(m.files.disk.sha256.clone()),
+        format: Some(DiskFormat::Qcow2),
+        kernel_url: Some(url(&m.files.kernel.file)),
+        kernel_sha256: Some(m.files.kernel.sha256.clone()),
+        initrd_url: Some(url(&m.files.initrd.file)),
+        initrd_sha256: Some(m.files.initrd.sha256.clone()),
+        cmdline: Some(m.cmdline.clone()),
+        labels: Default::default(),
+        annotations: Default::default(),
+    })
 }
 
 /// Runs `image`.
@@ -386,25 +404,37 @@ pub async fn image(args: ImageArgs) -> anyhow::Result<ExitCode> {
     if let ImageCommand::BuildGuest(a) = args.command {
         return tokio::task::spawn_blocking(move || super::guest_image::run(a)).await?;
     }
-    let c = args.target.open().await?;
+    let (c, vmc) = args.target.open().await?;
+    let images = vmc.images(&c.owner);
     match args.command {
-        ImageCommand::Import { name, url, sha256, format, kernel_url, initrd_url, cmdline, guest } => {
-            let body = match guest {
+        ImageCommand::Import { name, url, sha256, format, kernel_url, initrd_url, cmdline, guest, meta } => {
+            let (labels, annotations) = meta.split();
+            let mut new = match guest {
                 Some(dir) => {
                     let dir = if dir.as_os_str().is_empty() { ultracloud_guest_image::default_out_dir() } else { dir };
-                    guest_import_body(&name, &dir)?
+                    guest_import(&name, &dir)?
                 }
-                None => json!({
-                    "name": name, "url": url, "sha256": sha256, "format": format,
-                    "kernel_url": kernel_url, "initrd_url": initrd_url, "cmdline": cmdline,
-                }),
+                None => NewImage {
+                    name,
+                    url: url.context("--url or --guest is needed")?,
+                    sha256,
+                    format,
+                    kernel_url,
+                    kernel_sha256: None,
+                    initrd_url,
+                    initrd_sha256: None,
+                    cmdline,
+                    labels: Default::default(),
+                    annotations: Default::default(),
+                },
             };
+            (new.labels, new.annotations) = (labels, annotations);
             eprintln!("importing (the controller reads the files once to check them)…");
-            c.show(&c.call(Method::POST, "/images", Some(&body)).await?);
+            c.show(&images.create(&new).await?);
         }
-        ImageCommand::List => c.list("/images", &["name", "format", "disk", "id"]).await?,
-        ImageCommand::Show { name } => c.show(&c.call(Method::GET, &format!("/images/{name}"), None).await?),
-        ImageCommand::Delete { name } => c.delete(&format!("/images/{name}"), &format!("image {name}")).await?,
+        ImageCommand::List(l) => c.list(images, &l, &["name", "format", "disk.size", "id"]).await?,
+        ImageCommand::Show { name } => c.show(&images.get(&name).await?),
+        ImageCommand::Delete { name } => c.delete(images, &name, "image").await?,
         ImageCommand::BuildGuest(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -428,9 +458,11 @@ enum VolumeCommand {
         /// Size in GiB.
         #[arg(long)]
         size: u32,
+        #[command(flatten)]
+        meta: MetaArgs,
     },
     /// List volumes.
-    List,
+    List(ListArgs),
     /// Attach a volume to a stopped VM.
     Attach {
         /// Volume name or ID.
@@ -453,19 +485,17 @@ enum VolumeCommand {
 
 /// Runs `volume`.
 pub async fn volume(args: VolumeArgs) -> anyhow::Result<ExitCode> {
-    let c = args.target.open().await?;
+    let (c, vmc) = args.target.open().await?;
+    let volumes = vmc.volumes(&c.owner);
     match args.command {
-        VolumeCommand::Create { name, size } => {
-            c.show(&c.call(Method::POST, "/volumes", Some(&json!({"name": name, "size_gib": size}))).await?);
+        VolumeCommand::Create { name, size, meta } => {
+            let (labels, annotations) = meta.split();
+            c.show(&volumes.create(&NewVolume { name, size_gib: size, labels, annotations }).await?);
         }
-        VolumeCommand::List => c.list("/volumes", &["name", "size_gib", "host", "attached_to", "id"]).await?,
-        VolumeCommand::Attach { name, vm } => {
-            c.show(&c.call(Method::POST, &format!("/volumes/{name}/attach"), Some(&json!({"vm": vm}))).await?);
-        }
-        VolumeCommand::Detach { name } => {
-            c.show(&c.call(Method::POST, &format!("/volumes/{name}/detach"), None).await?);
-        }
-        VolumeCommand::Delete { name } => c.delete(&format!("/volumes/{name}"), &format!("volume {name}")).await?,
+        VolumeCommand::List(l) => c.list(volumes, &l, &["name", "size_gib", "host", "attached_to", "id"]).await?,
+        VolumeCommand::Attach { name, vm } => c.show(&vmc.attach(&c.owner, &name, &vm).await?),
+        VolumeCommand::Detach { name } => c.show(&vmc.detach(&c.owner, &name).await?),
+        VolumeCommand::Delete { name } => c.delete(volumes, &name, "volume").await?,
     }
     Ok(ExitCode::SUCCESS)
 }

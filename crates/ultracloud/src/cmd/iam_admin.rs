@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::session::{self, Session};
-use super::table;
+use super::table::Output;
 
 /// Flags every iam resource command takes.
 #[derive(Debug, Args)]
@@ -18,8 +18,11 @@ pub struct Common {
     /// iam's URL (default: the one logged in to).
     #[arg(long, global = true, env = "ULTRACLOUD_IAM")]
     iam: Option<String>,
-    /// Print JSON.
-    #[arg(long, global = true)]
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Same as `-o json`.
+    #[arg(long, global = true, hide = true)]
     json: bool,
 }
 
@@ -28,16 +31,12 @@ impl Common {
         Session::open(self.iam.as_deref()).await
     }
 
+    fn out(&self) -> Output {
+        self.output.or_json(self.json)
+    }
+
     fn show(&self, v: &Value) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-        } else {
-            let rows: Vec<Vec<String>> = v
-                .as_object()
-                .map(|o| o.iter().map(|(k, v)| vec![k.clone(), table::cell(v)]).collect())
-                .unwrap_or_default();
-            table::print(&["FIELD", "VALUE"], &rows);
-        }
+        self.out().one(v);
     }
 }
 
@@ -91,7 +90,7 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<ExitCode> {
         TenantCommand::Create { id, display_name } => {
             c.show(&s.iam(Method::POST, "/v1/tenants", Some(&json!({"id": id, "display_name": display_name}))).await?)
         }
-        TenantCommand::List => table::items(c.json, &s.iam_list("/v1/tenants").await?, &["id", "display_name"]),
+        TenantCommand::List => c.out().list(&s.iam_list("/v1/tenants").await?, &["id", "display_name"]),
         TenantCommand::Show { id } => c.show(&s.iam(Method::GET, &format!("/v1/tenants/{id}"), None).await?),
         TenantCommand::Delete { id } => {
             s.iam(Method::DELETE, &format!("/v1/tenants/{id}"), None).await?;
@@ -136,7 +135,7 @@ pub async fn project(args: ProjectArgs) -> anyhow::Result<ExitCode> {
     let base = format!("/v1/tenants/{tenant}/projects");
     match args.command {
         ProjectCommand::Create { id } => c.show(&s.iam(Method::POST, &base, Some(&json!({"id": id}))).await?),
-        ProjectCommand::List => table::items(c.json, &s.iam_list(&base).await?, &["tenant", "id"]),
+        ProjectCommand::List => c.out().list(&s.iam_list(&base).await?, &["tenant", "id"]),
         ProjectCommand::Delete { id } => {
             s.iam(Method::DELETE, &format!("{base}/{id}"), None).await?;
             println!("project {tenant}/{id} deleted");
@@ -201,7 +200,7 @@ pub async fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
             let body = json!({"name": name, "tenant": tenant, "password": pw});
             c.show(&s.iam(Method::POST, "/v1/users", Some(&body)).await?);
         }
-        UserCommand::List => table::items(c.json, &s.iam_list("/v1/users").await?, &["id", "tenant", "disabled"]),
+        UserCommand::List => c.out().list(&s.iam_list("/v1/users").await?, &["id", "tenant", "disabled"]),
         UserCommand::Show { name } => c.show(&s.iam(Method::GET, &format!("/v1/users/{name}"), None).await?),
         UserCommand::Disable { name } => {
             c.show(&s.iam(Method::PATCH, &format!("/v1/users/{name}"), Some(&json!({"disabled": true}))).await?)
@@ -261,7 +260,7 @@ pub async fn sa(args: SaArgs) -> anyhow::Result<ExitCode> {
             c.show(&s.iam(Method::POST, "/v1/service-accounts", Some(&body)).await?);
         }
         SaCommand::List => {
-            table::items(c.json, &s.iam_list("/v1/service-accounts").await?, &["id", "tenant", "node", "description"])
+            c.out().list(&s.iam_list("/v1/service-accounts").await?, &["id", "tenant", "node", "description"])
         }
         SaCommand::Delete { id } => {
             s.iam(Method::DELETE, &format!("/v1/service-accounts/{id}"), None).await?;
@@ -314,15 +313,15 @@ pub async fn apikey(args: ApiKeyArgs) -> anyhow::Result<ExitCode> {
         ApiKeyCommand::Create { owner, description, expires_in } => {
             let body = json!({"owner": owner, "description": description, "expires_in": expires_in});
             let v = s.iam(Method::POST, "/v1/api-keys", Some(&body)).await?;
-            if c.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+            if c.out() != Output::Table {
+                c.show(&v);
             } else {
                 println!(
                     "API key {} for {} (shown once; store it now):",
-                    table::cell(&v["id"]),
-                    table::cell(&v["owner"])
+                    super::table::cell(&v["id"]),
+                    super::table::cell(&v["owner"])
                 );
-                println!("{}", table::cell(&v["api_key"]));
+                println!("{}", super::table::cell(&v["api_key"]));
             }
         }
         ApiKeyCommand::List { owner } => {
@@ -330,7 +329,7 @@ pub async fn apikey(args: ApiKeyArgs) -> anyhow::Result<ExitCode> {
                 Some(o) => format!("/v1/api-keys?owner={o}"),
                 None => "/v1/api-keys".into(),
             };
-            table::items(c.json, &s.iam_list(&path).await?, &["id", "owner", "created", "expires", "description"]);
+            c.out().list(&s.iam_list(&path).await?, &["id", "owner", "created", "expires", "description"]);
         }
         ApiKeyCommand::Delete { id } => {
             s.iam(Method::DELETE, &format!("/v1/api-keys/{id}"), None).await?;
@@ -386,7 +385,7 @@ pub async fn role(args: RoleArgs) -> anyhow::Result<ExitCode> {
             let body = json!({"name": name, "permissions": permissions, "tenant": tenant});
             c.show(&s.iam(Method::POST, "/v1/roles", Some(&body)).await?);
         }
-        RoleCommand::List => table::items(c.json, &s.iam_list("/v1/roles").await?, &["name", "tenant", "permissions"]),
+        RoleCommand::List => c.out().list(&s.iam_list("/v1/roles").await?, &["name", "tenant", "permissions"]),
         RoleCommand::Show { name } => c.show(&s.iam(Method::GET, &format!("/v1/roles/{name}"), None).await?),
         RoleCommand::Delete { name } => {
             s.iam(Method::DELETE, &format!("/v1/roles/{name}"), None).await?;
@@ -395,7 +394,7 @@ pub async fn role(args: RoleArgs) -> anyhow::Result<ExitCode> {
         RoleCommand::Actions => {
             let v = s.iam(Method::GET, "/v1/permissions", None).await?;
             for a in v["actions"].as_array().into_iter().flatten() {
-                println!("{}", table::cell(a));
+                println!("{}", super::table::cell(a));
             }
         }
     }
@@ -451,7 +450,7 @@ pub async fn binding(args: BindingArgs) -> anyhow::Result<ExitCode> {
                 Some(sub) => format!("/v1/bindings?subject={sub}"),
                 None => "/v1/bindings".into(),
             };
-            table::items(c.json, &s.iam_list(&path).await?, &["id", "subject", "role", "scope"]);
+            c.out().list(&s.iam_list(&path).await?, &["id", "subject", "role", "scope"]);
         }
         BindingCommand::Delete { subject, id } => {
             s.iam(Method::DELETE, &format!("/v1/bindings/{subject}/{id}"), None).await?;

@@ -7,35 +7,38 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde_json::{Value, json};
+use ultracloud_prismnet::api::*;
 use ultracloud_prismnet::apply::{self, Current, Spec};
+use ultracloud_prismnet::cidr::Cidr;
+use ultracloud_prismnet::client::Prismnet;
 
-use super::project::Ctx;
+use super::project::{Ctx, ListArgs, MetaArgs, ProjectArgs};
 
 /// Where resources live and how to print them (every resource command takes these).
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The prismnet controller (a bare host:port is https:// when a cluster CA is trusted).
+    /// The prismnet controller's replicas, comma-separated (a bare host:port is https://
+    /// when a cluster CA is trusted).
     #[arg(long, global = true, env = "ULTRACLOUD_PRISMNET", default_value = "127.0.0.1:8580")]
     prismnet: String,
-    /// Tenant (default: your home tenant).
-    #[arg(long, short, global = true, env = "ULTRACLOUD_TENANT")]
-    tenant: Option<String>,
-    /// Project.
-    #[arg(long, short, global = true, env = "ULTRACLOUD_PROJECT")]
-    project: Option<String>,
-    /// iam's URL (default: the one logged in to).
-    #[arg(long, global = true, env = "ULTRACLOUD_IAM")]
-    iam: Option<String>,
-    /// Print JSON.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    project: ProjectArgs,
 }
 
 impl Target {
-    async fn open(&self) -> anyhow::Result<Ctx> {
-        Ctx::open(&self.prismnet, self.tenant.as_deref(), self.project.as_deref(), self.iam.as_deref(), self.json).await
+    async fn open(&self) -> anyhow::Result<(Ctx, Prismnet)> {
+        let c = Ctx::open(Prismnet::SERVICE, &self.prismnet, &self.project).await?;
+        let net = Prismnet::new(c.client.clone());
+        Ok((c, net))
     }
+}
+
+fn cidr(flag: &str, s: &str) -> anyhow::Result<Cidr> {
+    s.parse().map_err(|e| anyhow::anyhow!("--{flag} {s:?}: {e}"))
+}
+
+fn ip(flag: &str, s: &str) -> anyhow::Result<std::net::Ipv4Addr> {
+    s.parse().with_context(|| format!("--{flag} {s:?}: an IPv4 address"))
 }
 
 /// Tenant networks (VPCs).
@@ -56,9 +59,11 @@ enum NetworkCommand {
         /// Address space, e.g. 10.0.0.0/16 (may overlap other tenants').
         #[arg(long)]
         cidr: String,
+        #[command(flatten)]
+        meta: MetaArgs,
     },
     /// List VPCs.
-    List,
+    List(ListArgs),
     /// Show a VPC.
     Show {
         /// Name or ID.
@@ -85,14 +90,16 @@ pub async fn network(args: NetworkArgs) -> anyhow::Result<ExitCode> {
     if let NetworkCommand::Apply { file, dry_run } = &args.command {
         return apply_file(&args.target, file, *dry_run).await;
     }
-    let c = args.target.open().await?;
+    let (c, net) = args.target.open().await?;
+    let vpcs = net.vpcs(&c.owner);
     match args.command {
-        NetworkCommand::Create { name, cidr } => {
-            c.show(&c.call(Method::POST, "/vpcs", Some(&json!({"name": name, "cidr": cidr}))).await?)
+        NetworkCommand::Create { name, cidr: range, meta } => {
+            let (labels, annotations) = meta.split();
+            c.show(&vpcs.create(&NewVpc { name, cidr: cidr("cidr", &range)?, labels, annotations }).await?);
         }
-        NetworkCommand::List => c.list("/vpcs", &["name", "cidr", "id"]).await?,
-        NetworkCommand::Show { name } => c.show(&c.call(Method::GET, &format!("/vpcs/{name}"), None).await?),
-        NetworkCommand::Delete { name } => c.delete(&format!("/vpcs/{name}"), &format!("VPC {name}")).await?,
+        NetworkCommand::List(l) => c.list(vpcs, &l, &["name", "cidr", "id"]).await?,
+        NetworkCommand::Show { name } => c.show(&vpcs.get(&name).await?),
+        NetworkCommand::Delete { name } => c.delete(vpcs, &name, "VPC").await?,
         NetworkCommand::Apply { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -103,18 +110,23 @@ async fn apply_file(target: &Target, file: &PathBuf, dry_run: bool) -> anyhow::R
     let spec: Spec = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let t = Target {
         prismnet: target.prismnet.clone(),
-        tenant: Some(spec.tenant.clone()),
-        project: Some(spec.project.clone()),
-        iam: target.iam.clone(),
-        json: target.json,
+        project: ProjectArgs {
+            tenant: Some(spec.tenant.clone()),
+            project: Some(spec.project.clone()),
+            iam: target.project.iam.clone(),
+            output: target.project.output,
+            json: target.project.json,
+        },
     };
-    let c = t.open().await?;
+    let (c, net) = t.open().await?;
+    let all = ListQuery::default();
+    let o = &c.owner;
     let current = Current {
-        vpcs: c.items("/vpcs").await?,
-        subnets: c.items("/subnets").await?,
-        routers: c.items("/routers").await?,
-        groups: c.items("/security-groups").await?,
-        ports: c.items("/ports").await?,
+        vpcs: net.vpcs(o).list_all(&all).await?,
+        subnets: net.subnets(o).list_all(&all).await?,
+        routers: net.routers(o).list_all(&all).await?,
+        groups: net.security_groups(o).list_all(&all).await?,
+        ports: net.ports(o).list_all(&all).await?,
     };
     let plan = apply::plan(&spec, &current).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     if plan.is_empty() {
@@ -126,8 +138,19 @@ async fn apply_file(target: &Target, file: &PathBuf, dry_run: bool) -> anyhow::R
             println!("{} {}", a.op, a.describe);
             continue;
         }
+        // An action's path is relative to the project (`/subnets/{id}`), its segments the
+        // plan's own names and the IDs the service gave out.
         let method = Method::from_bytes(a.method.as_bytes())?;
-        c.call(method, &a.path, a.body.as_ref()).await.with_context(|| format!("{} {}", a.op, a.describe))?;
+        let mut path = vec!["v1", "tenants", &o.tenant, "projects", &o.project];
+        path.extend(a.path.split('/').filter(|s| !s.is_empty()));
+        let mut call = c.client.request(method.clone(), &path);
+        if method == Method::POST {
+            call = call.idempotency_key(&ultracloud_resource::client::idempotency_key());
+        }
+        if let Some(body) = &a.body {
+            call = call.json(body);
+        }
+        call.done().await.with_context(|| format!("{} {}", a.op, a.describe))?;
         println!("{} {}", a.op, a.describe);
     }
     if dry_run {
@@ -169,9 +192,11 @@ enum SubnetCommand {
         /// DNS servers for DHCP (repeatable).
         #[arg(long = "dns")]
         dns: Vec<String>,
+        #[command(flatten)]
+        meta: MetaArgs,
     },
     /// List subnets.
-    List,
+    List(ListArgs),
     /// Show a subnet.
     Show {
         /// Name or ID.
@@ -186,15 +211,28 @@ enum SubnetCommand {
 
 /// Runs `subnet`.
 pub async fn subnet(args: SubnetArgs) -> anyhow::Result<ExitCode> {
-    let c = args.target.open().await?;
+    let (c, net) = args.target.open().await?;
+    let subnets = net.subnets(&c.owner);
     match args.command {
-        SubnetCommand::Create { name, vpc, cidr, gateway, no_gateway, no_dhcp, dns } => {
-            let body = json!({"name": name, "vpc": vpc, "cidr": cidr, "gateway": gateway, "no_gateway": no_gateway, "dhcp": !no_dhcp, "dns_servers": dns});
-            c.show(&c.call(Method::POST, "/subnets", Some(&body)).await?);
+        SubnetCommand::Create { name, vpc, cidr: range, gateway, no_gateway, no_dhcp, dns, meta } => {
+            let (labels, annotations) = meta.split();
+            let new = NewSubnet {
+                name,
+                vpc,
+                cidr: cidr("cidr", &range)?,
+                gateway: gateway.as_deref().map(|g| ip("gateway", g)).transpose()?,
+                no_gateway,
+                dhcp: Some(!no_dhcp),
+                dns_servers: dns.iter().map(|d| ip("dns", d)).collect::<anyhow::Result<_>>()?,
+                pools: Vec::new(),
+                labels,
+                annotations,
+            };
+            c.show(&subnets.create(&new).await?);
         }
-        SubnetCommand::List => c.list("/subnets", &["name", "cidr", "gateway", "vni", "dhcp", "id"]).await?,
-        SubnetCommand::Show { name } => c.show(&c.call(Method::GET, &format!("/subnets/{name}"), None).await?),
-        SubnetCommand::Delete { name } => c.delete(&format!("/subnets/{name}"), &format!("subnet {name}")).await?,
+        SubnetCommand::List(l) => c.list(subnets, &l, &["name", "cidr", "gateway", "vni", "dhcp", "id"]).await?,
+        SubnetCommand::Show { name } => c.show(&subnets.get(&name).await?),
+        SubnetCommand::Delete { name } => c.delete(subnets, &name, "subnet").await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -220,9 +258,11 @@ enum RouterCommand {
         /// Subnets to attach (repeatable).
         #[arg(long = "subnet")]
         subnets: Vec<String>,
+        #[command(flatten)]
+        meta: MetaArgs,
     },
     /// List routers.
-    List,
+    List(ListArgs),
     /// Show a router.
     Show {
         /// Name or ID.
@@ -237,35 +277,50 @@ enum RouterCommand {
 
 /// Runs `router`.
 pub async fn router(args: RouterArgs) -> anyhow::Result<ExitCode> {
-    let c = args.target.open().await?;
+    let (c, net) = args.target.open().await?;
+    let routers = net.routers(&c.owner);
     match args.command {
-        RouterCommand::Create { name, vpc, subnets } => c.show(
-            &c.call(Method::POST, "/routers", Some(&json!({"name": name, "vpc": vpc, "subnets": subnets}))).await?,
-        ),
-        RouterCommand::List => c.list("/routers", &["name", "vpc", "subnets", "id"]).await?,
-        RouterCommand::Show { name } => c.show(&c.call(Method::GET, &format!("/routers/{name}"), None).await?),
-        RouterCommand::Delete { name } => c.delete(&format!("/routers/{name}"), &format!("router {name}")).await?,
+        RouterCommand::Create { name, vpc, subnets, meta } => {
+            let (labels, annotations) = meta.split();
+            c.show(&routers.create(&NewRouter { name, vpc, subnets, routes: Vec::new(), labels, annotations }).await?);
+        }
+        RouterCommand::List(l) => c.list(routers, &l, &["name", "vpc", "subnets", "id"]).await?,
+        RouterCommand::Show { name } => c.show(&routers.get(&name).await?),
+        RouterCommand::Delete { name } => c.delete(routers, &name, "router").await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Parses `DIRECTION,PROTOCOL[,PORTS][,REMOTE]`: `ingress,tcp,80`, `ingress,tcp,8000-8080,10.0.0.0/8`,
 /// `ingress,any,,group=web`, `egress,any`.
-fn parse_rule(s: &str) -> anyhow::Result<Value> {
+fn parse_rule(s: &str) -> anyhow::Result<Rule> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     let (Some(dir), Some(proto)) = (parts.first(), parts.get(1)) else {
         bail!("rule {s:?}: use DIRECTION,PROTOCOL[,PORTS][,REMOTE], e.g. ingress,tcp,80,10.0.0.0/8");
     };
-    let mut rule = json!({"direction": dir, "protocol": proto});
+    fn word<T: serde::de::DeserializeOwned>(s: &str, w: &str, what: &str, choices: &str) -> anyhow::Result<T> {
+        serde_json::from_value(serde_json::Value::String(w.to_lowercase()))
+            .map_err(|_| anyhow::anyhow!("rule {s:?}: {what} {w:?} is not one of {choices}"))
+    }
+    let mut rule = Rule {
+        direction: word(s, dir, "direction", "ingress, egress")?,
+        protocol: word(s, proto, "protocol", "any, tcp, udp, icmp")?,
+        port_min: None,
+        port_max: None,
+        remote_cidr: None,
+        remote_group: None,
+    };
     if let Some(ports) = parts.get(2).filter(|p| !p.is_empty()) {
         let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
-        rule["port_min"] = json!(a.parse::<u16>().with_context(|| format!("rule {s:?}: port {a:?}"))?);
-        rule["port_max"] = json!(b.parse::<u16>().with_context(|| format!("rule {s:?}: port {b:?}"))?);
+        rule.port_min = Some(a.parse().with_context(|| format!("rule {s:?}: port {a:?}"))?);
+        rule.port_max = Some(b.parse().with_context(|| format!("rule {s:?}: port {b:?}"))?);
     }
     if let Some(remote) = parts.get(3).filter(|p| !p.is_empty()) {
         match remote.strip_prefix("group=") {
-            Some(g) => rule["remote_group"] = json!(g),
-            None => rule["remote_cidr"] = json!(remote),
+            Some(g) => rule.remote_group = Some(g.to_owned()),
+            None => {
+                rule.remote_cidr = Some(remote.parse().map_err(|e| anyhow::anyhow!("rule {s:?}: {remote:?}: {e}"))?)
+            }
         }
     }
     Ok(rule)
@@ -289,8 +344,11 @@ enum SecgroupCommand {
         /// DIRECTION,PROTOCOL[,PORTS][,REMOTE] (repeatable), e.g. ingress,tcp,80,0.0.0.0/0.
         #[arg(long = "rule")]
         rules: Vec<String>,
+        #[command(flatten)]
+        meta: MetaArgs,
     },
-    /// Replace a group's rules.
+    /// Replace a group's rules (refused if the group changed since it was read: no lost
+    /// update between two operators).
     Rules {
         /// Name or ID.
         name: String,
@@ -299,7 +357,7 @@ enum SecgroupCommand {
         rules: Vec<String>,
     },
     /// List groups.
-    List,
+    List(ListArgs),
     /// Show a group.
     Show {
         /// Name or ID.
@@ -312,28 +370,28 @@ enum SecgroupCommand {
     },
 }
 
+fn parse_rules(rules: &[String]) -> anyhow::Result<Vec<Rule>> {
+    rules.iter().map(|r| parse_rule(r)).collect()
+}
+
 /// Runs `secgroup`.
 pub async fn secgroup(args: SecgroupArgs) -> anyhow::Result<ExitCode> {
-    let c = args.target.open().await?;
+    let (c, net) = args.target.open().await?;
+    let groups = net.security_groups(&c.owner);
     match args.command {
-        SecgroupCommand::Create { name, rules } => {
-            let mut body = json!({"name": name});
-            if !rules.is_empty() {
-                body["rules"] = Value::Array(rules.iter().map(|r| parse_rule(r)).collect::<anyhow::Result<_>>()?);
-            }
-            c.show(&c.call(Method::POST, "/security-groups", Some(&body)).await?);
+        SecgroupCommand::Create { name, rules, meta } => {
+            let (labels, annotations) = meta.split();
+            let rules = if rules.is_empty() { None } else { Some(parse_rules(&rules)?) };
+            c.show(&groups.create(&NewSecurityGroup { name, rules, labels, annotations }).await?);
         }
         SecgroupCommand::Rules { name, rules } => {
-            let rules: Vec<Value> = rules.iter().map(|r| parse_rule(r)).collect::<anyhow::Result<_>>()?;
-            c.show(&c.call(Method::PUT, &format!("/security-groups/{name}"), Some(&json!({"rules": rules}))).await?);
+            let rules = GroupRules { rules: parse_rules(&rules)? };
+            let (group, revision) = groups.get_tagged(&name).await?;
+            c.show(&net.set_rules(&c.owner, &group.id, &rules, revision).await?);
         }
-        SecgroupCommand::List => c.list("/security-groups", &["name", "rules", "id"]).await?,
-        SecgroupCommand::Show { name } => {
-            c.show(&c.call(Method::GET, &format!("/security-groups/{name}"), None).await?)
-        }
-        SecgroupCommand::Delete { name } => {
-            c.delete(&format!("/security-groups/{name}"), &format!("security group {name}")).await?
-        }
+        SecgroupCommand::List(l) => c.list(groups, &l, &["name", "rules", "id"]).await?,
+        SecgroupCommand::Show { name } => c.show(&groups.get(&name).await?),
+        SecgroupCommand::Delete { name } => c.delete(groups, &name, "security group").await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -369,9 +427,11 @@ enum PortCommand {
         /// …plugging a veth into this network namespace.
         #[arg(long)]
         netns: Option<String>,
+        #[command(flatten)]
+        meta: MetaArgs,
     },
     /// List ports.
-    List,
+    List(ListArgs),
     /// Show a port.
     Show {
         /// ID.
@@ -386,34 +446,49 @@ enum PortCommand {
 
 /// Runs `port`.
 pub async fn port(args: PortArgs) -> anyhow::Result<ExitCode> {
-    let c = args.target.open().await?;
+    let (c, net) = args.target.open().await?;
+    let ports = net.ports(&c.owner);
     match args.command {
-        PortCommand::Create { subnet, name, ips, groups, host, netns } => {
-            let mut body = json!({"subnet": subnet, "name": name, "fixed_ips": ips});
-            if !groups.is_empty() {
-                body["security_groups"] = json!(groups);
-            }
-            if let (Some(h), Some(ns)) = (host, netns) {
-                body["binding"] = json!({"host": h, "plug": {"kind": "netns", "netns": ns}});
-            }
-            c.show(&c.call(Method::POST, "/ports", Some(&body)).await?);
+        PortCommand::Create { subnet, name, ips, groups, host, netns, meta } => {
+            let (labels, annotations) = meta.split();
+            let binding = match (host, netns) {
+                (Some(host), Some(netns)) => Some(Binding { host, plug: Plug::Netns { netns }, standby: None }),
+                _ => None,
+            };
+            let new = NewPort {
+                subnet,
+                name,
+                fixed_ips: ips.iter().map(|i| ip("ip", i)).collect::<anyhow::Result<_>>()?,
+                security_groups: if groups.is_empty() { None } else { Some(groups) },
+                binding,
+                labels,
+                annotations,
+                ..NewPort::default()
+            };
+            c.show(&ports.create(&new).await?);
         }
-        PortCommand::List => c.list("/ports", &["id", "name", "mac", "fixed_ips", "device_owner"]).await?,
-        PortCommand::Show { id } => c.show(&c.call(Method::GET, &format!("/ports/{id}"), None).await?),
-        PortCommand::Delete { id } => c.delete(&format!("/ports/{id}"), &format!("port {id}")).await?,
+        PortCommand::List(l) => c.list(ports, &l, &["id", "name", "mac", "fixed_ips", "device_owner"]).await?,
+        PortCommand::Show { id } => c.show(&ports.get(&id).await?),
+        PortCommand::Delete { id } => c.delete(ports, &id, "port").await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
+    use ultracloud_prismnet::api::{Direction, Protocol};
+
     #[test]
     fn rules_parse() {
         let r = super::parse_rule("ingress,tcp,8000-8080,10.0.0.0/8").unwrap();
-        assert_eq!((r["port_min"].as_u64(), r["port_max"].as_u64()), (Some(8000), Some(8080)));
-        assert_eq!(r["remote_cidr"], "10.0.0.0/8");
-        assert_eq!(super::parse_rule("ingress,any,,group=web").unwrap()["remote_group"], "web");
+        assert_eq!((r.port_min, r.port_max), (Some(8000), Some(8080)));
+        assert_eq!((r.direction, r.protocol), (Direction::Ingress, Protocol::Tcp));
+        assert_eq!(r.remote_cidr.unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(super::parse_rule("ingress,any,,group=web").unwrap().remote_group.as_deref(), Some("web"));
         assert!(super::parse_rule("ingress").is_err());
         assert!(super::parse_rule("ingress,tcp,eighty").is_err());
+        let e = super::parse_rule("inbound,tcp").unwrap_err().to_string();
+        assert!(e.contains("direction \"inbound\""), "{e}");
+        assert!(super::parse_rule("ingress,tcp,80,10.0.0.0/33").is_err());
     }
 }

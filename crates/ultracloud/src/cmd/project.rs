@@ -1,85 +1,161 @@
-//! The client side of a tenant's project in one service: a logged-in session and the
-//! service's `/v1/tenants/{tenant}/projects/{project}` base, with the calls every resource
-//! command makes (create, list as a table, show, delete).
+//! The client side of a tenant's project in one service: a logged-in session, the service's
+//! typed client on the kit's multi-replica [`Client`] (the session renews its token), the
+//! project the commands address, and how they print.
+
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use reqwest::Method;
-use serde_json::Value;
+use clap::Args;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use ultracloud_resource::client::{Client, Collection};
+use ultracloud_resource::page::ListQuery;
+use ultracloud_resource::{Labels, Owner};
 
 use super::session::Session;
-use super::table;
+use super::table::Output;
 
-/// An open session with the project's base path.
-pub struct Ctx {
-    /// The session.
-    pub s: Session,
-    /// `<service>/v1/tenants/{tenant}/projects/{project}`.
-    pub base: String,
-    /// Print JSON instead of tables.
+/// The project a resource command addresses and how it prints (every resource command takes
+/// these).
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    /// Tenant (default: your home tenant).
+    #[arg(long, short, global = true, env = "ULTRACLOUD_TENANT")]
+    pub tenant: Option<String>,
+    /// Project.
+    #[arg(long, short, global = true, env = "ULTRACLOUD_PROJECT")]
+    pub project: Option<String>,
+    /// iam's URL (default: the one logged in to).
+    #[arg(long, global = true, env = "ULTRACLOUD_IAM")]
+    pub iam: Option<String>,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Same as `-o json`.
+    #[arg(long, global = true, hide = true)]
     pub json: bool,
 }
 
+/// What a `list` command lists.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only resources whose labels match (`env=prod,tier!=db,gpu,!legacy`).
+    #[arg(long, short = 'l')]
+    pub selector: Option<String>,
+    /// Only the resource with this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Items fetched per request (every page is fetched and printed).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub page_size: u16,
+}
+
+impl ListArgs {
+    /// The list query of the first page.
+    pub fn query(&self) -> ListQuery {
+        ListQuery {
+            limit: Some(usize::from(self.page_size)),
+            page_token: None,
+            selector: self.selector.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Labels and annotations a `create` command sets.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MetaArgs {
+    /// A label, KEY=VALUE (repeatable); list with `-l KEY=VALUE`.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// An annotation, KEY=VALUE (repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub annotations: Vec<(String, String)>,
+}
+
+impl MetaArgs {
+    /// The labels and annotations as the API takes them.
+    pub fn split(&self) -> (Labels, Labels) {
+        (self.labels.iter().cloned().collect(), self.annotations.iter().cloned().collect())
+    }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: use KEY=VALUE")),
+    }
+}
+
+/// An open session, the service's client and the project.
+pub struct Ctx {
+    /// The service, authenticated by the session (whose token renews itself).
+    pub client: Client,
+    /// The project addressed.
+    pub owner: Owner,
+    /// How to print.
+    pub out: Output,
+}
+
 impl Ctx {
-    /// Opens the session; the tenant defaults to the caller's home tenant.
-    pub async fn open(
-        service: &str,
-        tenant: Option<&str>,
-        project: Option<&str>,
-        iam: Option<&str>,
-        json: bool,
-    ) -> anyhow::Result<Self> {
-        let s = Session::open(iam).await?;
-        let tenant = match tenant {
-            Some(t) => t.to_owned(),
+    /// Opens the session and a client of `service` at `endpoints` (comma-separated); the
+    /// tenant defaults to the caller's home tenant.
+    pub async fn open(service: &str, endpoints: &str, args: &ProjectArgs) -> anyhow::Result<Self> {
+        let session = Arc::new(Session::open(args.iam.as_deref()).await?);
+        let tenant = match &args.tenant {
+            Some(t) => t.clone(),
             None => {
-                let me = s.iam(Method::GET, "/v1/auth/whoami", None).await?;
+                let me = session.iam(reqwest::Method::GET, "/v1/auth/whoami", None).await?;
                 me["claims"]["tenant"]
                     .as_str()
                     .map(str::to_owned)
                     .context("which tenant? pass --tenant (or set ULTRACLOUD_TENANT)")?
             }
         };
-        let Some(project) = project else { bail!("which project? pass --project (or set ULTRACLOUD_PROJECT)") };
-        let base = format!("{}/v1/tenants/{tenant}/projects/{project}", ultracloud_tls::client::with_scheme(service));
-        Ok(Self { s, base, json })
-    }
-}
-
-impl Ctx {
-    /// Calls `path` under the project base.
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        self.s.call(method, &self.base, path, body).await
+        let Some(project) = args.project.clone() else {
+            bail!("which project? pass --project (or set ULTRACLOUD_PROJECT)")
+        };
+        // A command line waits for one answer: one round over the replicas, then the error.
+        let client = Client::from_list(service, endpoints)?.with_credentials(session.clone()).with_rounds(1);
+        Ok(Self { client, owner: Owner { tenant, project }, out: args.output.or_json(args.json) })
     }
 
-    /// The items of a list answer.
-    pub async fn items<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<Vec<T>> {
-        let v = self.call(Method::GET, path, None).await?;
-        let items = v["items"].as_array().cloned().unwrap_or_default();
-        items.into_iter().map(|i| serde_json::from_value(i).with_context(|| format!("reading {path}"))).collect()
-    }
-
-    /// Prints a list answer as a table of `fields`.
-    pub async fn list(&self, path: &str, fields: &[&str]) -> anyhow::Result<()> {
-        let v = self.call(Method::GET, path, None).await?;
-        table::items(self.json, v["items"].as_array().map(Vec::as_slice).unwrap_or_default(), fields);
+    /// Prints every item of a collection (following `next_page_token`) as rows of `fields`.
+    pub async fn list<R, N>(&self, c: Collection<'_, R, N>, args: &ListArgs, fields: &[&str]) -> anyhow::Result<()>
+    where
+        R: DeserializeOwned + Serialize,
+        N: Serialize,
+    {
+        let items = c.list_all(&args.query()).await?;
+        self.out.list(&items, fields);
         Ok(())
     }
 
     /// Prints one resource.
-    pub fn show(&self, v: &Value) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-            return;
-        }
-        let rows: Vec<Vec<String>> =
-            v.as_object().map(|o| o.iter().map(|(k, v)| vec![k.clone(), table::cell(v)]).collect()).unwrap_or_default();
-        table::print(&["FIELD", "VALUE"], &rows);
+    pub fn show<T: Serialize>(&self, item: &T) {
+        self.out.one(item);
     }
 
-    /// Deletes `path` and says so.
-    pub async fn delete(&self, path: &str, what: &str) -> anyhow::Result<()> {
-        self.call(Method::DELETE, path, None).await?;
-        println!("{what} deleted");
+    /// Deletes `id` from a collection and says so.
+    pub async fn delete<R: DeserializeOwned, N: Serialize>(
+        &self,
+        c: Collection<'_, R, N>,
+        id: &str,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        c.delete(id).await?;
+        println!("{what} {id} deleted");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_are_key_value() {
+        assert_eq!(super::key_value("env=prod").unwrap(), ("env".into(), "prod".into()));
+        assert_eq!(super::key_value("empty=").unwrap(), ("empty".into(), String::new()));
+        assert!(super::key_value("=x").is_err());
+        assert!(super::key_value("novalue").is_err());
     }
 }

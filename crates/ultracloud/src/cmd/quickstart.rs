@@ -8,9 +8,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
-use reqwest::Method;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use ultracloud_harness::sys;
+use ultracloud_plasmavmc::api::{NewVm, NicRequest};
+use ultracloud_plasmavmc::client::Plasmavmc;
+use ultracloud_prismnet::api::{Binding, NewPort, NewSubnet, NewVpc, Plug};
+use ultracloud_prismnet::client::Prismnet;
+use ultracloud_resource::client::{Bearer, Client};
+use ultracloud_resource::{Labels, Owner};
 
 use super::quickstart_stack::{Dirs, HOST, NETNS, PROBE_NS, Stack, api_url, running, services, shown};
 
@@ -163,55 +170,84 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
 
     // The quickstart is an operator of its stack: it holds the admin certificate.
     ultracloud_tls::client::install_dir(&dirs.tls("admin"))?;
-    let http = ultracloud_tls::client::http_client();
-    let iam = &api_url(8480);
+    let login = Client::new("iam", &[api_url(8480)])?;
     let token = steps
         .step("admin login through iam", async {
             let password = ultracloud_runtime::secret_file::read(&dirs.admin_password())?;
-            let v: Value = http
-                .post(format!("{iam}/v1/auth/token"))
-                .json(&json!({"grant_type": "password", "username": "admin", "password": password.trim()}))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            v["access_token"].as_str().map(str::to_owned).context("no access token in iam's answer")
+            let grant = json!({"grant_type": "password", "username": "admin", "password": password.trim()});
+            let issued: ultracloud_iam::service::Issued =
+                login.post(&["v1", "auth", "token"]).json(&grant).retry_safe().fetch().await?;
+            anyhow::Ok(issued.access_token)
         })
         .await?;
-    let api = Api { http: http.clone(), token };
+    // The proof is a client like any other: the typed clients, with the admin's token.
+    let bearer = Arc::new(Bearer(token));
+    let client = |service: &str, port: u16| {
+        Client::new(service, &[api_url(port)]).map(|c| c.with_credentials(bearer.clone()).with_timeout(CALL_TIMEOUT))
+    };
+    let iam_api = client("iam", 8480)?;
+    let net = Prismnet::new(client(Prismnet::SERVICE, 8580)?);
+    let vmc = Plasmavmc::new(client(Plasmavmc::SERVICE, 8680)?);
+    let owner = Owner { tenant: "demo".into(), project: "quickstart".into() };
     steps
         .step("tenant demo, project quickstart", async {
-            api.create(&format!("{iam}/v1/tenants"), json!({"id": "demo"})).await?;
-            api.create(&format!("{iam}/v1/tenants/demo/projects"), json!({"id": "quickstart"})).await
+            iam_api.post(&["v1", "tenants"]).json(&json!({"id": "demo"})).done().await?;
+            iam_api.post(&["v1", "tenants", "demo", "projects"]).json(&json!({"id": "quickstart"})).done().await?;
+            anyhow::Ok(())
         })
         .await?;
-    let net = &format!("{}/v1/tenants/demo/projects/quickstart", api_url(8580));
-    let vmc = &format!("{}/v1/tenants/demo/projects/quickstart", api_url(8680));
     let vni = steps
         .step("VPC 10.42.0.0/16 and subnet 10.42.1.0/24", async {
-            api.create(&format!("{net}/vpcs"), json!({"name": "demo", "cidr": "10.42.0.0/16"})).await?;
-            let s = api
-                .create(&format!("{net}/subnets"), json!({"name": "demo", "vpc": "demo", "cidr": "10.42.1.0/24"}))
-                .await?;
-            Ok(s["vni"].as_u64().unwrap_or_default())
+            let meta = || (Labels::from([("app".to_owned(), "quickstart".to_owned())]), Labels::new());
+            let (labels, annotations) = meta();
+            let vpc = NewVpc { name: "demo".into(), cidr: "10.42.0.0/16".parse()?, labels, annotations };
+            net.vpcs(&owner).create(&vpc).await?;
+            let (labels, annotations) = meta();
+            let subnet = NewSubnet {
+                name: "demo".into(),
+                vpc: "demo".into(),
+                cidr: "10.42.1.0/24".parse()?,
+                gateway: None,
+                no_gateway: false,
+                dhcp: None,
+                dns_servers: Vec::new(),
+                pools: Vec::new(),
+                labels,
+                annotations,
+            };
+            Ok(net.subnets(&owner).create(&subnet).await?.vni)
         })
         .await?;
     steps
         .step("guest image imported", async {
-            api.create(&format!("{vmc}/images"), super::compute::guest_import_body("guest", &image_dir)?).await
+            Ok(vmc.images(&owner).create(&super::compute::guest_import("guest", &image_dir)?).await?)
         })
         .await?;
     let vm = steps
         .step("VM created on the subnet", async {
             let ud = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, br#"{"hostname": "demo-vm"}"#);
-            let body = json!({"name": "demo-vm", "image": "guest", "memory_mib": 256, "nics": [{"subnet": "demo"}], "user_data": ud, "stop_timeout_s": 10});
-            api.create(&format!("{vmc}/vms"), body).await
+            let new = NewVm {
+                name: "demo-vm".into(),
+                image: "guest".into(),
+                vcpus: None,
+                memory_mib: Some(256),
+                nics: vec![NicRequest { subnet: Some("demo".into()), port: None }],
+                volumes: Vec::new(),
+                user_data: Some(ud),
+                restart_policy: None,
+                anti_affinity: None,
+                stop_timeout_s: Some(10),
+                host: None,
+                start: None,
+                labels: Labels::new(),
+                annotations: Labels::new(),
+            };
+            Ok(vmc.vms(&owner).create(&new).await?)
         })
         .await?;
-    let ip = vm["addresses"][0].as_str().unwrap_or_default().to_owned();
-    let mac = vm["nics"][0]["mac"].as_str().unwrap_or_default().to_lowercase();
-    let port = vm["nics"][0]["port"].as_str().unwrap_or_default().to_owned();
+    let ip = vm.addresses.first().map(ToString::to_string).unwrap_or_default();
+    let nic = vm.vm.nics.first().context("the VM has no NIC")?;
+    let (mac, port) = (nic.mac.to_lowercase(), nic.port.clone());
     let leases = dirs.data("prismnet-agent").join("dhcp").join(format!("{vni:x}")).join("leases");
     steps
         .step(&format!("DHCP lease for {ip}"), async {
@@ -224,18 +260,23 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
     steps
         .step("guest ready (its agent reported on the serial console)", async {
             wait(Duration::from_secs(180), "the guest", || async {
-                api.get(&format!("{vmc}/vms/demo-vm")).await.is_ok_and(|v| v["status"]["guest_ready"] == true)
+                vmc.vms(&owner).get("demo-vm").await.is_ok_and(|v| v.status.is_some_and(|s| s.guest_ready))
             })
             .await
         })
         .await?;
     steps
         .step("HTTP into the guest over the tenant network", async {
-            plug_probe(&api, net).await?;
+            plug_probe(&net, &owner).await?;
             wait(Duration::from_secs(60), "the guest's HTTP answer", || async {
                 sys::in_ns(PROBE_NS, "curl", &["-sf", "-m", "3", &format!("http://{ip}/health")]).is_ok()
             })
             .await
+        })
+        .await?;
+    steps
+        .step("the CLI lists the project's ports, page by page", async {
+            cli_lists_every_port(&bearer.0, &dirs.ca_file(), &net, &owner).await
         })
         .await?;
     steps
@@ -252,13 +293,15 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
     }
     steps
         .step("VM deleted and its port cleaned up", async {
-            api.call(Method::DELETE, &format!("{vmc}/vms/demo-vm"), None).await?;
+            vmc.vms(&owner).delete("demo-vm").await?;
             wait(Duration::from_secs(60), "the VM gone", || async {
-                api.call(Method::GET, &format!("{vmc}/vms/demo-vm"), None).await.is_ok_and(|(s, _)| s == 404)
+                vmc.vms(&owner).get("demo-vm").await.is_err_and(|e| e.is_not_found())
             })
             .await?;
-            let (s, _) = api.call(Method::GET, &format!("{net}/ports/{port}"), None).await?;
-            ensure!(s == 404, "the VM's port is still there ({s})");
+            match net.ports(&owner).get(&port).await {
+                Err(e) if e.is_not_found() => {}
+                other => bail!("the VM's port is still there: {other:?}"),
+            }
             let tap = ultracloud_prismnet::agent::nft::port_dev(&port);
             wait(Duration::from_secs(30), "the tap removed", || async {
                 sys::ip(&["-n", NETNS, "link", "show", &tap]).is_err()
@@ -269,17 +312,40 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
     Ok(KeptVm { ip, name: "demo-vm".into() })
 }
 
+/// How long one API call of the proof may take (an image import reads the image once).
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `ultracloud port list --page-size 1 -o json` (this binary, as a user runs it) shows every
+/// port the API lists: the CLI's session, TLS, typed client and paging, end to end.
+async fn cli_lists_every_port(token: &str, ca: &std::path::Path, net: &Prismnet, owner: &Owner) -> anyhow::Result<()> {
+    let want: Vec<String> = net.ports(owner).list_all(&Default::default()).await?.into_iter().map(|p| p.id).collect();
+    ensure!(want.len() >= 2, "expected the VM's and the probe's ports, the API lists {want:?}");
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["port", "list", "--page-size", "1", "-o", "json", "-t", &owner.tenant, "-p", &owner.project])
+        .env("ULTRACLOUD_TOKEN", token)
+        .env("ULTRACLOUD_CA_FILE", ca)
+        .env("ULTRACLOUD_PRISMNET", api_url(8580))
+        .output()?;
+    ensure!(out.status.success(), "the CLI failed: {}", String::from_utf8_lossy(&out.stderr));
+    let listed: Vec<ultracloud_prismnet::api::Port> =
+        serde_json::from_slice(&out.stdout).context("the CLI's -o json is not a list of ports")?;
+    let got: Vec<String> = listed.into_iter().map(|p| p.id).collect();
+    ensure!(got == want, "the CLI listed {got:?}, the API {want:?}");
+    Ok(())
+}
+
 /// Plugs the probe namespace into the subnet (a port bound as a veth) with its fixed address.
-async fn plug_probe(api: &Api, net: &str) -> anyhow::Result<()> {
+async fn plug_probe(net: &Prismnet, owner: &Owner) -> anyhow::Result<()> {
     sys::ip(&["netns", "add", PROBE_NS])?;
     sys::ip(&["-n", PROBE_NS, "link", "set", "lo", "up"])?;
-    let p = api
-        .create(
-            &format!("{net}/ports"),
-            json!({"subnet": "demo", "name": "probe", "binding": {"host": HOST, "plug": {"kind": "netns", "netns": PROBE_NS}}}),
-        )
-        .await?;
-    let ip = p["fixed_ips"][0].as_str().unwrap_or_default().to_owned();
+    let probe = NewPort {
+        subnet: "demo".into(),
+        name: "probe".into(),
+        binding: Some(Binding { host: HOST.into(), plug: Plug::Netns { netns: PROBE_NS.into() }, standby: None }),
+        ..NewPort::default()
+    };
+    let p = net.ports(owner).create(&probe).await?;
+    let ip = p.fixed_ips.first().context("the probe's port has no address")?;
     wait(Duration::from_secs(30), "the probe plugged", || async {
         sys::ip(&["-n", PROBE_NS, "link", "show", "eth0"]).is_ok()
     })
@@ -301,35 +367,6 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
-}
-
-struct Api {
-    http: reqwest::Client,
-    token: String,
-}
-
-impl Api {
-    async fn call(&self, method: Method, url: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
-        let mut req = self.http.request(method, url).bearer_auth(&self.token).timeout(Duration::from_secs(120));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.with_context(|| url.to_owned())?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.json().await.unwrap_or(Value::Null)))
-    }
-
-    async fn create(&self, url: &str, body: Value) -> anyhow::Result<Value> {
-        let (s, v) = self.call(Method::POST, url, Some(body)).await?;
-        ensure!(s == 201, "{url} answered {s}: {v}");
-        Ok(v)
-    }
-
-    async fn get(&self, url: &str) -> anyhow::Result<Value> {
-        let (s, v) = self.call(Method::GET, url, None).await?;
-        ensure!(s == 200, "{url} answered {s}: {v}");
-        Ok(v)
-    }
 }
 
 fn print_kept(dirs: &Dirs, vm: &KeptVm) {

@@ -224,6 +224,9 @@ impl Session {
     }
 
     /// [`Session::call`] against iam.
+    ///
+    /// (Services other than iam are called through their typed clients, with the session as
+    /// their [`ultracloud_resource::client::Credentials`].)
     pub async fn iam(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         self.call(method, &self.iam, path, body).await
     }
@@ -245,6 +248,13 @@ impl Session {
                 None => return Ok(items),
             }
         }
+    }
+}
+
+impl ultracloud_resource::client::Credentials for Session {
+    fn token(&self, renew: bool) -> ultracloud_resource::client::TokenFuture<'_> {
+        // A fixed token (`ULTRACLOUD_TOKEN`) is sent again as it is; the 401 then stands.
+        Box::pin(async move { Session::token(self, renew).await.map_err(|e| e.to_string()) })
     }
 }
 

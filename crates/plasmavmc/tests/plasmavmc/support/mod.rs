@@ -28,7 +28,7 @@ impl Compute {
             api_key: s.platform_key.clone(),
         })
         .unwrap();
-        let net = Prismnet::new(&s.ctl, guard.tokens().clone());
+        let net = Prismnet::new(&s.ctl, guard.tokens().clone()).unwrap();
         let store =
             ultracloud_plasmavmc::records::store(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
         // Images come from the test's own directory, as from an operator's image directory.
