@@ -371,8 +371,10 @@ async fn a_reused_vni_retires_every_process_of_the_old_dhcp_namespace() {
         must(&["ip", "-n", &ns, "addr", "add", "10.9.0.2/24", "dev", "dhcp0"]);
         must(&["ip", "-n", &ns, "link", "set", "dhcp0", "up"]);
         dnsmasq::ensure(state.path(), &host, &subnet, &d).await.unwrap();
-        eventually("dnsmasq running", Duration::from_secs(5), || dnsmasq::Files::new(state.path(), vni).running().is_some())
-            .await;
+        eventually("dnsmasq running", Duration::from_secs(5), || {
+            dnsmasq::Files::new(state.path(), vni).running().is_some()
+        })
+        .await;
         dnsmasq::Files::new(state.path(), vni).running().unwrap()
     };
     let server = make_server().await;
@@ -404,4 +406,3 @@ async fn a_reused_vni_retires_every_process_of_the_old_dhcp_namespace() {
     dnsmasq::retire(state.path(), &host, vni).await.unwrap();
     assert!(gone(again), "dnsmasq {again} outlived its namespace");
 }
-

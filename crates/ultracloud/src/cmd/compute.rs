@@ -41,6 +41,8 @@ pub struct VmArgs {
     command: VmCommand,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum VmCommand {
     /// Create (and start) a VM.
