@@ -351,6 +351,7 @@ async fn a_reused_vni_retires_every_process_of_the_old_dhcp_namespace() {
     let host = lab.host("r");
     let vni = 0x4242;
     let ns = dnsmasq::namespace(&host, vni);
+    let near = format!("pnr{}", lab.tag);
     let subnet = SubnetPlan {
         id: "s".into(),
         vni,
@@ -363,11 +364,11 @@ async fn a_reused_vni_retires_every_process_of_the_old_dhcp_namespace() {
         ports: vec![],
     };
     let d = DhcpPlan { ip: "10.9.0.2".parse().unwrap(), mac: "52:54:00:09:00:02".into(), leases: vec![] };
-    // The agent's namespace for the server: dhcp0 (a dummy here, a veth on the bridge in the
-    // agent) and dnsmasq on it.
+    // The agent's namespace for the server: dhcp0 and dnsmasq on it.
     let make_server = || async {
         must(&["ip", "netns", "add", &ns]);
-        must(&["ip", "-n", &ns, "link", "add", "dhcp0", "type", "dummy"]);
+        // As the agent makes it: a veth whose far end is dhcp0 (deleting the namespace takes both).
+        must(&["ip", "link", "add", &near, "type", "veth", "peer", "name", "dhcp0", "netns", &ns]);
         must(&["ip", "-n", &ns, "addr", "add", "10.9.0.2/24", "dev", "dhcp0"]);
         must(&["ip", "-n", &ns, "link", "set", "dhcp0", "up"]);
         dnsmasq::ensure(state.path(), &host, &subnet, &d).await.unwrap();
