@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::data_files::{LOG_FILE, SNAPSHOT_FILE, STORE_FILE};
 use crate::lessor::Lessor;
 use crate::mvcc::{Mvcc, Revisions};
 use crate::raft::state_machine::StateMachine;
-use crate::server::{LOG_FILE, SNAPSHOT_FILE, STORE_FILE};
 use crate::watch_hub::WatchHub;
 
 /// A backup could not be restored.

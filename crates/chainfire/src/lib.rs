@@ -12,6 +12,7 @@ pub mod batcher;
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod data_files;
 pub mod error;
 pub mod lessor;
 pub mod mvcc;

@@ -2,15 +2,18 @@
 //!
 //! UltraCloud copies busybox into guest initramfs images, where no dynamic loader or libc exists, so
 //! the doctor must know whether the host's busybox is the static build. An executable is dynamic iff
-//! it has a `PT_INTERP` program header naming its loader; reading the ELF header and program headers
-//! is a few dozen lines, cheaper than depending on an ELF crate or parsing `file(1)` output.
+//! it has a `PT_INTERP` program header naming its loader. The `object` crate reads the ELF header
+//! and program headers (both classes, both byte orders, bounds-checked); only those leading bytes
+//! are read from disk, never the whole binary.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Program header type naming the dynamic loader.
-const PT_INTERP: u32 = 3;
+use object::Endianness;
+use object::elf::{FileHeader32, FileHeader64, PT_INTERP};
+use object::read::elf::{FileHeader, ProgramHeader};
+
 /// Refuse program header tables reaching further into a file than this (a sane ELF never does).
 const MAX_HEADER_BYTES: u64 = 16 << 20;
 
@@ -47,103 +50,58 @@ pub enum ElfError {
 pub fn linkage(path: &Path) -> Result<Linkage, ElfError> {
     let read_err = |source| ElfError::Read { path: path.to_path_buf(), source };
     let mut file = File::open(path).map_err(read_err)?;
-    let mut head = Vec::with_capacity(64);
-    (&mut file).take(64).read_to_end(&mut head).map_err(read_err)?;
-    let layout = Layout::parse(&head)?;
-    let end = layout.table_end().ok_or(ElfError::Malformed)?;
+    let mut bytes = Vec::with_capacity(64);
+    (&mut file).take(64).read_to_end(&mut bytes).map_err(read_err)?;
+    let end = match class(&bytes)? {
+        Class::Elf32 => table_end::<FileHeader32<Endianness>>(&bytes)?,
+        Class::Elf64 => table_end::<FileHeader64<Endianness>>(&bytes)?,
+    };
     if end > MAX_HEADER_BYTES {
         return Err(ElfError::Malformed);
     }
-    let mut bytes = head;
     (&mut file).take(end.saturating_sub(bytes.len() as u64)).read_to_end(&mut bytes).map_err(read_err)?;
-    layout.linkage(&bytes)
+    linkage_of(&bytes)
 }
 
 /// Decides how an ELF image is linked from its leading bytes (header and program header table).
 pub fn linkage_of(bytes: &[u8]) -> Result<Linkage, ElfError> {
-    Layout::parse(bytes)?.linkage(bytes)
-}
-
-/// Where the program header table sits, read from the ELF header.
-struct Layout {
-    big_endian: bool,
-    phoff: u64,
-    phentsize: u64,
-    phnum: u64,
-}
-
-impl Layout {
-    fn parse(b: &[u8]) -> Result<Self, ElfError> {
-        if b.len() < 16 || &b[..4] != b"\x7fELF" {
-            return Err(ElfError::NotElf);
-        }
-        let big_endian = match b[5] {
-            1 => false,
-            2 => true,
-            _ => return Err(ElfError::Malformed),
-        };
-        let rd = Reader { b, big_endian };
-        let (phoff, phentsize, phnum) = match b[4] {
-            // ELFCLASS32: e_phoff at 28, e_phentsize at 42, e_phnum at 44.
-            1 => (rd.u32(28)? as u64, rd.u16(42)?, rd.u16(44)?),
-            // ELFCLASS64: e_phoff at 32, e_phentsize at 54, e_phnum at 56.
-            2 => (rd.u64(32)?, rd.u16(54)?, rd.u16(56)?),
-            _ => return Err(ElfError::Malformed),
-        };
-        if phnum > 0 && phentsize < 4 {
-            return Err(ElfError::Malformed);
-        }
-        Ok(Self { big_endian, phoff, phentsize: phentsize as u64, phnum: phnum as u64 })
-    }
-
-    /// Byte offset just past the program header table.
-    fn table_end(&self) -> Option<u64> {
-        self.phentsize.checked_mul(self.phnum)?.checked_add(self.phoff)
-    }
-
-    fn linkage(&self, b: &[u8]) -> Result<Linkage, ElfError> {
-        let rd = Reader { b, big_endian: self.big_endian };
-        for i in 0..self.phnum {
-            let at = self.phoff + i * self.phentsize;
-            let at = usize::try_from(at).map_err(|_| ElfError::Malformed)?;
-            // p_type is the first 32-bit word of a program header in both classes.
-            if rd.u32(at)? == PT_INTERP {
-                return Ok(Linkage::Dynamic);
-            }
-        }
-        Ok(Linkage::Static)
+    match class(bytes)? {
+        Class::Elf32 => linkage_with::<FileHeader32<Endianness>>(bytes),
+        Class::Elf64 => linkage_with::<FileHeader64<Endianness>>(bytes),
     }
 }
 
-/// Bounds-checked integer reads in the file's byte order.
-struct Reader<'a> {
-    b: &'a [u8],
-    big_endian: bool,
+enum Class {
+    Elf32,
+    Elf64,
 }
 
-impl Reader<'_> {
-    fn bytes<const N: usize>(&self, at: usize) -> Result<[u8; N], ElfError> {
-        let end = at.checked_add(N).ok_or(ElfError::Malformed)?;
-        let slice = self.b.get(at..end).ok_or(ElfError::Malformed)?;
-        let mut out = [0; N];
-        out.copy_from_slice(slice);
-        Ok(out)
+fn class(bytes: &[u8]) -> Result<Class, ElfError> {
+    if bytes.len() < 16 || &bytes[..4] != b"\x7fELF" {
+        return Err(ElfError::NotElf);
     }
+    match bytes[4] {
+        1 => Ok(Class::Elf32),
+        2 => Ok(Class::Elf64),
+        _ => Err(ElfError::Malformed),
+    }
+}
 
-    fn u16(&self, at: usize) -> Result<u16, ElfError> {
-        let b = self.bytes(at)?;
-        Ok(if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
-    }
+/// Byte offset just past the program header table, from the ELF header alone.
+fn table_end<H: FileHeader<Endian = Endianness>>(bytes: &[u8]) -> Result<u64, ElfError> {
+    let header = H::parse(bytes).map_err(|_| ElfError::Malformed)?;
+    let endian = header.endian().map_err(|_| ElfError::Malformed)?;
+    let (phoff, size, count) =
+        (header.e_phoff(endian).into(), u64::from(header.e_phentsize(endian)), u64::from(header.e_phnum(endian)));
+    size.checked_mul(count).and_then(|t| t.checked_add(phoff)).ok_or(ElfError::Malformed)
+}
 
-    fn u32(&self, at: usize) -> Result<u32, ElfError> {
-        let b = self.bytes(at)?;
-        Ok(if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
-    }
-
-    fn u64(&self, at: usize) -> Result<u64, ElfError> {
-        let b = self.bytes(at)?;
-        Ok(if self.big_endian { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) })
-    }
+fn linkage_with<H: FileHeader<Endian = Endianness>>(bytes: &[u8]) -> Result<Linkage, ElfError> {
+    let header = H::parse(bytes).map_err(|_| ElfError::Malformed)?;
+    let endian = header.endian().map_err(|_| ElfError::Malformed)?;
+    let headers = header.program_headers(endian, bytes).map_err(|_| ElfError::Malformed)?;
+    let dynamic = headers.iter().any(|p| p.p_type(endian) == PT_INTERP);
+    Ok(if dynamic { Linkage::Dynamic } else { Linkage::Static })
 }
 
 /// A minimal little-endian ELF64 executable image with the given program header types, for tests.
@@ -174,6 +132,7 @@ mod tests {
 
     const PT_LOAD: u32 = 1;
     const PT_DYNAMIC: u32 = 2;
+    const PT_INTERP: u32 = 3;
 
     #[test]
     fn bin_sh_is_dynamic() {

@@ -419,6 +419,11 @@ pub struct Heartbeat {
     pub addr: String,
     /// Its replicas of data regions: descriptor as known there, and whether it leads.
     pub replicas: Vec<ReplicaReport>,
+    /// Groups it holds an empty replica of: made when a leader contacted it for a group it
+    /// lacked, no snapshot received yet, so no descriptor to report. One whose region has since
+    /// dropped this node would otherwise never be called stale.
+    #[serde(default)]
+    pub empty: Vec<RegionId>,
 }
 
 /// One replica in a heartbeat.

@@ -630,18 +630,24 @@ impl Node {
 
     /// What this node reports in its heartbeat.
     fn heartbeat(&self) -> Heartbeat {
+        let mut empty = Vec::new();
         let replicas = self
             .replicas()
             .iter()
             .filter_map(|r| {
-                let desc = r.sm.desc()?;
+                let Some(desc) = r.sm.desc() else {
+                    if r.id != crate::region::META_REGION {
+                        empty.push(r.id);
+                    }
+                    return None;
+                };
                 let leader = r.is_leader();
                 let approximate_keys =
                     if leader { r.approximate_keys.load(std::sync::atomic::Ordering::Relaxed) } else { 0 };
                 Some(ReplicaReport { desc, leader, approximate_keys })
             })
             .collect();
-        Heartbeat { id: self.id, name: self.name.clone(), addr: self.addr.clone(), replicas }
+        Heartbeat { id: self.id, name: self.name.clone(), addr: self.addr.clone(), replicas, empty }
     }
 
     /// Handles a heartbeat on the meta leader.

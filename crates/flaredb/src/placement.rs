@@ -93,6 +93,15 @@ impl Placement {
                 _ => changes.push(MetaCommand::PutRegion(r.desc.clone())),
             }
         }
+        // An empty replica (no snapshot yet) of a region that no longer counts this node —
+        // removed while the snapshot was on its way — is stale too; one of a region placement
+        // does not know yet is left alone (a split child about to be reported).
+        for group in &hb.empty {
+            let member = |r: &RegionDescriptor| r.voters.contains(&hb.id) || r.learners.contains(&hb.id);
+            if meta.regions.get(group).is_some_and(|r| !member(r)) && !s.settling(*group, self.down_after) {
+                destroy.push(*group);
+            }
+        }
         (changes, HeartbeatResponse { destroy })
     }
 
@@ -302,6 +311,7 @@ mod tests {
             name: "n4".into(),
             addr: "127.0.0.1:4".into(),
             replicas: vec![crate::api::ReplicaReport { desc: old, leader: false, approximate_keys: 0 }],
+            empty: vec![],
         };
         let destroyed = |p: &Placement| p.on_heartbeat(1, &m, &hb).1.destroy;
         assert!(destroyed(&p).is_empty(), "a new meta term: an earlier leader's change may be in flight");
@@ -314,6 +324,23 @@ mod tests {
         assert!(destroyed(&p).is_empty(), "the region's leader has not reported the new membership yet");
         std::thread::sleep(window);
         assert_eq!(destroyed(&p), vec![1]);
+    }
+
+    #[test]
+    fn an_empty_replica_of_a_region_that_dropped_the_node_is_stale() {
+        let window = Duration::from_millis(150);
+        let p = Placement::new(window);
+        // Region 1 no longer counts node 4; node 4 still holds an empty replica of it (a leader
+        // contacted it before the change, no snapshot came), and one of region 9, unknown yet.
+        let m = meta(&[1, 2, 3, 4], &[&[1, 2, 3]]);
+        let hb =
+            Heartbeat { id: 4, name: "n4".into(), addr: "127.0.0.1:4".into(), replicas: vec![], empty: vec![1, 9] };
+        assert!(p.on_heartbeat(1, &m, &hb).1.destroy.is_empty(), "a new meta term settles first");
+        std::thread::sleep(window);
+        assert_eq!(p.on_heartbeat(1, &m, &hb).1.destroy, vec![1]);
+        // A member's empty replica (a snapshot on its way) is kept.
+        let member = Heartbeat { id: 3, empty: vec![1], ..hb.clone() };
+        assert!(p.on_heartbeat(1, &m, &member).1.destroy.is_empty());
     }
 
     #[test]

@@ -146,7 +146,7 @@ pub(crate) fn sha256_file(path: &Path) -> Result<(String, u64), ManifestError> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    let hex = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(hasher.finalize());
     Ok((hex, size))
 }
 

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use ultracloud_runtime::error::ApiError;
 
+use crate::api::{Revocation, Revoked};
 use crate::jwt::{Claims, Jwks, TokenError, Verifier};
 use crate::policy::{self, Binding, Decision, Role, Scope};
-use crate::service::model::{Revocation, Revoked};
 
 /// How often caches are rebuilt even when no change was seen.
 pub const BACKSTOP: Duration = Duration::from_secs(30);
@@ -141,9 +141,7 @@ impl<S> std::fmt::Debug for Authorizer<S> {
     }
 }
 
-fn now_secs() -> u64 {
-    crate::service::now_secs()
-}
+use ultracloud_runtime::clock::now_secs;
 
 impl<S: PolicySource> Authorizer<S> {
     /// An authorizer over `source`; caches load on first use.

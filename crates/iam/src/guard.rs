@@ -31,11 +31,10 @@ use serde::de::DeserializeOwned;
 use ultracloud_resource::client::{Call, Client, ClientError, Credentials, TokenFuture};
 use ultracloud_runtime::error::ApiError;
 
+use crate::api::{Issued, Revocation, Revocations, WatchAnswer};
 use crate::authz::{AuthError, Authorizer, PolicySource, SubjectPolicy};
 use crate::jwt::{Claims, Jwks};
 use crate::policy::{Decision, Scope};
-use crate::service::api::WatchAnswer;
-use crate::service::model::Revocation;
 
 /// The bearer token of a request, or 401.
 pub fn bearer(headers: &http::HeaderMap) -> Result<&str, ApiError> {
@@ -86,7 +85,7 @@ impl TokenSource {
         }
         let body = serde_json::json!({"grant_type": "api_key", "api_key": self.api_key});
         // A grant only issues a token: repeating it is harmless.
-        let issued: crate::service::Issued =
+        let issued: Issued =
             self.iam.post(&["v1", "auth", "token"]).json(&body).retry_safe().fetch().await.map_err(|e| match e {
                 ClientError::Refused { status, message, .. } => {
                     format!("iam refused the service's API key: {message} (HTTP {status})")
@@ -145,7 +144,7 @@ impl PolicySource for HttpSource {
     }
 
     async fn revocations(&self) -> Result<Vec<Revocation>, String> {
-        let r: crate::service::api::Revocations = self.get(&["v1", "revocations"], |c| c).await?;
+        let r: Revocations = self.get(&["v1", "revocations"], |c| c).await?;
         Ok(r.items)
     }
 

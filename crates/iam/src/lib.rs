@@ -7,6 +7,7 @@
 //! offline authorizer; [`guard`] — the axum layer every service puts in front of its API;
 //! [`service`] — the `ultracloud iam` service itself. docs/iam.md describes the whole.
 
+pub mod api;
 pub mod authz;
 pub mod credential;
 pub mod guard;

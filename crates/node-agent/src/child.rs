@@ -107,7 +107,13 @@ impl RunningChild {
 
 /// Describes a spawn that failed as an exit, so it follows the same restart path.
 pub fn spawn_failure(err: &std::io::Error) -> ExitInfo {
-    ExitInfo { code: None, signal: None, description: format!("spawn failed: {err}"), at: unix_now(), ran_secs: 0.0 }
+    ExitInfo {
+        code: None,
+        signal: None,
+        description: format!("spawn failed: {err}"),
+        at: ultracloud_runtime::clock::now_secs(),
+        ran_secs: 0.0,
+    }
 }
 
 fn exit_info(status: std::io::Result<ExitStatus>, ran: Duration) -> ExitInfo {
@@ -122,11 +128,7 @@ fn exit_info(status: std::io::Result<ExitStatus>, ran: Duration) -> ExitInfo {
         },
         Err(e) => (None, None, format!("wait failed: {e}")),
     };
-    ExitInfo { code, signal, description, at: unix_now(), ran_secs: ran.as_secs_f64() }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    ExitInfo { code, signal, description, at: ultracloud_runtime::clock::now_secs(), ran_secs: ran.as_secs_f64() }
 }
 
 fn humantime_now() -> String {

@@ -237,11 +237,7 @@ async fn stream(
         }
     }
     let format = if head.as_slice() == QCOW2_MAGIC { DiskFormat::Qcow2 } else { DiskFormat::Raw };
-    Ok(Digested { sha256: hex(&hash.finalize()), size, format })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(Digested { sha256: hex::encode(hash.finalize()), size, format })
 }
 
 /// Reads `url` to learn its hash, size and format (nothing is stored).

@@ -1,17 +1,17 @@
-//! IPv4 networks (`10.0.0.0/24`): parsing, containment, overlap, host ranges.
+//! IPv4 networks (`10.0.0.0/24`): parsing, containment, overlap, host ranges — `ipnet`'s
+//! `Ipv4Net` underneath, with prismnet's rule on top: a network is written with its host bits
+//! clear (`10.0.0.1/24` is refused, naming `10.0.0.0/24`), never silently truncated.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An IPv4 network: its first address and prefix length. The address has no host bits set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Cidr {
-    network: u32,
-    prefix: u8,
-}
+pub struct Cidr(Ipv4Net);
 
 /// Why a CIDR was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,53 +29,48 @@ pub enum CidrError {
     },
 }
 
-fn mask(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) }
-}
-
 impl Cidr {
     /// The network `addr/prefix` (host bits must be clear).
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, CidrError> {
-        let given = format!("{addr}/{prefix}");
-        if prefix > 32 {
-            return Err(CidrError::Syntax(given));
+        let net = Ipv4Net::new(addr, prefix).map_err(|_| CidrError::Syntax(format!("{addr}/{prefix}")))?;
+        Self::checked(net)
+    }
+
+    fn checked(net: Ipv4Net) -> Result<Self, CidrError> {
+        if net.addr() != net.network() {
+            return Err(CidrError::HostBits { given: net.to_string(), network: net.trunc().to_string() });
         }
-        let a = u32::from(addr);
-        if a & !mask(prefix) != 0 {
-            let network = format!("{}/{prefix}", Ipv4Addr::from(a & mask(prefix)));
-            return Err(CidrError::HostBits { given, network });
-        }
-        Ok(Self { network: a, prefix })
+        Ok(Self(net))
     }
 
     /// The first address.
     pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.network)
+        self.0.network()
     }
 
     /// The prefix length.
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     /// The last address (broadcast).
     pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.network | !mask(self.prefix))
+        self.0.broadcast()
     }
 
     /// The netmask.
     pub fn netmask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(mask(self.prefix))
+        self.0.netmask()
     }
 
     /// Whether `ip` is inside.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & mask(self.prefix) == self.network
+        self.0.contains(&ip)
     }
 
     /// Whether `other` lies entirely inside.
     pub fn contains_net(&self, other: &Cidr) -> bool {
-        other.prefix >= self.prefix && self.contains(other.network())
+        self.0.contains(&other.0)
     }
 
     /// Whether the two share any address.
@@ -85,17 +80,14 @@ impl Cidr {
 
     /// The usable host addresses (all but network and broadcast; every address of a /31 or /32).
     pub fn hosts(&self) -> (Ipv4Addr, Ipv4Addr) {
-        if self.prefix >= 31 {
-            (self.network(), self.broadcast())
-        } else {
-            (Ipv4Addr::from(self.network + 1), Ipv4Addr::from(u32::from(self.broadcast()) - 1))
-        }
+        let (first, last) = (u32::from(self.network()), u32::from(self.broadcast()));
+        if self.prefix() >= 31 { (first.into(), last.into()) } else { ((first + 1).into(), (last - 1).into()) }
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network(), self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -103,13 +95,7 @@ impl FromStr for Cidr {
     type Err = CidrError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (a, p) = s.split_once('/').ok_or_else(|| CidrError::Syntax(s.to_owned()))?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| CidrError::Syntax(s.to_owned()))?;
-        let prefix: u8 = p.parse().map_err(|_| CidrError::Syntax(s.to_owned()))?;
-        if prefix > 32 {
-            return Err(CidrError::Syntax(s.to_owned()));
-        }
-        Self::new(addr, prefix)
+        Self::checked(s.parse().map_err(|_| CidrError::Syntax(s.to_owned()))?)
     }
 }
 
@@ -132,6 +118,11 @@ mod tests {
 
     use super::*;
 
+    /// The netmask of `prefix` as a number (the property tests' own arithmetic, not ipnet's).
+    fn mask(prefix: u8) -> u32 {
+        if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) }
+    }
+
     #[test]
     fn parse_and_describe() {
         let c: Cidr = "10.1.2.0/24".parse().unwrap();
@@ -145,6 +136,7 @@ mod tests {
         for bad in ["10.1.2.0", "10.1.2.0/33", "10.1.2/24", "x/8", ""] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
+        assert!(Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 33).is_err());
         let small: Cidr = "10.0.0.4/31".parse().unwrap();
         assert_eq!(small.hosts(), (Ipv4Addr::new(10, 0, 0, 4), Ipv4Addr::new(10, 0, 0, 5)));
     }
@@ -155,7 +147,7 @@ mod tests {
             let c = Cidr::new(Ipv4Addr::from(a & mask(p)), p).unwrap();
             prop_assert_eq!(c.to_string().parse::<Cidr>().unwrap(), c);
             let ip = Ipv4Addr::from(x);
-            prop_assert_eq!(c.contains(ip), u32::from(ip) >= c.network && u32::from(ip) <= u32::from(c.broadcast()));
+            prop_assert_eq!(c.contains(ip), u32::from(ip) >= u32::from(c.network()) && u32::from(ip) <= u32::from(c.broadcast()));
             let (lo, hi) = c.hosts();
             prop_assert!(c.contains(lo) && c.contains(hi) && lo <= hi);
         }

@@ -528,7 +528,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub fn idempotency_key() -> String {
     let mut bytes = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// The resources of one kind in a tenant project: `/v1/tenants/{t}/projects/{p}/{kind}`,

@@ -58,12 +58,7 @@ impl Metrics {
         up.set(1);
         registry.register("up", "1 while the service process runs", up);
         let started = Gauge::<i64>::default();
-        started.set(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or_default(),
-        );
+        started.set(i64::try_from(crate::clock::now_secs()).unwrap_or(i64::MAX));
         registry.register("start_time_seconds", "Unix time the process started", started);
         Self { registry: Arc::new(Mutex::new(registry)), http_requests, http_duration }
     }

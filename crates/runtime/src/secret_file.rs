@@ -25,11 +25,15 @@ fn enforce_mode(f: &File, path: &Path) -> std::io::Result<()> {
 
 /// Writes `secret` (and a newline) to `path`, replacing it, as a 0600 file.
 pub fn write(path: &Path, secret: &str) -> std::io::Result<()> {
+    write_bytes(path, format!("{secret}\n").as_bytes())
+}
+
+/// Writes `bytes` to `path` as they are, replacing it, as a 0600 file (a VM's user data).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(SECRET_MODE).open(path)?;
     // Before the secret goes in: an existing file keeps its old mode through `open`.
     enforce_mode(&f, path)?;
-    f.write_all(secret.as_bytes())?;
-    f.write_all(b"\n")?;
+    f.write_all(bytes)?;
     f.sync_all()
 }
 

@@ -38,12 +38,7 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Member, Raft};
 use crate::watch_hub::WatchHub;
 
-/// The Raft log (and this member's identity), in the data dir.
-pub const LOG_FILE: &str = "raft-log.redb";
-/// The key-value store (the state machine), in the data dir.
-pub const STORE_FILE: &str = "store.redb";
-/// Name of the snapshot file in the data dir.
-pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+pub use crate::data_files::{LOG_FILE, SNAPSHOT_FILE, STORE_FILE};
 /// Local (never replicated) facts of this member: its ID and its cluster's.
 const LOCAL: TableDefinition<&str, u64> = TableDefinition::new("local");
 /// gRPC framing overhead allowed above `max_request_bytes` (as etcd does).

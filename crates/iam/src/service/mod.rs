@@ -126,6 +126,7 @@ impl Validate for IamConfig {
 }
 
 /// Seconds since the epoch.
+pub use crate::api::Issued;
 pub use ultracloud_runtime::clock::now_secs;
 
 /// One iam replica.
@@ -143,27 +144,6 @@ pub struct Iam {
     pub authz: Arc<Authorizer<LocalSource>>,
     ring: RwLock<KeyRing>,
     shutdown: tokio_util::sync::CancellationToken,
-}
-
-/// Tokens issued at a login or refresh.
-#[derive(Serialize, Deserialize)]
-pub struct Issued {
-    /// The access token (JWT).
-    pub access_token: String,
-    /// `Bearer`.
-    pub token_type: String,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-    /// Exchange it once for new tokens at `POST /v1/auth/token` (`grant_type` `refresh_token`).
-    pub refresh_token: String,
-    /// Seconds until the refresh token expires.
-    pub refresh_expires_in: u64,
-}
-
-impl std::fmt::Debug for Issued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issued").field("expires_in", &self.expires_in).finish_non_exhaustive()
-    }
 }
 
 impl Iam {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::jwt::Claims;
+pub use crate::api::{Revocation, Revoked};
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,55 +152,10 @@ pub struct RefreshRecord {
     pub expires: u64,
 }
 
-/// What a revocation applies to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
-pub enum Revoked {
-    /// One access token (logout), by `jti`.
-    Token(String),
-    /// Every token of a subject issued up to `before` (user disabled or deleted).
-    Subject(String),
-    /// Every token issued for an API key up to `before` (key deleted).
-    ApiKey(String),
-}
-
-impl Revoked {
-    /// Its key suffix in the store.
-    pub fn key(&self) -> String {
-        match self {
-            Revoked::Token(id) => format!("jti:{id}"),
-            Revoked::Subject(id) => format!("sub:{id}"),
-            Revoked::ApiKey(id) => format!("key:{id}"),
-        }
-    }
-}
-
-/// A revocation: tokens it matches and issued at or before `before` are refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Revocation {
-    /// What it applies to.
-    pub what: Revoked,
-    /// Tokens issued at or before this second are refused.
-    pub before: u64,
-    /// After this second no token it matches can still be valid, and it is dropped.
-    pub expires: u64,
-}
-
-impl Revocation {
-    /// Whether it refuses `claims`.
-    pub fn refuses(&self, claims: &Claims) -> bool {
-        let matches = match &self.what {
-            Revoked::Token(jti) => *jti == claims.jti,
-            Revoked::Subject(s) => *s == claims.sub,
-            Revoked::ApiKey(k) => claims.akid.as_ref() == Some(k),
-        };
-        matches && claims.iat <= self.before
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwt::Claims;
 
     #[test]
     fn revocations_match_what_they_name_and_only_older_tokens() {

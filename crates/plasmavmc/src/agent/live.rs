@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::Worker;
+use super::local::{Failed, LocalState, Pending, save, start};
 use super::migration_tls::{Endpoint, MigrationTls, host_of};
 use super::qemu::{self, VmPaths};
 use super::qmp::{Qmp, QmpError};
-use super::vm::{Failed, LocalState, Pending, save, start};
 use crate::model::{Incoming, Migration, MigrationStep, VmState, VmStatus, now_ms};
 use crate::server::PlannedVm;
 
@@ -208,7 +208,7 @@ async fn arrival(paths: &VmPaths) -> Result<String, QmpError> {
 /// Gives up on the incoming side: QEMU and files go, and the failure is reported.
 async fn fail_in(w: &Worker, id: &str, local: &mut LocalState, status: &mut VmStatus, why: String) {
     tracing::warn!(vm = %id, error = %why, "live migration in failed");
-    super::vm::teardown(w, id).await;
+    super::local::teardown(w, id).await;
     *local = LocalState::default();
     status.migration_step = Some(MigrationStep::Failed);
     status.message = why;
@@ -232,7 +232,7 @@ pub(super) async fn migrate_out(
     };
     status.pid = Some(pid);
     status.accel = Some(w.accel.as_str().to_owned());
-    status.guest_ready = super::vm::guest_ready(paths, local);
+    status.guest_ready = super::local::guest_ready(paths, local);
     status.reboot_seq = local.reboot_seq;
     status.restarts = local.restarts;
     let Some(incoming) = &m.incoming else {
@@ -474,7 +474,7 @@ pub(super) async fn announce(w: &Worker, vm: &crate::model::Vm, paths: &VmPaths)
     let deadline = Instant::now() + ATTACH_TIMEOUT;
     for n in &vm.nics {
         let tap = ultracloud_prismnet::agent::nft::port_dev(&n.port);
-        while !super::vm::link(w.netns.as_deref(), &tap).await.is_some_and(|l| l.contains(" master ")) {
+        while !super::local::link(w.netns.as_deref(), &tap).await.is_some_and(|l| l.contains(" master ")) {
             if Instant::now() > deadline {
                 tracing::warn!(vm = %vm.id, %tap, "the tap is not attached yet; announcing later");
                 return false;

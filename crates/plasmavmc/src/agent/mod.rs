@@ -8,6 +8,7 @@
 //! running and manages them again through their PID files and QMP sockets.
 
 pub mod live;
+pub mod local;
 pub mod migration_tls;
 pub mod qemu;
 pub mod qmp;
@@ -224,7 +225,7 @@ async fn pass(shared: &Arc<Shared>, plan: HostPlan) {
                 continue;
             }
             tracing::info!(vm = %id, "removing a VM no longer planned here");
-            vm::teardown(w, &id).await;
+            local::teardown(w, &id).await;
             let mut r = shared.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             r.status.remove(&id);
             r.console_len.remove(&id);
@@ -292,7 +293,7 @@ async fn publish(shared: &Shared, p: &PlannedVm, status: VmStatus) {
     let len = std::fs::metadata(&console).map(|m| m.len()).unwrap_or(0);
     let known = shared.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner).console_len.get(id).copied();
     if len > 0 && known != Some(len) {
-        let text = vm::console_tail(&console, crate::server::CONSOLE_KEPT as u64);
+        let text = local::console_tail(&console, crate::server::CONSOLE_KEPT as u64);
         if shared.ctl.console(host, id, text).await.is_ok() {
             shared
                 .reported

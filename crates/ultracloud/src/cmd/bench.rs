@@ -38,6 +38,9 @@ enum BenchTarget {
     /// once, and memory per VM (QEMU RSS + agent growth). Against a running stack, e.g.
     /// `ultracloud quickstart --keep` (its defaults).
     Vms(super::bench_vm::VmBench),
+    /// A kit-based service's API: create/get/list/delete of prismnet ports through the typed
+    /// client, at several concurrency levels (run against `ultracloud quickstart --keep`).
+    Api(super::bench_api::ApiBench),
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +155,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.target {
         BenchTarget::Iam(a) => super::bench_iam::run(a).await?,
         BenchTarget::Vms(a) => return super::bench_vm::run(a).await,
+        BenchTarget::Api(a) => return super::bench_api::run(a).await,
         BenchTarget::Etcd(a) => {
             let config = ultracloud_chainfire::bench::BenchConfig {
                 endpoints: a.endpoints,

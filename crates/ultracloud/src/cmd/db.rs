@@ -107,7 +107,7 @@ enum DbCommand {
 fn text(b: &[u8]) -> String {
     match std::str::from_utf8(b) {
         Ok(s) => s.to_owned(),
-        Err(_) => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        Err(_) => format!("0x{}", hex::encode(b)),
     }
 }
 

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::api::{Revocations, WatchAnswer};
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +15,6 @@ use ultracloud_runtime::error::{ApiError, ApiJson};
 use super::{Caller, ListQuery, db_error, home_scope, valid_id};
 use crate::authz::SubjectPolicy;
 use crate::policy::{self, Binding, Decision, Role, Scope};
-use crate::service::model::Revocation;
 use crate::service::source::{VERSION_WAIT, subject_policy};
 use crate::service::store::{Page, binding_id};
 use crate::service::{Iam, now_secs};
@@ -74,15 +75,6 @@ pub(super) async fn policy(
     })
 }
 
-/// `GET /v1/revocations`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Revocations {
-    /// The version they belong to.
-    pub version: u64,
-    /// Every revocation in force.
-    pub items: Vec<Revocation>,
-}
-
 pub(super) async fn revocations(State(iam): State<Arc<Iam>>, caller: Caller) -> Result<Json<Revocations>, ApiError> {
     caller.require(&iam, "iam.binding.read", &Scope::System).await?;
     let version = iam.store.version().await.map_err(db_error)?;
@@ -96,13 +88,6 @@ pub(super) struct WatchQuery {
     /// The version the watcher knows.
     #[serde(default)]
     after: u64,
-}
-
-/// The answer of `GET /v1/watch`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WatchAnswer {
-    /// The current authorization version (equal to `after` when nothing changed in time).
-    pub version: u64,
 }
 
 pub(super) async fn watch(

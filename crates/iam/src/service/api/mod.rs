@@ -65,12 +65,9 @@ fn db_error(e: FlareError) -> ApiError {
     ApiError::unavailable("the database is unavailable; retry")
 }
 
+/// The kit's one name rule, with the field named in the error.
 fn valid_id(field: &str, id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 63
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !id.starts_with('-');
-    if ok {
+    if ultracloud_resource::ids::is_valid_name(id) {
         Ok(())
     } else {
         Err(ApiError::invalid(format!("{field} {id:?}: use 1-63 lowercase letters, digits and dashes")))
