@@ -28,8 +28,8 @@ use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use ultracloud_resource::client::{Call, Client, ClientError, Credentials, TokenFuture};
 use ultracloud_runtime::error::ApiError;
+use ultracloud_tls::replicas::{Call, Client, ClientError, Credentials, TokenFuture};
 
 use crate::api::{Issued, Revocation, Revocations, WatchAnswer};
 use crate::authz::{AuthError, Authorizer, PolicySource, SubjectPolicy};

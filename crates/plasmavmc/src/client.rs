@@ -54,17 +54,17 @@ impl Plasmavmc {
 
     /// The project's VMs (as the API shows them: record, state, addresses).
     pub fn vms(&self, owner: &Owner) -> Collection<'_, VmView, NewVm> {
-        self.client.collection(owner, "vms")
+        Collection::new(&self.client, owner, "vms")
     }
 
     /// The project's images (a create imports one).
     pub fn images(&self, owner: &Owner) -> Collection<'_, Image, NewImage> {
-        self.client.collection(owner, "images")
+        Collection::new(&self.client, owner, "images")
     }
 
     /// The project's volumes.
     pub fn volumes(&self, owner: &Owner) -> Collection<'_, Volume, NewVolume> {
-        self.client.collection(owner, "volumes")
+        Collection::new(&self.client, owner, "volumes")
     }
 
     /// Starts, stops or reboots a VM. A start or stop states the wanted power, so repeating
@@ -104,7 +104,7 @@ impl Plasmavmc {
 
     /// One page of the project's audit trail.
     pub async fn events(&self, owner: &Owner, q: &ListQuery) -> Result<Page<Event>, ClientError> {
-        self.client.collection::<Event, ()>(owner, "events").list(q).await
+        Collection::<Event, ()>::new(&self.client, owner, "events").list(q).await
     }
 
     /// The platform's workers (platform callers only).

@@ -32,37 +32,37 @@ impl Prismnet {
 
     /// The project's VPCs.
     pub fn vpcs(&self, owner: &Owner) -> Collection<'_, Vpc, NewVpc> {
-        self.client.collection(owner, "vpcs")
+        Collection::new(&self.client, owner, "vpcs")
     }
 
     /// The project's subnets.
     pub fn subnets(&self, owner: &Owner) -> Collection<'_, Subnet, NewSubnet> {
-        self.client.collection(owner, "subnets")
+        Collection::new(&self.client, owner, "subnets")
     }
 
     /// The project's routers.
     pub fn routers(&self, owner: &Owner) -> Collection<'_, Router, NewRouter> {
-        self.client.collection(owner, "routers")
+        Collection::new(&self.client, owner, "routers")
     }
 
     /// The project's security groups.
     pub fn security_groups(&self, owner: &Owner) -> Collection<'_, SecurityGroup, NewSecurityGroup> {
-        self.client.collection(owner, "security-groups")
+        Collection::new(&self.client, owner, "security-groups")
     }
 
     /// The project's ports.
     pub fn ports(&self, owner: &Owner) -> Collection<'_, Port, NewPort> {
-        self.client.collection(owner, "ports")
+        Collection::new(&self.client, owner, "ports")
     }
 
     /// The project's service IPs.
     pub fn service_ips(&self, owner: &Owner) -> Collection<'_, ServiceIp, NewServiceIp> {
-        self.client.collection(owner, "service-ips")
+        Collection::new(&self.client, owner, "service-ips")
     }
 
     /// One page of the project's audit trail.
     pub async fn events(&self, owner: &Owner, q: &ListQuery) -> Result<Page<Event>, ClientError> {
-        let events = self.client.collection::<Event, ()>(owner, "events");
+        let events = Collection::<Event, ()>::new(&self.client, owner, "events");
         events.list(q).await
     }
 

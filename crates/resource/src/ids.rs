@@ -14,15 +14,7 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{tail}")
 }
 
-/// Whether `name` follows the one rule for names and IDs of every service (iam's tenants,
-/// projects, users and roles included): 1-63 lowercase letters, digits and dashes, not
-/// starting with a dash.
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-}
+pub use ultracloud_runtime::names::is_valid_name;
 
 /// Checks a resource name ([`is_valid_name`]), naming it in the error.
 pub fn valid_name(name: &str) -> Result<(), StoreError> {

@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod names;
 pub mod prerequisite;
 pub mod process;
 pub mod readiness;

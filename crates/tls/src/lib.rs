@@ -7,13 +7,15 @@
 //! demand one from the client and check its role ([`identity`]); clients trust the cluster CA
 //! only ([`ClusterTls`]). [`serve`] runs an axum router over TLS with the peer's identity in
 //! every request's extensions, and [`client`] holds the process's default client identity, so
-//! every HTTP client the process makes trusts the same CA and presents the same certificate.
+//! every HTTP client the process makes trusts the same CA and presents the same certificate;
+//! [`replicas`] is the one client of a service's replicas built on it.
 //!
 //! rustls with the *ring* provider throughout: no OpenSSL, no cmake.
 
 pub mod ca;
 pub mod client;
 pub mod identity;
+pub mod replicas;
 pub mod serve;
 mod tls_dir;
 

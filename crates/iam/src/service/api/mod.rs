@@ -67,7 +67,7 @@ fn db_error(e: FlareError) -> ApiError {
 
 /// The kit's one name rule, with the field named in the error.
 fn valid_id(field: &str, id: &str) -> Result<(), ApiError> {
-    if ultracloud_resource::ids::is_valid_name(id) {
+    if ultracloud_runtime::names::is_valid_name(id) {
         Ok(())
     } else {
         Err(ApiError::invalid(format!("{field} {id:?}: use 1-63 lowercase letters, digits and dashes")))
