@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
@@ -14,6 +14,8 @@ use ultracloud_prismnet::api::{ListQuery, NewPort};
 use ultracloud_prismnet::client::Prismnet;
 use ultracloud_resource::Owner;
 use ultracloud_resource::client::{Bearer, Client};
+
+use super::bench_iam::Cell;
 
 /// Flags of `bench api`.
 #[derive(Debug, Args)]
@@ -42,31 +44,6 @@ pub struct ApiBench {
     /// Ports created (and deleted) per level; gets are ten times as many, lists half.
     #[arg(long, default_value_t = 100)]
     ports: usize,
-}
-
-/// One cell's figures.
-struct Cell {
-    ops: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Cell {
-    fn row(&self, name: &str, clients: usize) -> String {
-        let mut l = self.latencies.clone();
-        l.sort();
-        let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied();
-        let ms = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64() * 1e3));
-        format!(
-            "{name:<8} {clients:>7} {:>6} {:>9.0} {:>9} {:>9} {:>6}",
-            self.ops,
-            self.ops as f64 / self.elapsed.as_secs_f64(),
-            ms(pct(0.5)),
-            ms(pct(0.99)),
-            self.errors
-        )
-    }
 }
 
 /// Runs `total` calls of `op(i)` over `clients` tasks.
@@ -130,10 +107,7 @@ pub async fn run(a: ApiBench) -> anyhow::Result<std::process::ExitCode> {
     let owner = Arc::new(Owner { tenant: a.tenant.clone(), project: a.project.clone() });
     let tag = ultracloud_iam::credential::new_id()[..4].to_owned();
     println!("prismnet ports at {} ({}/{}), {} per level", a.prismnet, a.tenant, a.project, a.ports);
-    println!(
-        "{:<8} {:>7} {:>6} {:>9} {:>9} {:>9} {:>6}",
-        "OP", "CLIENTS", "OPS", "REQ/S", "P50 MS", "P99 MS", "ERRORS"
-    );
+    println!("{}", Cell::header());
     for &clients in &a.clients {
         let (n, s, t) = (net.clone(), owner.clone(), tag.clone());
         let subnet = a.subnet.clone();
@@ -144,7 +118,7 @@ pub async fn run(a: ApiBench) -> anyhow::Result<std::process::ExitCode> {
             async move { Ok(n.ports(&s).create(&new).await?.id) }
         })
         .await;
-        println!("{}", c.row("create", clients));
+        println!("{}", c.row("POST …/ports (create)", clients));
         let ids = Arc::new(ids);
         let (n, s, i2) = (net.clone(), owner.clone(), ids.clone());
         let (c, _) = cell(clients, a.ports * 10, move |i| {
@@ -152,21 +126,21 @@ pub async fn run(a: ApiBench) -> anyhow::Result<std::process::ExitCode> {
             async move { Ok(n.ports(&s).get(&id).await?.id) }
         })
         .await;
-        println!("{}", c.row("get", clients));
+        println!("{}", c.row("GET …/ports/{id}", clients));
         let (n, s) = (net.clone(), owner.clone());
         let (c, _) = cell(clients, (a.ports / 2).max(1), move |_| {
             let (n, s) = (n.clone(), s.clone());
             async move { Ok(n.ports(&s).list_all(&ListQuery::default()).await?.len()) }
         })
         .await;
-        println!("{}", c.row("list", clients));
+        println!("{}", c.row("GET …/ports (list)", clients));
         let (n, s, i2) = (net.clone(), owner.clone(), ids.clone());
         let (c, _) = cell(clients, ids.len(), move |i| {
             let (n, s, id) = (n.clone(), s.clone(), i2[i].clone());
             async move { Ok(n.ports(&s).delete(&id).await?) }
         })
         .await;
-        println!("{}", c.row("delete", clients));
+        println!("{}", c.row("DELETE …/ports/{id}", clients));
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -34,16 +34,29 @@ pub struct IamBench {
     max_seconds: u64,
 }
 
-/// One cell's figures.
-struct Cell {
-    ops: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
+/// One cell's figures (shared by the load benchmarks: `bench iam`, `bench api`).
+pub(super) struct Cell {
+    /// Requests that succeeded.
+    pub(super) ops: usize,
+    /// Requests that failed.
+    pub(super) errors: usize,
+    /// Wall time of the cell.
+    pub(super) elapsed: Duration,
+    /// Each successful request's latency.
+    pub(super) latencies: Vec<Duration>,
 }
 
 impl Cell {
-    fn row(&self, name: &str, clients: usize) -> String {
+    /// The header of [`Cell::row`]s.
+    pub(super) fn header() -> String {
+        format!(
+            "{:<28} {:>7} {:>8} {:>10} {:>9} {:>9} {:>7}",
+            "WORKLOAD", "CLIENTS", "OPS", "OPS/S", "P50 MS", "P99 MS", "ERRORS"
+        )
+    }
+
+    /// The cell as a table row (under [`Cell::header`]).
+    pub(super) fn row(&self, name: &str, clients: usize) -> String {
         let mut l = self.latencies.clone();
         l.sort();
         let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied();
@@ -132,10 +145,7 @@ pub async fn run(a: IamBench) -> anyhow::Result<()> {
     let authz = guard.authorizer().clone();
     authz.authenticate(&admin).await.map_err(|e| anyhow::anyhow!("guard: {e}"))?;
 
-    println!(
-        "{:<28} {:>7} {:>8} {:>10} {:>9} {:>9} {:>7}",
-        "WORKLOAD", "CLIENTS", "OPS", "OPS/S", "P50 MS", "P99 MS", "ERRORS"
-    );
+    println!("{}", Cell::header());
     for &clients in &a.clients {
         let (h, url, body) = (http.clone(), format!("{iam}/v1/auth/token"), login.clone());
         let cell = drive(clients, (a.requests / 10).max(clients), deadline, move |_| {
