@@ -85,10 +85,10 @@ pub struct NewImage {
     #[serde(default)]
     pub cmdline: Option<String>,
     /// Labels (selected on by `?selector=`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub labels: ultracloud_resource::Labels,
     /// Annotations.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub annotations: ultracloud_resource::Labels,
 }
 
@@ -229,10 +229,10 @@ pub struct NewVm {
     #[serde(default)]
     pub start: Option<bool>,
     /// Labels (selected on by `?selector=`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub labels: ultracloud_resource::Labels,
     /// Annotations.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub annotations: ultracloud_resource::Labels,
 }
 
@@ -759,10 +759,10 @@ pub struct NewVolume {
     /// Size in GiB (1 to 1024).
     pub size_gib: u32,
     /// Labels (selected on by `?selector=`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub labels: ultracloud_resource::Labels,
     /// Annotations.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub annotations: ultracloud_resource::Labels,
 }
 

@@ -27,10 +27,10 @@ pub struct NewVpc {
     /// Address space.
     pub cidr: Cidr,
     /// Labels (selected on by `?selector=`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub labels: ultracloud_resource::Labels,
     /// Annotations.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub annotations: ultracloud_resource::Labels,
 }
 
@@ -112,10 +112,10 @@ pub struct NewSubnet {
     #[serde(default)]
     pub pools: Vec<Pool>,
     /// Labels (selected on by `?selector=`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub labels: ultracloud_resource::Labels,
     /// Annotations.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub annotations: ultracloud_resource::Labels,
 }
 
@@ -225,10 +225,10 @@ pub struct NewSecurityGroup {
     #[serde(default)]
     pub rules: Option<Vec<Rule>>,
     /// Labels (selected on by `?selector=`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub labels: ultracloud_resource::Labels,
     /// Annotations.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub annotations: ultracloud_resource::Labels,
 }
 
@@ -387,10 +387,10 @@ pub struct NewPort {
     #[serde(default)]
     pub device_owner: String,
     /// Labels (selected on by `?selector=`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub labels: ultracloud_resource::Labels,
     /// Annotations.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub annotations: ultracloud_resource::Labels,
 }
 
@@ -625,10 +625,10 @@ pub struct NewRouter {
     #[serde(default)]
     pub routes: Vec<Route>,
     /// Labels (selected on by `?selector=`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub labels: ultracloud_resource::Labels,
     /// Annotations.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub annotations: ultracloud_resource::Labels,
 }
 
@@ -690,10 +690,10 @@ pub struct NewServiceIp {
     #[serde(default)]
     pub name: String,
     /// Labels (selected on by `?selector=`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub labels: ultracloud_resource::Labels,
     /// Annotations.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ultracloud_resource::Labels::is_empty")]
     pub annotations: ultracloud_resource::Labels,
 }
 

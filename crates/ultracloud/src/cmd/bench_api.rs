@@ -119,6 +119,10 @@ pub async fn run(a: ApiBench) -> anyhow::Result<std::process::ExitCode> {
         })
         .await;
         println!("{}", c.row("POST …/ports (create)", clients));
+        if ids.is_empty() {
+            println!("  no port was created at {clients} clients; nothing to read or delete");
+            continue;
+        }
         let ids = Arc::new(ids);
         let (n, s, i2) = (net.clone(), owner.clone(), ids.clone());
         let (c, _) = cell(clients, a.ports * 10, move |i| {
