@@ -40,9 +40,9 @@ pub struct ChainfireConfig {
     pub initial_cluster_state: ClusterState,
     /// Distinguishes clusters formed from the same member list.
     pub initial_cluster_token: String,
-    /// Admin listener (`/healthz`, `/readyz`, `/metrics`, `/version`); none: a free port on
-    /// the first client URL's address (see [`ChainfireConfig::admin_addr`]), so members started
-    /// with etcd's flags alone never collide on a fixed port.
+    /// A separate admin listener (`/healthz`, `/readyz`, `/metrics`, `/version`), as etcd's
+    /// `--listen-metrics-urls`. Those routes, and etcd's `/health`, are served on the client URLs
+    /// in any case, so members started with etcd's flags alone need no port of their own.
     pub admin_listen: Option<SocketAddr>,
     /// Largest accepted request (etcd's default is 1.5 MiB).
     pub max_request_bytes: usize,
@@ -93,20 +93,6 @@ pub struct InitialMember {
     pub name: String,
     /// Its peer URLs.
     pub peer_urls: Vec<String>,
-}
-
-impl ChainfireConfig {
-    /// Where the admin listener binds: `admin_listen`, else port 0 (the kernel picks a free
-    /// one, logged at start) on the first client URL's address — etcd serves health and
-    /// metrics on its client URLs; chainfire's client port speaks gRPC only, so the admin
-    /// endpoints get a port of their own next to it.
-    pub fn admin_addr(&self) -> Result<SocketAddr, String> {
-        if let Some(a) = self.admin_listen {
-            return Ok(a);
-        }
-        let first = self.listen_client_urls.first().ok_or("no listen_client_urls")?;
-        Ok(SocketAddr::new(socket_of(first)?.ip(), 0))
-    }
 }
 
 /// Parses `http://host:port` or `https://host:port` into a socket address (host must be an IP
@@ -294,18 +280,6 @@ mod tests {
     #[test]
     fn rejects_bad_urls_and_missing_self() {
         let c = ChainfireConfig { listen_client_urls: vec!["127.0.0.1:2379".into()], ..Default::default() };
-        let three: Vec<SocketAddr> = ["http://127.0.0.1:2379", "http://127.0.0.1:22379", "http://10.0.0.7:32379"]
-            .iter()
-            .map(|u| {
-                ChainfireConfig { listen_client_urls: vec![(*u).into()], ..Default::default() }.admin_addr().unwrap()
-            })
-            .collect();
-        // No fixed default port: members on one host never collide; the address follows the
-        // client URL's.
-        assert_eq!(three.iter().map(|a| a.port()).collect::<Vec<_>>(), [0, 0, 0]);
-        assert_eq!(three[2].ip().to_string(), "10.0.0.7");
-        let fixed = ChainfireConfig { admin_listen: Some("127.0.0.1:9101".parse().unwrap()), ..Default::default() };
-        assert_eq!(fixed.admin_addr().unwrap().port(), 9101);
         assert!(c.validate().unwrap_err().to_string().contains("listen_client_urls"));
         let c = ChainfireConfig { initial_cluster: "other=http://127.0.0.1:2380".into(), ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().contains("must contain"));

@@ -20,20 +20,26 @@ pub enum ServiceError {
 /// Runs a member until SIGTERM/SIGINT.
 pub async fn run(config: ChainfireConfig) -> Result<(), ServiceError> {
     let ctx = ServiceContext::start("chainfire", &config.data_dir)?;
-    let running = server::start(config.clone(), ctx.data_dir().path(), ctx.shutdown.clone()).await?;
+    // etcd serves health and metrics on its client URLs; so does chainfire.
+    let http = ultracloud_runtime::admin::routes("chainfire", &ctx.metrics, &ctx.readiness);
+    let running = server::start(config.clone(), ctx.data_dir().path(), ctx.shutdown.clone(), http).await?;
     let node = running.node.clone();
     ctx.readiness.add("raft-leader", move || {
         let leader = node.leader();
         async move { leader.map(|_| ()).ok_or_else(|| "no raft leader known".to_owned()) }
     });
-    let metrics_node = running.node.clone();
-    register_metrics(&ctx, metrics_node);
-    let admin_addr = config.admin_addr().map_err(StartError::Config)?;
-    let admin = ctx.start_admin(admin_addr, axum::Router::new()).await.map_err(RuntimeStartError::from)?;
-    tracing::info!(admin = %admin.local_addr, "chainfire ready for clients");
+    register_metrics(&ctx, running.node.clone());
+    // A separate admin listener only when asked for (etcd's --listen-metrics-urls).
+    let admin = match config.admin_listen {
+        Some(addr) => Some(ctx.start_admin(addr, axum::Router::new()).await.map_err(RuntimeStartError::from)?),
+        None => None,
+    };
+    tracing::info!(client = ?running.client_addrs, admin = ?admin.as_ref().map(|a| a.local_addr), "chainfire ready for clients");
     ctx.shutdown.cancelled().await;
     running.wait().await;
-    let _ = admin.task.await;
+    if let Some(admin) = admin {
+        let _ = admin.task.await;
+    }
     Ok(())
 }
 

@@ -3,8 +3,8 @@
 //! certificates of the cluster CA — clients of role control-plane or admin (`etcdctl --cacert
 //! --cert --key` with an operator's certificate), peers of role control-plane.
 
+use tonic::Status;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
-use tonic::{Request, Status};
 use ultracloud_tls::{ClusterTls, PeerIdentity, Role};
 
 /// Roles admitted on the client (etcd API) listeners.
@@ -48,19 +48,14 @@ pub enum EndpointError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A request interceptor admitting only peers whose certificate holds one of `roles`. Without
-/// TLS there is no certificate, so it is installed only on TLS listeners.
-pub fn require(roles: &'static [Role]) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |req: Request<()>| {
-        let identity =
-            req.peer_certs().and_then(|certs| certs.first().and_then(|c| PeerIdentity::from_der(c.as_ref())));
-        match identity {
-            Some(id) if id.is(roles) => Ok(req),
-            Some(id) => Err(Status::permission_denied(format!(
-                "the certificate of {id} may not use this API (it needs role {})",
-                roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
-            ))),
-            None => Err(Status::unauthenticated("a client certificate of the cluster CA is required")),
-        }
+/// Whether a client holding `identity` (from its certificate) may use an API open to `roles`.
+pub fn check(roles: &[Role], identity: Option<&PeerIdentity>) -> Result<(), Status> {
+    match identity {
+        Some(id) if id.is(roles) => Ok(()),
+        Some(id) => Err(Status::permission_denied(format!(
+            "the certificate of {id} may not use this API (it needs role {})",
+            roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
+        ))),
+        None => Err(Status::unauthenticated("a client certificate of the cluster CA is required")),
     }
 }

@@ -43,19 +43,23 @@ struct AdminState {
     readiness: Readiness,
 }
 
-/// The admin routes of `service`, merged with `extra` routes, with request metrics.
-pub fn router(service: &str, metrics: &Metrics, readiness: &Readiness, extra: Router) -> Router {
+/// The admin routes of `service` (`/healthz`, `/readyz`, `/metrics`, `/version`) alone, for a
+/// listener that serves them beside something else.
+pub fn routes(service: &str, metrics: &Metrics, readiness: &Readiness) -> Router {
     let state = AdminState { service: service.to_owned(), metrics: metrics.clone(), readiness: readiness.clone() };
-    let base = Router::new()
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/version", get(version))
-        .with_state(state);
-    base.merge(extra).fallback(route_not_found).layer(axum::middleware::from_fn_with_state(
-        HttpTracking { metrics: metrics.clone(), listener: "admin" },
-        track_http,
-    ))
+        .with_state(state)
+}
+
+/// The admin routes of `service`, merged with `extra` routes, with request metrics.
+pub fn router(service: &str, metrics: &Metrics, readiness: &Readiness, extra: Router) -> Router {
+    routes(service, metrics, readiness).merge(extra).fallback(route_not_found).layer(
+        axum::middleware::from_fn_with_state(HttpTracking { metrics: metrics.clone(), listener: "admin" }, track_http),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then finishes in-flight requests.

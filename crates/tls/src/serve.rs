@@ -13,8 +13,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use tokio::net::{TcpListener, TcpStream};
+pub use tokio_rustls::TlsAcceptor;
+pub use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -49,22 +50,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (acceptor, router, shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
         tracker.spawn(async move {
-            if !answer_cleartext(&tcp, remote).await {
-                return;
-            }
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %remote, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let identity =
-                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| PeerIdentity::from_der(c));
+            let Some((tls, identity)) = handshake(&acceptor, tcp, remote).await else { return };
             let svc = router.map_request(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(remote));
                 if let Some(id) = &identity {
@@ -92,12 +78,36 @@ pub async fn serve(
     Ok(())
 }
 
+/// A TLS-ready connection: `tls` and the identity its client certificate names, if any.
+pub type Handshaken = (TlsStream<TcpStream>, Option<PeerIdentity>);
+
+/// Takes an accepted connection through the TLS handshake (bounded in time). `None` when the
+/// client spoke plain HTTP (answered with a 400 saying to use TLS), failed or timed out.
+pub async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream, remote: std::net::SocketAddr) -> Option<Handshaken> {
+    if !answer_cleartext(&tcp, remote).await {
+        return None;
+    }
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %remote, error = %e, "TLS handshake refused");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %remote, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let identity = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| PeerIdentity::from_der(c));
+    Some((tls, identity))
+}
+
 /// The first byte of every TLS connection (a handshake record).
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Whether `tcp` starts a TLS handshake. A client speaking plain HTTP to this TLS port gets a
 /// 400 saying so (as nginx does) instead of a dropped connection it would retry.
-async fn answer_cleartext(tcp: &tokio::net::TcpStream, remote: std::net::SocketAddr) -> bool {
+async fn answer_cleartext(tcp: &TcpStream, remote: std::net::SocketAddr) -> bool {
     let mut first = [0u8; 1];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => true,

@@ -67,15 +67,16 @@ async fn member_id(endpoint: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<(u16, u16, u16)> = (0..3).map(|_| (free_port(), free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let initial: Vec<String> =
-        ports.iter().enumerate().map(|(i, (_, p, _))| format!("n{i}=http://127.0.0.1:{p}")).collect();
+        ports.iter().enumerate().map(|(i, (_, p))| format!("n{i}=http://127.0.0.1:{p}")).collect();
     let mut members: Vec<Member> = ports
         .iter()
         .enumerate()
-        .map(|(i, (c, p, a))| Member {
+        .map(|(i, (c, p))| Member {
             name: format!("n{i}"),
             client: format!("http://127.0.0.1:{c}"),
+            // etcd's flags only (no admin port): three members on one host must not collide.
             args: vec![
                 format!("--name=n{i}"),
                 format!("--data-dir={}", dir.path().join(format!("n{i}")).display()),
@@ -83,7 +84,6 @@ async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
                 format!("--listen-peer-urls=http://127.0.0.1:{p}"),
                 format!("--initial-cluster={}", initial.join(",")),
                 "--initial-cluster-token=crash-test".into(),
-                format!("--admin-listen=127.0.0.1:{a}"),
                 "--heartbeat-interval=50".into(),
                 "--election-timeout=300".into(),
             ],
@@ -113,6 +113,15 @@ async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
         assert!(Instant::now() < deadline, "no leader; logs in {}", dir.path().display());
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+
+    // Health and metrics on every member's client URL, as etcd serves them.
+    let http = reqwest::Client::new();
+    for e in &endpoints {
+        let health: serde_json::Value = http.get(format!("{e}/health")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(health["health"], "true", "{e}: {health}");
+        let metrics = http.get(format!("{e}/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("chainfire_is_leader"), "{e}: {metrics}");
+    }
 
     // Writers over all endpoints record every acknowledged key.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();

@@ -116,14 +116,13 @@ async fn the_internal_planes_admit_only_cluster_certificates_in_their_roles() {
 async fn chainfire_admits_only_cluster_certificates(pki: &Pki) {
     let dir = tempfile::tempdir().unwrap();
     let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (client, peer, admin) = (port(0), port(1), port(2));
+    let (client, peer) = (port(0), port(1));
     let log = std::fs::File::create(dir.path().join("chainfire.log")).unwrap();
     let mut child = Command::new(BIN)
         .arg("chainfire")
         .arg(format!("--data-dir={}", dir.path().join("data").display()))
         .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
         .arg(format!("--listen-peer-urls=https://127.0.0.1:{peer}"))
-        .arg(format!("--admin-listen=127.0.0.1:{admin}"))
         .arg(format!("--tls-dir={}", pki.holder("node").display()))
         .stdout(Stdio::null())
         .stderr(log)
@@ -151,7 +150,7 @@ async fn chainfire_admits_only_cluster_certificates(pki: &Pki) {
     assert_eq!(got.kvs()[0].value(), b"ok");
 
     // etcdctl with an operator's certificate works; without one, or with a worker's, it does not.
-    let etcdctl = |holder: Option<&str>| {
+    let etcdctl = |holder: Option<&str>, args: &[&str]| {
         let mut cmd = Command::new("etcdctl");
         cmd.arg(format!("--endpoints=https://{addr}"))
             .arg(format!("--cacert={}", pki.dir.join("ca/ca.pem").display()))
@@ -160,15 +159,19 @@ async fn chainfire_admits_only_cluster_certificates(pki: &Pki) {
             cmd.arg(format!("--cert={}", pki.holder(h).join("cert.pem").display()));
             cmd.arg(format!("--key={}", pki.holder(h).join("key.pem").display()));
         }
-        cmd.args(["get", "wire"]).output()
+        cmd.args(args).output()
     };
-    match etcdctl(Some("operator")) {
+    match etcdctl(Some("operator"), &["get", "wire"]) {
         Ok(out) => {
             assert!(out.status.success(), "{out:?}");
             assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
-            let none = etcdctl(None).unwrap();
+            // A per-member command sends the https:// URL as its HTTP/2 authority.
+            let status = etcdctl(Some("operator"), &["endpoint", "status"]).unwrap();
+            assert!(status.status.success(), "{status:?}");
+            assert!(String::from_utf8_lossy(&status.stdout).contains(&format!("https://{addr}")), "{status:?}");
+            let none = etcdctl(None, &["get", "wire"]).unwrap();
             assert!(!none.status.success(), "no client certificate");
-            let worker = etcdctl(Some("worker")).unwrap();
+            let worker = etcdctl(Some("worker"), &["get", "wire"]).unwrap();
             assert!(!worker.status.success());
             assert!(String::from_utf8_lossy(&worker.stderr).contains("PermissionDenied"), "{worker:?}");
         }
@@ -180,6 +183,17 @@ async fn chainfire_admits_only_cluster_certificates(pki: &Pki) {
         Err(_) => true,
     };
     assert!(refused, "plain gRPC to a TLS port");
+
+    // etcd's /health and the runtime's /metrics on the client URL: public to any cluster
+    // certificate, a worker's included; nothing without one.
+    let health = pki.client("worker").get(format!("https://{addr}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health, serde_json::json!({"health": "true", "reason": ""}));
+    let metrics = pki.client("worker").get(format!("https://{addr}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("chainfire_raft_term"));
+    assert!(pki.trusting_only().get(format!("https://{addr}/health")).send().await.is_err(), "no certificate");
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -1,9 +1,12 @@
 //! Start-up of a chainfire member: storage, identity, Raft, the gRPC listeners, and the
 //! leader's background duties (lease expiry, promotion of caught-up learners).
 
+mod authority;
 pub mod cluster;
+pub mod health;
 pub mod kv;
 pub mod lease;
+pub mod listen;
 pub mod maintenance;
 pub mod peer;
 pub mod watch;
@@ -15,7 +18,6 @@ use std::time::Duration;
 
 use openraft::ChangeMembers;
 use redb::{Database, ReadableDatabase, TableDefinition};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use ultracloud_runtime::admin::{ListenError, bind};
 
@@ -108,11 +110,13 @@ fn storage_err(path: &std::path::Path) -> impl Fn(redb::Error) -> StartError + '
 }
 
 /// Starts a member with `config`, its state in `data_dir` (already locked by the caller), and
-/// serves until `shutdown` is cancelled.
+/// serves until `shutdown` is cancelled. `http`: plain HTTP routes served on the client URLs
+/// beside the etcd API and `/health` (the runtime's `/metrics`, `/readyz`…), as etcd does.
 pub async fn start(
     config: ChainfireConfig,
     data_dir: &std::path::Path,
     shutdown: CancellationToken,
+    http: axum::Router,
 ) -> Result<Running, StartError> {
     // Two files, so the log writer's fsyncs and the state machine's applies never wait for each
     // other's write lock (redb has one writer per database).
@@ -180,21 +184,23 @@ pub async fn start(
     let max_msg = config.max_request_bytes + GRPC_OVERHEAD;
     let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::Required)
         .map_err(|e| StartError::Config(e.to_string()))?
-        .map(|s| crate::tls::server_config(&s.tls));
-    let builder = |roles: &'static [ultracloud_tls::Role]| -> Result<_, StartError> {
-        let mut b = tonic::transport::Server::builder();
-        if let Some(t) = &tls {
-            b = b.tls_config(t.clone()).map_err(|e| StartError::Config(format!("TLS: {e}")))?;
+        .map(|s| {
+            let mut rustls = (*s.config).clone();
+            rustls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            ultracloud_tls::serve::TlsAcceptor::from(Arc::new(rustls))
+        });
+    // Without TLS there is no certificate to check; the listeners are loopback-only then.
+    let gate = |routes: tonic::service::Routes, roles: &'static [ultracloud_tls::Role]| -> axum::Router {
+        let router = routes.into_axum_router();
+        if tls.is_none() {
+            return router;
         }
-        // Without TLS there is no certificate to check; the listener is loopback-only then.
-        let check = tls.is_some();
-        Ok(b.layer(tonic::service::InterceptorLayer::new(move |req| {
-            if check { crate::tls::require(roles)(req) } else { Ok(req) }
-        })))
+        router.layer(axum::middleware::from_fn_with_state(roles, listen::require_role))
     };
+    let public_http = health::routes(node.clone()).merge(http);
     for listener in client_listeners {
-        let router = builder(crate::tls::CLIENT_ROLES)?
-            .add_service(KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(max_msg))
+        let mut grpc = tonic::service::RoutesBuilder::default();
+        grpc.add_service(KvServer::new(kv::KvService::new(node.clone())).max_decoding_message_size(max_msg))
             .add_service(WatchServer::new(watch::WatchService::new(node.clone())).max_decoding_message_size(max_msg))
             .add_service(LeaseServer::new(lease::LeaseService::new(node.clone())).max_decoding_message_size(max_msg))
             .add_service(ClusterServer::new(cluster::ClusterService::new(node.clone())))
@@ -205,10 +211,13 @@ pub async fn start(
                 ))
                 .max_encoding_message_size(MAX_PEER_MESSAGE),
             );
+        // etcd answers plain HTTP (`/health`, `/metrics`) on its client URLs too.
+        let app = health::beside_grpc(public_http.clone(), gate(grpc.routes(), crate::tls::CLIENT_ROLES));
+        let server = tonic::transport::Server::builder().accept_http1(true).add_routes(app.into());
+        let incoming = listen::incoming(listener, tls.clone(), shutdown.clone());
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = no_delay(listener);
-            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
+            if let Err(e) = server.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "client API server failed");
             }
         }));
@@ -217,13 +226,12 @@ pub async fn start(
         let svc = PeerServer::new(peer::PeerService::new(node.clone()))
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE);
+        let routes = gate(tonic::service::Routes::new(svc), crate::tls::PEER_ROLES);
+        let server = tonic::transport::Server::builder().add_routes(routes.into());
+        let incoming = listen::incoming(listener, tls.clone(), shutdown.clone());
         let stop = shutdown.clone();
-        let mut peer_server = builder(crate::tls::PEER_ROLES)?;
         tasks.push(tokio::spawn(async move {
-            let incoming = no_delay(listener);
-            if let Err(e) =
-                peer_server.add_service(svc).serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
-            {
+            if let Err(e) = server.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "peer API server failed");
             }
         }));
@@ -232,20 +240,6 @@ pub async fn start(
     tasks.push(tokio::spawn(publish_attributes(node.clone(), shutdown.clone())));
     tracing::info!(client = ?client_addrs, peer = ?peer_addrs, "chainfire serving");
     Ok(Running { node, client_addrs, peer_addrs, tasks })
-}
-
-/// Accepted connections with Nagle's algorithm off: small gRPC responses must not wait for the
-/// client's delayed ACK (40 ms on Linux).
-fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(c) = &conn {
-            let _ = c.set_nodelay(true);
-        }
-        conn
-    })
 }
 
 fn initial_members(config: &ChainfireConfig) -> Result<BTreeMap<u64, Member>, StartError> {

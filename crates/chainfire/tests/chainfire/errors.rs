@@ -199,7 +199,6 @@ async fn garbage_on_the_client_port_is_survived() {
     let payloads: Vec<Vec<u8>> = vec![
         random(64),
         random(70_000),
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".iter().copied().chain(random(512)).collect(),
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\x09\x00\x00\x00\x00\x01".to_vec(),
         vec![0u8; 4096],
@@ -215,6 +214,12 @@ async fn garbage_on_the_client_port_is_survived() {
         still_serving(&mut c, "between-garbage").await;
     }
     assert_eq!(closed, payloads.len(), "the server hangs up on garbage");
+    // Plain HTTP is answered (as etcd does: /health, /metrics), with a JSON 404 here.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let (answer, was_closed) = drain(&mut s, Duration::from_secs(5)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(was_closed && answer.starts_with("HTTP/1.1 404"), "{answer}");
 
     // Many connections at once that send half a preface and hang up.
     let mut tasks = Vec::new();

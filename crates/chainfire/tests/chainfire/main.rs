@@ -11,6 +11,7 @@ mod client;
 mod cluster;
 mod errors;
 mod etcdctl;
+mod http;
 mod kv;
 mod lease;
 mod storage_suite;

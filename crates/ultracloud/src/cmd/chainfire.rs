@@ -91,8 +91,9 @@ struct RunArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     initial_cluster_token: Option<String>,
 
-    /// Admin listener (/healthz, /readyz, /metrics, /version) [default: a free port on the first
-    /// client URL's address, logged at start].
+    /// A separate admin listener (/healthz, /readyz, /metrics, /version), like etcd's
+    /// --listen-metrics-urls [default: none; those routes and etcd's /health are served on the
+    /// client URLs].
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_listen: Option<SocketAddr>,

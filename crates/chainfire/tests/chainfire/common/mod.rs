@@ -36,7 +36,9 @@ impl Member {
 
     pub async fn start(&mut self) {
         self.stop = CancellationToken::new();
-        let running = server::start(self.config.clone(), &self.dir, self.stop.clone()).await.expect("member starts");
+        let running = server::start(self.config.clone(), &self.dir, self.stop.clone(), axum::Router::new())
+            .await
+            .expect("member starts");
         self.running = Some(running);
     }
 
@@ -66,7 +68,6 @@ pub fn test_config(name: &str, client: u16, peer: u16) -> ChainfireConfig {
         name: name.into(),
         listen_client_urls: vec![format!("http://127.0.0.1:{client}")],
         listen_peer_urls: vec![format!("http://127.0.0.1:{peer}")],
-        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         heartbeat_interval_ms: 50,
         election_timeout_ms: 300,
         ..Default::default()
