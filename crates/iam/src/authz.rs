@@ -27,6 +27,8 @@ pub const BACKSTOP: Duration = Duration::from_secs(30);
 
 /// Most per-subject policies kept; the cache starts afresh beyond this.
 const MAX_POLICIES: usize = 10_000;
+/// Most verified tokens remembered; the cache starts afresh beyond this.
+const MAX_VERIFIED: usize = 10_000;
 
 /// A subject's effective policy: its bindings and the custom roles they name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +123,10 @@ impl RevocationIndex {
 struct Caches {
     loaded: bool,
     verifier: Verifier,
+    /// Tokens this verifier has verified, with their claims: a signature is checked once per
+    /// token, not once per request (as Kubernetes caches token reviews). Emptied with the key
+    /// set; the validity window and revocations are still checked on every request.
+    verified: HashMap<String, Claims>,
     revocations: RevocationIndex,
     policies: HashMap<String, Arc<SubjectPolicy>>,
     /// Bumped whenever the caches are dropped, so a policy fetched before that is not kept.
@@ -183,6 +189,7 @@ impl<S: PolicySource> Authorizer<S> {
         let revocations = self.source.revocations().await.map_err(AuthError::Unavailable)?;
         let mut c = self.caches_mut();
         c.verifier = Verifier::new(&jwks);
+        c.verified.clear();
         c.revocations = RevocationIndex::new(revocations);
         c.policies.clear();
         c.generation += 1;
@@ -202,27 +209,48 @@ impl<S: PolicySource> Authorizer<S> {
         }
         *last = Some(Instant::now());
         let jwks = self.source.jwks().await.map_err(AuthError::Unavailable)?;
-        self.caches_mut().verifier = Verifier::new(&jwks);
+        let mut c = self.caches_mut();
+        c.verifier = Verifier::new(&jwks);
+        c.verified.clear();
         Ok(())
     }
 
     /// The claims of a valid, unrevoked bearer token.
     pub async fn authenticate(&self, token: &str) -> Result<Claims, AuthError> {
         self.ensure_loaded().await?;
-        let verified = self.caches().verifier.verify(token, now_secs());
-        let claims = match verified {
-            Err(TokenError::UnknownKey(_)) => {
-                // A key created since the JWKS was fetched (rotation on another replica).
-                self.refresh_jwks().await?;
-                self.caches().verifier.verify(token, now_secs())
+        let now = now_secs();
+        let cached = self.caches().verified.get(token).cloned();
+        let claims = match cached {
+            Some(claims) => {
+                claims.valid_at(now).map_err(|e| AuthError::Unauthenticated(e.to_string()))?;
+                claims
             }
-            other => other,
-        }
-        .map_err(|e| AuthError::Unauthenticated(e.to_string()))?;
+            None => self.verify(token, now).await?,
+        };
         if let Some(why) = self.caches().revocations.refuses(&claims) {
             return Err(AuthError::Unauthenticated(why.into()));
         }
         Ok(claims)
+    }
+
+    /// Checks a token's signature and claims, remembering the claims of a good one.
+    async fn verify(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
+        let first = self.caches().verifier.verify(token, now);
+        let verified = match first {
+            Err(TokenError::UnknownKey(_)) => {
+                // A key created since the JWKS was fetched (rotation on another replica).
+                self.refresh_jwks().await?;
+                self.caches().verifier.verify(token, now)
+            }
+            other => other,
+        }
+        .map_err(|e| AuthError::Unauthenticated(e.to_string()))?;
+        let mut c = self.caches_mut();
+        if c.verified.len() >= MAX_VERIFIED {
+            c.verified.clear();
+        }
+        c.verified.insert(token.to_owned(), verified.clone());
+        Ok(verified)
     }
 
     /// A subject's policy, from the cache or the source.
@@ -375,5 +403,32 @@ mod tests {
         mem.ring.lock().unwrap().rotate(now_secs(), 60);
         let newer = mem.ring.lock().unwrap().sign(&claims("j2")).unwrap();
         assert!(authz.authenticate(&newer).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_checked_for_expiry_and_forgotten_with_its_key() {
+        let mem = Arc::new(Memory::default());
+        mem.ring.lock().unwrap().rotate(now_secs(), 60);
+        let authz = Authorizer::new(mem.clone());
+        let token = mem.ring.lock().unwrap().sign(&claims("j1")).unwrap();
+        assert!(authz.authenticate(&token).await.is_ok());
+        assert!(authz.authenticate(&token).await.is_ok(), "again, from the cache");
+        let mut tampered = token.clone();
+        let last = if tampered.ends_with('A') { "B" } else { "A" };
+        tampered.replace_range(tampered.len() - 1.., last);
+        assert!(authz.authenticate(&tampered).await.is_err(), "another string is verified afresh");
+        let mut stale = claims("j2");
+        stale.exp = now_secs() + 1;
+        let short = mem.ring.lock().unwrap().sign(&stale).unwrap();
+        assert!(authz.authenticate(&short).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let expired = authz.authenticate(&short).await.unwrap_err();
+        assert!(matches!(&expired, AuthError::Unauthenticated(m) if m.contains("expired")), "{expired:?}");
+
+        // Keys replaced (every old one retired): what they signed is no longer good.
+        mem.ring.lock().unwrap().rotate(now_secs(), 0);
+        authz.refresh().await.unwrap();
+        let gone = authz.authenticate(&token).await.unwrap_err();
+        assert!(matches!(&gone, AuthError::Unauthenticated(m) if m.contains("unknown key")), "{gone:?}");
     }
 }

@@ -222,6 +222,19 @@ pub struct Verifier {
     issuer: Option<String>,
 }
 
+impl Claims {
+    /// `Ok` when the token's validity window holds `now` (seconds since the epoch).
+    pub fn valid_at(&self, now: u64) -> Result<(), TokenError> {
+        if now >= self.exp {
+            return Err(TokenError::Expired(self.exp));
+        }
+        if now < self.nbf {
+            return Err(TokenError::NotYetValid(self.nbf));
+        }
+        Ok(())
+    }
+}
+
 impl Verifier {
     /// A verifier of the Ed25519 keys in `jwks` (other key types are ignored).
     pub fn new(jwks: &Jwks) -> Self {
@@ -259,12 +272,7 @@ impl Verifier {
         let sig = Signature::from_slice(&sig_bytes).map_err(|_| TokenError::Signature)?;
         key.verify_strict(format!("{h}.{c}").as_bytes(), &sig).map_err(|_| TokenError::Signature)?;
         let claims: Claims = decode_json(c, "claims")?;
-        if now >= claims.exp {
-            return Err(TokenError::Expired(claims.exp));
-        }
-        if now < claims.nbf {
-            return Err(TokenError::NotYetValid(claims.nbf));
-        }
+        claims.valid_at(now)?;
         if self.issuer.as_ref().is_some_and(|i| *i != claims.iss) {
             return Err(TokenError::Issuer(claims.iss));
         }
