@@ -39,6 +39,22 @@ impl Scope {
     }
 }
 
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    /// The short form operators type: `system`, `TENANT` or `TENANT/PROJECT`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('/') {
+            _ if s == "system" => Ok(Scope::System),
+            Some((t, p)) if !t.is_empty() && !p.is_empty() && !p.contains('/') => {
+                Ok(Scope::Project { tenant: t.to_owned(), project: p.to_owned() })
+            }
+            None if !s.is_empty() => Ok(Scope::Tenant { tenant: s.to_owned() }),
+            _ => Err(format!("scope {s:?}: use system, TENANT or TENANT/PROJECT")),
+        }
+    }
+}
+
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -275,6 +291,17 @@ mod tests {
 
     fn bind(subject: &str, role: &str, scope: Scope) -> Binding {
         Binding { subject: subject.into(), role: role.into(), scope }
+    }
+
+    #[test]
+    fn scopes_parse_from_their_short_form() {
+        let project = Scope::Project { tenant: "acme".into(), project: "web".into() };
+        assert_eq!("system".parse::<Scope>(), Ok(Scope::System));
+        assert_eq!("acme".parse::<Scope>(), Ok(Scope::Tenant { tenant: "acme".into() }));
+        assert_eq!("acme/web".parse::<Scope>(), Ok(project));
+        for bad in ["acme/", "/web", "", "a/b/c"] {
+            assert!(bad.parse::<Scope>().unwrap_err().contains("TENANT/PROJECT"), "{bad}");
+        }
     }
 
     #[test]

@@ -136,6 +136,44 @@ pub struct Rule {
     pub remote_group: Option<String>,
 }
 
+impl std::str::FromStr for Rule {
+    type Err = String;
+
+    /// The short form the CLI takes: `DIRECTION,PROTOCOL[,PORTS][,REMOTE]` — `ingress,tcp,80`,
+    /// `ingress,tcp,8000-8080,10.0.0.0/8`, `ingress,any,,group=web`, `egress,any`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let (Some(dir), Some(proto), None) = (parts.first(), parts.get(1), parts.get(4)) else {
+            return Err(format!("rule {s:?}: use DIRECTION,PROTOCOL[,PORTS][,REMOTE], e.g. ingress,tcp,80,10.0.0.0/8"));
+        };
+        fn word<T: serde::de::DeserializeOwned>(s: &str, w: &str, what: &str, choices: &str) -> Result<T, String> {
+            serde_json::from_value(serde_json::Value::String(w.to_lowercase()))
+                .map_err(|_| format!("rule {s:?}: {what} {w:?} is not one of {choices}"))
+        }
+        let mut rule = Rule {
+            direction: word(s, dir, "direction", "ingress, egress")?,
+            protocol: word(s, proto, "protocol", "any, tcp, udp, icmp")?,
+            port_min: None,
+            port_max: None,
+            remote_cidr: None,
+            remote_group: None,
+        };
+        if let Some(ports) = parts.get(2).filter(|p| !p.is_empty()) {
+            let port = |p: &str| p.parse::<u16>().map_err(|e| format!("rule {s:?}: port {p:?}: {e}"));
+            let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
+            rule.port_min = Some(port(a)?);
+            rule.port_max = Some(port(b)?);
+        }
+        if let Some(remote) = parts.get(3).filter(|p| !p.is_empty()) {
+            match remote.strip_prefix("group=") {
+                Some(g) => rule.remote_group = Some(g.to_owned()),
+                None => rule.remote_cidr = Some(remote.parse().map_err(|e| format!("rule {s:?}: {remote:?}: {e}"))?),
+            }
+        }
+        Ok(rule)
+    }
+}
+
 /// A security group: the rules of its ports. No rule: deny ingress, deny egress — a new
 /// group gets the defaults (allow all egress, allow ingress from the group itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +321,22 @@ pub fn generate_mac() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_parse_from_their_short_form() {
+        let r: Rule = "ingress,tcp,8000-8080,10.0.0.0/8".parse().unwrap();
+        assert_eq!((r.port_min, r.port_max), (Some(8000), Some(8080)));
+        assert_eq!((r.direction, r.protocol), (Direction::Ingress, Protocol::Tcp));
+        assert_eq!(r.remote_cidr.unwrap().to_string(), "10.0.0.0/8");
+        let g: Rule = "ingress,any,,group=web".parse().unwrap();
+        assert_eq!(g.remote_group.as_deref(), Some("web"));
+        assert_eq!("egress,ANY".parse::<Rule>().unwrap().protocol, Protocol::Any);
+        for bad in ["ingress", "ingress,tcp,eighty", "ingress,tcp,80,10.0.0.0/33", "ingress,tcp,80,,x"] {
+            assert!(bad.parse::<Rule>().is_err(), "{bad}");
+        }
+        let e = "inbound,tcp".parse::<Rule>().unwrap_err();
+        assert!(e.contains("direction \"inbound\""), "{e}");
+    }
 
     #[test]
     fn macs() {

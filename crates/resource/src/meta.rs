@@ -66,6 +66,15 @@ impl Meta {
     }
 }
 
+/// `KEY=VALUE`, as the CLI takes a label or an annotation (the value may be empty); the key
+/// and value are checked by the API.
+pub fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: use KEY=VALUE")),
+    }
+}
+
 /// The one key rule of labels and annotations: 1–63 letters, digits, `-`, `_`, `.`, `/`,
 /// starting and ending with a letter or digit (Kubernetes' rule, prefix included).
 pub fn valid_key(k: &str) -> bool {
@@ -178,6 +187,14 @@ mod tests {
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn pairs_are_key_equals_value() {
+        assert_eq!(parse_pair("env=prod").unwrap(), ("env".into(), "prod".into()));
+        assert_eq!(parse_pair("empty=").unwrap(), ("empty".into(), String::new()));
+        assert!(parse_pair("=x").is_err());
+        assert!(parse_pair("novalue").unwrap_err().contains("KEY=VALUE"));
     }
 
     #[test]

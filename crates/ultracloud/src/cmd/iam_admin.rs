@@ -40,16 +40,6 @@ impl Common {
     }
 }
 
-/// Parses `system`, `TENANT` or `TENANT/PROJECT`.
-fn parse_scope(s: &str) -> anyhow::Result<Value> {
-    Ok(match s.split_once('/') {
-        _ if s == "system" => json!({"kind": "system"}),
-        Some((t, p)) if !t.is_empty() && !p.is_empty() => json!({"kind": "project", "tenant": t, "project": p}),
-        None if !s.is_empty() => json!({"kind": "tenant", "tenant": s}),
-        _ => bail!("scope {s:?}: use system, TENANT or TENANT/PROJECT"),
-    })
-}
-
 /// Manage tenants (system admins create and delete them).
 #[derive(Debug, Args)]
 pub struct TenantArgs {
@@ -442,7 +432,7 @@ pub async fn binding(args: BindingArgs) -> anyhow::Result<ExitCode> {
     let (c, s) = (&args.common, args.common.session().await?);
     match args.command {
         BindingCommand::Create { subject, role, scope } => {
-            let body = json!({"subject": subject, "role": role, "scope": parse_scope(&scope)?});
+            let body = json!({"subject": subject, "role": role, "scope": scope.parse::<ultracloud_iam::policy::Scope>().map_err(anyhow::Error::msg)?});
             c.show(&s.iam(Method::POST, "/v1/bindings", Some(&body)).await?);
         }
         BindingCommand::List { subject } => {
@@ -458,15 +448,4 @@ pub async fn binding(args: BindingArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn scopes_parse() {
-        assert_eq!(super::parse_scope("system").unwrap()["kind"], "system");
-        assert_eq!(super::parse_scope("acme").unwrap()["tenant"], "acme");
-        assert_eq!(super::parse_scope("acme/web").unwrap()["project"], "web");
-        assert!(super::parse_scope("acme/").is_err() && super::parse_scope("").is_err());
-    }
 }

@@ -21,6 +21,5 @@ pub mod plasmavmc;
 pub mod prismnet;
 pub mod project;
 pub mod quickstart;
-pub mod quickstart_stack;
 pub mod session;
 pub mod table;

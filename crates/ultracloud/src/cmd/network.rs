@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use ultracloud_prismnet::api::*;
@@ -291,41 +291,6 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Parses `DIRECTION,PROTOCOL[,PORTS][,REMOTE]`: `ingress,tcp,80`, `ingress,tcp,8000-8080,10.0.0.0/8`,
-/// `ingress,any,,group=web`, `egress,any`.
-fn parse_rule(s: &str) -> anyhow::Result<Rule> {
-    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-    let (Some(dir), Some(proto)) = (parts.first(), parts.get(1)) else {
-        bail!("rule {s:?}: use DIRECTION,PROTOCOL[,PORTS][,REMOTE], e.g. ingress,tcp,80,10.0.0.0/8");
-    };
-    fn word<T: serde::de::DeserializeOwned>(s: &str, w: &str, what: &str, choices: &str) -> anyhow::Result<T> {
-        serde_json::from_value(serde_json::Value::String(w.to_lowercase()))
-            .map_err(|_| anyhow::anyhow!("rule {s:?}: {what} {w:?} is not one of {choices}"))
-    }
-    let mut rule = Rule {
-        direction: word(s, dir, "direction", "ingress, egress")?,
-        protocol: word(s, proto, "protocol", "any, tcp, udp, icmp")?,
-        port_min: None,
-        port_max: None,
-        remote_cidr: None,
-        remote_group: None,
-    };
-    if let Some(ports) = parts.get(2).filter(|p| !p.is_empty()) {
-        let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
-        rule.port_min = Some(a.parse().with_context(|| format!("rule {s:?}: port {a:?}"))?);
-        rule.port_max = Some(b.parse().with_context(|| format!("rule {s:?}: port {b:?}"))?);
-    }
-    if let Some(remote) = parts.get(3).filter(|p| !p.is_empty()) {
-        match remote.strip_prefix("group=") {
-            Some(g) => rule.remote_group = Some(g.to_owned()),
-            None => {
-                rule.remote_cidr = Some(remote.parse().map_err(|e| anyhow::anyhow!("rule {s:?}: {remote:?}: {e}"))?)
-            }
-        }
-    }
-    Ok(rule)
-}
-
 /// Security groups.
 #[derive(Debug, Args)]
 pub struct SecgroupArgs {
@@ -371,7 +336,7 @@ enum SecgroupCommand {
 }
 
 fn parse_rules(rules: &[String]) -> anyhow::Result<Vec<Rule>> {
-    rules.iter().map(|r| parse_rule(r)).collect()
+    rules.iter().map(|r| r.parse::<Rule>()).collect::<Result<_, _>>().map_err(anyhow::Error::msg)
 }
 
 /// Runs `secgroup`.
@@ -472,23 +437,4 @@ pub async fn port(args: PortArgs) -> anyhow::Result<ExitCode> {
         PortCommand::Delete { id } => c.delete(ports, &id, "port").await?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use ultracloud_prismnet::api::{Direction, Protocol};
-
-    #[test]
-    fn rules_parse() {
-        let r = super::parse_rule("ingress,tcp,8000-8080,10.0.0.0/8").unwrap();
-        assert_eq!((r.port_min, r.port_max), (Some(8000), Some(8080)));
-        assert_eq!((r.direction, r.protocol), (Direction::Ingress, Protocol::Tcp));
-        assert_eq!(r.remote_cidr.unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(super::parse_rule("ingress,any,,group=web").unwrap().remote_group.as_deref(), Some("web"));
-        assert!(super::parse_rule("ingress").is_err());
-        assert!(super::parse_rule("ingress,tcp,eighty").is_err());
-        let e = super::parse_rule("inbound,tcp").unwrap_err().to_string();
-        assert!(e.contains("direction \"inbound\""), "{e}");
-        assert!(super::parse_rule("ingress,tcp,80,10.0.0.0/33").is_err());
-    }
 }

@@ -66,10 +66,10 @@ impl ListArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct MetaArgs {
     /// A label, KEY=VALUE (repeatable); list with `-l KEY=VALUE`.
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = key_value)]
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = ultracloud_resource::meta::parse_pair)]
     pub labels: Vec<(String, String)>,
     /// An annotation, KEY=VALUE (repeatable).
-    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = key_value)]
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = ultracloud_resource::meta::parse_pair)]
     pub annotations: Vec<(String, String)>,
 }
 
@@ -77,13 +77,6 @@ impl MetaArgs {
     /// The labels and annotations as the API takes them.
     pub fn split(&self) -> (Labels, Labels) {
         (self.labels.iter().cloned().collect(), self.annotations.iter().cloned().collect())
-    }
-}
-
-fn key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("{s:?}: use KEY=VALUE")),
     }
 }
 
@@ -146,16 +139,5 @@ impl Ctx {
         c.delete(id).await?;
         println!("{what} {id} deleted");
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn labels_are_key_value() {
-        assert_eq!(super::key_value("env=prod").unwrap(), ("env".into(), "prod".into()));
-        assert_eq!(super::key_value("empty=").unwrap(), ("empty".into(), String::new()));
-        assert!(super::key_value("=x").is_err());
-        assert!(super::key_value("novalue").is_err());
     }
 }

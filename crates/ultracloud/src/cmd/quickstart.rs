@@ -19,7 +19,7 @@ use ultracloud_prismnet::client::Prismnet;
 use ultracloud_resource::client::{Bearer, Client};
 use ultracloud_resource::{Labels, Owner};
 
-use super::quickstart_stack::{Dirs, HOST, NETNS, PROBE_NS, Stack, api_url, running, services, shown};
+use ultracloud_harness::quickstart::{Dirs, HOST, NETNS, PROBE_NS, Stack, api_url, running, services, shown};
 
 /// Start the whole platform on this machine as one node and prove it works: admin login, a
 /// tenant and project, a VPC and subnet, a VM from the guest image on that subnet, its DHCP
@@ -94,7 +94,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(vm) if args.keep => {
             stack.save(&dirs)?;
-            super::quickstart_stack::endpoints(&dirs).write(&dirs.root).context("writing endpoints.json")?;
+            ultracloud_harness::quickstart::endpoints(&dirs).write(&dirs.root).context("writing endpoints.json")?;
             print_kept(&dirs, &vm);
             Ok(ExitCode::SUCCESS)
         }

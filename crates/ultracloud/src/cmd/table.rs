@@ -117,22 +117,3 @@ pub fn scope(v: &Value) -> String {
         _ => "system".into(),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    #[test]
-    fn cells_and_scopes() {
-        assert_eq!(super::cell(&json!(null)), "-");
-        assert_eq!(super::cell(&json!("a")), "a");
-        assert_eq!(super::cell(&json!(true)), "true");
-        assert_eq!(super::cell(&json!(["10.0.0.2", "10.0.0.3"])), "10.0.0.2,10.0.0.3");
-        assert_eq!(super::cell(&json!({"env": "prod", "tier": "web"})), "env=prod,tier=web");
-        assert_eq!(super::cell(&json!({})), "-");
-        assert_eq!(super::field(&json!({"meta": {"revision": 3}}), "meta.revision"), "3");
-        assert_eq!(super::header("meta.labels"), "LABELS");
-        assert_eq!(super::scope(&json!({"kind": "project", "tenant": "t", "project": "p"})), "t/p");
-        assert_eq!(super::scope(&json!({"kind": "system"})), "system");
-    }
-}

@@ -1,8 +1,6 @@
 //! A flaredb cluster of real `ultracloud flaredb` processes on 127.0.0.1 for tests: start,
 //! SIGKILL, restart, join; everything is killed and deleted when the cluster is dropped.
 
-#![allow(dead_code)] // each test binary uses part of it
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

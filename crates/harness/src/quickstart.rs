@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::sys;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use ultracloud_harness::sys;
 
 /// The namespace the worker's dataplane and VMs live in.
 pub const NETNS: &str = "ucqs";

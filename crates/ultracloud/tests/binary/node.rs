@@ -1,7 +1,5 @@
 //! `ultracloud node` as a real process: supervision, status, data-dir lock, SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

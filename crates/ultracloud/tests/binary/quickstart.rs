@@ -3,8 +3,6 @@
 //! log to read), and leave no process or namespace behind. The passing run is `.ci/run`'s
 //! `scripts/quickstart.sh`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
 use std::process::{Command, Output};
 
 fn bin() -> &'static str {
@@ -48,6 +46,7 @@ fn quickstart(dir: &std::path::Path) -> Output {
 /// One test: the paths share the quickstart's fixed ports and namespace, so they run in turn.
 #[test]
 fn failures_name_the_problem_and_leave_nothing_behind() {
+    let _heavy = crate::HEAVY.blocking_lock();
     if !is_root() {
         // The refusal itself is what a non-root user sees.
         let o = Command::new(bin()).arg("quickstart").output().unwrap();

@@ -5,11 +5,7 @@
 //! - counter: N acknowledged increments give exactly N (one-phase writes carry tokens, so a
 //!   retry after an ambiguous failure is never applied twice).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
-mod flaredb_support;
-mod ports;
-
+use crate::flaredb_support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +28,7 @@ fn balance(v: &[u8]) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_and_counter_hold_while_nodes_are_killed() {
+    let _heavy = crate::HEAVY.lock().await;
     // Nodes come back before they count as down: this test is about leader changes and
     // restarts, not re-replication (the cluster test covers that).
     let mut cluster = FCluster::start(3, &["--heartbeat-ms=300", "--node-down-after-ms=60000"]);

@@ -1,10 +1,7 @@
 //! chainfire as real processes: SIGKILL the leader under a write load and check that no
 //! acknowledged write is lost, a new leader serves, and the killed member restarts and catches up.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
-mod ports;
-
+use crate::ports;
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,6 +63,7 @@ async fn member_id(endpoint: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
+    let _heavy = crate::HEAVY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let initial: Vec<String> =

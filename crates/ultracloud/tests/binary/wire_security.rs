@@ -5,11 +5,7 @@
 //!
 //! A test binary of its own: this process installs a TLS identity (process-wide by design).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
-mod flaredb_support;
-mod ports;
-
+use crate::flaredb_support;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -57,6 +53,7 @@ impl Pki {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_internal_planes_admit_only_cluster_certificates_in_their_roles() {
+    let _heavy = crate::HEAVY.lock().await;
     let pki_dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(pki_dir.path());
     // This process is the operator: its flaredb client presents the admin certificate.

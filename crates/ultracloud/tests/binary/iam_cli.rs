@@ -3,11 +3,7 @@
 //! session file is 0600, secrets never reach the service's debug log, and a listener that
 //! cannot bind stops the start with a message naming the address.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
-
-mod flaredb_support;
-mod ports;
-
+use crate::flaredb_support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -131,7 +127,17 @@ async fn the_cli_drives_iam_and_no_secret_is_logged() {
     ok(&run(&["binding", "create", "user:alice", "member", "--scope", "acme/web"], None));
     let out = ok(&run(&["binding", "list", "--subject", "user:alice"], None));
     assert!(out.contains("member@p.acme.web") && out.contains("acme/web"), "{out}");
+    let e = err(&run(&["binding", "create", "user:alice", "viewer", "--scope", "acme/"], None));
+    assert!(e.contains("TENANT/PROJECT"), "a scope is system, TENANT or TENANT/PROJECT: {e}");
     ok(&run(&["sa", "create", "ci", "--tenant", "acme"], None));
+    // Tables: upper-case headers from the fields, a dash for a null cell.
+    let out = ok(&run(&["sa", "list"], None));
+    assert!(
+        out.lines().next().unwrap_or_default().split_whitespace().eq(["ID", "TENANT", "NODE", "DESCRIPTION"]),
+        "{out}"
+    );
+    let row: Vec<&str> = out.lines().find(|l| l.contains("acme")).unwrap_or_default().split_whitespace().collect();
+    assert!(row.len() >= 3 && row[1] == "acme" && row[2] == "-", "{out}");
     let out = ok(&run(&["apikey", "create", "--owner", "sa:ci", "--description", "pipeline"], None));
     let key = out.lines().last().unwrap().trim().to_owned();
     assert!(key.starts_with("ucak_"), "{out}");
