@@ -63,7 +63,7 @@ async fn member_id(endpoint: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
-    let _heavy = crate::HEAVY.lock().await;
+    let _heavy = crate::HEAVY.write().await;
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let initial: Vec<String> =

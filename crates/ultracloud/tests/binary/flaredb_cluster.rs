@@ -12,7 +12,7 @@ const FAST: &[&str] = &["--heartbeat-ms=300", "--node-down-after-ms=3000"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regions_split_under_load_and_keep_serving() {
-    let _heavy = crate::HEAVY.lock().await;
+    let _heavy = crate::HEAVY.read().await;
     let mut flags = FAST.to_vec();
     flags.push("--region-split-keys=30");
     let cluster = FCluster::start(3, &flags);
@@ -105,7 +105,7 @@ async fn regions_split_under_load_and_keep_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_replaced_and_a_restarted_node_catches_up() {
-    let _heavy = crate::HEAVY.lock().await;
+    let _heavy = crate::HEAVY.read().await;
     let mut flags = FAST.to_vec();
     flags.push("--region-split-keys=25");
     let mut cluster = FCluster::start(3, &flags);
@@ -221,7 +221,7 @@ async fn lag(cluster: &FCluster, c: &ultracloud_flaredb::Client, i: usize, id: u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_errors() {
-    let _heavy = crate::HEAVY.lock().await;
+    let _heavy = crate::HEAVY.read().await;
     let cluster = FCluster::start(1, FAST);
     let c = cluster.ready().await;
     let big_key = vec![b'k'; 8 * 1024 + 1];

@@ -28,7 +28,7 @@ fn balance(v: &[u8]) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_and_counter_hold_while_nodes_are_killed() {
-    let _heavy = crate::HEAVY.lock().await;
+    let _heavy = crate::HEAVY.write().await;
     // Nodes come back before they count as down: this test is about leader changes and
     // restarts, not re-replication (the cluster test covers that).
     let mut cluster = FCluster::start(3, &["--heartbeat-ms=300", "--node-down-after-ms=60000"]);

@@ -89,6 +89,7 @@ fn err(out: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_iam_and_no_secret_is_logged() {
+    let _shared = crate::HEAVY.read().await;
     let db = flaredb_support::FCluster::start(1, &[]);
     db.ready().await;
     let dir = tempfile::tempdir().unwrap();
@@ -195,6 +196,7 @@ async fn the_cli_drives_iam_and_no_secret_is_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_cannot_bind_stops_the_start() {
+    let _shared = crate::HEAVY.read().await;
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -16,7 +16,8 @@ mod node;
 mod quickstart;
 mod wire_security;
 
-/// Held by the tests that load the machine or take fixed ports (clusters under faults, the
-/// quickstart), so that they run one at a time as they did as binaries of their own; light
-/// tests run beside them.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The tests that load the machine or take fixed ports (SIGKILLs under a write load, the
+/// Jepsen-style bank, the quickstart's ports) hold it exclusively and run alone, as they did
+/// as binaries of their own (the bank's operations time out when other tests take the CPU);
+/// every other test shares it, two at a time.
+static HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());

@@ -80,6 +80,7 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 
 #[test]
 fn node_supervises_reports_locks_and_stops_on_sigterm() {
+    let _shared = crate::HEAVY.blocking_read();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = write_config(dir.path(), port);
@@ -148,6 +149,7 @@ fn node_supervises_reports_locks_and_stops_on_sigterm() {
 
 #[test]
 fn bad_config_value_is_named() {
+    let _shared = crate::HEAVY.blocking_read();
     let out = Command::new(BIN)
         .args(["node", "--data-dir", "/tmp/never-used-ultracloud"])
         .env("ULTRACLOUD_STOP_TIMEOUT_SECS", "soon")

@@ -46,7 +46,7 @@ fn quickstart(dir: &std::path::Path) -> Output {
 /// One test: the paths share the quickstart's fixed ports and namespace, so they run in turn.
 #[test]
 fn failures_name_the_problem_and_leave_nothing_behind() {
-    let _heavy = crate::HEAVY.blocking_lock();
+    let _heavy = crate::HEAVY.blocking_write();
     if !is_root() {
         // The refusal itself is what a non-root user sees.
         let o = Command::new(bin()).arg("quickstart").output().unwrap();

@@ -53,7 +53,7 @@ impl Pki {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_internal_planes_admit_only_cluster_certificates_in_their_roles() {
-    let _heavy = crate::HEAVY.lock().await;
+    let _heavy = crate::HEAVY.read().await;
     let pki_dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(pki_dir.path());
     // This process is the operator: its flaredb client presents the admin certificate.
