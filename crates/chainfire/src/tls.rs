@@ -4,19 +4,13 @@
 //! --cert --key` with an operator's certificate), peers of role control-plane.
 
 use tonic::Status;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
-use ultracloud_tls::{ClusterTls, PeerIdentity, Role};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use ultracloud_tls::{PeerIdentity, Role};
 
 /// Roles admitted on the client (etcd API) listeners.
 pub const CLIENT_ROLES: &[Role] = &[Role::ControlPlane, Role::Admin];
 /// Roles admitted on the peer (Raft) listeners.
 pub const PEER_ROLES: &[Role] = &[Role::ControlPlane];
-
-/// The server side: present this member's certificate, require the client's.
-pub fn server_config(tls: &ClusterTls) -> ServerTlsConfig {
-    let (ca, cert, key) = tls.pem_parts();
-    ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).client_ca_root(Certificate::from_pem(ca))
-}
 
 /// An endpoint for `url`: over TLS with this process's identity when the URL is `https://`.
 pub fn endpoint(url: &str) -> Result<Endpoint, EndpointError> {
