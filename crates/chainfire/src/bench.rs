@@ -55,7 +55,13 @@ pub struct BenchResult {
 }
 
 /// Runs every workload and returns the figures.
-pub async fn run(config: &BenchConfig) -> Result<Vec<BenchResult>, crate::tls::EndpointError> {
+pub fn run<'a>(
+    config: &'a BenchConfig,
+) -> ultracloud_runtime::Entry<'a, Result<Vec<BenchResult>, crate::tls::EndpointError>> {
+    Box::pin(run_all(config))
+}
+
+async fn run_all(config: &BenchConfig) -> Result<Vec<BenchResult>, crate::tls::EndpointError> {
     let mut results = Vec::new();
     for &clients in &config.clients {
         results.push(load(config, clients, Workload::Put).await?);

@@ -18,7 +18,11 @@ pub enum ServiceError {
 }
 
 /// Runs a member until SIGTERM/SIGINT.
-pub async fn run(config: ChainfireConfig) -> Result<(), ServiceError> {
+pub fn run(config: ChainfireConfig) -> ultracloud_runtime::Entry<'static, Result<(), ServiceError>> {
+    Box::pin(serve(config))
+}
+
+async fn serve(config: ChainfireConfig) -> Result<(), ServiceError> {
     let ctx = ServiceContext::start("chainfire", &config.data_dir)?;
     // etcd serves health and metrics on its client URLs; so does chainfire.
     let http = ultracloud_runtime::admin::routes("chainfire", &ctx.metrics, &ctx.readiness);

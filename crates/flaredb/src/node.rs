@@ -117,7 +117,15 @@ fn unavailable(e: impl std::fmt::Display) -> FlareError {
 impl Node {
     /// Opens the node's storage in `dir`, forms the cluster on first start (when this node is
     /// one of the initial nodes) and starts every stored replica and the background duties.
-    pub async fn start(
+    pub fn start<'a>(
+        config: FlaredbConfig,
+        dir: &'a Path,
+        shutdown: CancellationToken,
+    ) -> ultracloud_runtime::Entry<'a, Result<Arc<Self>, StartError>> {
+        Box::pin(Self::open_and_start(config, dir, shutdown))
+    }
+
+    async fn open_and_start(
         config: FlaredbConfig,
         dir: &Path,
         shutdown: CancellationToken,

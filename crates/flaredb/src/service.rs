@@ -30,7 +30,11 @@ pub enum ServiceError {
 }
 
 /// Runs a node until SIGTERM/SIGINT.
-pub async fn run(config: FlaredbConfig) -> Result<(), ServiceError> {
+pub fn run(config: FlaredbConfig) -> ultracloud_runtime::Entry<'static, Result<(), ServiceError>> {
+    Box::pin(serve(config))
+}
+
+async fn serve(config: FlaredbConfig) -> Result<(), ServiceError> {
     let ctx = ServiceContext::start("flaredb", &config.data_dir)?;
     // Before the node starts: its peer and client calls use the identity installed here.
     let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::Required)?;

@@ -219,7 +219,11 @@ impl Lab {
     }
 
     /// Starts the cluster: network, node agents in dependency order, readiness.
-    pub async fn start(&self, progress: &Progress) -> anyhow::Result<()> {
+    pub fn start<'a>(&'a self, progress: &'a Progress) -> ultracloud_runtime::Entry<'a, anyhow::Result<()>> {
+        Box::pin(self.start_all(progress))
+    }
+
+    async fn start_all(&self, progress: &Progress) -> anyhow::Result<()> {
         if !sys::is_root() {
             bail!("`ultracloud cluster start` must run as root (it creates network namespaces)");
         }

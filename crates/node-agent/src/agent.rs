@@ -27,7 +27,15 @@ pub enum NodeError {
 }
 
 /// Runs the node agent until shutdown. `available` lists the service subcommands of `self_exe`.
-pub async fn run(config: NodeConfig, self_exe: &Path, available: &[&str]) -> Result<(), NodeError> {
+pub fn run<'a>(
+    config: NodeConfig,
+    self_exe: &'a Path,
+    available: &'a [&'a str],
+) -> ultracloud_runtime::Entry<'a, Result<(), NodeError>> {
+    Box::pin(supervise(config, self_exe, available))
+}
+
+async fn supervise(config: NodeConfig, self_exe: &Path, available: &[&str]) -> Result<(), NodeError> {
     let specs = config.assignment(self_exe, available)?;
     let ctx = ServiceContext::start("node", &config.data_dir)?;
     let supervisor = SupervisorHandle::spawn(config.logs_dir(), Backoff::default());

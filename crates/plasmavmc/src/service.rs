@@ -79,7 +79,11 @@ impl Validate for PlasmavmcConfig {
 }
 
 /// Runs the controller until SIGTERM/SIGINT.
-pub async fn run(config: PlasmavmcConfig) -> Result<(), BoxError> {
+pub fn run(config: PlasmavmcConfig) -> ultracloud_runtime::Entry<'static, Result<(), BoxError>> {
+    Box::pin(serve(config))
+}
+
+async fn serve(config: PlasmavmcConfig) -> Result<(), BoxError> {
     let ctx = ultracloud_runtime::ServiceContext::start("plasmavmc", &config.data_dir)?;
     let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::None)?;
     let listener = ultracloud_runtime::admin::bind(config.listen, "plasmavmc API").await?;
@@ -205,7 +209,11 @@ fn host_memory_mib() -> u32 {
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
-pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
+pub fn run_agent(config: AgentConfig) -> ultracloud_runtime::Entry<'static, Result<(), BoxError>> {
+    Box::pin(serve_agent(config))
+}
+
+async fn serve_agent(config: AgentConfig) -> Result<(), BoxError> {
     let ctx = ultracloud_runtime::ServiceContext::start("plasmavmc-agent", &config.data_dir)?;
     let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::None)?;
     let qemu = config.qemu.clone().or_else(|| find_on_path("qemu-system-x86_64")).ok_or(

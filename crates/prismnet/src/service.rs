@@ -64,7 +64,11 @@ impl Validate for PrismnetConfig {
 }
 
 /// Runs the controller until SIGTERM/SIGINT.
-pub async fn run(config: PrismnetConfig) -> Result<(), BoxError> {
+pub fn run(config: PrismnetConfig) -> ultracloud_runtime::Entry<'static, Result<(), BoxError>> {
+    Box::pin(serve(config))
+}
+
+async fn serve(config: PrismnetConfig) -> Result<(), BoxError> {
     let ctx = ultracloud_runtime::ServiceContext::start("prismnet", &config.data_dir)?;
     let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::None)?;
     let listener = ultracloud_runtime::admin::bind(config.listen, "prismnet API").await?;
@@ -151,7 +155,11 @@ impl Validate for AgentConfig {
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
-pub async fn run_agent(config: AgentConfig) -> Result<(), BoxError> {
+pub fn run_agent(config: AgentConfig) -> ultracloud_runtime::Entry<'static, Result<(), BoxError>> {
+    Box::pin(serve_agent(config))
+}
+
+async fn serve_agent(config: AgentConfig) -> Result<(), BoxError> {
     let ctx = ultracloud_runtime::ServiceContext::start("prismnet-agent", &config.data_dir)?;
     // The agent serves nothing but its admin listener; TLS is for its clients.
     ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::None)?;

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod data_dir;
 pub mod endpoints;
+pub mod entry;
 pub mod error;
 pub mod logging;
 pub mod metrics;
@@ -25,5 +26,6 @@ pub mod service;
 pub mod shutdown;
 pub mod version;
 
+pub use entry::Entry;
 pub use error::ApiError;
 pub use service::ServiceContext;

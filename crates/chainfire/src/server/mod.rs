@@ -112,7 +112,16 @@ fn storage_err(path: &std::path::Path) -> impl Fn(redb::Error) -> StartError + '
 /// Starts a member with `config`, its state in `data_dir` (already locked by the caller), and
 /// serves until `shutdown` is cancelled. `http`: plain HTTP routes served on the client URLs
 /// beside the etcd API and `/health` (the runtime's `/metrics`, `/readyz`…), as etcd does.
-pub async fn start(
+pub fn start<'a>(
+    config: ChainfireConfig,
+    data_dir: &'a std::path::Path,
+    shutdown: CancellationToken,
+    http: axum::Router,
+) -> ultracloud_runtime::Entry<'a, Result<Running, StartError>> {
+    Box::pin(start_member(config, data_dir, shutdown, http))
+}
+
+async fn start_member(
     config: ChainfireConfig,
     data_dir: &std::path::Path,
     shutdown: CancellationToken,

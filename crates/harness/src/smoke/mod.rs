@@ -139,7 +139,11 @@ pub fn save_logs(lab: &Lab) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs every smoke check against the running cluster. `quiet`: print nothing (for `--json`).
-pub async fn run(lab: &Lab, quiet: bool) -> Report {
+pub fn run<'a>(lab: &'a Lab, quiet: bool) -> ultracloud_runtime::Entry<'a, Report> {
+    Box::pin(run_checks(lab, quiet))
+}
+
+async fn run_checks(lab: &Lab, quiet: bool) -> Report {
     // The lab speaks TLS only: the harness's certificate first (made at `start`).
     if let Err(e) = lab.secrets() {
         eprintln!("warning: the lab's certificates: {e:#}");

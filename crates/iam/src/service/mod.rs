@@ -420,7 +420,13 @@ async fn connect(
 /// Runs a replica until SIGTERM/SIGINT. Both listeners are bound first, so a port in use or a
 /// bad address stops the start before anything else; `/readyz` reports not ready until flaredb
 /// has answered.
-pub async fn run(config: IamConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub fn run(
+    config: IamConfig,
+) -> ultracloud_runtime::Entry<'static, Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+    Box::pin(serve(config))
+}
+
+async fn serve(config: IamConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let ctx = ultracloud_runtime::ServiceContext::start("iam", &config.data_dir)?;
     let tls = ultracloud_tls::setup(config.tls_dir.as_deref(), ultracloud_tls::ClientAuth::None)?;
     let listener = ultracloud_runtime::admin::bind(config.listen, "iam API").await?;
