@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use openraft::ChangeMembers;
@@ -27,9 +27,9 @@ use crate::raft::state_machine::{
 };
 use crate::raft::types::{Command, MetaCommand, NodeInfo, Outcome, Raft, TypeConfig};
 use crate::region::{FIRST_REGION, META_REGION, NodeId, RegionDescriptor, RegionId, uncovered};
-use crate::replica::Replica;
+use crate::replica::{Replica, TimestampSource};
 use crate::ts::{Ts, compose, physical_ms};
-use crate::tso::{Oracle, TsoClient};
+use crate::tso::Oracle;
 
 /// The data database, in the data dir.
 pub const DATA_FILE: &str = "data.redb";
@@ -797,5 +797,33 @@ pub async fn decode_reply<Resp: DeserializeOwned>(addr: &str, reply: reqwest::Re
             Err(FlareError::Refused(format!("{addr}: HTTP {status}: {text}")))
         }
         Err(_) => Err(FlareError::Unavailable(format!("{addr}: HTTP {status}: {text}"))),
+    }
+}
+
+/// A node's handle on the oracle, wherever the meta leader is: the replicas' timestamp source.
+/// It holds the node weakly (the node owns the replicas that hold it) and is bound once the
+/// node is built.
+#[derive(Debug, Default)]
+pub struct TsoClient {
+    node: OnceLock<Weak<Node>>,
+}
+
+impl TsoClient {
+    /// Binds the client to its node (after the node is built).
+    pub fn bind(&self, node: &Arc<Node>) {
+        let _ = self.node.set(Arc::downgrade(node));
+    }
+}
+
+impl TimestampSource for TsoClient {
+    fn timestamps(&self, count: u32) -> futures::future::BoxFuture<'_, Result<Ts, FlareError>> {
+        Box::pin(async move {
+            let node = self
+                .node
+                .get()
+                .and_then(Weak::upgrade)
+                .ok_or_else(|| FlareError::Unavailable("node is shutting down".into()))?;
+            node.timestamps(count).await
+        })
     }
 }

@@ -20,19 +20,21 @@ use crate::ts::Ts;
 /// How long a request may wait for a leader, a commit or an apply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Hands out timestamps (the oracle, wherever it runs).
+/// Hands out timestamps (the oracle, wherever it runs). The node implements it; a replica
+/// knows only this trait, so that replicas do not depend on the node that owns them.
 pub trait TimestampSource: Send + Sync + 'static {
-    /// Reserves `count` consecutive timestamps and returns the first.
-    fn timestamps(&self, count: u32) -> impl std::future::Future<Output = Result<Ts, FlareError>> + Send;
+    /// Reserves `count` consecutive timestamps and returns the first. (Boxed: one call per
+    /// proposed batch, and it keeps the trait usable as `dyn`.)
+    fn timestamps(&self, count: u32) -> futures::future::BoxFuture<'_, Result<Ts, FlareError>>;
 }
 
 /// How a region's batcher packs commands: one-phase writes get their commit timestamps when
 /// their batch is proposed, in proposal order.
-pub struct CommandBatching<T> {
-    tso: Arc<T>,
+pub struct CommandBatching {
+    tso: Arc<dyn TimestampSource>,
 }
 
-impl<T: TimestampSource> Batching for CommandBatching<T> {
+impl Batching for CommandBatching {
     type Config = TypeConfig;
     type Request = Command;
     type Response = Outcome;
@@ -118,12 +120,9 @@ pub struct Replica {
     pub latches: Latches,
     /// Keys in the region at the last size check (leaders only; for heartbeats and splits).
     pub approximate_keys: std::sync::atomic::AtomicU64,
-    batcher: Batcher<CommandBatchingDyn>,
+    batcher: Batcher<CommandBatching>,
     reads: mpsc::Sender<oneshot::Sender<Result<u64, FlareError>>>,
 }
-
-/// The batching of a replica (type-erased over the timestamp source).
-pub type CommandBatchingDyn = CommandBatching<crate::tso::TsoClient>;
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,7 +132,7 @@ impl std::fmt::Debug for Replica {
 
 impl Replica {
     /// Wraps a started Raft.
-    pub fn new(id: RegionId, node: NodeId, raft: Raft, sm: StateMachine, tso: Arc<crate::tso::TsoClient>) -> Self {
+    pub fn new(id: RegionId, node: NodeId, raft: Raft, sm: StateMachine, tso: Arc<dyn TimestampSource>) -> Self {
         let batcher = Batcher::spawn(raft.clone(), CommandBatching { tso });
         let (reads, queue) = mpsc::channel(4096);
         tokio::spawn(confirm_reads(id, raft.clone(), queue));

@@ -2,14 +2,13 @@
 //! through the meta group before handing out timestamps above it, so a new leader never goes
 //! back in time. Requests that arrive together share one leadership check (batching).
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::FlareError;
-use crate::node::Node;
 use crate::raft::types::{Command, MetaCommand};
-use crate::replica::{Replica, TimestampSource};
+use crate::replica::Replica;
 use crate::ts::{Ts, compose, now_ms};
 
 /// How far ahead of the clock the persisted mark is pushed (fewer meta writes).
@@ -77,28 +76,4 @@ async fn allocate(meta: &Replica, state: &mut Option<(u64, Ts, Ts)>, count: u64)
     }
     *state = Some((term, end - 1, mark));
     Ok(first)
-}
-
-/// A node's handle on the oracle, wherever the meta leader is.
-#[derive(Debug, Default)]
-pub struct TsoClient {
-    node: OnceLock<Weak<Node>>,
-}
-
-impl TsoClient {
-    /// Binds the client to its node (after the node is built).
-    pub fn bind(&self, node: &Arc<Node>) {
-        let _ = self.node.set(Arc::downgrade(node));
-    }
-}
-
-impl TimestampSource for TsoClient {
-    async fn timestamps(&self, count: u32) -> Result<Ts, FlareError> {
-        let node = self
-            .node
-            .get()
-            .and_then(Weak::upgrade)
-            .ok_or_else(|| FlareError::Unavailable("node is shutting down".into()))?;
-        node.timestamps(count).await
-    }
 }

@@ -1,10 +1,13 @@
 //! iam's wire types that its clients share with it — the guard in every service, the CLI —
 //! so that the client side (`authz`, `guard`) depends on these and not on iam's server
-//! (`service`), which uses them too.
+//! (`service`), which uses them too: the requests (`TokenRequest`, `NewUser`, …), the
+//! records a client sends whole (`Tenant`, `ServiceAccount`, `Role`, `Binding`) and what the
+//! server answers.
 
 use serde::{Deserialize, Serialize};
 
 use crate::jwt::Claims;
+pub use crate::policy::{Binding, Role, Scope};
 
 /// Tokens issued at a login or refresh.
 #[derive(Serialize, Deserialize)]
@@ -87,4 +90,144 @@ pub struct Revocations {
 pub struct WatchAnswer {
     /// The current authorization version (equal to `after` when nothing changed in time).
     pub version: u64,
+}
+
+/// `POST /v1/auth/token`: one of three grants.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "grant_type", rename_all = "snake_case")]
+pub enum TokenRequest {
+    /// A user's name and password.
+    Password {
+        /// Login name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// An API key (`ucak_…`).
+    ApiKey {
+        /// The key.
+        api_key: String,
+    },
+    /// A refresh token (`ucrt_…`), used once.
+    RefreshToken {
+        /// The token.
+        refresh_token: String,
+    },
+}
+
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenRequest::Password { username, .. } => write!(f, "Password {{ username: {username:?}, .. }}"),
+            TokenRequest::ApiKey { .. } => f.write_str("ApiKey { .. }"),
+            TokenRequest::RefreshToken { .. } => f.write_str("RefreshToken { .. }"),
+        }
+    }
+}
+
+/// `POST /v1/auth/logout`.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutRequest {
+    /// The session's refresh token, to revoke with the access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// `POST /v1/tenants/{tenant}/projects`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProject {
+    /// Project ID.
+    pub id: String,
+}
+
+/// `POST /v1/users`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// Login name (also the ID).
+    pub name: String,
+    /// Home tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Initial password (at least 12 characters).
+    pub password: String,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser").field("name", &self.name).field("tenant", &self.tenant).finish_non_exhaustive()
+    }
+}
+
+/// `PATCH /v1/users/{id}`.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    /// Disable (revokes the user's tokens) or enable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// A new password (revokes the user's tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for UserPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserPatch").field("disabled", &self.disabled).finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/api-keys`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// Whose key (`user:<id>` or `sa:<id>`); default: the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// Lifetime in seconds (default: until deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+/// `POST /v1/authorize`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeRequest {
+    /// The subject (`user:<id>`, `sa:<id>`).
+    pub subject: String,
+    /// The action (`service.resource.verb`).
+    pub action: String,
+    /// The resource's scope.
+    pub scope: Scope,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// ID (also its name: lowercase letters, digits and dashes).
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: String,
+}
+
+/// A service account: a non-human subject (`sa:<id>`) that authenticates with API keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAccount {
+    /// ID (unique).
+    pub id: String,
+    /// Home tenant (`None`: a platform service account).
+    pub tenant: Option<String>,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// The worker it is bound to, for a node agent's account (platform accounts only): its
+    /// tokens carry the node, and agent routes admit them only for that host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }

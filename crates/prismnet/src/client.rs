@@ -74,11 +74,7 @@ impl Prismnet {
         patch: &PortPatch,
         if_match: Option<u64>,
     ) -> Result<Port, ClientError> {
-        let mut call = self.ports(owner).call(http::Method::PATCH, &[port]).json(patch);
-        if let Some(rev) = if_match {
-            call = call.if_match(rev);
-        }
-        call.fetch().await
+        self.ports(owner).call(http::Method::PATCH, &[port]).json(patch).if_match(if_match).fetch().await
     }
 
     /// Replaces a security group's rules; with `if_match`, only if it is still at that revision.
@@ -89,11 +85,7 @@ impl Prismnet {
         rules: &GroupRules,
         if_match: Option<u64>,
     ) -> Result<SecurityGroup, ClientError> {
-        let mut call = self.security_groups(owner).call(http::Method::PUT, &[group]).json(rules);
-        if let Some(rev) = if_match {
-            call = call.if_match(rev);
-        }
-        call.fetch().await
+        self.security_groups(owner).call(http::Method::PUT, &[group]).json(rules).if_match(if_match).fetch().await
     }
 
     /// Registers (or refreshes) a host's underlay address (an agent, for its own host).

@@ -344,9 +344,9 @@ impl Call<'_> {
     }
 
     /// Sends `If-Match` with `revision` (the service refuses the call with 412 when the
-    /// resource has changed since).
-    pub fn if_match(mut self, revision: u64) -> Self {
-        if let Ok(v) = HeaderValue::from_str(&format!("\"{revision}\"")) {
+    /// resource has changed since); `None` sends none (an unconditional change).
+    pub fn if_match(mut self, revision: impl Into<Option<u64>>) -> Self {
+        if let Some(Ok(v)) = revision.into().map(|r| HeaderValue::from_str(&format!("\"{r}\""))) {
             self.headers.insert(http::header::IF_MATCH, v);
         }
         self

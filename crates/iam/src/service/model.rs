@@ -2,17 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::api::{Revocation, Revoked};
-
-/// A tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tenant {
-    /// ID (also its name: lowercase letters, digits and dashes).
-    pub id: String,
-    /// Display name.
-    #[serde(default)]
-    pub display_name: String,
-}
+pub use crate::api::{Revocation, Revoked, ServiceAccount, Tenant};
 
 /// A project of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,22 +51,6 @@ impl From<&User> for UserView {
     fn from(u: &User) -> Self {
         Self { id: u.id.clone(), tenant: u.tenant.clone(), disabled: u.disabled }
     }
-}
-
-/// A service account: a non-human subject (`sa:<id>`) that authenticates with API keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceAccount {
-    /// ID (unique).
-    pub id: String,
-    /// Home tenant (`None`: a platform service account).
-    pub tenant: Option<String>,
-    /// What it is for.
-    #[serde(default)]
-    pub description: String,
-    /// The worker it is bound to, for a node agent's account (platform accounts only): its
-    /// tokens carry the node, and agent routes admit them only for that host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
 }
 
 /// An API key's stored record (the key itself is shown once and never stored).

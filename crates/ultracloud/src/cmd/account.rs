@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
-use serde_json::json;
+use ultracloud_iam::api::{LogoutRequest, TokenRequest};
 
 use super::session::{self, Credentials, DEFAULT_IAM, Session};
 
@@ -45,13 +45,13 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let use_key = args.api_key_file.is_some() || std::env::var_os("ULTRACLOUD_API_KEY").is_some();
     let body = if use_key {
         let key = session::read_secret(args.api_key_file.as_deref(), "ULTRACLOUD_API_KEY", "API key")?;
-        json!({"grant_type": "api_key", "api_key": key})
+        TokenRequest::ApiKey { api_key: key }
     } else {
         let pw = session::read_secret(args.password_file.as_deref(), "ULTRACLOUD_PASSWORD", "Password")?;
         if pw.is_empty() {
             bail!("no password given");
         }
-        json!({"grant_type": "password", "username": args.user, "password": pw})
+        TokenRequest::Password { username: args.user, password: pw }
     };
     let issued = session::grant(&http, &iam, &body).await?;
     // Ask who we are: for an API key the owner is only known to iam.
@@ -80,7 +80,7 @@ pub async fn logout(_args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let revoked = ultracloud_tls::client::http_client()
         .post(format!("{}/v1/auth/logout", creds.iam))
         .bearer_auth(&creds.access_token)
-        .json(&json!({"refresh_token": creds.refresh_token}))
+        .json(&LogoutRequest { refresh_token: Some(creds.refresh_token.clone()) })
         .send()
         .await
         .is_ok_and(|r| r.status().is_success());
@@ -104,7 +104,7 @@ pub struct WhoamiArgs {
 /// Runs `whoami`.
 pub async fn whoami(args: WhoamiArgs) -> anyhow::Result<ExitCode> {
     let s = Session::open(None).await?;
-    let me = s.iam(reqwest::Method::GET, "/v1/auth/whoami", None).await?;
+    let me = s.iam(reqwest::Method::GET, "/v1/auth/whoami").await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&me)?);
         return Ok(ExitCode::SUCCESS);

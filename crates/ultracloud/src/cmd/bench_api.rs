@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::json;
 use ultracloud_prismnet::api::{ListQuery, NewPort};
 use ultracloud_prismnet::client::Prismnet;
 use ultracloud_resource::Owner;
@@ -98,7 +97,7 @@ where
 pub async fn run(a: ApiBench) -> anyhow::Result<std::process::ExitCode> {
     let password = ultracloud_runtime::secret_file::read(&a.admin_password_file)
         .with_context(|| format!("reading {}", a.admin_password_file.display()))?;
-    let grant = json!({"grant_type": "password", "username": "admin", "password": password});
+    let grant = ultracloud_iam::api::TokenRequest::Password { username: "admin".into(), password };
     let issued: ultracloud_iam::api::Issued =
         Client::new("iam", &[&a.iam])?.post(&["v1", "auth", "token"]).json(&grant).retry_safe().fetch().await?;
     let client =

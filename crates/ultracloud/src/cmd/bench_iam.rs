@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::Value;
+use ultracloud_iam::api::Scope;
+use ultracloud_iam::api::{AuthorizeRequest, TokenRequest};
 use ultracloud_iam::guard::{Guard, GuardConfig};
-use ultracloud_iam::policy::Scope;
 
 /// Flags of `bench iam`.
 #[derive(Debug, Args)]
@@ -110,7 +111,7 @@ where
     Cell { ops: latencies.len(), errors, elapsed: start.elapsed(), latencies }
 }
 
-async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: &Value) -> Option<Value> {
+async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: &impl serde::Serialize) -> Option<Value> {
     let mut r = http.post(url).json(body);
     if let Some(t) = token {
         r = r.bearer_auth(t);
@@ -131,15 +132,16 @@ pub async fn run(a: IamBench) -> anyhow::Result<()> {
     let admin_pw = read(&a.admin_password_file)?;
     let platform_key = read(&a.platform_api_key_file)?;
     let http = ultracloud_tls::client::http_client();
-    let login = json!({"grant_type": "password", "username": "admin", "password": admin_pw});
+    let login = TokenRequest::Password { username: "admin".into(), password: admin_pw };
     let Some(admin) = post(&http, format!("{iam}/v1/auth/token"), None, &login).await else {
         bail!("cannot log in as admin at {iam}");
     };
     let admin = admin["access_token"].as_str().unwrap_or_default().to_owned();
-    let key_grant = json!({"grant_type": "api_key", "api_key": platform_key});
+    let key_grant = TokenRequest::ApiKey { api_key: platform_key.clone() };
     let deadline = Duration::from_secs(a.max_seconds);
     let scope = Scope::Project { tenant: "bench".into(), project: "p".into() };
-    let ask = json!({"subject": "user:admin", "action": "compute.vm.create", "scope": scope});
+    let ask =
+        AuthorizeRequest { subject: "user:admin".into(), action: "compute.vm.create".into(), scope: scope.clone() };
     let guard = Guard::connect(GuardConfig { endpoints: vec![iam.clone()], api_key: platform_key.clone() })
         .map_err(|e| anyhow::anyhow!(e))?;
     let authz = guard.authorizer().clone();

@@ -53,16 +53,17 @@ pub fn run(args: BuildGuestArgs) -> anyhow::Result<ExitCode> {
     println!("  manifest {}", opts.out_dir.join(ultracloud_guest_image::MANIFEST_FILE).display());
     let dir = std::fs::canonicalize(&opts.out_dir).unwrap_or_else(|_| opts.out_dir.clone());
     let url = |file: &ultracloud_guest_image::ImageFile| format!("file://{}", Manifest::path_of(&dir, file).display());
-    let import = serde_json::json!({
-        "name": "ultracloud-guest",
-        "url": url(&manifest.files.disk),
-        "sha256": manifest.files.disk.sha256,
-        "kernel_url": url(&manifest.files.kernel),
-        "kernel_sha256": manifest.files.kernel.sha256,
-        "initrd_url": url(&manifest.files.initrd),
-        "initrd_sha256": manifest.files.initrd.sha256,
-        "cmdline": manifest.cmdline,
-    });
+    let import = serde_json::to_string(&ultracloud_plasmavmc::api::NewImage {
+        name: "ultracloud-guest".into(),
+        url: url(&manifest.files.disk),
+        sha256: Some(manifest.files.disk.sha256.clone()),
+        kernel_url: Some(url(&manifest.files.kernel)),
+        kernel_sha256: Some(manifest.files.kernel.sha256.clone()),
+        initrd_url: Some(url(&manifest.files.initrd)),
+        initrd_sha256: Some(manifest.files.initrd.sha256.clone()),
+        cmdline: Some(manifest.cmdline.clone()),
+        ..Default::default()
+    })?;
     println!();
     println!("import it into plasmavmc (POST .../images) with:");
     println!("  {import}");

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
+use ultracloud_iam::api::{Binding, NewKey, NewProject, NewUser, Role, Scope, ServiceAccount, Tenant, UserPatch};
 
 use super::session::{self, Session};
 use super::table::Output;
@@ -78,12 +79,12 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<ExitCode> {
     let (c, s) = (&args.common, args.common.session().await?);
     match args.command {
         TenantCommand::Create { id, display_name } => {
-            c.show(&s.iam(Method::POST, "/v1/tenants", Some(&json!({"id": id, "display_name": display_name}))).await?)
+            c.show(&s.iam_send(Method::POST, "/v1/tenants", &Tenant { id, display_name }).await?)
         }
         TenantCommand::List => c.out().list(&s.iam_list("/v1/tenants").await?, &["id", "display_name"]),
-        TenantCommand::Show { id } => c.show(&s.iam(Method::GET, &format!("/v1/tenants/{id}"), None).await?),
+        TenantCommand::Show { id } => c.show(&s.iam(Method::GET, &format!("/v1/tenants/{id}")).await?),
         TenantCommand::Delete { id } => {
-            s.iam(Method::DELETE, &format!("/v1/tenants/{id}"), None).await?;
+            s.iam(Method::DELETE, &format!("/v1/tenants/{id}")).await?;
             println!("tenant {id} deleted");
         }
     }
@@ -124,10 +125,10 @@ pub async fn project(args: ProjectArgs) -> anyhow::Result<ExitCode> {
     let (c, s) = (&args.common, args.common.session().await?);
     let base = format!("/v1/tenants/{tenant}/projects");
     match args.command {
-        ProjectCommand::Create { id } => c.show(&s.iam(Method::POST, &base, Some(&json!({"id": id}))).await?),
+        ProjectCommand::Create { id } => c.show(&s.iam_send(Method::POST, &base, &NewProject { id }).await?),
         ProjectCommand::List => c.out().list(&s.iam_list(&base).await?, &["tenant", "id"]),
         ProjectCommand::Delete { id } => {
-            s.iam(Method::DELETE, &format!("{base}/{id}"), None).await?;
+            s.iam(Method::DELETE, &format!("{base}/{id}")).await?;
             println!("project {tenant}/{id} deleted");
         }
     }
@@ -187,19 +188,29 @@ pub async fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         UserCommand::Create { name, tenant, password_file } => {
             let pw = session::read_secret(password_file.as_deref(), "ULTRACLOUD_NEW_PASSWORD", "New password")?;
-            let body = json!({"name": name, "tenant": tenant, "password": pw});
-            c.show(&s.iam(Method::POST, "/v1/users", Some(&body)).await?);
+            let body = NewUser { name, tenant, password: pw };
+            c.show(&s.iam_send(Method::POST, "/v1/users", &body).await?);
         }
         UserCommand::List => c.out().list(&s.iam_list("/v1/users").await?, &["id", "tenant", "disabled"]),
-        UserCommand::Show { name } => c.show(&s.iam(Method::GET, &format!("/v1/users/{name}"), None).await?),
-        UserCommand::Disable { name } => {
-            c.show(&s.iam(Method::PATCH, &format!("/v1/users/{name}"), Some(&json!({"disabled": true}))).await?)
-        }
-        UserCommand::Enable { name } => {
-            c.show(&s.iam(Method::PATCH, &format!("/v1/users/{name}"), Some(&json!({"disabled": false}))).await?)
-        }
+        UserCommand::Show { name } => c.show(&s.iam(Method::GET, &format!("/v1/users/{name}")).await?),
+        UserCommand::Disable { name } => c.show(
+            &s.iam_send(
+                Method::PATCH,
+                &format!("/v1/users/{name}"),
+                &UserPatch { disabled: Some(true), ..UserPatch::default() },
+            )
+            .await?,
+        ),
+        UserCommand::Enable { name } => c.show(
+            &s.iam_send(
+                Method::PATCH,
+                &format!("/v1/users/{name}"),
+                &UserPatch { disabled: Some(false), ..UserPatch::default() },
+            )
+            .await?,
+        ),
         UserCommand::Delete { name } => {
-            s.iam(Method::DELETE, &format!("/v1/users/{name}"), None).await?;
+            s.iam(Method::DELETE, &format!("/v1/users/{name}")).await?;
             println!("user {name} deleted; its tokens are revoked");
         }
     }
@@ -246,14 +257,14 @@ pub async fn sa(args: SaArgs) -> anyhow::Result<ExitCode> {
     let (c, s) = (&args.common, args.common.session().await?);
     match args.command {
         SaCommand::Create { id, tenant, description, node } => {
-            let body = json!({"id": id, "tenant": tenant, "description": description, "node": node});
-            c.show(&s.iam(Method::POST, "/v1/service-accounts", Some(&body)).await?);
+            let body = ServiceAccount { id, tenant, description, node };
+            c.show(&s.iam_send(Method::POST, "/v1/service-accounts", &body).await?);
         }
         SaCommand::List => {
             c.out().list(&s.iam_list("/v1/service-accounts").await?, &["id", "tenant", "node", "description"])
         }
         SaCommand::Delete { id } => {
-            s.iam(Method::DELETE, &format!("/v1/service-accounts/{id}"), None).await?;
+            s.iam(Method::DELETE, &format!("/v1/service-accounts/{id}")).await?;
             println!("service account {id} deleted");
         }
     }
@@ -301,8 +312,8 @@ pub async fn apikey(args: ApiKeyArgs) -> anyhow::Result<ExitCode> {
     let (c, s) = (&args.common, args.common.session().await?);
     match args.command {
         ApiKeyCommand::Create { owner, description, expires_in } => {
-            let body = json!({"owner": owner, "description": description, "expires_in": expires_in});
-            let v = s.iam(Method::POST, "/v1/api-keys", Some(&body)).await?;
+            let body = NewKey { owner, description, expires_in };
+            let v = s.iam_send(Method::POST, "/v1/api-keys", &body).await?;
             if c.out() != Output::Table {
                 c.show(&v);
             } else {
@@ -322,7 +333,7 @@ pub async fn apikey(args: ApiKeyArgs) -> anyhow::Result<ExitCode> {
             c.out().list(&s.iam_list(&path).await?, &["id", "owner", "created", "expires", "description"]);
         }
         ApiKeyCommand::Delete { id } => {
-            s.iam(Method::DELETE, &format!("/v1/api-keys/{id}"), None).await?;
+            s.iam(Method::DELETE, &format!("/v1/api-keys/{id}")).await?;
             println!("API key {id} deleted; its tokens are revoked");
         }
     }
@@ -372,17 +383,17 @@ pub async fn role(args: RoleArgs) -> anyhow::Result<ExitCode> {
     let (c, s) = (&args.common, args.common.session().await?);
     match args.command {
         RoleCommand::Create { name, permissions, tenant } => {
-            let body = json!({"name": name, "permissions": permissions, "tenant": tenant});
-            c.show(&s.iam(Method::POST, "/v1/roles", Some(&body)).await?);
+            let body = Role { name, permissions, tenant };
+            c.show(&s.iam_send(Method::POST, "/v1/roles", &body).await?);
         }
         RoleCommand::List => c.out().list(&s.iam_list("/v1/roles").await?, &["name", "tenant", "permissions"]),
-        RoleCommand::Show { name } => c.show(&s.iam(Method::GET, &format!("/v1/roles/{name}"), None).await?),
+        RoleCommand::Show { name } => c.show(&s.iam(Method::GET, &format!("/v1/roles/{name}")).await?),
         RoleCommand::Delete { name } => {
-            s.iam(Method::DELETE, &format!("/v1/roles/{name}"), None).await?;
+            s.iam(Method::DELETE, &format!("/v1/roles/{name}")).await?;
             println!("role {name} deleted");
         }
         RoleCommand::Actions => {
-            let v = s.iam(Method::GET, "/v1/permissions", None).await?;
+            let v = s.iam(Method::GET, "/v1/permissions").await?;
             for a in v["actions"].as_array().into_iter().flatten() {
                 println!("{}", super::table::cell(a));
             }
@@ -432,8 +443,8 @@ pub async fn binding(args: BindingArgs) -> anyhow::Result<ExitCode> {
     let (c, s) = (&args.common, args.common.session().await?);
     match args.command {
         BindingCommand::Create { subject, role, scope } => {
-            let body = json!({"subject": subject, "role": role, "scope": scope.parse::<ultracloud_iam::policy::Scope>().map_err(anyhow::Error::msg)?});
-            c.show(&s.iam(Method::POST, "/v1/bindings", Some(&body)).await?);
+            let body = Binding { subject, role, scope: scope.parse::<Scope>().map_err(anyhow::Error::msg)? };
+            c.show(&s.iam_send(Method::POST, "/v1/bindings", &body).await?);
         }
         BindingCommand::List { subject } => {
             let path = match subject {
@@ -443,7 +454,7 @@ pub async fn binding(args: BindingArgs) -> anyhow::Result<ExitCode> {
             c.out().list(&s.iam_list(&path).await?, &["id", "subject", "role", "scope"]);
         }
         BindingCommand::Delete { subject, id } => {
-            s.iam(Method::DELETE, &format!("/v1/bindings/{subject}/{id}"), None).await?;
+            s.iam(Method::DELETE, &format!("/v1/bindings/{subject}/{id}")).await?;
             println!("binding {subject}/{id} deleted");
         }
     }

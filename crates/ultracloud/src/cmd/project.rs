@@ -98,7 +98,7 @@ impl Ctx {
         let tenant = match &args.tenant {
             Some(t) => t.clone(),
             None => {
-                let me = session.iam(reqwest::Method::GET, "/v1/auth/whoami", None).await?;
+                let me = session.iam(reqwest::Method::GET, "/v1/auth/whoami").await?;
                 me["claims"]["tenant"]
                     .as_str()
                     .map(str::to_owned)

@@ -10,8 +10,9 @@ use anyhow::{Context, bail, ensure};
 use clap::Args;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use ultracloud_harness::sys;
+use ultracloud_iam::api::{Issued, NewProject, Tenant, TokenRequest};
 use ultracloud_plasmavmc::api::{NewVm, NicRequest};
 use ultracloud_plasmavmc::client::Plasmavmc;
 use ultracloud_prismnet::api::{Binding, NewPort, NewSubnet, NewVpc, Plug};
@@ -174,9 +175,8 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
     let token = steps
         .step("admin login through iam", async {
             let password = ultracloud_runtime::secret_file::read(&dirs.admin_password())?;
-            let grant = json!({"grant_type": "password", "username": "admin", "password": password.trim()});
-            let issued: ultracloud_iam::service::Issued =
-                login.post(&["v1", "auth", "token"]).json(&grant).retry_safe().fetch().await?;
+            let grant = TokenRequest::Password { username: "admin".into(), password: password.trim().into() };
+            let issued: Issued = login.post(&["v1", "auth", "token"]).json(&grant).retry_safe().fetch().await?;
             anyhow::Ok(issued.access_token)
         })
         .await?;
@@ -191,8 +191,16 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
     let owner = Owner { tenant: "demo".into(), project: "quickstart".into() };
     steps
         .step("tenant demo, project quickstart", async {
-            iam_api.post(&["v1", "tenants"]).json(&json!({"id": "demo"})).done().await?;
-            iam_api.post(&["v1", "tenants", "demo", "projects"]).json(&json!({"id": "quickstart"})).done().await?;
+            iam_api
+                .post(&["v1", "tenants"])
+                .json(&Tenant { id: "demo".into(), display_name: String::new() })
+                .done()
+                .await?;
+            iam_api
+                .post(&["v1", "tenants", "demo", "projects"])
+                .json(&NewProject { id: "quickstart".into() })
+                .done()
+                .await?;
             anyhow::Ok(())
         })
         .await?;

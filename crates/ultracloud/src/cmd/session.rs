@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use ultracloud_iam::api::{Issued, TokenRequest};
 
 /// Where iam is when nothing says otherwise (`https://` when a cluster CA is trusted).
 pub const DEFAULT_IAM: &str = "127.0.0.1:8480";
@@ -31,10 +32,6 @@ pub struct Credentials {
     /// platform speaks plain HTTP (a loopback quickstart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-}
-
-fn now() -> u64 {
-    ultracloud_iam::service::now_secs()
 }
 
 /// The credentials file.
@@ -78,12 +75,12 @@ impl Credentials {
     }
 
     /// Credentials from a token answer of `POST /v1/auth/token`.
-    pub fn from_issued(iam: &str, subject: String, issued: &ultracloud_iam::service::Issued) -> Self {
+    pub fn from_issued(iam: &str, subject: String, issued: &Issued) -> Self {
         Self {
             iam: iam.to_owned(),
             subject,
             access_token: issued.access_token.clone(),
-            expires_at: now() + issued.expires_in,
+            expires_at: ultracloud_runtime::clock::now_secs() + issued.expires_in,
             refresh_token: issued.refresh_token.clone(),
             ca_file: None,
         }
@@ -111,7 +108,7 @@ pub async fn error_of(resp: reqwest::Response) -> anyhow::Error {
 }
 
 /// Exchanges a grant for tokens.
-pub async fn grant(http: &reqwest::Client, iam: &str, body: &Value) -> anyhow::Result<ultracloud_iam::service::Issued> {
+pub async fn grant(http: &reqwest::Client, iam: &str, body: &TokenRequest) -> anyhow::Result<Issued> {
     let resp = http
         .post(format!("{iam}/v1/auth/token"))
         .json(body)
@@ -144,7 +141,7 @@ enum Auth {
 
 /// Renews credentials with their refresh token and stores the result.
 async fn renew(http: &reqwest::Client, creds: &Credentials) -> anyhow::Result<Credentials> {
-    let body = serde_json::json!({"grant_type": "refresh_token", "refresh_token": creds.refresh_token});
+    let body = TokenRequest::RefreshToken { refresh_token: creds.refresh_token.clone() };
     let issued = grant(http, &creds.iam, &body)
         .await
         .map_err(|e| anyhow!("the session has ended ({e}); run `ultracloud login`"))?;
@@ -184,7 +181,7 @@ impl Session {
         match &mut *auth {
             Auth::Fixed(t) => Ok(t.clone()),
             Auth::Stored(creds) => {
-                if refused || creds.expires_at <= now() + 10 {
+                if refused || creds.expires_at <= ultracloud_runtime::clock::now_secs() + 10 {
                     *creds = renew(&self.http, creds).await?;
                 }
                 Ok(creds.access_token.clone())
@@ -199,12 +196,12 @@ impl Session {
         method: reqwest::Method,
         base: &str,
         path: &str,
-        body: Option<&Value>,
+        body: Option<Vec<u8>>,
     ) -> anyhow::Result<Value> {
         let send = async |token: String| {
             let mut req = self.http.request(method.clone(), format!("{base}{path}")).bearer_auth(token);
-            if let Some(b) = body {
-                req = req.json(b);
+            if let Some(b) = &body {
+                req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.clone());
             }
             req.send().await.with_context(|| format!("cannot reach {base}"))
         };
@@ -227,8 +224,18 @@ impl Session {
     ///
     /// (Services other than iam are called through their typed clients, with the session as
     /// their [`ultracloud_resource::client::Credentials`].)
-    pub async fn iam(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-        self.call(method, &self.iam, path, body).await
+    pub async fn iam(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        self.call(method, &self.iam, path, None).await
+    }
+
+    /// [`Session::iam`] with a request body: one of iam's wire types (`ultracloud_iam::api`).
+    pub async fn iam_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<Value> {
+        self.call(method, &self.iam, path, Some(serde_json::to_vec(body)?)).await
     }
 
     /// Every item of a paginated list at iam.
@@ -241,7 +248,7 @@ impl Session {
                 Some(t) => format!("{path}{sep}limit=1000&page_token={t}"),
                 None => format!("{path}{sep}limit=1000"),
             };
-            let page = self.iam(reqwest::Method::GET, &page_path, None).await?;
+            let page = self.iam(reqwest::Method::GET, &page_path).await?;
             items.extend(page["items"].as_array().cloned().unwrap_or_default());
             match page["next_page_token"].as_str() {
                 Some(t) => token = Some(t.to_owned()),

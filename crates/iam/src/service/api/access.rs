@@ -13,23 +13,12 @@ use serde::{Deserialize, Serialize};
 use ultracloud_runtime::error::{ApiError, ApiJson};
 
 use super::{Caller, ListQuery, db_error, home_scope, valid_id};
+use crate::api::AuthorizeRequest;
 use crate::authz::SubjectPolicy;
 use crate::policy::{self, Binding, Decision, Role, Scope};
 use crate::service::source::{VERSION_WAIT, subject_policy};
 use crate::service::store::{Page, binding_id};
 use crate::service::{Iam, now_secs};
-
-/// `POST /v1/authorize`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthorizeRequest {
-    /// The subject (`user:<id>`, `sa:<id>`).
-    pub subject: String,
-    /// The action (`service.resource.verb`).
-    pub action: String,
-    /// The resource's scope.
-    pub scope: Scope,
-}
 
 /// Reading someone else's policy or the revocation list is for platform services.
 async fn require_policy_reader(iam: &Iam, caller: &Caller, subject: &str) -> Result<(), ApiError> {

@@ -11,45 +11,13 @@ use serde::{Deserialize, Serialize};
 use ultracloud_runtime::error::{ApiError, ApiJson};
 
 use super::{Caller, db_error};
+use crate::api::{LogoutRequest, TokenRequest};
 use crate::credential::{self, Kind};
 use crate::jwt::{Claims, Jwks};
 use crate::password;
 use crate::policy::Binding;
 use crate::service::model::{Revocation, Revoked};
 use crate::service::{Iam, Issued, now_secs};
-
-/// `POST /v1/auth/token`: one of three grants.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, tag = "grant_type", rename_all = "snake_case")]
-pub enum TokenRequest {
-    /// A user's name and password.
-    Password {
-        /// Login name.
-        username: String,
-        /// Password.
-        password: String,
-    },
-    /// An API key (`ucak_…`).
-    ApiKey {
-        /// The key.
-        api_key: String,
-    },
-    /// A refresh token (`ucrt_…`), used once.
-    RefreshToken {
-        /// The token.
-        refresh_token: String,
-    },
-}
-
-impl std::fmt::Debug for TokenRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TokenRequest::Password { username, .. } => write!(f, "Password {{ username: {username:?}, .. }}"),
-            TokenRequest::ApiKey { .. } => f.write_str("ApiKey { .. }"),
-            TokenRequest::RefreshToken { .. } => f.write_str("RefreshToken { .. }"),
-        }
-    }
-}
 
 fn throttled(wait: std::time::Duration) -> Response {
     let secs = wait.as_secs().max(1);
@@ -185,15 +153,6 @@ pub(super) async fn token(
         .await
         .map_err(|e| ApiError::internal(&*e as &(dyn std::error::Error + 'static)))?;
     Ok(Json(issued).into_response())
-}
-
-/// `POST /v1/auth/logout`.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct LogoutRequest {
-    /// The session's refresh token, to revoke with the access token.
-    #[serde(default)]
-    refresh_token: Option<String>,
 }
 
 pub(super) async fn logout(

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use ultracloud_flaredb::error::FlareError;
 use ultracloud_runtime::error::ApiError;
 
-pub use access::{AuthorizeRequest, BindingView, Permissions, Revocations, WatchAnswer};
-pub use auth::TokenRequest;
+pub use crate::api::{AuthorizeRequest, TokenRequest};
+pub use access::{BindingView, Permissions, Revocations, WatchAnswer};
 pub use auth::WhoAmI;
 pub use principals::CreatedKey;
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use ultracloud_runtime::error::{ApiError, ApiJson};
 
 use super::{Caller, ListQuery, db_error, home_scope, valid_id};
+use crate::api::{NewKey, NewUser, UserPatch};
 use crate::credential::{self, Kind};
 use crate::password;
 use crate::service::model::{ApiKey, ApiKeyView, Revocation, Revoked, ServiceAccount, User, UserView};
@@ -40,18 +41,6 @@ async fn delete_keys_of(iam: &Iam, owner: &str) -> Result<(), ApiError> {
         iam.store.delete_api_key(&k.id).await.map_err(db_error)?;
     }
     Ok(())
-}
-
-/// `POST /v1/users`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NewUser {
-    /// Login name (also the ID).
-    name: String,
-    /// Home tenant.
-    tenant: Option<String>,
-    /// Initial password (at least 12 characters).
-    password: String,
 }
 
 fn check_password_rules(pw: &str) -> Result<(), ApiError> {
@@ -120,16 +109,6 @@ pub(super) async fn list_users(
         }
     }
     Ok(Json(Page { items, next_page_token: page.next_page_token }))
-}
-
-/// `PATCH /v1/users/{id}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct UserPatch {
-    /// Disable (revokes the user's tokens) or enable.
-    disabled: Option<bool>,
-    /// A new password (revokes the user's tokens).
-    password: Option<String>,
 }
 
 pub(super) async fn update_user(
@@ -249,19 +228,6 @@ pub(super) async fn delete_sa(
     iam.store.delete_service_account(&id).await.map_err(db_error)?;
     revoke_subject(&iam, &subject).await?;
     Ok(http::StatusCode::NO_CONTENT)
-}
-
-/// `POST /v1/api-keys`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NewKey {
-    /// Whose key (`user:<id>` or `sa:<id>`); default: the caller.
-    owner: Option<String>,
-    /// What it is for.
-    #[serde(default)]
-    description: String,
-    /// Lifetime in seconds (default: until deleted).
-    expires_in: Option<u64>,
 }
 
 /// A new API key: the only time the key is shown.

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use ultracloud_runtime::error::{ApiError, ApiJson};
 
 use super::{Caller, ListQuery, db_error, valid_id};
+use crate::api::NewProject;
 use crate::policy::Scope;
 use crate::service::Iam;
 use crate::service::model::{Project, Tenant};
@@ -78,14 +78,6 @@ pub(super) async fn delete_tenant(
     }
     iam.store.delete_tenant(&tenant).await.map_err(db_error)?;
     Ok(http::StatusCode::NO_CONTENT)
-}
-
-/// `POST /v1/tenants/{tenant}/projects`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NewProject {
-    /// Project ID.
-    id: String,
 }
 
 pub(super) async fn create_project(
