@@ -318,6 +318,12 @@ impl Call<'_> {
         self
     }
 
+    /// Sends `body` as raw bytes (`application/octet-stream`).
+    pub fn bytes(mut self, body: Vec<u8>) -> Self {
+        self.body = Some((body, "application/octet-stream"));
+        self
+    }
+
     /// Sends `body` as plain text.
     pub fn text(mut self, body: String) -> Self {
         self.body = Some((body.into_bytes(), "text/plain; charset=utf-8"));

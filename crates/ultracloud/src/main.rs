@@ -10,8 +10,16 @@ use clap::{Parser, Subcommand};
 use ultracloud_runtime::logging::{self, LogFormat};
 
 /// The services this build can run as `ultracloud <service>`; the node agent starts them by name.
-pub const SERVICES: &[&str] =
-    &["chainfire", "flaredb", "iam", "prismnet", "prismnet-agent", "plasmavmc", "plasmavmc-agent"];
+pub const SERVICES: &[&str] = &[
+    "chainfire",
+    "flaredb",
+    "iam",
+    "prismnet",
+    "prismnet-agent",
+    "plasmavmc",
+    "plasmavmc-agent",
+    "lightningstor-node",
+];
 
 /// UltraCloud: a self-hostable cloud platform — VMs, private networks, DNS, load balancers,
 /// object storage and block volumes behind one authenticated API.
@@ -82,6 +90,8 @@ enum Command {
     Plasmavmc(cmd::plasmavmc::PlasmavmcArgs),
     /// Run a worker's plasmavmc agent: one QEMU per VM over QMP (KVM or TCG).
     PlasmavmcAgent(cmd::plasmavmc::AgentArgs),
+    /// Run a lightningstor storage node: durable, checksummed, content-addressed blocks.
+    LightningstorNode(cmd::lightningstor::NodeArgs),
     /// Virtual machines: create, list, show, start, stop, reboot, delete, console, events, migrate.
     Vm(cmd::compute::VmArgs),
     /// Images: import, list, show, delete; build-guest makes the project's guest image.
@@ -124,6 +134,7 @@ fn main() -> ExitCode {
             Command::PrismnetAgent(args) => cmd::prismnet::run_agent(args).await,
             Command::Plasmavmc(args) => cmd::plasmavmc::run(args).await,
             Command::PlasmavmcAgent(args) => cmd::plasmavmc::run_agent(args).await,
+            Command::LightningstorNode(args) => cmd::lightningstor::run_node(args).await,
             Command::Vm(args) => cmd::compute::vm(args).await,
             Command::Image(args) => cmd::compute::image(args).await,
             Command::Volume(args) => cmd::compute::volume(args).await,

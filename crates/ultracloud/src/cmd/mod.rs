@@ -15,6 +15,7 @@ pub mod flaredb;
 pub mod guest_image;
 pub mod iam;
 pub mod iam_admin;
+pub mod lightningstor;
 pub mod network;
 pub mod node;
 pub mod plasmavmc;

@@ -1,0 +1,57 @@
+//! A storage node's configuration (`ultracloud lightningstor-node`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use ultracloud_runtime::config::{ConfigError, Validate};
+
+/// Defaults, then `--config` TOML, then `ULTRACLOUD_*` environment, then flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// The node's name in the layout (stable: a new disk is a new name).
+    pub name: String,
+    /// Where the blocks live (locked while the node runs).
+    pub data_dir: PathBuf,
+    /// The block API listener.
+    pub listen: SocketAddr,
+    /// The admin listener (health, readiness, metrics).
+    pub admin_listen: SocketAddr,
+    /// fsync every block and its directory entry before acknowledging the write. Off only for a
+    /// benchmark that says so.
+    pub fsync: bool,
+    /// The largest block accepted (the gateway cuts objects into blocks of at most this).
+    pub max_block_bytes: usize,
+    /// The TLS directory (`ultracloud ca issue`): the listener speaks TLS and admits only
+    /// control-plane and admin certificates. Without it the node listens on loopback only.
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            data_dir: ultracloud_runtime::data_dir::default_root().join("lightningstor-node"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8780)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9108)),
+            fsync: true,
+            max_block_bytes: 8 * 1024 * 1024,
+            tls_dir: None,
+        }
+    }
+}
+
+impl Validate for NodeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !ultracloud_runtime::names::is_valid_name(&self.name) {
+            return Err(ConfigError::invalid("name", &self.name, "lowercase letters, digits and dashes"));
+        }
+        ultracloud_tls::refuse_cleartext_beyond_loopback("lightningstor-node", self.listen, self.tls_dir.is_some())
+            .map_err(|why| ConfigError::invalid("listen", self.listen, &why))?;
+        if self.max_block_bytes < 4096 || self.max_block_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError::invalid("max_block_bytes", self.max_block_bytes, "between 4096 and 67108864"));
+        }
+        Ok(())
+    }
+}
