@@ -290,9 +290,7 @@ impl BlockStore {
 
     /// Free bytes on the store's filesystem.
     pub fn free_bytes(&self) -> u64 {
-        nix::sys::statvfs::statvfs(&self.root)
-            .map(|s| s.blocks_available() * s.fragment_size())
-            .unwrap_or(0)
+        nix::sys::statvfs::statvfs(&self.root).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0)
     }
 }
 

@@ -12,6 +12,7 @@ mod chainfire_crash;
 mod flaredb_cluster;
 mod flaredb_jepsen;
 mod iam_cli;
+mod lightningstor_node;
 mod node;
 mod quickstart;
 mod wire_security;
