@@ -11,6 +11,7 @@ pub mod api;
 pub mod blocks;
 pub mod client;
 pub mod config;
+pub mod data;
 pub mod layout;
 pub mod node;
 pub mod service;

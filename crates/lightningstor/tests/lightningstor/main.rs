@@ -2,4 +2,5 @@
 //! through the typed client and raw HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
 
+mod data;
 mod node;

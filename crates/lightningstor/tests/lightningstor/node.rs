@@ -7,29 +7,43 @@ use ultracloud_lightningstor::BlockId;
 use ultracloud_lightningstor::blocks::BlockStore;
 use ultracloud_lightningstor::client::NodeClient;
 
-/// Stops a served router when dropped.
-struct Stop(tokio::task::JoinHandle<()>);
+/// A storage node served on a loopback port; stopped when dropped.
+pub struct Served {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
 
-impl Drop for Stop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl Served {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn client(&self) -> NodeClient {
+        NodeClient::new(&self.url()).unwrap()
     }
 }
 
-async fn serve(dir: &Path) -> (SocketAddr, Stop) {
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves a storage node on `dir` (fsync on, 1 MiB blocks at most).
+pub async fn serve(dir: &Path) -> Served {
     let store = BlockStore::open(dir, true).unwrap();
     let router = ultracloud_lightningstor::node::router(store, 1024 * 1024, false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (addr, Stop(task))
+    Served { addr, task }
 }
 
 #[tokio::test]
 async fn blocks_round_trip_and_every_refusal_names_its_cause() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _stop) = serve(dir.path()).await;
-    let node = NodeClient::new(&format!("http://{addr}")).unwrap();
+    let served = serve(dir.path()).await;
+    let (addr, node) = (served.addr, served.client());
 
     let data = vec![7u8; 300_000];
     let id = BlockId::of(&data);
@@ -74,8 +88,8 @@ async fn blocks_round_trip_and_every_refusal_names_its_cause() {
 async fn rot_is_refused_set_aside_and_found_by_scrub_and_blocks_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let ids: Vec<BlockId> = {
-        let (addr, _stop) = serve(dir.path()).await;
-        let node = NodeClient::new(&format!("http://{addr}")).unwrap();
+        let served = serve(dir.path()).await;
+        let node = served.client();
         let mut ids = Vec::new();
         for i in 0..20u32 {
             ids.push(node.put(format!("block number {i}").into_bytes()).await.unwrap().id);
@@ -83,8 +97,8 @@ async fn rot_is_refused_set_aside_and_found_by_scrub_and_blocks_survive_a_restar
         ids
     };
     // A new process on the same directory (the old one's listener is gone).
-    let (addr, _stop) = serve(dir.path()).await;
-    let node = NodeClient::new(&format!("http://{addr}")).unwrap();
+    let served = serve(dir.path()).await;
+    let node = served.client();
     assert_eq!(node.status().await.unwrap().blocks, 20, "counted on open");
     let mut listed = Vec::new();
     let mut after = None;
