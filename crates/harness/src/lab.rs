@@ -40,6 +40,7 @@ pub fn services_of(role: Role) -> &'static [(&'static str, u16)] {
             ("iam", ports::IAM_ADMIN),
             ("prismnet", ports::PRISMNET_ADMIN),
             ("plasmavmc", ports::PLASMAVMC_ADMIN),
+            ("lightningstor-node", ports::LIGHTNINGSTOR_NODE_ADMIN),
         ],
         Role::Worker => {
             &[("prismnet-agent", ports::PRISMNET_AGENT_ADMIN), ("plasmavmc-agent", ports::PLASMAVMC_AGENT_ADMIN)]

@@ -178,6 +178,18 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> an
                 format!("--image-dir={}", lab.join("guest-image").display()),
             ]),
         );
+        // Storage nodes on the control plane: three copies, one per node; repair every 2 s so
+        // the smoke sees copies come back quickly.
+        services.insert(
+            "lightningstor-node".into(),
+            service(vec![
+                format!("--name={}", node.name),
+                format!("--listen={ip}:{}", ports::LIGHTNINGSTOR_NODE),
+                format!("--admin-listen={ip}:{}", ports::LIGHTNINGSTOR_NODE_ADMIN),
+                format!("--peers={}", peers(ports::LIGHTNINGSTOR_NODE, "https://")),
+                "--repair-interval-s=2".to_owned(),
+            ]),
+        );
         let mut iam = vec![
             format!("--listen={ip}:{}", ports::IAM),
             format!("--admin-listen={ip}:{}", ports::IAM_ADMIN),

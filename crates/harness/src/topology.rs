@@ -46,6 +46,10 @@ pub mod ports {
     pub const PLASMAVMC_AGENT: u16 = 8681;
     /// plasmavmc agent admin.
     pub const PLASMAVMC_AGENT_ADMIN: u16 = 9107;
+    /// lightningstor storage node block API.
+    pub const LIGHTNINGSTOR_NODE: u16 = 8780;
+    /// lightningstor storage node admin.
+    pub const LIGHTNINGSTOR_NODE_ADMIN: u16 = 9108;
 }
 
 /// A node's job in the cluster.

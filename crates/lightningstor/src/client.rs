@@ -3,7 +3,10 @@
 
 use ultracloud_tls::replicas::{Client, ClientError};
 
+pub use crate::data::{BlockRef, Cluster, DataError, StorageNode, Written};
+
 use crate::api::{BlockId, BlockPage, NodeStatus, ScrubReport, Stored};
+use crate::repair::{RepairReport, RepairStatus};
 
 /// One storage node's block API.
 #[derive(Debug, Clone)]
@@ -74,5 +77,15 @@ impl NodeClient {
     /// Checks every block on the node.
     pub async fn scrub(&self) -> Result<ScrubReport, ClientError> {
         self.client.post(&["v1", "scrub"]).timeout(std::time::Duration::from_secs(3600)).fetch().await
+    }
+
+    /// The node's repair worker.
+    pub async fn repair_status(&self) -> Result<RepairStatus, ClientError> {
+        self.client.get(&["v1", "repair"]).fetch().await
+    }
+
+    /// Runs a repair pass on the node now and returns what it did.
+    pub async fn repair(&self) -> Result<RepairReport, ClientError> {
+        self.client.post(&["v1", "repair"]).timeout(std::time::Duration::from_secs(3600)).fetch().await
     }
 }

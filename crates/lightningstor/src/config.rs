@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use ultracloud_runtime::config::{ConfigError, Validate};
 
+use crate::data::StorageNode;
+use crate::layout::Member;
+
 /// Defaults, then `--config` TOML, then `ULTRACLOUD_*` environment, then flags.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -23,6 +26,13 @@ pub struct NodeConfig {
     pub fsync: bool,
     /// The largest block accepted (the gateway cuts objects into blocks of at most this).
     pub max_block_bytes: usize,
+    /// Every storage node, this one included, as `name=url,…` (`store1=https://10.0.0.1:8780`):
+    /// the layout the repair worker restores copies to. Empty: no repair.
+    pub peers: String,
+    /// Copies of each block (the gateways' setting; the repair worker keeps this many).
+    pub replication: usize,
+    /// Seconds between repair passes.
+    pub repair_interval_s: u64,
     /// The TLS directory (`ultracloud ca issue`): the listener speaks TLS and admits only
     /// control-plane and admin certificates. Without it the node listens on loopback only.
     pub tls_dir: Option<PathBuf>,
@@ -37,6 +47,9 @@ impl Default for NodeConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9108)),
             fsync: true,
             max_block_bytes: 8 * 1024 * 1024,
+            peers: String::new(),
+            replication: 3,
+            repair_interval_s: 60,
             tls_dir: None,
         }
     }
@@ -52,6 +65,43 @@ impl Validate for NodeConfig {
         if self.max_block_bytes < 4096 || self.max_block_bytes > 64 * 1024 * 1024 {
             return Err(ConfigError::invalid("max_block_bytes", self.max_block_bytes, "between 4096 and 67108864"));
         }
+        if self.replication == 0 {
+            return Err(ConfigError::invalid("replication", 0, "at least 1"));
+        }
+        if self.repair_interval_s == 0 {
+            return Err(ConfigError::invalid("repair_interval_s", 0, "at least 1"));
+        }
+        let peers = self.peer_nodes()?;
+        if !peers.is_empty() && !peers.iter().any(|p| p.member.id == self.name) {
+            return Err(ConfigError::invalid(
+                "peers",
+                &self.peers,
+                &format!("a list that includes this node ({})", self.name),
+            ));
+        }
         Ok(())
+    }
+}
+
+impl NodeConfig {
+    /// `peers` as storage nodes (one zone, weight 1 each).
+    pub fn peer_nodes(&self) -> Result<Vec<StorageNode>, ConfigError> {
+        let mut out: Vec<StorageNode> = Vec::new();
+        for part in self.peers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, url) = part
+                .split_once('=')
+                .ok_or_else(|| ConfigError::invalid("peers", part, "entries of the form name=http(s)://host:port"))?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid("peers", part, "a URL starting with http:// or https://"));
+            }
+            if out.iter().any(|n| n.member.id == name) {
+                return Err(ConfigError::invalid("peers", part, "each name once"));
+            }
+            out.push(StorageNode {
+                member: Member { id: name.to_owned(), zone: String::new(), weight: 1 },
+                url: url.to_owned(),
+            });
+        }
+        Ok(out)
     }
 }

@@ -124,6 +124,21 @@ impl Cluster {
         self.copies.min(self.layout.len()) / 2 + 1
     }
 
+    /// The nodes that should hold `id`'s copies (the layout's first `copies`).
+    pub fn holders(&self, id: &BlockId) -> Vec<&str> {
+        self.layout.place(id, self.copies).into_iter().map(|m| m.id.as_str()).collect()
+    }
+
+    /// The client of node `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeClient> {
+        self.clients.get(name)
+    }
+
+    /// Whether `name` is a member.
+    pub fn has_member(&self, name: &str) -> bool {
+        self.clients.contains_key(name)
+    }
+
     /// Every node, in the order a block's copies are sought.
     fn ranking(&self, id: &BlockId) -> Vec<&str> {
         self.layout.place(id, self.layout.len()).into_iter().map(|m| m.id.as_str()).collect()
@@ -162,7 +177,7 @@ impl Cluster {
             return Err(DataError::TooFewCopies { id, written: on.len(), needed: self.quorum(), errors });
         }
         if !errors.is_empty() {
-            tracing::warn!(block = %id, copies = on.len(), errors = %errors.join("; "), "block written around failed nodes");
+            tracing::debug!(block = %id, copies = on.len(), errors = %errors.join("; "), "block written around failed nodes");
         }
         Ok(Written { id, on })
     }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod layout;
 pub mod node;
+pub mod repair;
 pub mod service;
 
 pub use api::BlockId;

@@ -9,6 +9,8 @@
 //! | `GET /v1/blocks?after=&limit=` | [`BlockPage`] |
 //! | `GET /v1/status` | [`NodeStatus`] |
 //! | `POST /v1/scrub` | [`ScrubReport`] |
+//! | `GET /v1/repair` | [`RepairStatus`] (`enabled: false` without peers) |
+//! | `POST /v1/repair` | runs a repair pass now: [`RepairReport`] (409 without peers) |
 //!
 //! Every route is platform-only: with TLS the listener admits only cluster certificates of role
 //! control-plane (the gateways and the other storage nodes, which run there) or admin
@@ -30,6 +32,7 @@ use ultracloud_tls::serve::require_role;
 
 use crate::api::{BlockId, BlockPage, NodeStatus, ScrubReport, Stored};
 use crate::blocks::{BlockError, BlockStore};
+use crate::repair::{RepairReport, RepairStatus, Repairer};
 
 /// Who may call a storage node over TLS.
 const CALLERS: &[Role] = &[Role::ControlPlane, Role::Admin];
@@ -37,15 +40,17 @@ const CALLERS: &[Role] = &[Role::ControlPlane, Role::Admin];
 /// The most names one listing page returns.
 pub const MAX_PAGE: usize = 10_000;
 
-/// The node's router; with `tls`, every route needs a control-plane or admin certificate.
-pub fn router(store: Arc<BlockStore>, max_block_bytes: usize, tls: bool) -> Router {
+/// The node's router (`repair`: its repair worker, when it knows its peers); with `tls`, every
+/// route needs a control-plane or admin certificate.
+pub fn router(store: Arc<BlockStore>, repair: Option<Arc<Repairer>>, max_block_bytes: usize, tls: bool) -> Router {
     let routes = Router::new()
         .route("/v1/blocks", get(list))
         .route("/v1/blocks/{id}", get(read).head(head).put(write).delete(remove))
         .route("/v1/status", get(status))
         .route("/v1/scrub", post(scrub))
         .layer(axum::extract::DefaultBodyLimit::max(max_block_bytes))
-        .with_state(store);
+        .with_state(store)
+        .merge(Router::new().route("/v1/repair", get(repair_status).post(repair_now)).with_state(repair));
     if tls { routes.layer(axum::middleware::from_fn_with_state(CALLERS, require_role)) } else { routes }
 }
 
@@ -123,4 +128,15 @@ async fn status(State(store): State<Arc<BlockStore>>) -> Json<NodeStatus> {
 
 async fn scrub(State(store): State<Arc<BlockStore>>) -> Result<Json<ScrubReport>, ApiError> {
     store.scrub().await.map(Json).map_err(api_error)
+}
+
+async fn repair_status(State(repair): State<Option<Arc<Repairer>>>) -> Json<RepairStatus> {
+    Json(repair.map(|r| r.status()).unwrap_or_default())
+}
+
+async fn repair_now(State(repair): State<Option<Arc<Repairer>>>) -> Result<Json<RepairReport>, ApiError> {
+    let Some(repair) = repair else {
+        return Err(ApiError::conflict("this node does not repair: it was started without --peers"));
+    };
+    Ok(Json(repair.pass().await))
 }

@@ -5,8 +5,12 @@ use ultracloud_runtime::ServiceContext;
 use ultracloud_runtime::admin::{ListenError, bind};
 use ultracloud_runtime::service::StartError as RuntimeStartError;
 
+use std::sync::Arc;
+
 use crate::blocks::{BlockError, BlockStore};
 use crate::config::NodeConfig;
+use crate::data::Cluster;
+use crate::repair::Repairer;
 
 /// Why the node stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +27,9 @@ pub enum ServiceError {
     /// The TLS directory is unusable.
     #[error(transparent)]
     Tls(#[from] ultracloud_tls::TlsError),
+    /// `--peers` is unusable.
+    #[error("--peers: {0}")]
+    Peers(String),
     /// Serving failed.
     #[error("serving the block API failed: {0}")]
     Serve(#[from] std::io::Error),
@@ -43,13 +50,27 @@ async fn serve(config: NodeConfig) -> Result<(), ServiceError> {
     let (blocks, bytes, _) = store.counts();
     tracing::info!(api = %config.listen, admin = %admin.local_addr, name = %config.name, blocks, bytes,
         fsync = config.fsync, "lightningstor-node ready");
-    let router = crate::node::router(store, config.max_block_bytes, tls.is_some());
+    let repair = repairer(&config, &store)?;
+    if let Some(r) = &repair {
+        r.spawn(std::time::Duration::from_secs(config.repair_interval_s), ctx.shutdown.clone());
+    }
+    let router = crate::node::router(store, repair, config.max_block_bytes, tls.is_some());
     ultracloud_tls::serve::serve_api(&ctx, listener, router, tls.as_ref()).await?;
     let _ = admin.task.await;
     Ok(())
 }
 
-fn register_metrics(ctx: &ServiceContext, store: &std::sync::Arc<BlockStore>) {
+fn repairer(config: &NodeConfig, store: &Arc<BlockStore>) -> Result<Option<Arc<Repairer>>, ServiceError> {
+    let peers = config.peer_nodes().map_err(|e| ServiceError::Peers(e.to_string()))?;
+    if peers.is_empty() {
+        return Ok(None);
+    }
+    let cluster = Cluster::new(peers, config.replication, config.max_block_bytes)
+        .map_err(|e| ServiceError::Peers(e.to_string()))?;
+    Ok(Some(Repairer::new(&config.name, cluster, store.clone())))
+}
+
+fn register_metrics(ctx: &ServiceContext, store: &Arc<BlockStore>) {
     use prometheus_client::metrics::gauge::Gauge;
     let (blocks, bytes, corrupt) = (Gauge::<i64>::default(), Gauge::<i64>::default(), Gauge::<i64>::default());
     ctx.metrics.register("lightningstor_node_blocks", "Blocks held", blocks.clone());

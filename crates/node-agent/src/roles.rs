@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
-    /// Consensus and control: chainfire, flaredb, iam and the service controllers.
+    /// Consensus and control: chainfire, flaredb, iam, the service controllers and the object
+    /// store's storage nodes.
     ControlPlane,
     /// Runs tenant workloads: the VM and network agents.
     Worker,
@@ -23,11 +24,19 @@ pub enum Role {
 impl Role {
     /// The services a node of this role runs, in start order.
     pub fn services(self) -> &'static [&'static str] {
-        const CONTROL: &[&str] = &["chainfire", "flaredb", "iam", "prismnet", "plasmavmc"];
+        const CONTROL: &[&str] = &["chainfire", "flaredb", "iam", "prismnet", "plasmavmc", "lightningstor-node"];
         const WORKER: &[&str] = &["prismnet-agent", "plasmavmc-agent"];
         const GATEWAY: &[&str] = &["apigateway", "nightlight", "creditservice"];
-        const ALL: &[&str] =
-            &["chainfire", "flaredb", "iam", "prismnet", "plasmavmc", "prismnet-agent", "plasmavmc-agent"];
+        const ALL: &[&str] = &[
+            "chainfire",
+            "flaredb",
+            "iam",
+            "prismnet",
+            "plasmavmc",
+            "lightningstor-node",
+            "prismnet-agent",
+            "plasmavmc-agent",
+        ];
         match self {
             Self::ControlPlane => CONTROL,
             Self::Worker => WORKER,

@@ -222,7 +222,7 @@ pub async fn run(lab: &Lab, r: &mut Runner) {
     .await;
 
     r.check(
-        "wire: chainfire and flaredb refuse clients without a cluster certificate",
+        "wire: chainfire, flaredb and storage nodes refuse clients without a cluster certificate",
         super::wire::refuse_without_certificates(lab),
     )
     .await;
@@ -260,7 +260,7 @@ async fn flaredb_leader<'a>(lab: &'a Lab, cp: &[&Node]) -> Option<&'a Node> {
     lab.node(name).ok()
 }
 
-async fn service_pid(node: &Node, service: &str) -> anyhow::Result<u32> {
+pub(super) async fn service_pid(node: &Node, service: &str) -> anyhow::Result<u32> {
     let status = ultracloud_node_agent::client::fetch_status(node.addr(ports::AGENT)).await?;
     status
         .services

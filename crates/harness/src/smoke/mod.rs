@@ -6,6 +6,7 @@ mod compute;
 mod control_plane;
 mod isolation;
 mod network;
+mod storage;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -150,6 +151,7 @@ async fn run_checks(lab: &Lab, quiet: bool) -> Report {
     }
     let mut r = Runner::new(quiet);
     control_plane::run(lab, &mut r).await;
+    storage::run(lab, &mut r).await;
     network::run(lab, &mut r).await;
     compute::run(lab, &mut r).await;
     let report = r.finish(lab);

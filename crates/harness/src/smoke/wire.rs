@@ -1,6 +1,6 @@
-//! The wire check: chainfire and flaredb on every control-plane node refuse whoever lacks a
-//! cluster certificate of an allowed role — no certificate, a worker's, plain HTTP/gRPC — and
-//! flaredb's Raft and placement routes refuse even an operator's.
+//! The wire check: chainfire, flaredb and lightningstor's storage nodes on every control-plane
+//! node refuse whoever lacks a cluster certificate of an allowed role — no certificate, a
+//! worker's, plain HTTP/gRPC — and flaredb's Raft and placement routes refuse even an operator's.
 
 use std::time::Duration;
 
@@ -78,7 +78,21 @@ pub(super) async fn refuse_without_certificates(lab: &Lab) -> anyhow::Result<See
         if etcd_get(&cf, None).await.is_ok() {
             bail!("chainfire on {} answered plain gRPC", n.name);
         }
-        refused += 7;
+        // lightningstor's storage nodes: blocks only for the control plane and operators.
+        let store = n.addr(ports::LIGHTNINGSTOR_NODE);
+        let blocks = format!("https://{store}/v1/blocks?limit=1");
+        if anonymous.get(&blocks).send().await.is_ok() {
+            bail!("the storage node on {} answered a client without a certificate", n.name);
+        }
+        let r = as_worker.get(&blocks).send().await.with_context(|| format!("the storage node on {}", n.name))?;
+        if r.status() != 403 {
+            bail!("the storage node on {} answered {} to a worker's certificate", n.name, r.status());
+        }
+        let r = plain.get(format!("http://{store}/v1/status")).send().await?;
+        if r.status() != 400 {
+            bail!("the storage node on {} answered {} to plain HTTP", n.name, r.status());
+        }
+        refused += 10;
     }
     Ok(Seen::new(format!(
         "{refused} probes refused: no certificate, {}'s worker certificate, plain HTTP/gRPC, an operator on flaredb's peer routes",

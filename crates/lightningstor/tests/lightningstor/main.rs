@@ -4,3 +4,4 @@
 
 mod data;
 mod node;
+mod repair;

@@ -32,7 +32,7 @@ impl Drop for Served {
 /// Serves a storage node on `dir` (fsync on, 1 MiB blocks at most).
 pub async fn serve(dir: &Path) -> Served {
     let store = BlockStore::open(dir, true).unwrap();
-    let router = ultracloud_lightningstor::node::router(store, 1024 * 1024, false);
+    let router = ultracloud_lightningstor::node::router(store, None, 1024 * 1024, false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

@@ -45,6 +45,18 @@ pub struct NodeArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_block_bytes: Option<usize>,
+    /// Every storage node, this one included: name=URL,… (enables the repair worker).
+    #[arg(long, value_name = "NODES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peers: Option<String>,
+    /// Copies of each block the repair worker keeps [default: 3].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replication: Option<usize>,
+    /// Seconds between repair passes [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair_interval_s: Option<u64>,
 }
 
 /// Runs `lightningstor-node`.
