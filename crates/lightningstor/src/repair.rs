@@ -126,7 +126,9 @@ impl Repairer {
         let mut report = RepairReport::default();
         let mut after = None;
         loop {
-            let page = match self.store.list(after, PAGE) {
+            let store = self.store.clone();
+            let listed = tokio::task::spawn_blocking(move || store.list(after, PAGE)).await;
+            let page = match listed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
                 Ok(p) => p,
                 Err(e) => {
                     note(&mut report, format!("listing this node's blocks: {e}"));

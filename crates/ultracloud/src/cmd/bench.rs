@@ -41,6 +41,9 @@ enum BenchTarget {
     /// A kit-based service's API: create/get/list/delete of prismnet ports through the typed
     /// client, at several concurrency levels (run against `ultracloud quickstart --keep`).
     Api(super::bench_api::ApiBench),
+    /// lightningstor's data path: block PUTs (every copy durable) and GETs against running
+    /// storage nodes (`--nodes name=URL,…`), at given sizes and concurrency.
+    Blocks(super::bench_blocks::BlocksBench),
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +159,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchTarget::Iam(a) => super::bench_iam::run(a).await?,
         BenchTarget::Vms(a) => return super::bench_vm::run(a).await,
         BenchTarget::Api(a) => return super::bench_api::run(a).await,
+        BenchTarget::Blocks(a) => super::bench_blocks::run(a).await?,
         BenchTarget::Etcd(a) => {
             let config = ultracloud_chainfire::bench::BenchConfig {
                 endpoints: a.endpoints,

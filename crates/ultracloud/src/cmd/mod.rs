@@ -3,6 +3,7 @@
 pub mod account;
 pub mod bench;
 pub mod bench_api;
+pub mod bench_blocks;
 pub mod bench_iam;
 pub mod bench_vm;
 pub mod ca;
