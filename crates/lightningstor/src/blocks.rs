@@ -87,7 +87,8 @@ impl BlockStore {
         }
         if fsync {
             sync_dir(root).map_err(io("syncing", root))?;
-            sync_dir(&root.join("blocks")).map_err(io("syncing", root))?;
+            let blocks = root.join("blocks");
+            sync_dir(&blocks).map_err(io("syncing", &blocks))?;
         }
         let (dirs, queue) = mpsc::channel(4096);
         tokio::spawn(sync_dirs(queue));

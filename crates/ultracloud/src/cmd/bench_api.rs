@@ -45,8 +45,17 @@ pub struct ApiBench {
     ports: usize,
 }
 
-/// Runs `total` calls of `op(i)` over `clients` tasks.
-async fn cell<F, Fut, T>(clients: usize, total: usize, op: F) -> (Cell, Vec<T>)
+/// Every cell of `bench api` stops after this, however many calls remain.
+const CELL_BOUND: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `total` calls of `op(i)` over `clients` tasks, until done or `deadline` has passed;
+/// returns the cell and the successful calls' outputs.
+pub(super) async fn cell<F, Fut, T>(
+    clients: usize,
+    total: usize,
+    deadline: std::time::Duration,
+    op: F,
+) -> (Cell, Vec<T>)
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<T>> + Send,
@@ -62,7 +71,7 @@ where
                 let (mut lat, mut out, mut errors) = (Vec::new(), Vec::new(), 0);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
+                    if i >= total || start.elapsed() > deadline {
                         return (lat, out, errors);
                     }
                     let t = Instant::now();
@@ -110,7 +119,7 @@ pub async fn run(a: ApiBench) -> anyhow::Result<std::process::ExitCode> {
     for &clients in &a.clients {
         let (n, s, t) = (net.clone(), owner.clone(), tag.clone());
         let subnet = a.subnet.clone();
-        let (c, ids) = cell(clients, a.ports, move |i| {
+        let (c, ids) = cell(clients, a.ports, CELL_BOUND, move |i| {
             let (n, s) = (n.clone(), s.clone());
             let new =
                 NewPort { subnet: subnet.clone(), name: format!("bench-{t}-{clients}-{i}"), ..NewPort::default() };
@@ -124,21 +133,21 @@ pub async fn run(a: ApiBench) -> anyhow::Result<std::process::ExitCode> {
         }
         let ids = Arc::new(ids);
         let (n, s, i2) = (net.clone(), owner.clone(), ids.clone());
-        let (c, _) = cell(clients, a.ports * 10, move |i| {
+        let (c, _) = cell(clients, a.ports * 10, CELL_BOUND, move |i| {
             let (n, s, id) = (n.clone(), s.clone(), i2[i % i2.len().max(1)].clone());
             async move { Ok(n.ports(&s).get(&id).await?.id) }
         })
         .await;
         println!("{}", c.row("GET …/ports/{id}", clients));
         let (n, s) = (net.clone(), owner.clone());
-        let (c, _) = cell(clients, (a.ports / 2).max(1), move |_| {
+        let (c, _) = cell(clients, (a.ports / 2).max(1), CELL_BOUND, move |_| {
             let (n, s) = (n.clone(), s.clone());
             async move { Ok(n.ports(&s).list_all(&ListQuery::default()).await?.len()) }
         })
         .await;
         println!("{}", c.row("GET …/ports (list)", clients));
         let (n, s, i2) = (net.clone(), owner.clone(), ids.clone());
-        let (c, _) = cell(clients, ids.len(), move |i| {
+        let (c, _) = cell(clients, ids.len(), CELL_BOUND, move |i| {
             let (n, s, id) = (n.clone(), s.clone(), i2[i].clone());
             async move { Ok(n.ports(&s).delete(&id).await?) }
         })

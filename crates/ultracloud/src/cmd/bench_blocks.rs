@@ -3,8 +3,7 @@
 //! concurrency. It measures the storage layer under the S3 gateway, not S3 itself.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -13,6 +12,7 @@ use ultracloud_lightningstor::BlockId;
 use ultracloud_lightningstor::client::{Cluster, StorageNode};
 use ultracloud_lightningstor::layout::Member;
 
+use super::bench_api::cell;
 use super::bench_iam::Cell;
 
 /// Block PUT/GET throughput through lightningstor's data path.
@@ -58,48 +58,6 @@ fn block(run: u64, n: usize, size: usize) -> Bytes {
     Bytes::from(data)
 }
 
-/// Runs `op` for items `0..total` on `clients` tasks until done or `deadline`.
-async fn cell<F, Fut>(clients: usize, total: usize, deadline: Duration, op: F) -> Cell
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let op = Arc::new(op);
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (next, op) = (next.clone(), op.clone());
-            tokio::spawn(async move {
-                let (mut ok, mut errors, mut latencies) = (0, 0, Vec::new());
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total || start.elapsed() > deadline {
-                        return (ok, errors, latencies);
-                    }
-                    let t = Instant::now();
-                    if op(i).await {
-                        ok += 1;
-                        latencies.push(t.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut c = Cell { ops: 0, errors: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
-    for t in tasks {
-        if let Ok((ok, errors, latencies)) = t.await {
-            c.ops += ok;
-            c.errors += errors;
-            c.latencies.extend(latencies);
-        }
-    }
-    c.elapsed = start.elapsed();
-    c
-}
-
 /// Runs the benchmark and prints a row per cell.
 pub async fn run(a: BlocksBench) -> anyhow::Result<()> {
     let cluster = Arc::new(Cluster::new(nodes(&a.nodes)?, a.copies, 64 << 20)?);
@@ -108,32 +66,23 @@ pub async fn run(a: BlocksBench) -> anyhow::Result<()> {
     for &size in &a.sizes {
         for &clients in &a.clients {
             let run_id = ultracloud_runtime::clock::now_ms();
-            let ids: Arc<std::sync::Mutex<Vec<Option<BlockId>>>> =
-                Arc::new(std::sync::Mutex::new(vec![None; a.requests]));
-            let (c2, ids2) = (cluster.clone(), ids.clone());
-            let put = cell(clients, a.requests, deadline, move |i| {
-                let (cluster, ids) = (c2.clone(), ids2.clone());
-                async move {
-                    match cluster.write_block(block(run_id, i, size)).await {
-                        Ok(w) => {
-                            if let Ok(mut v) = ids.lock() {
-                                v[i] = Some(w.id);
-                            }
-                            true
-                        }
-                        Err(_) => false,
-                    }
-                }
+            let c2 = cluster.clone();
+            let (put, written) = cell(clients, a.requests, deadline, move |i| {
+                let cluster = c2.clone();
+                async move { Ok(cluster.write_block(block(run_id, i, size)).await?.id) }
             })
             .await;
-            let written: Arc<Vec<BlockId>> =
-                Arc::new(ids.lock().map(|v| v.iter().flatten().copied().collect()).unwrap_or_default());
+            let written: Arc<Vec<BlockId>> = Arc::new(written);
             let mib = |c: &Cell| (c.ops * size) as f64 / 1048576.0 / c.elapsed.as_secs_f64();
             println!("{}   {:>6.1}", put.row(&format!("put {size} B x{}", a.copies), clients), mib(&put));
             let (c3, w3) = (cluster.clone(), written.clone());
-            let get = cell(clients, written.len(), deadline, move |i| {
+            let (get, _) = cell(clients, written.len(), deadline, move |i| {
                 let (cluster, written) = (c3.clone(), w3.clone());
-                async move { cluster.read_block(written[i]).await.is_ok_and(|d| d.len() == size.max(16)) }
+                async move {
+                    let data = cluster.read_block(written[i]).await?;
+                    anyhow::ensure!(data.len() == size.max(16), "block {} is {} bytes", written[i], data.len());
+                    anyhow::Ok(())
+                }
             })
             .await;
             println!("{}   {:>6.1}", get.row(&format!("get {size} B"), clients), mib(&get));
