@@ -10,10 +10,11 @@ install_prereqs() {
     # (prismnet's dataplane test runs udhcpc, ping, httpd and nc inside its "VMs"), curl (the VM
     # tests and smoke reach guests' HTTP from inside namespaces) mke2fs (guest image disks) and
     # cpio (a guest-image test cross-checks our initramfs writer against GNU cpio), mold (a
-    # linker several times faster than GNU ld on our large, many test binaries; see use_mold).
+    # linker several times faster than GNU ld on our large, many test binaries; see use_mold), aws
+    # (lightningstor's gateway test drives the S3 gateway with the AWS CLI).
     build_pkgs=()
     for tool in gcc:gcc pkg-config:pkg-config protoc:protobuf-compiler etcdctl:etcd-client busybox:busybox-static \
-        curl:curl mke2fs:e2fsprogs cpio:cpio mold:mold; do
+        curl:curl mke2fs:e2fsprogs cpio:cpio mold:mold aws:awscli; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || build_pkgs+=("${tool#*:}")
     done
     # protoc's well-known types (etcd-client's protos import them).

@@ -231,3 +231,62 @@ pub struct ServiceAccount {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
 }
+
+/// `POST /v1/tenants/{tenant}/projects/{project}/s3-credentials`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewS3Credential {
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// An S3 credential as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3CredentialView {
+    /// The access key ID (what S3 clients send in the clear).
+    pub access_key_id: String,
+    /// The tenant whose project it acts in.
+    pub tenant: String,
+    /// The project: its buckets are the ones the key reaches.
+    pub project: String,
+    /// Who created it (`user:<id>` or `sa:<id>`); requests signed with it act as this subject.
+    pub owner: String,
+    /// Created (seconds since the epoch).
+    pub created: u64,
+    /// What it is for.
+    pub description: String,
+}
+
+/// The answer to creating an S3 credential: the secret, shown this once.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreatedS3Credential {
+    /// The credential.
+    #[serde(flatten)]
+    pub record: S3CredentialView,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for CreatedS3Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedS3Credential").field("record", &self.record).finish_non_exhaustive()
+    }
+}
+
+/// `GET /v1/s3-credentials/{access_key_id}` (S3 gateways only): what verifying a signature
+/// made with the key needs.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct S3Secret {
+    /// The credential.
+    #[serde(flatten)]
+    pub record: S3CredentialView,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Secret").field("record", &self.record).finish_non_exhaustive()
+    }
+}

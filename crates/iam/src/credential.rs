@@ -43,6 +43,17 @@ pub fn new_id() -> String {
     random_string(16, b"abcdefghijklmnopqrstuvwxyz0123456789")
 }
 
+/// A new S3 access key pair: an access key ID (`UC` and 18 capitals and digits: the shape S3
+/// tools expect of an AWS key ID) and its secret (40 characters, about 233 bits).
+pub fn s3_pair() -> (String, String) {
+    (format!("UC{}", random_string(18, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")), random_string(40, ALPHABET))
+}
+
+/// Whether `id` has the shape of an S3 access key ID minted here.
+pub fn is_s3_access_key_id(id: &str) -> bool {
+    id.len() == 20 && id.starts_with("UC") && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
 /// A freshly minted credential: give `token` to the holder, store `id` and `hash`.
 pub struct Minted {
     /// The record's ID.

@@ -79,7 +79,7 @@ pub const CATALOGUE: &[(&str, &[&str], &[&str])] = &[
     ("network", &["vpc", "subnet", "router", "port", "security_group", "service_ip"], CRUD),
     ("network", &["event"], &["list"]),
     ("storage", &["volume", "snapshot"], &["create", "read", "list", "update", "delete", "attach", "detach"]),
-    ("object", &["bucket", "object"], CRUD),
+    ("object", &["bucket", "object", "credential"], CRUD),
     ("dns", &["zone", "record"], CRUD),
     ("lb", &["load_balancer", "listener", "pool", "health_check"], CRUD),
     ("db", &["key"], &["read", "list", "write"]),
@@ -91,6 +91,8 @@ pub const CATALOGUE: &[(&str, &[&str], &[&str])] = &[
     ("platform", &["host"], &["register", "read", "report", "list"]),
     ("platform", &["disk"], &["read"]),
     ("platform", &["port"], &["bind"]),
+    // An S3 gateway reads the secret of an access key to verify a request's signature.
+    ("platform", &["s3_credential"], &["resolve"]),
 ];
 
 /// The service part of the platform's own actions.
@@ -179,6 +181,11 @@ pub const PLATFORM_SERVICE: &str = "platform-service";
 /// (and read bindings and revocations, which its disk server's guard needs to judge callers).
 pub const NODE_AGENT: &str = "node-agent";
 
+/// The name of the built-in role of S3 gateways' service accounts: they resolve access keys
+/// to their secrets and projects (and read iam to authorize the keys' owners). No other role
+/// reads S3 secrets.
+pub const OBJECT_GATEWAY: &str = "object-gateway";
+
 /// The built-in roles.
 pub fn builtin_roles() -> Vec<Role> {
     let role = |name: &str, perms: &[&str]| Role {
@@ -209,6 +216,7 @@ pub fn builtin_roles() -> Vec<Role> {
                 "platform.host.list",
             ],
         ),
+        role(OBJECT_GATEWAY, &["platform.s3_credential.resolve", "iam.*.read", "iam.*.list"]),
         role(
             NODE_AGENT,
             &[

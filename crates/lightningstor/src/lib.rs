@@ -12,6 +12,7 @@ pub mod blocks;
 pub mod client;
 pub mod config;
 pub mod data;
+pub mod gateway;
 pub mod layout;
 pub mod node;
 pub mod repair;

@@ -92,6 +92,8 @@ enum Command {
     PlasmavmcAgent(cmd::plasmavmc::AgentArgs),
     /// Run a lightningstor storage node: durable, checksummed, content-addressed blocks.
     LightningstorNode(cmd::lightningstor::NodeArgs),
+    /// Object storage: S3 access keys for a project (`s3 credentials create|list|delete`).
+    S3(cmd::s3::S3Args),
     /// Virtual machines: create, list, show, start, stop, reboot, delete, console, events, migrate.
     Vm(cmd::compute::VmArgs),
     /// Images: import, list, show, delete; build-guest makes the project's guest image.
@@ -135,6 +137,7 @@ fn main() -> ExitCode {
             Command::Plasmavmc(args) => cmd::plasmavmc::run(args).await,
             Command::PlasmavmcAgent(args) => cmd::plasmavmc::run_agent(args).await,
             Command::LightningstorNode(args) => cmd::lightningstor::run_node(args).await,
+            Command::S3(args) => cmd::s3::run(args).await,
             Command::Vm(args) => cmd::compute::vm(args).await,
             Command::Image(args) => cmd::compute::image(args).await,
             Command::Volume(args) => cmd::compute::volume(args).await,

@@ -53,6 +53,22 @@ impl From<&User> for UserView {
     }
 }
 
+/// An S3 credential's stored record. Unlike an API key's, the secret itself is kept: SigV4
+/// signatures are verified with it (see docs/lightningstor.md, "Credentials").
+#[derive(Clone, Serialize, Deserialize)]
+pub struct S3Credential {
+    /// What is listed.
+    pub view: crate::api::S3CredentialView,
+    /// The secret access key.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for S3Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credential").field("view", &self.view).finish_non_exhaustive()
+    }
+}
+
 /// An API key's stored record (the key itself is shown once and never stored).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ApiKey {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use ultracloud_flaredb::Client;
 use ultracloud_flaredb::error::FlareError;
 
-use super::model::{ApiKey, Project, RefreshRecord, Revocation, ServiceAccount, Tenant, User};
+use super::model::{ApiKey, Project, RefreshRecord, Revocation, S3Credential, ServiceAccount, Tenant, User};
 use crate::jwt::KeyRing;
 use crate::policy::{Binding, Role};
 
@@ -289,6 +289,27 @@ impl Store {
     /// Deletes an API key.
     pub async fn delete_api_key(&self, id: &str) -> Result<(), FlareError> {
         self.delete(&format!("iam/apikey/{id}")).await
+    }
+
+    /// Stores a new S3 credential; false when its access key ID is taken.
+    pub async fn create_s3_credential(&self, c: &S3Credential) -> Result<bool, FlareError> {
+        self.create(&format!("iam/s3cred/{}", c.view.access_key_id), c).await
+    }
+
+    /// An S3 credential by access key ID.
+    pub async fn s3_credential(&self, access_key_id: &str) -> Result<Option<S3Credential>, FlareError> {
+        self.get(&format!("iam/s3cred/{access_key_id}")).await
+    }
+
+    /// The S3 credentials of a project.
+    pub async fn s3_credentials_of(&self, tenant: &str, project: &str) -> Result<Vec<S3Credential>, FlareError> {
+        let all: Vec<S3Credential> = self.list("iam/s3cred/").await?;
+        Ok(all.into_iter().filter(|c| c.view.tenant == tenant && c.view.project == project).collect())
+    }
+
+    /// Deletes an S3 credential.
+    pub async fn delete_s3_credential(&self, access_key_id: &str) -> Result<(), FlareError> {
+        self.delete(&format!("iam/s3cred/{access_key_id}")).await
     }
 
     /// Stores a refresh token.

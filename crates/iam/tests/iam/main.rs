@@ -7,4 +7,5 @@
 mod support;
 
 mod replicas;
+mod s3_credentials;
 mod service;

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
 
 mod data;
+mod gateway;
 mod node;
 mod repair;

@@ -23,5 +23,6 @@ pub mod plasmavmc;
 pub mod prismnet;
 pub mod project;
 pub mod quickstart;
+pub mod s3;
 pub mod session;
 pub mod table;

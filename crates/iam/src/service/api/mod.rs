@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod openapi;
 mod principals;
+mod s3;
 mod tenancy;
 
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub fn router(iam: Arc<Iam>) -> Router {
         .route("/v1/service-accounts/{id}", get(principals::get_sa).delete(principals::delete_sa))
         .route("/v1/api-keys", post(principals::create_key).get(principals::list_keys))
         .route("/v1/api-keys/{id}", delete(principals::delete_key))
+        .route("/v1/tenants/{tenant}/projects/{project}/s3-credentials", post(s3::create).get(s3::list))
+        .route("/v1/tenants/{tenant}/projects/{project}/s3-credentials/{id}", delete(s3::delete))
+        .route("/v1/s3-credentials/{id}", get(s3::resolve))
         .with_state(iam)
 }
 

@@ -91,6 +91,34 @@ const OPERATIONS: &[(&str, &str, &str, bool, Option<&str>)] = &[
     ),
     ("get", "/v1/api-keys", "List API keys of ?owner= (default: the caller), never the keys themselves", true, None),
     ("delete", "/v1/api-keys/{id}", "Delete an API key; tokens issued for it are revoked", true, None),
+    (
+        "post",
+        "/v1/tenants/{tenant}/projects/{project}/s3-credentials",
+        "Create an S3 access key pair bound to the project (the secret is in this answer only)",
+        true,
+        Some("NewS3Credential"),
+    ),
+    (
+        "get",
+        "/v1/tenants/{tenant}/projects/{project}/s3-credentials",
+        "List a project's S3 credentials, never secrets",
+        true,
+        None,
+    ),
+    (
+        "delete",
+        "/v1/tenants/{tenant}/projects/{project}/s3-credentials/{id}",
+        "Delete an S3 credential (gateways stop accepting it within seconds)",
+        true,
+        None,
+    ),
+    (
+        "get",
+        "/v1/s3-credentials/{id}",
+        "An access key's secret and project (S3 gateways only: platform.s3_credential.resolve)",
+        true,
+        None,
+    ),
 ];
 
 fn schemas() -> Value {
@@ -125,6 +153,7 @@ fn schemas() -> Value {
             "id": {"type": "string"}, "tenant": {"type": "string"}, "description": {"type": "string"}}},
         "NewKey": {"type": "object", "properties": {
             "owner": {"type": "string"}, "description": {"type": "string"}, "expires_in": {"type": "integer"}}},
+        "NewS3Credential": {"type": "object", "properties": {"description": {"type": "string", "maxLength": 256}}},
         "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "code": {"type": "string"}, "message": {"type": "string"}}}}}
     })

@@ -141,6 +141,7 @@ pub(super) async fn delete_project(
     if iam.store.project(&tenant, &project).await.map_err(db_error)?.is_none() {
         return Err(ApiError::not_found(format!("project {tenant}/{project} not found")));
     }
+    super::s3::delete_all_of(&iam, &tenant, &project).await?;
     iam.store.delete_project(&tenant, &project).await.map_err(db_error)?;
     Ok(http::StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,239 @@
+//! The gateway's metadata in flaredb: buckets and the current version of each object.
+//!
+//! Keys (through the controller kit's codec):
+//! - `lightningstor/bucket/{name}` → [`Bucket`]: names are global, as in S3;
+//! - `lightningstor/object/{bucket id}/{key}` → [`ObjectMeta`]: under the bucket's random ID,
+//!   not its name, so objects a racing PUT left behind in a deleted bucket never appear in a
+//!   new bucket of the same name (they are garbage, collected with unreferenced blocks).
+//!
+//! Every change is one flaredb transaction: a PUT's blocks are written first and its record
+//! then makes them visible, so a crash leaves the old object or the new one, never a listed
+//! object with missing blocks.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use ultracloud_flaredb::Client;
+use ultracloud_flaredb::error::FlareError;
+use ultracloud_resource::store::{decode, encode, end_of};
+
+use crate::data::BlockRef;
+
+const BUCKETS: &str = "lightningstor/bucket/";
+const OBJECTS: &str = "lightningstor/object/";
+
+/// A bucket: a global name owned by one project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Its name (S3's rules, checked by the S3 layer).
+    pub name: String,
+    /// Random ID its objects are stored under.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Owning project.
+    pub project: String,
+    /// Created (milliseconds since the epoch).
+    pub created_ms: u64,
+}
+
+/// The current version of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// Its key.
+    pub key: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Its ETag (MD5 of the bytes, hex) without quotes.
+    pub etag: String,
+    /// Content-Type, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Written (milliseconds since the epoch).
+    pub modified_ms: u64,
+    /// Its blocks, in order.
+    pub blocks: Vec<BlockRef>,
+}
+
+/// What deleting a bucket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketDeletion {
+    /// Deleted.
+    Deleted,
+    /// It still holds objects.
+    NotEmpty,
+    /// There was no such bucket.
+    Missing,
+}
+
+/// What a PUT's metadata transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Put {
+    /// Written; the version it replaced, if any (its blocks are now garbage).
+    Replaced(Option<ObjectMeta>),
+    /// The bucket was deleted (or re-created) meanwhile: nothing was written.
+    BucketGone,
+}
+
+/// One page of a bucket's objects in key order.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectPage {
+    /// The objects.
+    pub objects: Vec<ObjectMeta>,
+    /// Whether more follow the last one.
+    pub more: bool,
+}
+
+fn bucket_key(name: &str) -> Vec<u8> {
+    format!("{BUCKETS}{name}").into_bytes()
+}
+
+fn objects_of(bucket: &Bucket) -> Vec<u8> {
+    format!("{OBJECTS}{}/", bucket.id).into_bytes()
+}
+
+fn object_key(bucket: &Bucket, key: &str) -> Vec<u8> {
+    [objects_of(bucket), key.as_bytes().to_vec()].concat()
+}
+
+/// The gateway's metadata store.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    db: Client,
+}
+
+impl Meta {
+    /// Metadata in the flaredb reached by `db`.
+    pub fn new(db: Client) -> Self {
+        Self { db }
+    }
+
+    /// Creates `b`; the bucket already there when the name is taken.
+    pub async fn create_bucket(&self, b: &Bucket) -> Result<Option<Bucket>, FlareError> {
+        let key = bucket_key(&b.name);
+        match self.db.compare_and_swap(&key, None, Some(&encode(b)?)).await? {
+            None => Ok(None),
+            Some(Some(bytes)) => Ok(Some(decode(&key, &bytes)?)),
+            // Deleted between the attempt and the answer: the name is free again, try once more.
+            Some(None) => match self.db.compare_and_swap(&key, None, Some(&encode(b)?)).await? {
+                None => Ok(None),
+                Some(Some(bytes)) => Ok(Some(decode(&key, &bytes)?)),
+                Some(None) => Err(FlareError::Unavailable(format!("bucket {:?} keeps changing; retry", b.name))),
+            },
+        }
+    }
+
+    /// The bucket called `name`.
+    pub async fn bucket(&self, name: &str) -> Result<Option<Bucket>, FlareError> {
+        let key = bucket_key(name);
+        match self.db.get(&key).await? {
+            Some(bytes) => Ok(Some(decode(&key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The buckets of a project, by name.
+    pub async fn buckets_of(&self, tenant: &str, project: &str) -> Result<Vec<Bucket>, FlareError> {
+        let rows = self.db.scan(BUCKETS.as_bytes(), Some(&end_of(BUCKETS.as_bytes())), 0, false).await?;
+        let mut out = Vec::new();
+        for p in rows {
+            let b: Bucket = decode(&p.key, &p.value)?;
+            if b.tenant == tenant && b.project == project {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the bucket called `name` if it holds no object.
+    pub async fn delete_bucket(&self, name: &str) -> Result<BucketDeletion, FlareError> {
+        // Owned captures: the transaction body's future must be `Send` for any borrow.
+        let key = bucket_key(name);
+        self.db
+            .transact(async move |t| {
+                let Some(bytes) = t.get(&key).await? else { return Ok(BucketDeletion::Missing) };
+                let b: Bucket = decode(&key, &bytes)?;
+                let prefix = objects_of(&b);
+                if !t.scan(&prefix, Some(&end_of(&prefix)), 1, false).await?.is_empty() {
+                    return Ok(BucketDeletion::NotEmpty);
+                }
+                t.delete(&key);
+                Ok(BucketDeletion::Deleted)
+            })
+            .await
+    }
+
+    /// Makes `o` the current version of its key in `bucket`.
+    pub async fn put_object(&self, bucket: &Bucket, o: &ObjectMeta) -> Result<Put, FlareError> {
+        let (bkey, okey, value) = (bucket_key(&bucket.name), object_key(bucket, &o.key), encode(o)?);
+        let id = bucket.id.clone();
+        self.db
+            .transact(async move |t| {
+                // The bucket must still be this one (not deleted, not re-created).
+                match t.get(&bkey).await? {
+                    Some(bytes) if decode::<Bucket>(&bkey, &bytes)?.id == id => {}
+                    _ => return Ok(Put::BucketGone),
+                }
+                let old = match t.get(&okey).await? {
+                    Some(bytes) => Some(decode::<ObjectMeta>(&okey, &bytes)?),
+                    None => None,
+                };
+                t.put(&okey, &value);
+                Ok(Put::Replaced(old))
+            })
+            .await
+    }
+
+    /// The current version of `key` in `bucket`.
+    pub async fn object(&self, bucket: &Bucket, key: &str) -> Result<Option<ObjectMeta>, FlareError> {
+        let okey = object_key(bucket, key);
+        match self.db.get(&okey).await? {
+            Some(bytes) => Ok(Some(decode(&okey, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes `key` from `bucket`; returns what was there.
+    pub async fn delete_object(&self, bucket: &Bucket, key: &str) -> Result<Option<ObjectMeta>, FlareError> {
+        let okey = object_key(bucket, key);
+        self.db
+            .transact(async move |t| {
+                let old = match t.get(&okey).await? {
+                    Some(bytes) => Some(decode::<ObjectMeta>(&okey, &bytes)?),
+                    None => None,
+                };
+                if old.is_some() {
+                    t.delete(&okey);
+                }
+                Ok(old)
+            })
+            .await
+    }
+
+    /// Up to `limit` objects of `bucket` whose keys start with `prefix` and sort after
+    /// `after`, in key order.
+    pub async fn objects(
+        &self,
+        bucket: &Bucket,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ObjectPage, FlareError> {
+        let range_start = object_key(bucket, prefix);
+        let start = match after {
+            Some(a) if a >= prefix => [object_key(bucket, a), vec![0]].concat(),
+            _ => range_start.clone(),
+        };
+        let end = end_of(&range_start);
+        if start >= end {
+            return Ok(ObjectPage::default());
+        }
+        let rows = self.db.scan(&start, Some(&end), limit + 1, false).await?;
+        let more = rows.len() > limit;
+        let objects = rows.iter().take(limit).map(|p| decode(&p.key, &p.value)).collect::<Result<_, _>>()?;
+        Ok(ObjectPage { objects, more })
+    }
+}

@@ -1,0 +1,70 @@
+//! The S3 gateway: S3's REST API (through the `s3s` crate) over metadata in flaredb
+//! ([`meta`]) and blocks on the storage nodes ([`crate::data`]); access keys resolved through
+//! iam ([`auth`]). Stateless: run any number behind any address.
+
+pub mod auth;
+pub mod meta;
+pub mod s3;
+
+use std::sync::Arc;
+
+use s3s::host::SingleDomain;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use s3::Gateway;
+
+use crate::data::Cluster;
+use auth::{IamKeys, KeyAuth};
+use meta::Meta;
+
+/// A new random ID for a bucket's objects to live under.
+pub fn new_id() -> String {
+    ultracloud_resource::ids::new_id("b")
+}
+
+impl Gateway {
+    /// A gateway over `meta` (flaredb) and `cluster` (the storage nodes), checking access keys
+    /// with `keys`.
+    pub fn new(meta: Meta, cluster: Arc<Cluster>, keys: Arc<IamKeys>) -> Self {
+        Self { meta, cluster, keys }
+    }
+
+    /// The S3 service. With `domain`, `BUCKET.domain` addresses a bucket (virtual-host style);
+    /// path style works always.
+    pub fn into_service(self, domain: Option<&str>) -> Result<S3Service, String> {
+        let auth = KeyAuth(self.keys.clone());
+        let mut b = S3ServiceBuilder::new(self);
+        b.set_auth(auth);
+        if let Some(d) = domain {
+            b.set_host(SingleDomain::new(d).map_err(|e| format!("domain {d:?}: {e}"))?);
+        }
+        Ok(b.build())
+    }
+}
+
+/// Serves `service` on `listener` (HTTP/1.1 and HTTP/2) until `shutdown`.
+pub async fn serve(listener: TcpListener, service: S3Service, shutdown: CancellationToken) {
+    let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    loop {
+        let (socket, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone()).into_owned();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "S3 connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,370 @@
+//! The S3 operations: buckets, objects and listings, over the metadata in flaredb and the
+//! blocks on the storage nodes.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use s3s::dto::{
+    Bucket as S3Bucket, CommonPrefix, CreateBucketInput, CreateBucketOutput, DeleteBucketInput, DeleteBucketOutput,
+    DeleteObjectInput, DeleteObjectOutput, ETag, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput,
+    GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput,
+    ListBucketsOutput, ListObjectsV2Input, ListObjectsV2Output, Object, PutObjectInput, PutObjectOutput, StreamingBlob,
+    Timestamp,
+};
+use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
+
+use super::auth::{IamKeys, KeyOwner};
+use super::meta::{Bucket, BucketDeletion, Meta, ObjectMeta, Put};
+use crate::data::{Cluster, DataError};
+
+/// Longest object key (S3's limit, in bytes).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Most keys a listing returns (S3's default and cap).
+const MAX_KEYS: usize = 1000;
+
+/// The gateway: S3 on lightningstor.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub(super) meta: Meta,
+    pub(super) cluster: Arc<Cluster>,
+    pub(super) keys: Arc<IamKeys>,
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn timestamp(ms: u64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// A metadata failure: the database is unreachable or refused; the client may retry.
+fn db_error(e: ultracloud_flaredb::error::FlareError) -> S3Error {
+    tracing::warn!(error = %e, "metadata operation failed");
+    s3_error!(ServiceUnavailable, "the metadata store is unavailable; retry")
+}
+
+/// A data-path failure while writing or reading blocks.
+fn data_error(e: DataError) -> S3Error {
+    match e {
+        // The request body failed: what s3s's verification said decides the code.
+        DataError::Source(msg) => {
+            let lower = msg.to_ascii_lowercase();
+            if lower.contains("signature") {
+                s3_error!(SignatureDoesNotMatch, "a chunk's signature does not match")
+            } else if lower.contains("sha256") {
+                s3_error!(BadDigest, "the body does not match x-amz-content-sha256")
+            } else {
+                s3_error!(IncompleteBody, "the request body ended early: {msg}")
+            }
+        }
+        other => {
+            tracing::warn!(error = %other, "data path failed");
+            s3_error!(ServiceUnavailable, "not enough storage nodes answered; retry")
+        }
+    }
+}
+
+impl Gateway {
+    /// The project the request's access key acts in (s3s verified its signature already).
+    async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<KeyOwner> {
+        let Some(c) = &req.credentials else {
+            return Err(s3_error!(AccessDenied, "anonymous requests are not allowed"));
+        };
+        Ok(self.keys.resolve(&c.access_key).await?.1)
+    }
+
+    /// The bucket `name` if the caller's project owns it.
+    async fn owned(&self, who: &KeyOwner, name: &str) -> S3Result<Bucket> {
+        match self.meta.bucket(name).await.map_err(db_error)? {
+            Some(b) if b.tenant == who.tenant && b.project == who.project => Ok(b),
+            // S3 answers 403 for a bucket that exists but is someone else's.
+            Some(_) => Err(s3_error!(AccessDenied, "the bucket belongs to another project")),
+            None => Err(s3_error!(NoSuchBucket)),
+        }
+    }
+
+    async fn object_of(&self, bucket: &Bucket, key: &str) -> S3Result<ObjectMeta> {
+        self.meta.object(bucket, key).await.map_err(db_error)?.ok_or_else(|| s3_error!(NoSuchKey))
+    }
+
+    /// `bytes start..end` of `o` as a response body. A task reads the blocks ahead into a small
+    /// channel, so the body holds at most a few blocks whatever the object's size.
+    fn body(&self, o: &ObjectMeta, start: u64, end: u64) -> StreamingBlob {
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+        let (cluster, blocks) = (self.cluster.clone(), o.blocks.clone());
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(cluster.read_range(blocks, start, end));
+            while let Some(item) = stream.next().await {
+                let item = item.map_err(|e| {
+                    tracing::warn!(error = %e, "a block could not be read for a GET");
+                    std::io::Error::other(e.to_string())
+                });
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return; // the client went away, or the body ends with the error
+                }
+            }
+        });
+        StreamingBlob::wrap(rx)
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let who = self.caller(&req).await?;
+        let b = Bucket {
+            name: req.input.bucket.clone(),
+            id: crate::gateway::new_id(),
+            tenant: who.tenant.clone(),
+            project: who.project.clone(),
+            created_ms: now_ms(),
+        };
+        match self.meta.create_bucket(&b).await.map_err(db_error)? {
+            None => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", b.name)) })),
+            Some(old) if old.tenant == who.tenant && old.project == who.project => {
+                Err(s3_error!(BucketAlreadyOwnedByYou))
+            }
+            Some(_) => Err(s3_error!(BucketAlreadyExists)),
+        }
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        let who = self.caller(&req).await?;
+        self.owned(&who, &req.input.bucket).await?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let who = self.caller(&req).await?;
+        self.owned(&who, &req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let who = self.caller(&req).await?;
+        let buckets = self.meta.buckets_of(&who.tenant, &who.project).await.map_err(db_error)?;
+        let buckets = buckets
+            .into_iter()
+            .map(|b| S3Bucket { name: Some(b.name), creation_date: Some(timestamp(b.created_ms)), bucket_region: None })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let who = self.caller(&req).await?;
+        let b = self.owned(&who, &req.input.bucket).await?;
+        match self.meta.delete_bucket(&b.name).await.map_err(db_error)? {
+            BucketDeletion::Deleted => Ok(S3Response::new(DeleteBucketOutput::default())),
+            BucketDeletion::NotEmpty => Err(s3_error!(BucketNotEmpty)),
+            BucketDeletion::Missing => Err(s3_error!(NoSuchBucket)),
+        }
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let who = self.caller(&req).await?;
+        let input = req.input;
+        if input.key.len() > MAX_KEY_BYTES {
+            return Err(s3_error!(KeyTooLongError, "keys are at most {MAX_KEY_BYTES} bytes"));
+        }
+        let bucket = self.owned(&who, &input.bucket).await?;
+        let want_md5 = match &input.content_md5 {
+            Some(b64) => Some(
+                base64_decode(b64)
+                    .filter(|d| d.len() == 16)
+                    .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not the base64 of 16 bytes"))?,
+            ),
+            None => None,
+        };
+        let mut md5 = <s3s::crypto::Md5 as s3s::crypto::Checksum>::new();
+        let mut size = 0u64;
+        let blocks = match input.body {
+            Some(body) => {
+                let body = body.inspect_ok(|chunk| {
+                    s3s::crypto::Checksum::update(&mut md5, chunk);
+                    size += chunk.len() as u64;
+                });
+                self.cluster.write_stream(body).await.map_err(data_error)?
+            }
+            None => Vec::new(),
+        };
+        let digest = s3s::crypto::Checksum::finalize(md5);
+        if want_md5.is_some_and(|w| w.as_slice() != digest.as_slice()) {
+            // The blocks written stay unreferenced: garbage, never visible.
+            return Err(s3_error!(BadDigest, "the body does not match Content-MD5"));
+        }
+        if input.content_length.is_some_and(|n| u64::try_from(n).ok() != Some(size)) {
+            return Err(s3_error!(IncompleteBody, "the body is {size} bytes, not Content-Length"));
+        }
+        let o = ObjectMeta {
+            key: input.key,
+            size,
+            etag: hex::encode(digest),
+            content_type: input.content_type,
+            metadata: input.metadata.unwrap_or_default().into_iter().collect(),
+            modified_ms: now_ms(),
+            blocks,
+        };
+        match self.meta.put_object(&bucket, &o).await.map_err(db_error)? {
+            Put::Replaced(_) => {}
+            Put::BucketGone => return Err(s3_error!(NoSuchBucket, "the bucket was deleted during the upload")),
+        }
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(o.etag)),
+            size: i64::try_from(o.size).ok(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let who = self.caller(&req).await?;
+        let bucket = self.owned(&who, &req.input.bucket).await?;
+        let o = self.object_of(&bucket, &req.input.key).await?;
+        let (range, content_range) = match &req.input.range {
+            Some(r) => {
+                let range = r.check(o.size)?;
+                let content_range = format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), o.size);
+                (range, Some(content_range))
+            }
+            None => (0..o.size, None),
+        };
+        let body = self.body(&o, range.start, range.end);
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(body),
+            content_length: i64::try_from(range.end - range.start).ok(),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(o.etag.clone())),
+            last_modified: Some(timestamp(o.modified_ms)),
+            content_type: o.content_type.clone(),
+            metadata: (!o.metadata.is_empty()).then(|| o.metadata.clone().into_iter().collect()),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let who = self.caller(&req).await?;
+        let bucket = self.owned(&who, &req.input.bucket).await?;
+        let o = self.object_of(&bucket, &req.input.key).await?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: i64::try_from(o.size).ok(),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(o.etag.clone())),
+            last_modified: Some(timestamp(o.modified_ms)),
+            content_type: o.content_type.clone(),
+            metadata: (!o.metadata.is_empty()).then(|| o.metadata.clone().into_iter().collect()),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let who = self.caller(&req).await?;
+        let bucket = self.owned(&who, &req.input.bucket).await?;
+        // Deleting an absent key succeeds, as in S3.
+        self.meta.delete_object(&bucket, &req.input.key).await.map_err(db_error)?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let who = self.caller(&req).await?;
+        let input = req.input;
+        let bucket = self.owned(&who, &input.bucket).await?;
+        let max_keys = match input.max_keys {
+            Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
+            Some(n) => usize::try_from(n).unwrap_or(MAX_KEYS).min(MAX_KEYS),
+            None => MAX_KEYS,
+        };
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        // The continuation token names where the last page stopped (opaque to clients).
+        let mut after = match &input.continuation_token {
+            Some(t) => Some(after_of_token(t)?),
+            None => input.start_after.clone(),
+        };
+        let (mut contents, mut prefixes) = (Vec::new(), Vec::<String>::new());
+        let mut truncated = false;
+        let mut last: Option<String> = None;
+        'pages: loop {
+            let page = self.meta.objects(&bucket, &prefix, after.as_deref(), MAX_KEYS).await.map_err(db_error)?;
+            for o in &page.objects {
+                after = Some(o.key.clone());
+                let rest = &o.key[prefix.len()..];
+                if let Some(d) = &delimiter
+                    && let Some(i) = rest.find(d.as_str())
+                {
+                    let common = format!("{prefix}{}", &rest[..i + d.len()]);
+                    if prefixes.last() == Some(&common) {
+                        continue;
+                    }
+                    if contents.len() + prefixes.len() == max_keys {
+                        truncated = true;
+                        break 'pages;
+                    }
+                    // Skip the rest of this prefix: continue after its last possible key.
+                    after = Some(format!("{common}\u{10FFFF}"));
+                    last = after.clone();
+                    prefixes.push(common);
+                    continue 'pages;
+                }
+                if contents.len() + prefixes.len() == max_keys {
+                    truncated = true;
+                    break 'pages;
+                }
+                last = Some(o.key.clone());
+                contents.push(Object {
+                    key: Some(o.key.clone()),
+                    size: i64::try_from(o.size).ok(),
+                    e_tag: Some(ETag::Strong(o.etag.clone())),
+                    last_modified: Some(timestamp(o.modified_ms)),
+                    ..Default::default()
+                });
+            }
+            if !page.more {
+                break;
+            }
+        }
+        let key_count = i32::try_from(contents.len() + prefixes.len()).unwrap_or(i32::MAX);
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(bucket.name),
+            prefix: input.prefix,
+            delimiter: input.delimiter,
+            max_keys: i32::try_from(max_keys).ok(),
+            key_count: Some(key_count),
+            is_truncated: Some(truncated),
+            continuation_token: input.continuation_token,
+            next_continuation_token: if truncated { last.as_deref().map(token_of) } else { None },
+            start_after: input.start_after,
+            contents: Some(contents),
+            common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
+}
+
+/// A continuation token: the key to list after, opaque to clients.
+fn token_of(after: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after)
+}
+
+fn after_of_token(token: &str) -> S3Result<String> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is not one this gateway gave"))
+}

@@ -1,0 +1,358 @@
+//! The S3 gateway with real servers on 127.0.0.1 — a flaredb node, an iam replica, three storage
+//! nodes and the gateway — driven by the AWS CLI (`aws`), the way users will drive it: buckets,
+//! objects (streamed in blocks), ranges, listings with prefixes and delimiters, and the refusals:
+//! another project's key, a wrong secret, an unknown or deleted key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use ultracloud_iam::password::Cost;
+use ultracloud_iam::service::{Iam, IamConfig};
+use ultracloud_lightningstor::data::{Cluster, StorageNode};
+use ultracloud_lightningstor::gateway::auth::{CACHE_TTL, IamKeys};
+use ultracloud_lightningstor::gateway::meta::Meta;
+use ultracloud_lightningstor::gateway::{Gateway, serve};
+use ultracloud_lightningstor::layout::Member;
+
+use crate::node::{Served, serve as serve_node};
+
+async fn serve_router(router: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+    });
+    addr
+}
+
+/// Everything the gateway stands on, and the gateway.
+struct World {
+    dir: tempfile::TempDir,
+    nodes: Vec<Served>,
+    iam: String,
+    admin: String,
+    http: reqwest::Client,
+    s3: String,
+}
+
+impl World {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let dbdir = dir.path().join("db");
+        std::fs::create_dir_all(&dbdir).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let db = listener.local_addr().unwrap();
+        let config = ultracloud_flaredb::FlaredbConfig { listen: db, ..Default::default() };
+        let node = ultracloud_flaredb::node::Node::start(config, &dbdir, tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap();
+        tokio::spawn(
+            async move { axum::serve(listener, ultracloud_flaredb::server::router(node, false)).await.unwrap() },
+        );
+        let iam = Iam::start(
+            IamConfig { flaredb_endpoints: db.to_string(), ..Default::default() },
+            Cost { memory_kib: 1024, iterations: 1 },
+        )
+        .await
+        .unwrap();
+        let secrets = dir.path().join("iam");
+        std::fs::create_dir_all(&secrets).unwrap();
+        iam.bootstrap(&secrets).await.unwrap();
+        let iam_url = format!("http://{}", serve_router(ultracloud_iam::service::api::router(iam)).await);
+        let admin_pw = std::fs::read_to_string(secrets.join("admin-password")).unwrap().trim().to_owned();
+        let http = reqwest::Client::new();
+        let mut w = Self { dir, nodes: Vec::new(), iam: iam_url, admin: String::new(), http, s3: String::new() };
+        w.admin = w.token("admin", &admin_pw).await;
+
+        // The gateway's own service account: the object-gateway role, platform-wide.
+        w.iam_ok("/v1/service-accounts", json!({"id": "s3-gateway"})).await;
+        let b = json!({"subject": "sa:s3-gateway", "role": "object-gateway", "scope": {"kind": "system"}});
+        w.iam_ok("/v1/bindings", b).await;
+        let key = w.iam_ok("/v1/api-keys", json!({"owner": "sa:s3-gateway"})).await;
+        let tokens =
+            ultracloud_iam::guard::TokenSource::new(vec![w.iam.clone()], key["api_key"].as_str().unwrap().to_owned())
+                .unwrap();
+        let keys = Arc::new(IamKeys::new(tokens.client("iam", &[w.iam.clone()]).unwrap()));
+
+        let mut members = Vec::new();
+        for i in 0..3 {
+            let path = w.dir.path().join(format!("node{i}"));
+            let served = serve_node(&path).await;
+            members.push(StorageNode {
+                member: Member { id: format!("node{i}"), zone: String::new(), weight: 1 },
+                url: served.url(),
+            });
+            w.nodes.push(served);
+        }
+        // Blocks of 1 MiB: a few-MiB object spans several.
+        let cluster = Arc::new(Cluster::new(members, 3, 1024 * 1024).unwrap());
+        let meta = Meta::new(ultracloud_flaredb::Client::new(vec![db.to_string()]).unwrap());
+        let service = Gateway::new(meta, cluster, keys).into_service(None).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        w.s3 = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, service, tokio_util::sync::CancellationToken::new()));
+        w
+    }
+
+    async fn token(&self, user: &str, password: &str) -> String {
+        let v: Value = self
+            .http
+            .post(format!("{}/v1/auth/token", self.iam))
+            .json(&json!({"grant_type": "password", "username": user, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["access_token"].as_str().unwrap_or_else(|| panic!("login {user}: {v}")).to_owned()
+    }
+
+    async fn iam_call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.iam)).bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let s = resp.status().as_u16();
+        (s, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A POST to iam as the admin that must succeed.
+    async fn iam_ok(&self, path: &str, body: Value) -> Value {
+        let (s, v) = self.iam_call(reqwest::Method::POST, path, &self.admin, Some(body)).await;
+        assert!(s == 201 || s == 200, "POST {path}: {s} {v}");
+        v
+    }
+
+    /// A tenant with a project and a member of it; the member's S3 key pair.
+    async fn project_key(&self, tenant: &str, project: &str) -> (String, String) {
+        self.iam_ok("/v1/tenants", json!({"id": tenant})).await;
+        self.iam_ok(&format!("/v1/tenants/{tenant}/projects"), json!({"id": project})).await;
+        let user = format!("{tenant}-member");
+        self.iam_ok("/v1/users", json!({"name": user, "tenant": tenant, "password": "a long password"})).await;
+        let scope = json!({"kind": "project", "tenant": tenant, "project": project});
+        self.iam_ok("/v1/bindings", json!({"subject": format!("user:{user}"), "role": "member", "scope": scope})).await;
+        let token = self.token(&user, "a long password").await;
+        let path = format!("/v1/tenants/{tenant}/projects/{project}/s3-credentials");
+        let (s, v) = self.iam_call(reqwest::Method::POST, &path, &token, Some(json!({}))).await;
+        assert_eq!(s, 201, "{v}");
+        (v["access_key_id"].as_str().unwrap().to_owned(), v["secret_access_key"].as_str().unwrap().to_owned())
+    }
+}
+
+/// Runs `aws` with a key pair against the gateway; (success, stdout, stderr).
+fn aws(w: &World, key: &(String, String), args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("aws")
+        .args(["--endpoint-url", &w.s3, "--output", "json"])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", &key.0)
+        .env("AWS_SECRET_ACCESS_KEY", &key.1)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .expect("aws runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `aws` that must succeed; its stdout.
+fn aws_ok(w: &World, key: &(String, String), args: &[&str]) -> String {
+    let (ok, out, err) = aws(w, key, args);
+    assert!(ok, "aws {args:?} failed: {err}");
+    out
+}
+
+/// `aws` that must fail with the S3 error `code`.
+fn aws_refused(w: &World, key: &(String, String), args: &[&str], code: &str) {
+    let (ok, out, err) = aws(w, key, args);
+    assert!(!ok, "aws {args:?} should fail with {code}: {out}");
+    assert!(err.contains(code), "aws {args:?}: expected {code}, got: {err}");
+}
+
+fn write(path: &Path, bytes: &[u8]) -> String {
+    std::fs::write(path, bytes).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_buckets_objects_ranges_listings_and_refusals() {
+    if Command::new("aws").arg("--version").output().is_err() {
+        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+        return;
+    }
+    let w = World::start().await;
+    let acme = w.project_key("acme", "web").await;
+    let globex = w.project_key("globex", "app").await;
+    let files = tempfile::tempdir().unwrap();
+
+    // Buckets: created, listed by their project only, names global.
+    aws_ok(&w, &acme, &["s3api", "create-bucket", "--bucket", "photos"]);
+    aws_refused(&w, &acme, &["s3api", "create-bucket", "--bucket", "photos"], "BucketAlreadyOwnedByYou");
+    aws_refused(&w, &globex, &["s3api", "create-bucket", "--bucket", "photos"], "BucketAlreadyExists");
+    let listed: Value = serde_json::from_str(&aws_ok(&w, &acme, &["s3api", "list-buckets"])).unwrap();
+    assert_eq!(listed["Buckets"][0]["Name"], "photos", "{listed}");
+    let listed: Value = serde_json::from_str(&aws_ok(&w, &globex, &["s3api", "list-buckets"])).unwrap();
+    assert_eq!(listed["Buckets"].as_array().map(Vec::len).unwrap_or(0), 0, "{listed}");
+
+    // Objects: a 3.5 MiB object goes out in four blocks and comes back whole and by range.
+    let big: Vec<u8> = (0..3_600_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let src = write(&files.path().join("big"), &big);
+    let put: Value = serde_json::from_str(&aws_ok(
+        &w,
+        &acme,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "2026/trip/big.bin",
+            "--body",
+            &src,
+            "--content-type",
+            "application/x-test",
+            "--metadata",
+            "camera=pinhole",
+        ],
+    ))
+    .unwrap();
+    let md5 = {
+        use s3s::crypto::Checksum;
+        hex::encode(s3s::crypto::Md5::checksum(&big))
+    };
+    assert_eq!(put["ETag"].as_str(), Some(format!("\"{md5}\"").as_str()), "ETag is the MD5: {put}");
+    let back = files.path().join("back");
+    let head: Value = serde_json::from_str(&aws_ok(
+        &w,
+        &acme,
+        &["s3api", "get-object", "--bucket", "photos", "--key", "2026/trip/big.bin", back.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(std::fs::read(&back).unwrap(), big, "the object reads back byte for byte");
+    assert_eq!(
+        (head["ContentLength"].as_u64(), head["ContentType"].as_str()),
+        (Some(big.len() as u64), Some("application/x-test")),
+        "{head}"
+    );
+    assert_eq!(head["Metadata"]["camera"], "pinhole", "{head}");
+    let part = files.path().join("part");
+    let r: Value = serde_json::from_str(&aws_ok(
+        &w,
+        &acme,
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "2026/trip/big.bin",
+            "--range",
+            "bytes=1048000-1049999",
+            part.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(std::fs::read(&part).unwrap(), &big[1_048_000..1_050_000], "a range across a block boundary");
+    assert_eq!(r["ContentRange"], format!("bytes 1048000-1049999/{}", big.len()), "{r}");
+    aws_refused(
+        &w,
+        &acme,
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "photos",
+            "--key",
+            "2026/trip/big.bin",
+            "--range",
+            "bytes=9000000-",
+            part.to_str().unwrap(),
+        ],
+        "InvalidRange",
+    );
+    aws_refused(&w, &acme, &["s3api", "head-object", "--bucket", "photos", "--key", "nope"], "404");
+
+    // Listings: prefixes, delimiters, pages.
+    let small = write(&files.path().join("small"), b"hello");
+    for key in ["2026/a.txt", "2026/b.txt", "2026/trip/c.txt", "2027/d.txt", "top.txt"] {
+        aws_ok(&w, &acme, &["s3api", "put-object", "--bucket", "photos", "--key", key, "--body", &small]);
+    }
+    let l: Value = serde_json::from_str(&aws_ok(
+        &w,
+        &acme,
+        &["s3api", "list-objects-v2", "--bucket", "photos", "--delimiter", "/"],
+    ))
+    .unwrap();
+    let keys: Vec<&str> = l["Contents"].as_array().unwrap().iter().map(|o| o["Key"].as_str().unwrap()).collect();
+    let prefixes: Vec<&str> =
+        l["CommonPrefixes"].as_array().unwrap().iter().map(|p| p["Prefix"].as_str().unwrap()).collect();
+    assert_eq!((keys, prefixes), (vec!["top.txt"], vec!["2026/", "2027/"]), "{l}");
+    let l: Value = serde_json::from_str(&aws_ok(
+        &w,
+        &acme,
+        &["s3api", "list-objects-v2", "--bucket", "photos", "--prefix", "2026/", "--delimiter", "/"],
+    ))
+    .unwrap();
+    let keys: Vec<&str> = l["Contents"].as_array().unwrap().iter().map(|o| o["Key"].as_str().unwrap()).collect();
+    assert_eq!(keys, vec!["2026/a.txt", "2026/b.txt"], "{l}");
+    assert_eq!(l["CommonPrefixes"][0]["Prefix"], "2026/trip/", "{l}");
+    // Pages of two, followed by the CLI's own pagination: every key once, in order.
+    let l: Value = serde_json::from_str(&aws_ok(
+        &w,
+        &acme,
+        &["s3api", "list-objects-v2", "--bucket", "photos", "--page-size", "2"],
+    ))
+    .unwrap();
+    let keys: Vec<&str> = l["Contents"].as_array().unwrap().iter().map(|o| o["Key"].as_str().unwrap()).collect();
+    assert_eq!(keys, vec!["2026/a.txt", "2026/b.txt", "2026/trip/big.bin", "2026/trip/c.txt", "2027/d.txt", "top.txt"]);
+
+    // Another project's key reaches nothing of acme's.
+    for args in [
+        vec!["s3api", "head-bucket", "--bucket", "photos"],
+        vec!["s3api", "list-objects-v2", "--bucket", "photos"],
+        vec!["s3api", "head-object", "--bucket", "photos", "--key", "top.txt"],
+        vec!["s3api", "put-object", "--bucket", "photos", "--key", "evil", "--body", &small],
+        vec!["s3api", "delete-object", "--bucket", "photos", "--key", "top.txt"],
+        vec!["s3api", "delete-bucket", "--bucket", "photos"],
+    ] {
+        let (ok, out, err) = aws(&w, &globex, &args);
+        assert!(!ok && (err.contains("AccessDenied") || err.contains("(403)")), "{args:?}: {out} {err}");
+    }
+    // Wrong secrets and unknown keys are refused as S3 does.
+    let forged = (acme.0.clone(), "x".repeat(40));
+    aws_refused(&w, &forged, &["s3api", "list-buckets"], "SignatureDoesNotMatch");
+    let unknown = ("UCAAAAAAAAAAAAAAAAAA".to_owned(), "x".repeat(40));
+    aws_refused(&w, &unknown, &["s3api", "list-buckets"], "InvalidAccessKeyId");
+
+    // Deletes: a bucket with objects stays; objects go; then the bucket.
+    aws_refused(&w, &acme, &["s3api", "delete-bucket", "--bucket", "photos"], "BucketNotEmpty");
+    for key in ["2026/a.txt", "2026/b.txt", "2026/trip/big.bin", "2026/trip/c.txt", "2027/d.txt", "top.txt"] {
+        aws_ok(&w, &acme, &["s3api", "delete-object", "--bucket", "photos", "--key", key]);
+    }
+    aws_ok(&w, &acme, &["s3api", "delete-bucket", "--bucket", "photos"]);
+    aws_refused(&w, &acme, &["s3api", "head-bucket", "--bucket", "photos"], "404");
+
+    // A deleted key stops working once the gateway's cache lets go of it.
+    let (s, v) = w
+        .iam_call(
+            reqwest::Method::DELETE,
+            &format!("/v1/tenants/acme/projects/web/s3-credentials/{}", acme.0),
+            &w.admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, 204, "{v}");
+    tokio::time::sleep(CACHE_TTL + Duration::from_millis(500)).await;
+    aws_refused(&w, &acme, &["s3api", "list-buckets"], "InvalidAccessKeyId");
+}
