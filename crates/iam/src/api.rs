@@ -274,19 +274,6 @@ impl std::fmt::Debug for CreatedS3Credential {
     }
 }
 
-/// `GET /v1/s3-credentials/{access_key_id}` (S3 gateways only): what verifying a signature
-/// made with the key needs.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct S3Secret {
-    /// The credential.
-    #[serde(flatten)]
-    pub record: S3CredentialView,
-    /// The secret access key.
-    pub secret_access_key: String,
-}
-
-impl std::fmt::Debug for S3Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Secret").field("record", &self.record).finish_non_exhaustive()
-    }
-}
+/// `GET /v1/s3-credentials/{access_key_id}` (S3 gateways only) answers the same pair as a
+/// create: what verifying a signature made with the key needs.
+pub type S3Secret = CreatedS3Credential;

@@ -86,22 +86,27 @@ impl Validate for NodeConfig {
 impl NodeConfig {
     /// `peers` as storage nodes (one zone, weight 1 each).
     pub fn peer_nodes(&self) -> Result<Vec<StorageNode>, ConfigError> {
-        let mut out: Vec<StorageNode> = Vec::new();
-        for part in self.peers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, url) = part
-                .split_once('=')
-                .ok_or_else(|| ConfigError::invalid("peers", part, "entries of the form name=http(s)://host:port"))?;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::invalid("peers", part, "a URL starting with http:// or https://"));
-            }
-            if out.iter().any(|n| n.member.id == name) {
-                return Err(ConfigError::invalid("peers", part, "each name once"));
-            }
-            out.push(StorageNode {
-                member: Member { id: name.to_owned(), zone: String::new(), weight: 1 },
-                url: url.to_owned(),
-            });
-        }
-        Ok(out)
+        parse_nodes("peers", &self.peers)
     }
+}
+
+/// A list of storage nodes, `name=url,…` (one zone, weight 1 each), the setting `field`.
+pub fn parse_nodes(field: &str, list: &str) -> Result<Vec<StorageNode>, ConfigError> {
+    let mut out: Vec<StorageNode> = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| ConfigError::invalid(field, part, "entries of the form name=http(s)://host:port"))?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::invalid(field, part, "a URL starting with http:// or https://"));
+        }
+        if out.iter().any(|n| n.member.id == name) {
+            return Err(ConfigError::invalid(field, part, "each name once"));
+        }
+        out.push(StorageNode {
+            member: Member { id: name.to_owned(), zone: String::new(), weight: 1 },
+            url: url.to_owned(),
+        });
+    }
+    Ok(out)
 }

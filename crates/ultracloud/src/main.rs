@@ -90,6 +90,8 @@ enum Command {
     Plasmavmc(cmd::plasmavmc::PlasmavmcArgs),
     /// Run a worker's plasmavmc agent: one QEMU per VM over QMP (KVM or TCG).
     PlasmavmcAgent(cmd::plasmavmc::AgentArgs),
+    /// Run a lightningstor S3 gateway: S3 over flaredb metadata and storage-node blocks.
+    Lightningstor(cmd::lightningstor::GatewayArgs),
     /// Run a lightningstor storage node: durable, checksummed, content-addressed blocks.
     LightningstorNode(cmd::lightningstor::NodeArgs),
     /// Object storage: S3 access keys for a project (`s3 credentials create|list|delete`).
@@ -136,6 +138,7 @@ fn main() -> ExitCode {
             Command::PrismnetAgent(args) => cmd::prismnet::run_agent(args).await,
             Command::Plasmavmc(args) => cmd::plasmavmc::run(args).await,
             Command::PlasmavmcAgent(args) => cmd::plasmavmc::run_agent(args).await,
+            Command::Lightningstor(args) => cmd::lightningstor::run_gateway(args).await,
             Command::LightningstorNode(args) => cmd::lightningstor::run_node(args).await,
             Command::S3(args) => cmd::s3::run(args).await,
             Command::Vm(args) => cmd::compute::vm(args).await,

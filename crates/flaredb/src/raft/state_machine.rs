@@ -574,17 +574,8 @@ mod tests {
         }
     }
 
-    /// What a crash leaves of `db`'s file: a copy taken while the database is open (redb's
-    /// commits without fsync would not be in it).
-    fn crash_image(dir: &tempfile::TempDir) -> Database {
-        let image = dir.path().join("crash.redb");
-        std::fs::copy(dir.path().join("d.redb"), &image).unwrap();
-        Database::create(image).unwrap()
-    }
-
-    #[tokio::test]
-    async fn applies_survive_a_crash_and_a_replica_without_its_range_stops() {
-        let (dir, data) = db();
+    /// Stores region 1, covering every key, on node 1 alone.
+    fn whole_region(data: &Database) {
         let whole = RegionDescriptor {
             id: 1,
             start: vec![],
@@ -598,6 +589,20 @@ mod tests {
         let tx = data.begin_write().unwrap();
         write_group(&tx, 1, &GroupState::new_group(Some(whole), &voters, None)).unwrap();
         tx.commit().unwrap();
+    }
+
+    /// What a crash leaves of `db`'s file: a copy taken while the database is open (redb's
+    /// commits without fsync would not be in it).
+    fn crash_image(dir: &tempfile::TempDir) -> Database {
+        let image = dir.path().join("crash.redb");
+        std::fs::copy(dir.path().join("d.redb"), &image).unwrap();
+        Database::create(image).unwrap()
+    }
+
+    #[tokio::test]
+    async fn applies_survive_a_crash_and_a_replica_without_its_range_stops() {
+        let (dir, data) = db();
+        whole_region(&data);
         let (events, _rx) = mpsc::unbounded_channel();
         let mut sm = StateMachine::open(1, 1, data.clone(), events.clone()).unwrap();
         sm.apply(vec![entry(1, vec![put(b"a", 10)])]).await.unwrap();
@@ -624,19 +629,7 @@ mod tests {
     #[tokio::test]
     async fn a_split_narrows_the_parent_and_a_snapshot_carries_only_its_range() {
         let (_d, data) = db();
-        let whole = RegionDescriptor {
-            id: 1,
-            start: vec![],
-            end: None,
-            version: 1,
-            conf_ver: 1,
-            voters: vec![1],
-            learners: vec![],
-        };
-        let voters = [(1u64, NodeInfo { addr: "127.0.0.1:1".into() })];
-        let tx = data.begin_write().unwrap();
-        write_group(&tx, 1, &GroupState::new_group(Some(whole), &voters, None)).unwrap();
-        tx.commit().unwrap();
+        whole_region(&data);
         let (events, mut rx) = mpsc::unbounded_channel();
         let mut sm = StateMachine::open(1, 1, data.clone(), events).unwrap();
         let out = sm

@@ -3,8 +3,10 @@
 //! iam ([`auth`]). Stateless: run any number behind any address.
 
 pub mod auth;
+pub mod config;
 pub mod meta;
 pub mod s3;
+pub mod service;
 
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use config::GatewayConfig;
 pub use s3::Gateway;
 
 use crate::data::Cluster;

@@ -3,15 +3,12 @@
 //! objects (streamed in blocks), ranges, listings with prefixes and delimiters, and the refusals:
 //! another project's key, a wrong secret, an unknown or deleted key.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use ultracloud_iam::password::Cost;
-use ultracloud_iam::service::{Iam, IamConfig};
 use ultracloud_lightningstor::data::{Cluster, StorageNode};
 use ultracloud_lightningstor::gateway::auth::{CACHE_TTL, IamKeys};
 use ultracloud_lightningstor::gateway::meta::Meta;
@@ -19,68 +16,33 @@ use ultracloud_lightningstor::gateway::{Gateway, serve};
 use ultracloud_lightningstor::layout::Member;
 
 use crate::node::{Served, serve as serve_node};
+use crate::stack::Stack;
 
-async fn serve_router(router: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
-    });
-    addr
-}
-
-/// Everything the gateway stands on, and the gateway.
+/// Everything the gateway stands on (flaredb and iam: prismnet's test stack, whose controller
+/// idles here), three storage nodes, and the gateway.
 struct World {
-    dir: tempfile::TempDir,
+    s: Stack,
     nodes: Vec<Served>,
-    iam: String,
-    admin: String,
-    http: reqwest::Client,
     s3: String,
 }
 
 impl World {
     async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let dbdir = dir.path().join("db");
-        std::fs::create_dir_all(&dbdir).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let db = listener.local_addr().unwrap();
-        let config = ultracloud_flaredb::FlaredbConfig { listen: db, ..Default::default() };
-        let node = ultracloud_flaredb::node::Node::start(config, &dbdir, tokio_util::sync::CancellationToken::new())
-            .await
-            .unwrap();
-        tokio::spawn(
-            async move { axum::serve(listener, ultracloud_flaredb::server::router(node, false)).await.unwrap() },
-        );
-        let iam = Iam::start(
-            IamConfig { flaredb_endpoints: db.to_string(), ..Default::default() },
-            Cost { memory_kib: 1024, iterations: 1 },
-        )
-        .await
-        .unwrap();
-        let secrets = dir.path().join("iam");
-        std::fs::create_dir_all(&secrets).unwrap();
-        iam.bootstrap(&secrets).await.unwrap();
-        let iam_url = format!("http://{}", serve_router(ultracloud_iam::service::api::router(iam)).await);
-        let admin_pw = std::fs::read_to_string(secrets.join("admin-password")).unwrap().trim().to_owned();
-        let http = reqwest::Client::new();
-        let mut w = Self { dir, nodes: Vec::new(), iam: iam_url, admin: String::new(), http, s3: String::new() };
-        w.admin = w.token("admin", &admin_pw).await;
-
+        let s = Stack::start().await;
+        let mut w = Self { s, nodes: Vec::new(), s3: String::new() };
         // The gateway's own service account: the object-gateway role, platform-wide.
         w.iam_ok("/v1/service-accounts", json!({"id": "s3-gateway"})).await;
         let b = json!({"subject": "sa:s3-gateway", "role": "object-gateway", "scope": {"kind": "system"}});
         w.iam_ok("/v1/bindings", b).await;
         let key = w.iam_ok("/v1/api-keys", json!({"owner": "sa:s3-gateway"})).await;
         let tokens =
-            ultracloud_iam::guard::TokenSource::new(vec![w.iam.clone()], key["api_key"].as_str().unwrap().to_owned())
+            ultracloud_iam::guard::TokenSource::new(vec![w.s.iam.clone()], key["api_key"].as_str().unwrap().to_owned())
                 .unwrap();
-        let keys = Arc::new(IamKeys::new(tokens.client("iam", &[w.iam.clone()]).unwrap()));
+        let keys = Arc::new(IamKeys::new(tokens.client("iam", &[w.s.iam.clone()]).unwrap()));
 
         let mut members = Vec::new();
         for i in 0..3 {
-            let path = w.dir.path().join(format!("node{i}"));
+            let path = w.s.dir.path().join(format!("node{i}"));
             let served = serve_node(&path).await;
             members.push(StorageNode {
                 member: Member { id: format!("node{i}"), zone: String::new(), weight: 1 },
@@ -90,7 +52,7 @@ impl World {
         }
         // Blocks of 1 MiB: a few-MiB object spans several.
         let cluster = Arc::new(Cluster::new(members, 3, 1024 * 1024).unwrap());
-        let meta = Meta::new(ultracloud_flaredb::Client::new(vec![db.to_string()]).unwrap());
+        let meta = Meta::new(ultracloud_flaredb::Client::new(vec![w.s.db.to_string()]).unwrap());
         let service = Gateway::new(meta, cluster, keys).into_service(None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         w.s3 = format!("http://{}", listener.local_addr().unwrap());
@@ -100,8 +62,9 @@ impl World {
 
     async fn token(&self, user: &str, password: &str) -> String {
         let v: Value = self
+            .s
             .http
-            .post(format!("{}/v1/auth/token", self.iam))
+            .post(format!("{}/v1/auth/token", self.s.iam))
             .json(&json!({"grant_type": "password", "username": user, "password": password}))
             .send()
             .await
@@ -113,7 +76,7 @@ impl World {
     }
 
     async fn iam_call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.http.request(method, format!("{}{path}", self.iam)).bearer_auth(token);
+        let mut r = self.s.http.request(method, format!("{}{path}", self.s.iam)).bearer_auth(token);
         if let Some(b) = body {
             r = r.json(&b);
         }
@@ -124,7 +87,7 @@ impl World {
 
     /// A POST to iam as the admin that must succeed.
     async fn iam_ok(&self, path: &str, body: Value) -> Value {
-        let (s, v) = self.iam_call(reqwest::Method::POST, path, &self.admin, Some(body)).await;
+        let (s, v) = self.iam_call(reqwest::Method::POST, path, &self.s.admin, Some(body)).await;
         assert!(s == 201 || s == 200, "POST {path}: {s} {v}");
         v
     }
@@ -348,7 +311,7 @@ async fn aws_cli_buckets_objects_ranges_listings_and_refusals() {
         .iam_call(
             reqwest::Method::DELETE,
             &format!("/v1/tenants/acme/projects/web/s3-credentials/{}", acme.0),
-            &w.admin,
+            &w.s.admin,
             None,
         )
         .await;

@@ -1,5 +1,5 @@
 //! `ultracloud lightningstor-node` as a process: bad flags refused by name, and blocks
-//! acknowledged before a SIGKILL all there after the restart.
+//! acknowledged before a SIGKILL all there after the restart; the gateway's bad flags too.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,6 +40,34 @@ async fn wait_ready(node: &NodeClient) {
         assert!(Instant::now() < deadline, "the storage node did not answer within 20 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[test]
+fn the_gateway_refuses_bad_flags_by_name() {
+    let _shared = crate::HEAVY.blocking_read();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).arg("lightningstor").arg("--data-dir").arg(dir.path()).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for (args, named) in [
+        (&["--listen", "0.0.0.0:18790"][..], "listen"),
+        (&["--nodes", "store1"][..], "nodes"),
+        (&["--nodes", "store1=ftp://x"][..], "nodes"),
+        (&["--iam-endpoints", "127.0.0.1:8480"][..], "iam_endpoints"),
+        (&["--block-bytes", "10"][..], "block_bytes"),
+        (&["--replication", "0"][..], "replication"),
+        (&["--domain", "not a domain"][..], "domain"),
+    ] {
+        let err = run(args);
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+    // A missing key file is named, with who writes it.
+    let key = dir.path().join("no-such-key");
+    let err =
+        run(&["--api-key-file", key.to_str().unwrap(), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    assert!(err.contains("no-such-key"), "{err}");
 }
 
 #[test]
