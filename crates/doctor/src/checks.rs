@@ -29,6 +29,7 @@ const QEMU_IMG: Spec = spec("qemu-img", "qemu-img", true);
 const DNSMASQ: Spec = spec("dnsmasq", "dnsmasq", true);
 const BUSYBOX: Spec = spec("busybox-static", "busybox (static)", true);
 const KMOD: Spec = spec("kmod", "depmod (kmod)", false);
+const S3_CLIENT: Spec = spec("s3-client", "aws (S3 client)", false);
 const GUEST_KERNEL: Spec = spec(GUEST_KERNEL_ID, "guest kernel", true);
 const KVM: Spec = spec("kvm", "KVM", false);
 
@@ -124,6 +125,12 @@ pub(crate) fn qemu_img(finder: &Finder) -> Check {
 /// `dnsmasq` from dnsmasq-base (the `dnsmasq` package would start a system daemon).
 pub(crate) fn dnsmasq(finder: &Finder) -> Check {
     binary(DNSMASQ, finder, "dnsmasq", "dnsmasq-base")
+}
+
+/// `aws` from awscli: the S3 client the quickstart proves lightningstor with (advisory: nodes
+/// do not need it).
+pub(crate) fn s3_client(finder: &Finder) -> Check {
+    binary(S3_CLIENT, finder, "aws", "awscli")
 }
 
 /// A statically linked busybox, for guest initramfs images.

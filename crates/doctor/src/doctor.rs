@@ -64,7 +64,7 @@ impl Doctor {
     }
 
     /// Runs every check, in this order (ids): `privileges`, `iproute2`, `kernel-net`, `firewall`,
-    /// `qemu-system`, `qemu-img`, `dnsmasq`, `busybox-static`, `kmod`, `guest-kernel`, `kvm`.
+    /// `qemu-system`, `qemu-img`, `dnsmasq`, `busybox-static`, `kmod`, `s3-client`, `guest-kernel`, `kvm`.
     /// `kernel-net` creates and deletes a throwaway netns when privileged; `kvm` may boot a guest
     /// kernel for up to the KVM timeout. Worst case about 15 s.
     pub fn run(&self) -> Report {
@@ -83,6 +83,7 @@ impl Doctor {
             checks::dnsmasq(&self.finder),
             checks::busybox(&self.finder),
             checks::depmod(&self.finder),
+            checks::s3_client(&self.finder),
             checks::guest_kernel(kernel.as_ref(), &self.cache_dir),
             checks::kvm(qemu.as_deref(), kernel.as_ref(), self.kvm_timeout),
         ])

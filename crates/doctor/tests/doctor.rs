@@ -12,7 +12,7 @@ use tempfile::TempDir;
 use ultracloud_doctor::{Doctor, Report, Status};
 
 /// Everything UltraCloud needs, faked.
-const ALL_TOOLS: &[&str] = &["ip", "nft", "iptables", "qemu-system-x86_64", "qemu-img", "dnsmasq", "depmod"];
+const ALL_TOOLS: &[&str] = &["ip", "nft", "iptables", "qemu-system-x86_64", "qemu-img", "dnsmasq", "depmod", "aws"];
 
 /// A little-endian ELF64 header with one PT_LOAD program header and no PT_INTERP: "static".
 fn static_elf() -> Vec<u8> {
@@ -88,7 +88,17 @@ fn table_line<'a>(table: &'a str, name: &str) -> &'a str {
 fn all_tools_present() {
     let host = Host::new(ALL_TOOLS);
     let report = host.run();
-    for id in ["iproute2", "firewall", "qemu-system", "qemu-img", "dnsmasq", "busybox-static", "kmod", "guest-kernel"] {
+    for id in [
+        "iproute2",
+        "firewall",
+        "qemu-system",
+        "qemu-img",
+        "dnsmasq",
+        "busybox-static",
+        "kmod",
+        "s3-client",
+        "guest-kernel",
+    ] {
         assert_eq!(status(&report, id), Status::Ok, "{id}: {:?}", report.check(id));
     }
     assert!(report.missing_packages().is_empty());
@@ -162,11 +172,21 @@ fn bare_host_lists_every_package_and_the_kernel() {
     assert!(!report.ready());
     assert_eq!(
         report.missing_packages(),
-        vec!["iproute2", "nftables", "qemu-system-x86", "qemu-utils", "dnsmasq-base", "busybox-static", "kmod"]
+        vec![
+            "iproute2",
+            "nftables",
+            "qemu-system-x86",
+            "qemu-utils",
+            "dnsmasq-base",
+            "busybox-static",
+            "kmod",
+            "awscli"
+        ]
     );
     assert!(report.needs_guest_kernel());
     assert!(!report.missing_packages().iter().any(|p| p.starts_with("linux-image")));
     assert_eq!(status(&report, "kmod"), Status::Warn, "advisory rows only warn");
+    assert_eq!(status(&report, "s3-client"), Status::Warn, "the quickstart's S3 client is advisory too");
     assert_eq!(status(&report, "kernel-net"), Status::Warn, "not probed without ip");
     let table = report.render_table();
     assert!(table_line(&table, "dnsmasq").ends_with("apt-get install -y dnsmasq-base"));
@@ -179,10 +199,10 @@ fn bare_host_lists_every_package_and_the_kernel() {
     assert_eq!(json["missing_packages"][4], "dnsmasq-base");
     assert_eq!(
         json["apt_command"],
-        "apt-get install -y --no-install-recommends iproute2 nftables qemu-system-x86 qemu-utils dnsmasq-base busybox-static kmod"
+        "apt-get install -y --no-install-recommends iproute2 nftables qemu-system-x86 qemu-utils dnsmasq-base busybox-static kmod awscli"
     );
     let checks = json["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 11);
+    assert_eq!(checks.len(), 12);
     for row in checks {
         let keys: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, ["detail", "fix", "id", "name", "packages", "required", "status"], "{row}");
@@ -196,7 +216,7 @@ fn real_host_runs_promptly() {
     let start = Instant::now();
     let report = Doctor::from_env().run();
     assert!(start.elapsed() < Duration::from_secs(30));
-    assert_eq!(report.checks().len(), 11);
+    assert_eq!(report.checks().len(), 12);
     let listed = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()

@@ -41,6 +41,7 @@ pub fn services_of(role: Role) -> &'static [(&'static str, u16)] {
             ("prismnet", ports::PRISMNET_ADMIN),
             ("plasmavmc", ports::PLASMAVMC_ADMIN),
             ("lightningstor-node", ports::LIGHTNINGSTOR_NODE_ADMIN),
+            ("lightningstor", ports::LIGHTNINGSTOR_ADMIN),
         ],
         Role::Worker => {
             &[("prismnet-agent", ports::PRISMNET_AGENT_ADMIN), ("plasmavmc-agent", ports::PLASMAVMC_AGENT_ADMIN)]
@@ -301,6 +302,7 @@ impl Lab {
             ] {
                 e.add(service, "http", url(port));
             }
+            e.add("lightningstor", "s3", url(ports::LIGHTNINGSTOR));
         }
         e
     }
@@ -529,14 +531,20 @@ mod tests {
         let secrets = Secrets {
             admin_password: "/lab/s/a".into(),
             platform_api_key: "/lab/s/k".into(),
+            s3_gateway_api_key: "/lab/s/g".into(),
             node_api_keys: vec![],
             tls: "/lab/s/tls".into(),
         };
         let e = lab.endpoints(&secrets);
         let control = lab.topo.nodes.iter().filter(|n| n.role == Role::ControlPlane).count();
         assert!(control >= 3);
-        for (service, protocol) in [("chainfire", "etcd"), ("flaredb", "http"), ("iam", "http"), ("plasmavmc", "http")]
-        {
+        for (service, protocol) in [
+            ("chainfire", "etcd"),
+            ("flaredb", "http"),
+            ("iam", "http"),
+            ("plasmavmc", "http"),
+            ("lightningstor", "s3"),
+        ] {
             assert_eq!(e.services[service][protocol].len(), control, "{service}");
         }
         let first = lab.topo.nodes.iter().find(|n| n.role == Role::ControlPlane).unwrap();

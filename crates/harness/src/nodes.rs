@@ -17,6 +17,8 @@ pub struct Secrets {
     pub admin_password: PathBuf,
     /// The platform service account's API key file (control plane only).
     pub platform_api_key: PathBuf,
+    /// The `s3-gateway` service account's API key file (the S3 gateways', control plane only).
+    pub s3_gateway_api_key: PathBuf,
     /// Each worker's own node-agent API key file, by worker name.
     pub node_api_keys: Vec<(String, PathBuf)>,
     /// The lab's TLS material: `ca/` (the cluster CA, which stays here), one holder directory
@@ -38,6 +40,7 @@ pub fn ensure_secrets(lab: &Path, topo: &Topology) -> anyhow::Result<Secrets> {
     let s = Secrets {
         admin_password: dir.join("admin-password"),
         platform_api_key: dir.join("platform-api-key"),
+        s3_gateway_api_key: dir.join("s3-gateway-api-key"),
         node_api_keys,
         tls: dir.join("tls"),
     };
@@ -45,7 +48,8 @@ pub fn ensure_secrets(lab: &Path, topo: &Topology) -> anyhow::Result<Secrets> {
     if !s.admin_password.exists() {
         ultracloud_runtime::secret_file::write(&s.admin_password, &ultracloud_iam::service::generate_password())?;
     }
-    for key_file in std::iter::once(&s.platform_api_key).chain(s.node_api_keys.iter().map(|(_, f)| f)) {
+    let service_keys = [&s.platform_api_key, &s.s3_gateway_api_key];
+    for key_file in service_keys.into_iter().chain(s.node_api_keys.iter().map(|(_, f)| f)) {
         if !key_file.exists() {
             let key = ultracloud_iam::credential::mint(ultracloud_iam::credential::Kind::ApiKey);
             ultracloud_runtime::secret_file::write(key_file, &key.token)?;
@@ -101,6 +105,10 @@ impl Secrets {
 pub fn node_dir(lab: &Path, node: &Node) -> PathBuf {
     lab.join(&node.name)
 }
+
+/// The lab gateways' block size: 1 MiB, so that the smoke's few-MiB objects span several
+/// blocks (the smoke computes their names to find their copies).
+pub const GATEWAY_BLOCK_BYTES: usize = 1 << 20;
 
 /// `https://ip:port` of a service on every control-plane node, comma-separated.
 fn urls(topo: &Topology, port: u16) -> String {
@@ -190,12 +198,26 @@ pub fn config(lab: &Path, topo: &Topology, node: &Node, secrets: &Secrets) -> an
                 "--repair-interval-s=2".to_owned(),
             ]),
         );
+        // An S3 gateway on every control-plane node, over all three storage nodes.
+        services.insert(
+            "lightningstor".into(),
+            service(vec![
+                format!("--listen={ip}:{}", ports::LIGHTNINGSTOR),
+                format!("--admin-listen={ip}:{}", ports::LIGHTNINGSTOR_ADMIN),
+                format!("--flaredb-endpoints={}", topo.control_plane_endpoints(ports::FLAREDB)),
+                format!("--iam-endpoints={}", urls(topo, ports::IAM)),
+                format!("--api-key-file={}", secrets.s3_gateway_api_key.display()),
+                format!("--nodes={}", peers(ports::LIGHTNINGSTOR_NODE, "https://")),
+                format!("--block-bytes={GATEWAY_BLOCK_BYTES}"),
+            ]),
+        );
         let mut iam = vec![
             format!("--listen={ip}:{}", ports::IAM),
             format!("--admin-listen={ip}:{}", ports::IAM_ADMIN),
             format!("--flaredb-endpoints={}", topo.control_plane_endpoints(ports::FLAREDB)),
             format!("--admin-password-file={}", secrets.admin_password.display()),
             format!("--platform-api-key-file={}", secrets.platform_api_key.display()),
+            format!("--object-gateway-api-key-file={}", secrets.s3_gateway_api_key.display()),
         ];
         iam.extend(secrets.node_api_keys.iter().map(|(n, f)| format!("--node-api-key-file={n}={}", f.display())));
         services.insert("iam".into(), service(iam));
@@ -303,6 +325,7 @@ mod tests {
         let s = Secrets {
             admin_password: "/lab/s/a".into(),
             platform_api_key: "/lab/s/k".into(),
+            s3_gateway_api_key: "/lab/s/g".into(),
             node_api_keys: vec![("node04".into(), "/lab/s/n4".into()), ("node05".into(), "/lab/s/n5".into())],
             tls: "/lab/s/tls".into(),
         };
@@ -315,6 +338,10 @@ mod tests {
         let iam = parsed["service"]["iam"]["args"].as_array().unwrap();
         assert!(iam.iter().any(|a| a.as_str() == Some("--platform-api-key-file=/lab/s/k")));
         assert!(iam.iter().any(|a| a.as_str() == Some("--node-api-key-file=node05=/lab/s/n5")));
+        assert!(iam.iter().any(|a| a.as_str() == Some("--object-gateway-api-key-file=/lab/s/g")));
+        let s3 = parsed["service"]["lightningstor"]["args"].as_array().unwrap();
+        assert!(s3.iter().any(|a| a.as_str() == Some("--api-key-file=/lab/s/g")), "the gateway's own key");
+        assert!(s3.iter().any(|a| a.as_str().unwrap().contains("node03=https://10.231.0.13:8780")));
         let w: toml::Table = toml::from_str(&config(lab, &topo, topo.node("node05").unwrap(), &s).unwrap()).unwrap();
         assert_eq!(w["roles"].as_array().unwrap()[0].as_str(), Some("worker"));
         let agent = w["service"]["prismnet-agent"]["args"].as_array().unwrap();

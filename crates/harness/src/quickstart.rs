@@ -45,6 +45,8 @@ pub fn services() -> Vec<Service> {
         Service { name: "prismnet-agent", admin: addr(9105), api: addr(9105) },
         Service { name: "plasmavmc", admin: addr(9106), api: addr(8680) },
         Service { name: "plasmavmc-agent", admin: addr(9107), api: addr(8681) },
+        Service { name: "lightningstor-node", admin: addr(9108), api: addr(8780) },
+        Service { name: "lightningstor", admin: addr(9109), api: addr(8790) },
     ]
 }
 
@@ -83,6 +85,14 @@ impl Dirs {
     pub fn platform_key(&self) -> PathBuf {
         self.data("iam").join("platform-api-key")
     }
+    /// The S3 gateway's API key iam generated (the `s3-gateway` service account's).
+    pub fn s3_gateway_key(&self) -> PathBuf {
+        self.data("iam").join("s3-gateway-api-key")
+    }
+    /// The AWS shared-credentials file of the proof's S3 key pair (project demo/quickstart).
+    pub fn s3_credentials(&self) -> PathBuf {
+        self.root.join("s3-credentials")
+    }
     /// The worker's own node-agent API key (its agents'), minted by [`Stack::prepare`].
     pub fn node_key(&self) -> PathBuf {
         self.root.join("secrets").join(format!("node-{HOST}-api-key"))
@@ -114,7 +124,8 @@ pub fn endpoints(dirs: &Dirs) -> ultracloud_runtime::endpoints::Endpoints {
         let protocol = match s.name {
             "chainfire" => "etcd",
             "flaredb" | "iam" | "prismnet" | "plasmavmc" => "http",
-            _ => continue, // the agents' listeners are the platform's own
+            "lightningstor" => "s3",
+            _ => continue, // the agents' and storage node's listeners are the platform's own
         };
         e.add(s.name, protocol, api_url(s.api.port()));
     }
@@ -195,6 +206,13 @@ impl Stack {
                 format!("--controller={}", api_url(8580)),
                 format!("--host={HOST}"),
                 format!("--netns={NETNS}"),
+            ],
+            // One storage node: every block has one copy (the cluster keeps three).
+            "lightningstor-node" => vec![format!("--name={HOST}")],
+            "lightningstor" => vec![
+                format!("--api-key-file={}", dirs.s3_gateway_key().display()),
+                iam,
+                format!("--nodes={HOST}={}", api_url(8780)),
             ],
             "plasmavmc-agent" => {
                 let accel = if self.accel.is_empty() { "auto" } else { self.accel.as_str() };
@@ -327,6 +345,11 @@ mod tests {
         assert_eq!(e.services["chainfire"]["etcd"], vec!["https://127.0.0.1:2379".to_owned()]);
         assert_eq!(e.services["iam"]["http"], vec!["https://127.0.0.1:8480".to_owned()]);
         let names: Vec<&str> = e.services.keys().map(String::as_str).collect();
-        assert_eq!(names, ["chainfire", "flaredb", "iam", "plasmavmc", "prismnet"], "no agent listener");
+        assert_eq!(e.services["lightningstor"]["s3"], vec!["https://127.0.0.1:8790".to_owned()]);
+        assert_eq!(
+            names,
+            ["chainfire", "flaredb", "iam", "lightningstor", "plasmavmc", "prismnet"],
+            "no agent or storage-node listener"
+        );
     }
 }

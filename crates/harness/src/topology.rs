@@ -50,6 +50,10 @@ pub mod ports {
     pub const LIGHTNINGSTOR_NODE: u16 = 8780;
     /// lightningstor storage node admin.
     pub const LIGHTNINGSTOR_NODE_ADMIN: u16 = 9108;
+    /// lightningstor S3 gateway.
+    pub const LIGHTNINGSTOR: u16 = 8790;
+    /// lightningstor S3 gateway admin.
+    pub const LIGHTNINGSTOR_ADMIN: u16 = 9109;
 }
 
 /// A node's job in the cluster.

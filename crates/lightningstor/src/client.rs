@@ -1,6 +1,8 @@
 //! A typed client of one storage node (the gateway and the repair address nodes one by one:
 //! placement, not failover, decides which node a block goes to).
 
+pub mod s3;
+
 use ultracloud_tls::replicas::{Client, ClientError};
 
 pub use crate::data::{BlockRef, Cluster, DataError, StorageNode, Written};

@@ -24,7 +24,8 @@ pub enum Role {
 impl Role {
     /// The services a node of this role runs, in start order.
     pub fn services(self) -> &'static [&'static str] {
-        const CONTROL: &[&str] = &["chainfire", "flaredb", "iam", "prismnet", "plasmavmc", "lightningstor-node"];
+        const CONTROL: &[&str] =
+            &["chainfire", "flaredb", "iam", "prismnet", "plasmavmc", "lightningstor-node", "lightningstor"];
         const WORKER: &[&str] = &["prismnet-agent", "plasmavmc-agent"];
         const GATEWAY: &[&str] = &["apigateway", "nightlight", "creditservice"];
         const ALL: &[&str] = &[
@@ -34,6 +35,7 @@ impl Role {
             "prismnet",
             "plasmavmc",
             "lightningstor-node",
+            "lightningstor",
             "prismnet-agent",
             "plasmavmc-agent",
         ];

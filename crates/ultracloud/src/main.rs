@@ -19,6 +19,7 @@ pub const SERVICES: &[&str] = &[
     "plasmavmc",
     "plasmavmc-agent",
     "lightningstor-node",
+    "lightningstor",
 ];
 
 /// UltraCloud: a self-hostable cloud platform — VMs, private networks, DNS, load balancers,

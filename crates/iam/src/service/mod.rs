@@ -18,7 +18,7 @@ use crate::authz::Authorizer;
 use crate::credential::{self, Kind};
 use crate::jwt::{Claims, KeyRing};
 use crate::password::{self, Cost};
-use crate::policy::{Binding, NODE_AGENT, PLATFORM_SERVICE, Scope};
+use crate::policy::{Binding, NODE_AGENT, OBJECT_GATEWAY, PLATFORM_SERVICE, Scope};
 use crate::throttle::{Policy, Throttle};
 use model::{ApiKey, RefreshRecord, ServiceAccount, User};
 use source::LocalSource;
@@ -49,6 +49,9 @@ pub struct IamConfig {
     /// The API key of the `platform` service account other services use (`ucak_…`; default:
     /// generated on the first start and written to a 0600 file).
     pub platform_api_key: Option<String>,
+    /// The API key of the `s3-gateway` service account lightningstor's gateways use (`ucak_…`;
+    /// default: generated on the first start and written to a 0600 file).
+    pub object_gateway_api_key: Option<String>,
     /// Node agents' API keys by worker name (`ucak_…`): each start makes sure the worker has
     /// its own service account `node-<name>`, bound to it and holding only the node-agent
     /// role, with this key. Workers never hold the platform key.
@@ -72,6 +75,7 @@ impl Default for IamConfig {
             key_rotation_secs: 24 * 3600,
             admin_password: None,
             platform_api_key: None,
+            object_gateway_api_key: None,
             node_api_keys: Default::default(),
             tls_dir: None,
         }
@@ -100,8 +104,12 @@ impl Validate for IamConfig {
                 "token_lifetime_secs to 30 days",
             ));
         }
-        if self.platform_api_key.as_ref().is_some_and(|k| credential::parse(Kind::ApiKey, k).is_none()) {
-            return Err(ConfigError::invalid("platform_api_key", "(hidden)", "an API key, ucak_<id>_<secret>"));
+        for (field, key) in
+            [("platform_api_key", &self.platform_api_key), ("object_gateway_api_key", &self.object_gateway_api_key)]
+        {
+            if key.as_ref().is_some_and(|k| credential::parse(Kind::ApiKey, k).is_none()) {
+                return Err(ConfigError::invalid(field, "(hidden)", "an API key, ucak_<id>_<secret>"));
+            }
         }
         for (node, key) in &self.node_api_keys {
             let name_ok = !node.is_empty()
@@ -248,8 +256,10 @@ impl Iam {
         self.reload_keys().await
     }
 
-    /// Creates the system admin and the `platform` service account on the very first start.
-    /// Returns the secret files it wrote (generated admin password, platform API key).
+    /// Creates the system admin, the `platform` service account (the controllers') and the
+    /// `s3-gateway` one (lightningstor's gateways) on the very first start, and each worker's
+    /// node-agent account on every start. Returns the secret files it wrote (a generated admin
+    /// password, minted API keys).
     pub async fn bootstrap(&self, data_dir: &Path) -> Result<Vec<PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
         let mut written = Vec::new();
         if self.store.user("admin").await?.is_none() {
@@ -274,91 +284,91 @@ impl Iam {
                 }
             }
         }
-        if self.store.service_account("platform").await?.is_none() {
-            let sa = ServiceAccount {
-                id: "platform".into(),
-                tenant: None,
-                description: "UltraCloud's own services (policy lookups, service-to-service calls)".into(),
-                node: None,
-            };
-            if self.store.create_service_account(&sa).await? {
-                let b = Binding { subject: "sa:platform".into(), role: PLATFORM_SERVICE.into(), scope: Scope::System };
-                self.store.bind(&binding_id(&b), &b).await?;
-                let (id, hash, token) = match &self.config.platform_api_key {
-                    Some(k) => {
-                        let (id, secret) = credential::parse(Kind::ApiKey, k).ok_or("platform_api_key is malformed")?;
-                        (id.to_owned(), credential::hash(secret), None)
-                    }
-                    None => {
-                        let m = credential::mint(Kind::ApiKey);
-                        (m.id, m.hash, Some(m.token))
-                    }
-                };
-                let key = ApiKey {
-                    id,
-                    owner: "sa:platform".into(),
-                    tenant: None,
-                    hash,
-                    created: now_secs(),
-                    expires: None,
-                    description: "bootstrap key of the platform service account".into(),
-                };
-                self.store.create_api_key(&key).await?;
-                if let Some(token) = token {
-                    let path = data_dir.join("platform-api-key");
-                    ultracloud_runtime::secret_file::write(&path, &token)?;
-                    written.push(path);
-                }
-            }
-        }
+        let platform = Account {
+            id: "platform".into(),
+            role: PLATFORM_SERVICE,
+            node: None,
+            description: "UltraCloud's own services (policy lookups, service-to-service calls)".into(),
+            key_file: "platform-api-key",
+        };
+        written.extend(self.ensure_account(&platform, self.config.platform_api_key.as_deref(), data_dir).await?);
+        let gateway = Account {
+            id: OBJECT_GATEWAY_ACCOUNT.into(),
+            role: OBJECT_GATEWAY,
+            node: None,
+            description: "lightningstor's S3 gateways (resolving S3 access keys)".into(),
+            key_file: "s3-gateway-api-key",
+        };
+        written.extend(self.ensure_account(&gateway, self.config.object_gateway_api_key.as_deref(), data_dir).await?);
         for (node, key) in &self.config.node_api_keys {
-            self.ensure_node_account(node, key).await?;
+            let account = Account {
+                id: node_account(node),
+                role: NODE_AGENT,
+                node: Some(node.clone()),
+                description: format!("node agents of worker {node}"),
+                key_file: "",
+            };
+            self.ensure_account(&account, Some(key), data_dir).await?;
         }
         Ok(written)
     }
 
-    /// Makes sure worker `node` has its own service account (`sa:node-<node>`, bound to the
-    /// node, with the node-agent role at system scope) and that `key` is one of its API keys.
-    /// Idempotent: every replica runs it on every start.
-    pub async fn ensure_node_account(
+    /// Makes sure a built-in service account exists with its role bound at system scope, and
+    /// holds `key` when one is given. Without one, the replica that creates the account mints
+    /// its key and writes it to `data_dir/<key_file>` (0600), returning that path. Idempotent:
+    /// every replica runs it on every start, so a key given later is added then.
+    async fn ensure_account(
         &self,
-        node: &str,
-        key: &str,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let id = node_account(node);
-        let (key_id, secret) = credential::parse(Kind::ApiKey, key).ok_or("a node API key is malformed")?;
-        match self.store.service_account(&id).await? {
-            Some(sa) if sa.node.as_deref() == Some(node) => {}
-            Some(_) => return Err(format!("service account {id} exists but is not bound to node {node}").into()),
+        account: &Account,
+        key: Option<&str>,
+        data_dir: &Path,
+    ) -> Result<Option<PathBuf>, Box<dyn std::error::Error + Send + Sync>> {
+        let subject = format!("sa:{}", account.id);
+        let created = match self.store.service_account(&account.id).await? {
+            Some(sa) if sa.node == account.node => false,
+            Some(_) => return Err(format!("service account {} exists but is bound to another node", account.id).into()),
             None => {
                 let sa = ServiceAccount {
-                    id: id.clone(),
+                    id: account.id.clone(),
                     tenant: None,
-                    description: format!("node agents of worker {node}"),
-                    node: Some(node.to_owned()),
+                    description: account.description.clone(),
+                    node: account.node.clone(),
                 };
-                self.store.create_service_account(&sa).await?;
+                // False: another replica created it first (and minted its key).
+                self.store.create_service_account(&sa).await?
             }
-        }
-        let b = Binding { subject: format!("sa:{id}"), role: NODE_AGENT.into(), scope: Scope::System };
+        };
+        let b = Binding { subject: subject.clone(), role: account.role.into(), scope: Scope::System };
         self.store.bind(&binding_id(&b), &b).await?;
-        match self.store.api_key(key_id).await? {
-            Some(k) if k.owner == format!("sa:{id}") && credential::matches(secret, &k.hash) => {}
-            Some(_) => return Err(format!("API key {key_id} belongs to another subject").into()),
+        let minted = (key.is_none() && created).then(|| credential::mint(Kind::ApiKey));
+        let presented = match (key, &minted) {
+            (Some(k), _) => k,
+            (None, Some(m)) => m.token.as_str(),
+            (None, None) => return Ok(None),
+        };
+        let (id, secret) = credential::parse(Kind::ApiKey, presented)
+            .ok_or_else(|| format!("the API key of {subject} is malformed"))?;
+        let (id, hash) = (id.to_owned(), credential::hash(secret));
+        match self.store.api_key(&id).await? {
+            Some(k) if k.owner == subject && credential::matches(secret, &k.hash) => {}
+            Some(_) => return Err(format!("API key {id} belongs to another subject than {subject}").into()),
             None => {
                 let k = ApiKey {
-                    id: key_id.to_owned(),
-                    owner: format!("sa:{id}"),
+                    id,
+                    owner: subject.clone(),
                     tenant: None,
-                    hash: credential::hash(secret),
+                    hash,
                     created: now_secs(),
                     expires: None,
-                    description: format!("node agent key of worker {node}"),
+                    description: format!("bootstrap key of {subject}"),
                 };
                 self.store.create_api_key(&k).await?;
             }
         }
-        Ok(())
+        let Some(minted) = minted else { return Ok(None) };
+        let path = data_dir.join(account.key_file);
+        ultracloud_runtime::secret_file::write(&path, &minted.token)?;
+        Ok(Some(path))
     }
 
     /// Runs the background duties: key reload and rotation, until `shutdown`.
@@ -374,6 +384,19 @@ impl Iam {
             }
         }
     }
+}
+
+/// The service account lightningstor's S3 gateways hold (the object-gateway role only).
+pub const OBJECT_GATEWAY_ACCOUNT: &str = "s3-gateway";
+
+/// A built-in service account [`Iam::bootstrap`] keeps in place.
+struct Account {
+    id: String,
+    role: &'static str,
+    node: Option<String>,
+    description: String,
+    /// Where a minted key is written, under the data dir.
+    key_file: &'static str,
 }
 
 /// The service account of worker `node`'s agents.

@@ -54,7 +54,7 @@ async fn tenants_are_isolated_and_tokens_are_checked() {
     captured();
     let w = World::start().await;
     use std::os::unix::fs::PermissionsExt;
-    for f in ["admin-password", "platform-api-key"] {
+    for f in ["admin-password", "platform-api-key", "s3-gateway-api-key"] {
         let mode = std::fs::metadata(w.dir.path().join("iam").join(f)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }

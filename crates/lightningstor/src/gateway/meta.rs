@@ -87,7 +87,7 @@ pub struct ObjectPage {
     pub more: bool,
 }
 
-fn bucket_key(name: &str) -> Vec<u8> {
+pub(super) fn bucket_key(name: &str) -> Vec<u8> {
     format!("{BUCKETS}{name}").into_bytes()
 }
 
@@ -95,14 +95,14 @@ fn objects_of(bucket: &Bucket) -> Vec<u8> {
     format!("{OBJECTS}{}/", bucket.id).into_bytes()
 }
 
-fn object_key(bucket: &Bucket, key: &str) -> Vec<u8> {
+pub(super) fn object_key(bucket: &Bucket, key: &str) -> Vec<u8> {
     [objects_of(bucket), key.as_bytes().to_vec()].concat()
 }
 
 /// The gateway's metadata store.
 #[derive(Debug, Clone)]
 pub struct Meta {
-    db: Client,
+    pub(super) db: Client,
 }
 
 impl Meta {

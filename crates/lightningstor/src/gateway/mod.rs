@@ -5,8 +5,10 @@
 pub mod auth;
 pub mod config;
 pub mod meta;
+mod multipart;
 pub mod s3;
 pub mod service;
+pub mod uploads;
 
 use std::sync::Arc;
 

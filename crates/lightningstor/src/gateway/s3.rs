@@ -7,11 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use s3s::dto::{
-    Bucket as S3Bucket, CommonPrefix, CreateBucketInput, CreateBucketOutput, DeleteBucketInput, DeleteBucketOutput,
-    DeleteObjectInput, DeleteObjectOutput, ETag, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput,
-    GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput,
-    ListBucketsOutput, ListObjectsV2Input, ListObjectsV2Output, Object, PutObjectInput, PutObjectOutput, StreamingBlob,
-    Timestamp,
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, Bucket as S3Bucket, CommonPrefix,
+    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CreateBucketInput, CreateBucketOutput,
+    CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteBucketInput, DeleteBucketOutput, DeleteObjectInput,
+    DeleteObjectOutput, ETag, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput,
+    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput,
+    ListMultipartUploadsInput, ListMultipartUploadsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput,
+    ListPartsOutput, Object, PutObjectInput, PutObjectOutput, StreamingBlob, Timestamp, UploadPartInput,
+    UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
@@ -25,6 +28,13 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// Most keys a listing returns (S3's default and cap).
 const MAX_KEYS: usize = 1000;
 
+/// A request body stored as blocks.
+pub(super) struct Written {
+    pub(super) blocks: Vec<crate::data::BlockRef>,
+    pub(super) size: u64,
+    pub(super) md5: [u8; 16],
+}
+
 /// The gateway: S3 on lightningstor.
 #[derive(Debug, Clone)]
 pub struct Gateway {
@@ -33,16 +43,16 @@ pub struct Gateway {
     pub(super) keys: Arc<IamKeys>,
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn timestamp(ms: u64) -> Timestamp {
+pub(super) fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 /// A metadata failure: the database is unreachable or refused; the client may retry.
-fn db_error(e: ultracloud_flaredb::error::FlareError) -> S3Error {
+pub(super) fn db_error(e: ultracloud_flaredb::error::FlareError) -> S3Error {
     tracing::warn!(error = %e, "metadata operation failed");
     s3_error!(ServiceUnavailable, "the metadata store is unavailable; retry")
 }
@@ -70,7 +80,7 @@ fn data_error(e: DataError) -> S3Error {
 
 impl Gateway {
     /// The project the request's access key acts in (s3s verified its signature already).
-    async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<KeyOwner> {
+    pub(super) async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<KeyOwner> {
         let Some(c) = &req.credentials else {
             return Err(s3_error!(AccessDenied, "anonymous requests are not allowed"));
         };
@@ -78,7 +88,7 @@ impl Gateway {
     }
 
     /// The bucket `name` if the caller's project owns it.
-    async fn owned(&self, who: &KeyOwner, name: &str) -> S3Result<Bucket> {
+    pub(super) async fn owned(&self, who: &KeyOwner, name: &str) -> S3Result<Bucket> {
         match self.meta.bucket(name).await.map_err(db_error)? {
             Some(b) if b.tenant == who.tenant && b.project == who.project => Ok(b),
             // S3 answers 403 for a bucket that exists but is someone else's.
@@ -89,6 +99,44 @@ impl Gateway {
 
     async fn object_of(&self, bucket: &Bucket, key: &str) -> S3Result<ObjectMeta> {
         self.meta.object(bucket, key).await.map_err(db_error)?.ok_or_else(|| s3_error!(NoSuchKey))
+    }
+
+    /// Streams a request body into blocks, checking Content-MD5 and Content-Length. On a
+    /// refusal the blocks written stay unreferenced: garbage, never visible.
+    pub(super) async fn write_body(
+        &self,
+        body: Option<StreamingBlob>,
+        content_md5: Option<&str>,
+        content_length: Option<i64>,
+    ) -> S3Result<Written> {
+        let want_md5 = match content_md5 {
+            Some(b64) => Some(
+                base64_decode(b64)
+                    .filter(|d| d.len() == 16)
+                    .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not the base64 of 16 bytes"))?,
+            ),
+            None => None,
+        };
+        let mut md5 = <s3s::crypto::Md5 as s3s::crypto::Checksum>::new();
+        let mut size = 0u64;
+        let blocks = match body {
+            Some(body) => {
+                let body = body.inspect_ok(|chunk| {
+                    s3s::crypto::Checksum::update(&mut md5, chunk);
+                    size += chunk.len() as u64;
+                });
+                self.cluster.write_stream(body).await.map_err(data_error)?
+            }
+            None => Vec::new(),
+        };
+        let digest = s3s::crypto::Checksum::finalize(md5);
+        if want_md5.is_some_and(|w| w.as_slice() != digest.as_slice()) {
+            return Err(s3_error!(BadDigest, "the body does not match Content-MD5"));
+        }
+        if content_length.is_some_and(|n| u64::try_from(n).ok() != Some(size)) {
+            return Err(s3_error!(IncompleteBody, "the body is {size} bytes, not Content-Length"));
+        }
+        Ok(Written { blocks, size, md5: digest })
     }
 
     /// `bytes start..end` of `o` as a response body. A task reads the blocks ahead into a small
@@ -175,42 +223,15 @@ impl S3 for Gateway {
             return Err(s3_error!(KeyTooLongError, "keys are at most {MAX_KEY_BYTES} bytes"));
         }
         let bucket = self.owned(&who, &input.bucket).await?;
-        let want_md5 = match &input.content_md5 {
-            Some(b64) => Some(
-                base64_decode(b64)
-                    .filter(|d| d.len() == 16)
-                    .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not the base64 of 16 bytes"))?,
-            ),
-            None => None,
-        };
-        let mut md5 = <s3s::crypto::Md5 as s3s::crypto::Checksum>::new();
-        let mut size = 0u64;
-        let blocks = match input.body {
-            Some(body) => {
-                let body = body.inspect_ok(|chunk| {
-                    s3s::crypto::Checksum::update(&mut md5, chunk);
-                    size += chunk.len() as u64;
-                });
-                self.cluster.write_stream(body).await.map_err(data_error)?
-            }
-            None => Vec::new(),
-        };
-        let digest = s3s::crypto::Checksum::finalize(md5);
-        if want_md5.is_some_and(|w| w.as_slice() != digest.as_slice()) {
-            // The blocks written stay unreferenced: garbage, never visible.
-            return Err(s3_error!(BadDigest, "the body does not match Content-MD5"));
-        }
-        if input.content_length.is_some_and(|n| u64::try_from(n).ok() != Some(size)) {
-            return Err(s3_error!(IncompleteBody, "the body is {size} bytes, not Content-Length"));
-        }
+        let written = self.write_body(input.body, input.content_md5.as_deref(), input.content_length).await?;
         let o = ObjectMeta {
             key: input.key,
-            size,
-            etag: hex::encode(digest),
+            size: written.size,
+            etag: hex::encode(written.md5),
             content_type: input.content_type,
             metadata: input.metadata.unwrap_or_default().into_iter().collect(),
             modified_ms: now_ms(),
-            blocks,
+            blocks: written.blocks,
         };
         match self.meta.put_object(&bucket, &o).await.map_err(db_error)? {
             Put::Replaced(_) => {}
@@ -270,6 +291,42 @@ impl S3 for Gateway {
         // Deleting an absent key succeeds, as in S3.
         self.meta.delete_object(&bucket, &req.input.key).await.map_err(db_error)?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.create_multipart(req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        self.upload_one_part(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.complete_multipart(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.abort_multipart(req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        self.list_upload_parts(req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        self.list_uploads(req).await
     }
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {

@@ -30,14 +30,9 @@ impl World {
     async fn start() -> Self {
         let s = Stack::start().await;
         let mut w = Self { s, nodes: Vec::new(), s3: String::new() };
-        // The gateway's own service account: the object-gateway role, platform-wide.
-        w.iam_ok("/v1/service-accounts", json!({"id": "s3-gateway"})).await;
-        let b = json!({"subject": "sa:s3-gateway", "role": "object-gateway", "scope": {"kind": "system"}});
-        w.iam_ok("/v1/bindings", b).await;
-        let key = w.iam_ok("/v1/api-keys", json!({"owner": "sa:s3-gateway"})).await;
-        let tokens =
-            ultracloud_iam::guard::TokenSource::new(vec![w.s.iam.clone()], key["api_key"].as_str().unwrap().to_owned())
-                .unwrap();
+        // The gateway's own service account, made by iam's bootstrap: the object-gateway role.
+        let key = std::fs::read_to_string(w.s.dir.path().join("iam").join("s3-gateway-api-key")).unwrap();
+        let tokens = ultracloud_iam::guard::TokenSource::new(vec![w.s.iam.clone()], key.trim().to_owned()).unwrap();
         let keys = Arc::new(IamKeys::new(tokens.client("iam", &[w.s.iam.clone()]).unwrap()));
 
         let mut members = Vec::new();
@@ -318,4 +313,142 @@ async fn aws_cli_buckets_objects_ranges_listings_and_refusals() {
     assert_eq!(s, 204, "{v}");
     tokio::time::sleep(CACHE_TTL + Duration::from_millis(500)).await;
     aws_refused(&w, &acme, &["s3api", "list-buckets"], "InvalidAccessKeyId");
+}
+
+/// `aws … s3api upload-part`; the part's ETag as the CLI shows it (quoted).
+fn upload_part(w: &World, key: &(String, String), upload: &str, number: u32, body: &str) -> String {
+    let n = number.to_string();
+    let out = aws_ok(
+        w,
+        key,
+        &[
+            "s3api",
+            "upload-part",
+            "--bucket",
+            "big",
+            "--key",
+            "parts.bin",
+            "--upload-id",
+            upload,
+            "--part-number",
+            &n,
+            "--body",
+            body,
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["ETag"].as_str().unwrap().to_owned()
+}
+
+fn parts_json(parts: &[(u32, &str)]) -> String {
+    let parts: Vec<Value> = parts.iter().map(|(n, e)| json!({"PartNumber": n, "ETag": e})).collect();
+    json!({ "Parts": parts }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_by_aws_and_our_own_client() {
+    if Command::new("aws").arg("--version").output().is_err() {
+        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+        return;
+    }
+    let w = World::start().await;
+    let acme = w.project_key("acme", "web").await;
+    let files = tempfile::tempdir().unwrap();
+    aws_ok(&w, &acme, &["s3api", "create-bucket", "--bucket", "big"]);
+
+    // `aws s3 cp` of 20 MiB uploads three parts (8 + 8 + 4 MiB) and downloads in ranges.
+    let data: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let src = write(&files.path().join("twenty"), &data);
+    aws_ok(&w, &acme, &["s3", "cp", &src, "s3://big/twenty.bin"]);
+    let head: Value =
+        serde_json::from_str(&aws_ok(&w, &acme, &["s3api", "head-object", "--bucket", "big", "--key", "twenty.bin"]))
+            .unwrap();
+    assert!(head["ETag"].as_str().unwrap().ends_with("-3\""), "a three-part ETag: {head}");
+    assert_eq!(head["ContentLength"].as_u64(), Some(20 << 20), "{head}");
+    let back = files.path().join("back");
+    aws_ok(&w, &acme, &["s3", "cp", "s3://big/twenty.bin", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&back).unwrap(), data, "the multipart object reads back byte for byte");
+
+    // The parts API step by step, and each refusal with S3's code.
+    let five = write(&files.path().join("five"), &data[..5 << 20]);
+    let tail = write(&files.path().join("tail"), b"the end");
+    let create = ["s3api", "create-multipart-upload", "--bucket", "big", "--key", "parts.bin"];
+    let v: Value = serde_json::from_str(&aws_ok(&w, &acme, &create)).unwrap();
+    let upload = v["UploadId"].as_str().unwrap().to_owned();
+    let e1 = upload_part(&w, &acme, &upload, 1, &five);
+    let e2 = upload_part(&w, &acme, &upload, 2, &tail);
+    let ids = ["--bucket", "big", "--key", "parts.bin", "--upload-id", &upload];
+    let parts: Value =
+        serde_json::from_str(&aws_ok(&w, &acme, &[&["s3api", "list-parts"][..], &ids].concat())).unwrap();
+    let numbers: Vec<u64> =
+        parts["Parts"].as_array().unwrap().iter().map(|p| p["PartNumber"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [1, 2], "{parts}");
+    let uploads: Value =
+        serde_json::from_str(&aws_ok(&w, &acme, &["s3api", "list-multipart-uploads", "--bucket", "big"])).unwrap();
+    assert_eq!(uploads["Uploads"][0]["UploadId"].as_str(), Some(upload.as_str()), "{uploads}");
+    let complete = |list: String| -> Vec<String> {
+        [&["s3api", "complete-multipart-upload"][..], &ids, &["--multipart-upload", &list]]
+            .concat()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
+    let refused = |args: Vec<String>, code: &str| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        aws_refused(&w, &acme, &a, code);
+    };
+    refused(complete(parts_json(&[(2, &e2), (1, &e1)])), "InvalidPartOrder");
+    refused(complete(parts_json(&[(1, "\"00000000000000000000000000000000\"")])), "InvalidPart");
+    refused(complete(parts_json(&[(1, &e1), (3, &e2)])), "InvalidPart");
+    refused(complete(parts_json(&[(2, &e2), (3, &e2)])), "InvalidPart");
+    let args = complete(parts_json(&[(1, &e1), (2, &e2)]));
+    let done: Value =
+        serde_json::from_str(&aws_ok(&w, &acme, &args.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+    assert!(done["ETag"].as_str().unwrap().ends_with("-2\""), "{done}");
+    let got = files.path().join("got");
+    aws_ok(&w, &acme, &["s3api", "get-object", "--bucket", "big", "--key", "parts.bin", got.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&got).unwrap(), [&data[..5 << 20], b"the end"].concat());
+    // Completed: the upload is gone.
+    refused(complete(parts_json(&[(1, &e1), (2, &e2)])), "NoSuchUpload");
+
+    // A small part that is not the last is refused; an aborted upload takes no more parts.
+    let v: Value = serde_json::from_str(&aws_ok(&w, &acme, &create)).unwrap();
+    let upload = v["UploadId"].as_str().unwrap().to_owned();
+    let ids = ["--bucket", "big", "--key", "parts.bin", "--upload-id", &upload];
+    let s1 = upload_part(&w, &acme, &upload, 1, &tail);
+    let s2 = upload_part(&w, &acme, &upload, 2, &tail);
+    let list = parts_json(&[(1, &s1), (2, &s2)]);
+    aws_refused(
+        &w,
+        &acme,
+        &[&["s3api", "complete-multipart-upload"][..], &ids, &["--multipart-upload", &list]].concat(),
+        "EntityTooSmall",
+    );
+    aws_ok(&w, &acme, &[&["s3api", "abort-multipart-upload"][..], &ids].concat());
+    let uploads: Value =
+        serde_json::from_str(&aws_ok(&w, &acme, &["s3api", "list-multipart-uploads", "--bucket", "big"])).unwrap();
+    assert_eq!(uploads["Uploads"].as_array().map(Vec::len).unwrap_or(0), 0, "{uploads}");
+    aws_refused(
+        &w,
+        &acme,
+        &[&["s3api", "upload-part", "--part-number", "3", "--body", &tail][..], &ids].concat(),
+        "NoSuchUpload",
+    );
+
+    // Our own S3 client (the harness's and the benchmark's) against the same gateway.
+    use ultracloud_lightningstor::client::s3::{S3Client, S3Key};
+    let key = S3Key { access_key_id: acme.0.clone(), secret_access_key: acme.1.clone() };
+    let ours = S3Client::new(&w.s3, key.clone()).unwrap();
+    let body = bytes::Bytes::from(data[..3 << 20].to_vec());
+    let etag = ours.put_object("big", "ours/a b+c.bin", body.clone()).await.unwrap();
+    assert_eq!(etag, hex::encode(<s3s::crypto::Md5 as s3s::crypto::Checksum>::checksum(&body)));
+    assert_eq!(ours.get_object("big", "ours/a b+c.bin").await.unwrap(), body, "an odd key round-trips");
+    ours.delete_object("big", "ours/a b+c.bin").await.unwrap();
+    let gone = ours.get_object("big", "ours/a b+c.bin").await.unwrap_err();
+    assert_eq!((gone.status(), gone.code()), (Some(404), "NoSuchKey"), "{gone}");
+    let unsigned = ours.clone().with_unsigned_payload();
+    unsigned.put_object("big", "unsigned", body.clone()).await.unwrap();
+    assert_eq!(unsigned.get_object("big", "unsigned").await.unwrap(), body);
+    let forged = S3Client::new(&w.s3, S3Key { secret_access_key: "x".repeat(40), ..key }).unwrap();
+    assert_eq!(forged.get_object("big", "unsigned").await.unwrap_err().code(), "SignatureDoesNotMatch");
 }

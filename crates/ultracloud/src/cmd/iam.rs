@@ -11,9 +11,10 @@ use ultracloud_runtime::service::ConfigFileArg;
 
 /// Run an iam replica: tenants, projects, users, role bindings, tokens (Ed25519 JWTs, JWKS at
 /// /.well-known/jwks.json) and authorization decisions. State lives in flaredb; run as many
-/// replicas as you like. The first start creates the system admin `admin` and the `platform`
-/// service account (used by the other services), and prints where their generated secrets are
-/// (0600 files), unless --admin-password-file / --platform-api-key-file give them.
+/// replicas as you like. The first start creates the system admin `admin`, the `platform`
+/// service account (used by the other services) and `s3-gateway` (lightningstor's gateways),
+/// and prints where their generated secrets are (0600 files), unless --admin-password-file /
+/// --platform-api-key-file / --object-gateway-api-key-file give them.
 #[derive(Debug, Args, Serialize)]
 pub struct IamArgs {
     #[command(flatten)]
@@ -65,6 +66,13 @@ pub struct IamArgs {
     #[serde(skip)]
     platform_api_key_file: Option<PathBuf>,
 
+    /// Read the `s3-gateway` service account's API key (ucak_…) from this file instead of
+    /// generating one; lightningstor's gateways hold the same file (the object-gateway role:
+    /// resolving S3 access keys, nothing else).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    object_gateway_api_key_file: Option<PathBuf>,
+
     /// A worker's node-agent API key (ucak_…), as NODE=FILE; repeat per worker. Every start
     /// makes sure the worker has its own service account `node-<NODE>`, bound to it with the
     /// node-agent role only, holding that key. Agents on the worker use that file, never the
@@ -86,6 +94,9 @@ pub async fn run(args: IamArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(f) = &args.platform_api_key_file {
         config.platform_api_key = Some(read_secret_file("--platform-api-key-file", f)?);
+    }
+    if let Some(f) = &args.object_gateway_api_key_file {
+        config.object_gateway_api_key = Some(read_secret_file("--object-gateway-api-key-file", f)?);
     }
     for pair in &args.node_api_key_file {
         let (node, file) =

@@ -23,7 +23,8 @@ use ultracloud_resource::{Labels, Owner};
 use ultracloud_harness::quickstart::{Dirs, HOST, NETNS, PROBE_NS, Stack, api_url, running, services, shown};
 
 /// Start the whole platform on this machine as one node and prove it works: admin login, a
-/// tenant and project, a VPC and subnet, a VM from the guest image on that subnet, its DHCP
+/// tenant and project, an S3 key pair and bucket with an object PUT and read back by `aws`, a VPC
+/// and subnet, a VM from the guest image on that subnet, its DHCP
 /// lease, guest ready, an HTTP request into the guest over the tenant network, then the VM
 /// deleted and its port cleaned up. Stops everything at the end unless --keep. Needs root.
 #[derive(Debug, Args)]
@@ -204,6 +205,11 @@ async fn prove(args: &QuickstartArgs, dirs: &Dirs, steps: &mut Steps, stack: &mu
             anyhow::Ok(())
         })
         .await?;
+    steps
+        .step("S3: a key pair, a bucket, 6 MiB PUT and GET back with aws", async {
+            s3_round_trip(&bearer.0, dirs).await
+        })
+        .await?;
     let vni = steps
         .step("VPC 10.42.0.0/16 and subnet 10.42.1.0/24", async {
             let meta = || (Labels::from([("app".to_owned(), "quickstart".to_owned())]), Labels::new());
@@ -342,6 +348,63 @@ async fn cli_lists_every_port(token: &str, ca: &std::path::Path, net: &Prismnet,
     Ok(())
 }
 
+/// The proof's bucket and object.
+const S3_BUCKET: &str = "demo";
+const S3_OBJECT: &str = "hello.bin";
+
+/// lightningstor as a user meets it: `ultracloud s3 credentials create --write` (this binary),
+/// then the AWS CLI makes a bucket, PUTs 6 MiB (two blocks) and GETs it back byte for byte.
+async fn s3_round_trip(token: &str, dirs: &Dirs) -> anyhow::Result<()> {
+    let creds = dirs.s3_credentials();
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["s3", "credentials", "create", "-t", "demo", "-p", "quickstart", "--description", "quickstart"])
+        .arg("--write")
+        .arg(&creds)
+        .env("ULTRACLOUD_TOKEN", token)
+        .env("ULTRACLOUD_CA_FILE", dirs.ca_file())
+        .env("ULTRACLOUD_IAM", api_url(8480))
+        .output()?;
+    ensure!(out.status.success(), "ultracloud s3 credentials create failed: {}", String::from_utf8_lossy(&out.stderr));
+    let data: Vec<u8> = (0..6u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let (put, got) = (dirs.root.join("s3-put.bin"), dirs.root.join("s3-got.bin"));
+    std::fs::write(&put, &data)?;
+    let url = format!("s3://{S3_BUCKET}/{S3_OBJECT}");
+    aws(dirs, &["s3", "mb", &format!("s3://{S3_BUCKET}")])?;
+    aws(dirs, &["s3", "cp", &put.display().to_string(), &url])?;
+    aws(dirs, &["s3", "cp", &url, &got.display().to_string()])?;
+    let back = std::fs::read(&got)?;
+    ensure!(back == data, "the object came back different ({} bytes of {})", back.len(), data.len());
+    let listed = aws(dirs, &["s3", "ls", &format!("s3://{S3_BUCKET}/")])?;
+    ensure!(listed.contains(S3_OBJECT), "aws s3 ls does not show {S3_OBJECT}: {listed}");
+    for f in [put, got] {
+        let _ = std::fs::remove_file(f);
+    }
+    Ok(())
+}
+
+/// The environment that points the AWS CLI at the stack's gateway with the proof's key pair.
+fn aws_env(dirs: &Dirs) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_SHARED_CREDENTIALS_FILE", dirs.s3_credentials().display().to_string()),
+        ("AWS_CONFIG_FILE", "/dev/null".into()),
+        ("AWS_DEFAULT_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("AWS_CA_BUNDLE", dirs.ca_file().display().to_string()),
+    ]
+}
+
+/// Runs `aws --endpoint-url <gateway> ARGS`; its stdout.
+fn aws(dirs: &Dirs, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("aws")
+        .args(["--endpoint-url", &api_url(8790)])
+        .args(args)
+        .envs(aws_env(dirs))
+        .output()
+        .context("running aws (Debian package awscli; `ultracloud doctor --install` installs it)")?;
+    ensure!(out.status.success(), "aws {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Plugs the probe namespace into the subnet (a port bound as a veth) with its fixed address.
 async fn plug_probe(net: &Prismnet, owner: &Owner) -> anyhow::Result<()> {
     sys::ip(&["netns", "add", PROBE_NS])?;
@@ -384,6 +447,7 @@ fn print_kept(dirs: &Dirs, vm: &KeptVm) {
   iam        https://127.0.0.1:8480    admin password: {pw}
   prismnet   https://127.0.0.1:8580    plasmavmc  https://127.0.0.1:8680
   chainfire  https://127.0.0.1:2379    flaredb    https://127.0.0.1:2479
+  S3         https://127.0.0.1:8790    key pair of demo/quickstart: {creds}
   cluster CA {ca}   (every API speaks TLS; chainfire and flaredb want a certificate)
   logs       {logs}
   endpoints  {endpoints}   (the above as JSON, for scripts)
@@ -393,6 +457,8 @@ fn print_kept(dirs: &Dirs, vm: &KeptVm) {
   ultracloud db --tls-dir {admin} regions
   etcdctl --endpoints=https://127.0.0.1:2379 --cacert={ca} --cert={admin}/cert.pem --key={admin}/key.pem member list
   ultracloud vm console {name} -t demo -p quickstart
+  AWS_SHARED_CREDENTIALS_FILE={creds} AWS_CA_BUNDLE={ca} AWS_DEFAULT_REGION=us-east-1 \\
+    aws --endpoint-url https://127.0.0.1:8790 s3 ls s3://{bucket}/      # lightningstor (S3)
   ip netns exec {probe} curl http://{ip}/state        # the VM, over the tenant network",
         name = vm.name,
         pw = shown(&dirs.admin_password()),
@@ -402,5 +468,7 @@ fn print_kept(dirs: &Dirs, vm: &KeptVm) {
         endpoints = shown(&dirs.root.join(ultracloud_runtime::endpoints::FILE)),
         probe = PROBE_NS,
         ip = vm.ip,
+        creds = shown(&dirs.s3_credentials()),
+        bucket = S3_BUCKET,
     );
 }

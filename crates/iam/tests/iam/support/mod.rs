@@ -60,7 +60,7 @@ impl World {
         let secrets = dir.path().join("iam");
         std::fs::create_dir_all(&secrets).unwrap();
         let files = iam.bootstrap(&secrets).await.unwrap();
-        assert_eq!(files.len(), 2, "the admin password and the platform key: {files:?}");
+        assert_eq!(files.len(), 3, "the admin password, the platform and the S3 gateway keys: {files:?}");
         let read = |name: &str| std::fs::read_to_string(secrets.join(name)).unwrap().trim().to_owned();
         let admin_password = read("admin-password");
         let platform_key = read("platform-api-key");

@@ -1,0 +1,226 @@
+//! S3 multipart uploads: create, upload part, complete, abort, list parts, list uploads. Parts
+//! stream into blocks like a PUT; completing stitches their block lists into one object in a
+//! single metadata transaction (see [`super::uploads`]).
+
+use s3s::dto::{
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CompleteMultipartUploadInput, CompleteMultipartUploadOutput,
+    CreateMultipartUploadInput, CreateMultipartUploadOutput, ETag, ListMultipartUploadsInput,
+    ListMultipartUploadsOutput, ListPartsInput, ListPartsOutput, MultipartUpload, Part, UploadPartInput,
+    UploadPartOutput,
+};
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::meta::Bucket;
+use super::s3::{Gateway, MAX_KEY_BYTES, db_error, now_ms, timestamp};
+use super::uploads::{Completion, MAX_PART_NUMBER, PartMeta, Upload};
+
+/// Most parts or uploads a listing returns (S3's default and cap).
+const MAX_LISTED: usize = 1000;
+
+/// A page size from a client's `max-parts`/`max-uploads`.
+fn page_size(asked: Option<i32>, what: &str) -> S3Result<usize> {
+    match asked {
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "{what} must not be negative")),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(MAX_LISTED).min(MAX_LISTED)),
+        None => Ok(MAX_LISTED),
+    }
+}
+
+impl Gateway {
+    /// Upload `id` of `bucket` for `key`, or NoSuchUpload.
+    async fn upload_of(&self, bucket: &Bucket, id: &str, key: &str) -> S3Result<Upload> {
+        match self.meta.upload(bucket, id).await.map_err(db_error)? {
+            Some(u) if u.key == key => Ok(u),
+            _ => Err(s3_error!(NoSuchUpload)),
+        }
+    }
+
+    pub(super) async fn create_multipart(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let who = self.caller(&req).await?;
+        let input = req.input;
+        if input.key.len() > MAX_KEY_BYTES {
+            return Err(s3_error!(KeyTooLongError, "keys are at most {MAX_KEY_BYTES} bytes"));
+        }
+        let bucket = self.owned(&who, &input.bucket).await?;
+        let u = Upload {
+            id: ultracloud_resource::ids::new_id("u"),
+            key: input.key,
+            initiated_ms: now_ms(),
+            content_type: input.content_type,
+            metadata: input.metadata.unwrap_or_default().into_iter().collect(),
+        };
+        if !self.meta.create_upload(&bucket, &u).await.map_err(db_error)? {
+            return Err(s3_error!(NoSuchBucket, "the bucket was deleted meanwhile"));
+        }
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(bucket.name),
+            key: Some(u.key),
+            upload_id: Some(u.id),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn upload_one_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let who = self.caller(&req).await?;
+        let input = req.input;
+        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
+            return Err(s3_error!(InvalidArgument, "part numbers are 1 to {MAX_PART_NUMBER}"));
+        }
+        let bucket = self.owned(&who, &input.bucket).await?;
+        self.upload_of(&bucket, &input.upload_id, &input.key).await?;
+        let written = self.write_body(input.body, input.content_md5.as_deref(), input.content_length).await?;
+        let p = PartMeta {
+            number: input.part_number,
+            size: written.size,
+            etag: hex::encode(written.md5),
+            modified_ms: now_ms(),
+            blocks: written.blocks,
+        };
+        if !self.meta.put_part(&bucket, &input.upload_id, &p).await.map_err(db_error)? {
+            return Err(s3_error!(NoSuchUpload, "the upload was completed or aborted meanwhile"));
+        }
+        Ok(S3Response::new(UploadPartOutput { e_tag: Some(ETag::Strong(p.etag)), ..Default::default() }))
+    }
+
+    pub(super) async fn complete_multipart(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let who = self.caller(&req).await?;
+        let input = req.input;
+        let bucket = self.owned(&who, &input.bucket).await?;
+        let mut listed = Vec::new();
+        for p in input.multipart_upload.and_then(|m| m.parts).unwrap_or_default() {
+            let (Some(number), Some(etag)) = (p.part_number, p.e_tag) else {
+                return Err(s3_error!(MalformedXML, "every part needs a PartNumber and an ETag"));
+            };
+            listed.push((number, etag.value().to_owned()));
+        }
+        let done = self.meta.complete_upload(&bucket, &input.upload_id, &input.key, listed).await.map_err(db_error)?;
+        let o = match done {
+            Completion::Done(o, _) => o,
+            Completion::NoSuchUpload => return Err(s3_error!(NoSuchUpload)),
+            Completion::InvalidPart(n) => {
+                return Err(s3_error!(InvalidPart, "part {n} was not uploaded, or its ETag differs"));
+            }
+            Completion::InvalidPartOrder => {
+                return Err(s3_error!(InvalidPartOrder, "parts must be listed in ascending order, each once"));
+            }
+            Completion::EntityTooSmall(n) => {
+                return Err(s3_error!(EntityTooSmall, "part {n} is under 5 MiB and not the last"));
+            }
+            Completion::NoParts => return Err(s3_error!(MalformedXML, "the part list is empty")),
+            Completion::BucketGone => return Err(s3_error!(NoSuchBucket, "the bucket was deleted meanwhile")),
+        };
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(bucket.name.clone()),
+            key: Some(o.key.clone()),
+            e_tag: Some(ETag::Strong(o.etag.clone())),
+            location: Some(format!("/{}/{}", bucket.name, o.key)),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn abort_multipart(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let who = self.caller(&req).await?;
+        let bucket = self.owned(&who, &req.input.bucket).await?;
+        self.upload_of(&bucket, &req.input.upload_id, &req.input.key).await?;
+        if !self.meta.abort_upload(&bucket, &req.input.upload_id).await.map_err(db_error)? {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    pub(super) async fn list_upload_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let who = self.caller(&req).await?;
+        let input = req.input;
+        let bucket = self.owned(&who, &input.bucket).await?;
+        self.upload_of(&bucket, &input.upload_id, &input.key).await?;
+        let limit = page_size(input.max_parts, "max-parts")?;
+        let after = input.part_number_marker.unwrap_or(0);
+        let (parts, more) = self.meta.parts(&input.upload_id, after, limit).await.map_err(db_error)?;
+        let next = if more { parts.last().map(|p| p.number) } else { None };
+        let parts = parts
+            .into_iter()
+            .map(|p| Part {
+                part_number: Some(p.number),
+                size: i64::try_from(p.size).ok(),
+                e_tag: Some(ETag::Strong(p.etag)),
+                last_modified: Some(timestamp(p.modified_ms)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(bucket.name),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            max_parts: i32::try_from(limit).ok(),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: next,
+            is_truncated: Some(more),
+            parts: Some(parts),
+            ..Default::default()
+        }))
+    }
+
+    pub(super) async fn list_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let who = self.caller(&req).await?;
+        let input = req.input;
+        if input.delimiter.as_deref().is_some_and(|d| !d.is_empty()) {
+            return Err(s3_error!(NotImplemented, "listing uploads with a delimiter is not supported yet"));
+        }
+        let bucket = self.owned(&who, &input.bucket).await?;
+        let limit = page_size(input.max_uploads, "max-uploads")?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        // After (key marker, upload ID marker): S3's order is by key, then by upload.
+        let marker = input.key_marker.clone().unwrap_or_default();
+        let id_marker = input.upload_id_marker.clone().unwrap_or_default();
+        let after = |u: &Upload| {
+            marker.is_empty() || u.key > marker || (u.key == marker && !id_marker.is_empty() && u.id > id_marker)
+        };
+        let all = self.meta.uploads(&bucket).await.map_err(db_error)?;
+        let mut matching = all.into_iter().filter(|u| u.key.starts_with(&prefix) && after(u));
+        let page: Vec<Upload> = matching.by_ref().take(limit).collect();
+        let more = matching.next().is_some();
+        let (next_key, next_id) = match (more, page.last()) {
+            (true, Some(u)) => (Some(u.key.clone()), Some(u.id.clone())),
+            _ => (None, None),
+        };
+        let uploads = page
+            .into_iter()
+            .map(|u| MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(u.id),
+                initiated: Some(timestamp(u.initiated_ms)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(bucket.name),
+            prefix: input.prefix,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            max_uploads: i32::try_from(limit).ok(),
+            is_truncated: Some(more),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+}
