@@ -44,6 +44,10 @@ enum BenchTarget {
     /// lightningstor's data path: block PUTs (every copy durable) and GETs against running
     /// storage nodes (`--nodes name=URL,…`), at given sizes and concurrency.
     Blocks(super::bench_blocks::BlocksBench),
+    /// Any S3 endpoint (lightningstor's gateway, Garage, …): PUTs and GETs of unique objects
+    /// at given sizes and concurrency, with UNSIGNED-PAYLOAD bodies unless --signed-payload.
+    /// scripts/bench-s3.sh runs it against lightningstor and Garage side by side.
+    S3(super::bench_s3::S3Bench),
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +164,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchTarget::Vms(a) => return super::bench_vm::run(a).await,
         BenchTarget::Api(a) => return super::bench_api::run(a).await,
         BenchTarget::Blocks(a) => super::bench_blocks::run(a).await?,
+        BenchTarget::S3(a) => super::bench_s3::run(a).await?,
         BenchTarget::Etcd(a) => {
             let config = ultracloud_chainfire::bench::BenchConfig {
                 endpoints: a.endpoints,

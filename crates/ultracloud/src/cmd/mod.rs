@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_api;
 pub mod bench_blocks;
 pub mod bench_iam;
+pub mod bench_s3;
 pub mod bench_vm;
 pub mod ca;
 pub mod chainfire;

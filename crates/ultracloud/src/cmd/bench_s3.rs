@@ -1,0 +1,167 @@
+//! `ultracloud bench s3`: PUT and GET throughput of any S3 endpoint — lightningstor's gateway
+//! or, side by side with the same client, Garage — at given object sizes and concurrency.
+//! Every object is unique in every 64 KiB (neither store can deduplicate its blocks).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
+use clap::Args;
+use ultracloud_lightningstor::client::s3::{S3Client, S3Key};
+
+use super::bench_api::cell;
+use super::bench_iam::Cell;
+
+/// S3 PUT/GET throughput of one endpoint.
+#[derive(Debug, Args)]
+pub struct S3Bench {
+    /// The S3 endpoint, http(s)://host:port (path-style addressing).
+    #[arg(long, value_name = "URL")]
+    endpoint: String,
+    /// An AWS shared-credentials file (its `[default]` profile), e.g. from `ultracloud s3
+    /// credentials create --write`; else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, value_name = "FILE")]
+    credentials_file: Option<std::path::PathBuf>,
+    /// The region requests are signed for (Garage checks it: `garage` by default there).
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// The bucket (created when missing).
+    #[arg(long, default_value = "bench")]
+    bucket: String,
+    /// Object sizes in bytes, one cell each.
+    #[arg(long, value_delimiter = ',', default_value = "4096,1048576")]
+    sizes: Vec<usize>,
+    /// Concurrent clients, one cell each.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    clients: Vec<usize>,
+    /// Objects per cell (fewer when `--max-seconds` runs out first).
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Bound on each cell.
+    #[arg(long, default_value_t = 30)]
+    max_seconds: u64,
+    /// Sign each body's SHA-256 instead of sending UNSIGNED-PAYLOAD (costs the client a hash
+    /// of every byte).
+    #[arg(long)]
+    signed_payload: bool,
+}
+
+/// The `[default]` profile of an AWS shared-credentials file.
+fn read_credentials(path: &std::path::Path) -> anyhow::Result<S3Key> {
+    let text = ultracloud_runtime::secret_file::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut in_default = false;
+    let (mut id, mut secret) = (None, None);
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_default = line == "[default]";
+        } else if in_default && let Some((k, v)) = line.split_once('=') {
+            match k.trim() {
+                "aws_access_key_id" => id = Some(v.trim().to_owned()),
+                "aws_secret_access_key" => secret = Some(v.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    match (id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(S3Key { access_key_id, secret_access_key }),
+        _ => bail!("{}: no aws_access_key_id and aws_secret_access_key under [default]", path.display()),
+    }
+}
+
+fn key_of(a: &S3Bench) -> anyhow::Result<S3Key> {
+    if let Some(f) = &a.credentials_file {
+        return read_credentials(f);
+    }
+    match (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
+        (Ok(access_key_id), Ok(secret_access_key)) => Ok(S3Key { access_key_id, secret_access_key }),
+        _ => bail!("give --credentials-file, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+    }
+}
+
+/// Object `n` of run `run`: `size` bytes, stamped with (run, n, offset) every 64 KiB.
+fn object(run: u64, n: usize, size: usize) -> Bytes {
+    let mut data = vec![0x5a; size.max(24)];
+    for (i, chunk) in data.chunks_mut(64 * 1024).enumerate() {
+        if chunk.len() >= 24 {
+            chunk[..8].copy_from_slice(&run.to_le_bytes());
+            chunk[8..16].copy_from_slice(&(n as u64).to_le_bytes());
+            chunk[16..24].copy_from_slice(&(i as u64).to_le_bytes());
+        }
+    }
+    Bytes::from(data)
+}
+
+/// Runs the benchmark and prints a PUT and a GET row per cell.
+pub async fn run(a: S3Bench) -> anyhow::Result<()> {
+    let mut s3 = S3Client::new(&a.endpoint, key_of(&a)?)?.with_region(&a.region);
+    if !a.signed_payload {
+        s3 = s3.with_unsigned_payload();
+    }
+    match s3.create_bucket(&a.bucket).await {
+        Ok(()) => {}
+        Err(e) if e.code() == "BucketAlreadyOwnedByYou" => {}
+        Err(e) => return Err(e).context(format!("creating bucket {}", a.bucket)),
+    }
+    let s3 = Arc::new(s3);
+    let deadline = Duration::from_secs(a.max_seconds);
+    println!("{}   MiB/S", Cell::header());
+    for &size in &a.sizes {
+        for &clients in &a.clients {
+            let run_id = ultracloud_runtime::clock::now_ms();
+            let (s, bucket) = (s3.clone(), a.bucket.clone());
+            let (put, written) = cell(clients, a.requests, deadline, move |i| {
+                let (s3, bucket) = (s.clone(), bucket.clone());
+                async move {
+                    let key = format!("bench/{run_id}/{size}/{i}");
+                    s3.put_object(&bucket, &key, object(run_id, i, size)).await?;
+                    anyhow::Ok(key)
+                }
+            })
+            .await;
+            let mib = |c: &Cell| (c.ops * size) as f64 / 1048576.0 / c.elapsed.as_secs_f64();
+            println!("{}   {:>7.1}", put.row(&format!("put {size} B"), clients), mib(&put));
+            let written = Arc::new(written);
+            let (s, bucket, w) = (s3.clone(), a.bucket.clone(), written.clone());
+            let (get, _) = cell(clients, written.len(), deadline, move |i| {
+                let (s3, bucket, written) = (s.clone(), bucket.clone(), w.clone());
+                async move {
+                    let got = s3.get_object(&bucket, &written[i]).await?;
+                    ensure!(got.len() == size.max(24), "{} is {} bytes, not {size}", written[i], got.len());
+                    anyhow::Ok(())
+                }
+            })
+            .await;
+            println!("{}   {:>7.1}", get.row(&format!("get {size} B"), clients), mib(&get));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_the_default_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("creds");
+        let text =
+            "[other]\naws_access_key_id = NO\n[default]\naws_access_key_id = UCKEY\naws_secret_access_key = s3cr3t\n";
+        ultracloud_runtime::secret_file::write(&f, text).unwrap();
+        let k = read_credentials(&f).unwrap();
+        assert_eq!((k.access_key_id.as_str(), k.secret_access_key.as_str()), ("UCKEY", "s3cr3t"));
+        ultracloud_runtime::secret_file::write(&f, "[other]\naws_access_key_id = x\n").unwrap();
+        assert!(read_credentials(&f).unwrap_err().to_string().contains("[default]"));
+    }
+
+    #[test]
+    fn objects_differ_in_every_64_kib() {
+        let (a, b) = (object(1, 0, 256 << 10), object(1, 1, 256 << 10));
+        for off in (0..256 << 10).step_by(64 << 10) {
+            assert_ne!(a[off..off + (64 << 10)], b[off..off + (64 << 10)]);
+        }
+        assert_ne!(a[..64 << 10], a[64 << 10..128 << 10], "chunks of one object differ too");
+        assert_eq!(object(1, 0, 4).len(), 24);
+    }
+}
