@@ -3,7 +3,10 @@
 //! iam ([`auth`]). Stateless: run any number behind any address.
 
 pub mod auth;
+pub mod conditions;
 pub mod config;
+mod copy;
+mod listing;
 pub mod meta;
 mod multipart;
 pub mod s3;

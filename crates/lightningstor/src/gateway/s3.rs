@@ -7,26 +7,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use s3s::dto::{
-    AbortMultipartUploadInput, AbortMultipartUploadOutput, Bucket as S3Bucket, CommonPrefix,
-    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CreateBucketInput, CreateBucketOutput,
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, Bucket as S3Bucket, CompleteMultipartUploadInput,
+    CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput, CreateBucketInput, CreateBucketOutput,
     CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteBucketInput, DeleteBucketOutput, DeleteObjectInput,
-    DeleteObjectOutput, ETag, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput,
-    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput, ListBucketsOutput,
-    ListMultipartUploadsInput, ListMultipartUploadsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput,
-    ListPartsOutput, Object, PutObjectInput, PutObjectOutput, StreamingBlob, Timestamp, UploadPartInput,
-    UploadPartOutput,
+    DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, ETag, GetBucketLocationInput, GetBucketLocationOutput,
+    GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
+    ListBucketsInput, ListBucketsOutput, ListMultipartUploadsInput, ListMultipartUploadsOutput, ListObjectsInput,
+    ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, PutObjectInput,
+    PutObjectOutput, StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::auth::{IamKeys, KeyOwner};
+use super::conditions::Conditions;
 use super::meta::{Bucket, BucketDeletion, Meta, ObjectMeta, Put};
 use crate::data::{Cluster, DataError};
 
 /// Longest object key (S3's limit, in bytes).
 pub const MAX_KEY_BYTES: usize = 1024;
-
-/// Most keys a listing returns (S3's default and cap).
-const MAX_KEYS: usize = 1000;
 
 /// A request body stored as blocks.
 pub(super) struct Written {
@@ -97,7 +95,7 @@ impl Gateway {
         }
     }
 
-    async fn object_of(&self, bucket: &Bucket, key: &str) -> S3Result<ObjectMeta> {
+    pub(super) async fn object_of(&self, bucket: &Bucket, key: &str) -> S3Result<ObjectMeta> {
         self.meta.object(bucket, key).await.map_err(db_error)?.ok_or_else(|| s3_error!(NoSuchKey))
     }
 
@@ -248,6 +246,13 @@ impl S3 for Gateway {
         let who = self.caller(&req).await?;
         let bucket = self.owned(&who, &req.input.bucket).await?;
         let o = self.object_of(&bucket, &req.input.key).await?;
+        let conditions = Conditions {
+            if_match: req.input.if_match.clone(),
+            if_none_match: req.input.if_none_match.clone(),
+            if_modified_since: req.input.if_modified_since.clone(),
+            if_unmodified_since: req.input.if_unmodified_since.clone(),
+        };
+        conditions.check_read(&o)?;
         let (range, content_range) = match &req.input.range {
             Some(r) => {
                 let range = r.check(o.size)?;
@@ -274,6 +279,14 @@ impl S3 for Gateway {
         let who = self.caller(&req).await?;
         let bucket = self.owned(&who, &req.input.bucket).await?;
         let o = self.object_of(&bucket, &req.input.key).await?;
+        let input = req.input;
+        let conditions = Conditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+            if_modified_since: input.if_modified_since,
+            if_unmodified_since: input.if_unmodified_since,
+        };
+        conditions.check_read(&o)?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: i64::try_from(o.size).ok(),
             accept_ranges: Some("bytes".into()),
@@ -329,99 +342,24 @@ impl S3 for Gateway {
         self.list_uploads(req).await
     }
 
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.list_v1(req).await
+    }
+
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let who = self.caller(&req).await?;
-        let input = req.input;
-        let bucket = self.owned(&who, &input.bucket).await?;
-        let max_keys = match input.max_keys {
-            Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
-            Some(n) => usize::try_from(n).unwrap_or(MAX_KEYS).min(MAX_KEYS),
-            None => MAX_KEYS,
-        };
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
-        // The continuation token names where the last page stopped (opaque to clients).
-        let mut after = match &input.continuation_token {
-            Some(t) => Some(after_of_token(t)?),
-            None => input.start_after.clone(),
-        };
-        let (mut contents, mut prefixes) = (Vec::new(), Vec::<String>::new());
-        let mut truncated = false;
-        let mut last: Option<String> = None;
-        'pages: loop {
-            let page = self.meta.objects(&bucket, &prefix, after.as_deref(), MAX_KEYS).await.map_err(db_error)?;
-            for o in &page.objects {
-                after = Some(o.key.clone());
-                let rest = &o.key[prefix.len()..];
-                if let Some(d) = &delimiter
-                    && let Some(i) = rest.find(d.as_str())
-                {
-                    let common = format!("{prefix}{}", &rest[..i + d.len()]);
-                    if prefixes.last() == Some(&common) {
-                        continue;
-                    }
-                    if contents.len() + prefixes.len() == max_keys {
-                        truncated = true;
-                        break 'pages;
-                    }
-                    // Skip the rest of this prefix: continue after its last possible key.
-                    after = Some(format!("{common}\u{10FFFF}"));
-                    last = after.clone();
-                    prefixes.push(common);
-                    continue 'pages;
-                }
-                if contents.len() + prefixes.len() == max_keys {
-                    truncated = true;
-                    break 'pages;
-                }
-                last = Some(o.key.clone());
-                contents.push(Object {
-                    key: Some(o.key.clone()),
-                    size: i64::try_from(o.size).ok(),
-                    e_tag: Some(ETag::Strong(o.etag.clone())),
-                    last_modified: Some(timestamp(o.modified_ms)),
-                    ..Default::default()
-                });
-            }
-            if !page.more {
-                break;
-            }
-        }
-        let key_count = i32::try_from(contents.len() + prefixes.len()).unwrap_or(i32::MAX);
-        Ok(S3Response::new(ListObjectsV2Output {
-            name: Some(bucket.name),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
-            max_keys: i32::try_from(max_keys).ok(),
-            key_count: Some(key_count),
-            is_truncated: Some(truncated),
-            continuation_token: input.continuation_token,
-            next_continuation_token: if truncated { last.as_deref().map(token_of) } else { None },
-            start_after: input.start_after,
-            contents: Some(contents),
-            common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
-            encoding_type: input.encoding_type,
-            ..Default::default()
-        }))
+        self.list_v2(req).await
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.copy(req).await
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.delete_many(req).await
     }
 }
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
-}
-
-/// A continuation token: the key to list after, opaque to clients.
-fn token_of(after: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after)
-}
-
-fn after_of_token(token: &str) -> S3Result<String> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| s3_error!(InvalidArgument, "the continuation token is not one this gateway gave"))
 }

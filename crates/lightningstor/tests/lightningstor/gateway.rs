@@ -452,3 +452,154 @@ async fn multipart_uploads_by_aws_and_our_own_client() {
     let forged = S3Client::new(&w.s3, S3Key { secret_access_key: "x".repeat(40), ..key }).unwrap();
     assert_eq!(forged.get_object("big", "unsigned").await.unwrap_err().code(), "SignatureDoesNotMatch");
 }
+
+/// `aws` output as JSON.
+fn aws_json(w: &World, key: &(String, String), args: &[&str]) -> Value {
+    serde_json::from_str(&aws_ok(w, key, args)).unwrap()
+}
+
+fn listed_keys(v: &Value) -> Vec<String> {
+    v["Contents"]
+        .as_array()
+        .map(|a| a.iter().map(|o| o["Key"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_multi_deletes_v1_listings_and_conditions() {
+    if Command::new("aws").arg("--version").output().is_err() {
+        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+        return;
+    }
+    let w = World::start().await;
+    let acme = w.project_key("acme", "web").await;
+    let globex = w.project_key("globex", "app").await;
+    let files = tempfile::tempdir().unwrap();
+    for b in ["docs", "archive"] {
+        aws_ok(&w, &acme, &["s3api", "create-bucket", "--bucket", b]);
+    }
+    aws_ok(&w, &globex, &["s3api", "create-bucket", "--bucket", "theirs"]);
+    let body = write(&files.path().join("body"), &vec![7u8; 1_500_000]);
+    let put = aws_json(
+        &w,
+        &acme,
+        &["s3api", "put-object", "--bucket", "docs", "--key", "src.bin", "--body", &body, "--metadata", "owner=ada"],
+    );
+    let etag = put["ETag"].as_str().unwrap().to_owned();
+
+    // Copies: metadata kept or replaced, across buckets, never from another project, never onto
+    // itself unchanged, and only when the source's conditions hold.
+    fn copy<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["s3api", "copy-object"][..], args].concat()
+    }
+    aws_ok(&w, &acme, &copy(&["--copy-source", "docs/src.bin", "--bucket", "docs", "--key", "dst.bin"]));
+    let head = aws_json(&w, &acme, &["s3api", "head-object", "--bucket", "docs", "--key", "dst.bin"]);
+    assert_eq!(
+        (head["ETag"].as_str(), head["Metadata"]["owner"].as_str()),
+        (Some(etag.as_str()), Some("ada")),
+        "{head}"
+    );
+    aws_ok(
+        &w,
+        &acme,
+        &copy(&[
+            "--copy-source",
+            "docs/src.bin",
+            "--bucket",
+            "archive",
+            "--key",
+            "moved.bin",
+            "--metadata-directive",
+            "REPLACE",
+            "--metadata",
+            "owner=grace",
+            "--content-type",
+            "text/x-copy",
+        ]),
+    );
+    let head = aws_json(&w, &acme, &["s3api", "head-object", "--bucket", "archive", "--key", "moved.bin"]);
+    assert_eq!(head["Metadata"]["owner"], "grace", "{head}");
+    assert_eq!(head["ContentType"], "text/x-copy", "{head}");
+    let got = files.path().join("got");
+    aws_ok(&w, &acme, &["s3api", "get-object", "--bucket", "archive", "--key", "moved.bin", got.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&got).unwrap(), vec![7u8; 1_500_000], "a copy reads back the source's bytes");
+    aws_refused(
+        &w,
+        &acme,
+        &copy(&["--copy-source", "docs/src.bin", "--bucket", "docs", "--key", "src.bin"]),
+        "InvalidRequest",
+    );
+    aws_refused(&w, &acme, &copy(&["--copy-source", "docs/nope", "--bucket", "docs", "--key", "x"]), "NoSuchKey");
+    aws_refused(
+        &w,
+        &globex,
+        &copy(&["--copy-source", "docs/src.bin", "--bucket", "theirs", "--key", "x"]),
+        "AccessDenied",
+    );
+    aws_refused(
+        &w,
+        &acme,
+        &copy(&["--copy-source", "docs/src.bin", "--bucket", "theirs", "--key", "x"]),
+        "AccessDenied",
+    );
+    aws_refused(
+        &w,
+        &acme,
+        &copy(&["--copy-source", "docs/src.bin", "--bucket", "docs", "--key", "y", "--copy-source-if-match", "\"0\""]),
+        "PreconditionFailed",
+    );
+    aws_ok(
+        &w,
+        &acme,
+        &copy(&["--copy-source", "docs/src.bin", "--bucket", "docs", "--key", "y", "--copy-source-if-match", &etag]),
+    );
+
+    // Conditional reads.
+    let get = |extra: &[&str]| -> Vec<String> {
+        [&["s3api", "get-object", "--bucket", "docs", "--key", "src.bin"][..], extra, &[got.to_str().unwrap()]]
+            .concat()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
+    let run = |args: Vec<String>| aws(&w, &acme, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(run(get(&["--if-match", &etag])).0, "If-Match with the ETag reads");
+    let (ok, _, err) = run(get(&["--if-match", "\"0\""]));
+    assert!(!ok && err.contains("PreconditionFailed"), "{err}");
+    let (ok, _, err) = run(get(&["--if-none-match", &etag]));
+    assert!(!ok && err.contains("304"), "If-None-Match with the ETag: not modified: {err}");
+    let (ok, _, err) = run(get(&["--if-modified-since", "2100-01-01T00:00:00Z"]));
+    assert!(!ok && err.contains("304"), "{err}");
+    let (ok, _, err) = run(get(&["--if-unmodified-since", "2000-01-01T00:00:00Z"]));
+    assert!(!ok && err.contains("PreconditionFailed"), "{err}");
+    assert!(run(get(&["--if-modified-since", "2000-01-01T00:00:00Z"])).0);
+
+    // ListObjects v1 (markers, the CLI's own paging) with odd keys: botocore asks for and
+    // decodes encoding-type=url.
+    let odd = "odd key+plus & ü.txt";
+    aws_ok(&w, &acme, &["s3api", "put-object", "--bucket", "docs", "--key", odd, "--body", &body]);
+    for k in ["dir/a", "dir/b", "dir/sub/c"] {
+        aws_ok(&w, &acme, &["s3api", "put-object", "--bucket", "docs", "--key", k, "--body", &body]);
+    }
+    let all = aws_json(&w, &acme, &["s3api", "list-objects", "--bucket", "docs", "--page-size", "2"]);
+    assert_eq!(listed_keys(&all), ["dir/a", "dir/b", "dir/sub/c", "dst.bin", odd, "src.bin", "y"], "{all}");
+    let v2 = aws_json(&w, &acme, &["s3api", "list-objects-v2", "--bucket", "docs", "--prefix", "odd"]);
+    assert_eq!(listed_keys(&v2), [odd], "{v2}");
+    let rolled =
+        aws_json(&w, &acme, &["s3api", "list-objects", "--bucket", "docs", "--delimiter", "/", "--page-size", "1"]);
+    let prefixes: Vec<&str> =
+        rolled["CommonPrefixes"].as_array().unwrap().iter().map(|p| p["Prefix"].as_str().unwrap()).collect();
+    assert_eq!(prefixes, ["dir/"], "a common prefix once across pages: {rolled}");
+    assert_eq!(listed_keys(&rolled), ["dst.bin", odd, "src.bin", "y"], "{rolled}");
+
+    // Multi-object delete: named keys go (absent ones count as deleted); quiet answers nothing.
+    let del = json!({"Objects": [{"Key": "dir/a"}, {"Key": "dir/b"}, {"Key": "never-was"}]}).to_string();
+    let v = aws_json(&w, &acme, &["s3api", "delete-objects", "--bucket", "docs", "--delete", &del]);
+    assert_eq!(v["Deleted"].as_array().map(Vec::len), Some(3), "{v}");
+    let quiet = json!({"Objects": [{"Key": "dir/sub/c"}], "Quiet": true}).to_string();
+    let out = aws_ok(&w, &acme, &["s3api", "delete-objects", "--bucket", "docs", "--delete", &quiet]);
+    assert!(!out.contains("dir/sub/c"), "quiet: {out}");
+    let left = aws_json(&w, &acme, &["s3api", "list-objects-v2", "--bucket", "docs", "--prefix", "dir/"]);
+    assert!(listed_keys(&left).is_empty(), "{left}");
+    aws_refused(&w, &globex, &["s3api", "delete-objects", "--bucket", "docs", "--delete", &del], "AccessDenied");
+}
