@@ -82,6 +82,7 @@ pub struct S3Client {
     key: S3Key,
     region: String,
     unsigned_payload: bool,
+    clock_offset_s: i64,
 }
 
 impl S3Client {
@@ -93,7 +94,7 @@ impl S3Client {
             return Err(S3Error::Endpoint(endpoint.to_owned()));
         }
         let http = ultracloud_tls::client::http_client();
-        Ok(Self { http, endpoint: url, key, region: "us-east-1".into(), unsigned_payload: false })
+        Ok(Self { http, endpoint: url, key, region: "us-east-1".into(), unsigned_payload: false, clock_offset_s: 0 })
     }
 
     /// Signs in `region` instead (Garage checks it against its own).
@@ -109,40 +110,49 @@ impl S3Client {
         self
     }
 
+    /// Signs as if the clock were `secs` ahead (negative: behind) — for checking a server's
+    /// clock-skew refusal.
+    pub fn with_clock_offset(mut self, secs: i64) -> Self {
+        self.clock_offset_s = secs;
+        self
+    }
+
     /// `PUT /bucket`.
     pub async fn create_bucket(&self, bucket: &str) -> Result<(), S3Error> {
-        self.call(reqwest::Method::PUT, bucket, None, Bytes::new()).await.map(drop)
+        self.request(reqwest::Method::PUT, bucket, None, &[], Bytes::new()).await.map(drop)
     }
 
     /// `DELETE /bucket`.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), S3Error> {
-        self.call(reqwest::Method::DELETE, bucket, None, Bytes::new()).await.map(drop)
+        self.request(reqwest::Method::DELETE, bucket, None, &[], Bytes::new()).await.map(drop)
     }
 
     /// `PUT /bucket/key`; the object's ETag.
     pub async fn put_object(&self, bucket: &str, key: &str, body: Bytes) -> Result<String, S3Error> {
-        let r = self.call(reqwest::Method::PUT, bucket, Some(key), body).await?;
+        let r = self.request(reqwest::Method::PUT, bucket, Some(key), &[], body).await?;
         Ok(r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().trim_matches('"').to_owned())
     }
 
     /// `GET /bucket/key`: the whole object.
     pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Bytes, S3Error> {
         let path = format!("/{bucket}/{key}");
-        let r = self.call(reqwest::Method::GET, bucket, Some(key), Bytes::new()).await?;
+        let r = self.request(reqwest::Method::GET, bucket, Some(key), &[], Bytes::new()).await?;
         r.bytes().await.map_err(|source| S3Error::Transport { method: "GET", path, source })
     }
 
     /// `DELETE /bucket/key`.
     pub async fn delete_object(&self, bucket: &str, key: &str) -> Result<(), S3Error> {
-        self.call(reqwest::Method::DELETE, bucket, Some(key), Bytes::new()).await.map(drop)
+        self.request(reqwest::Method::DELETE, bucket, Some(key), &[], Bytes::new()).await.map(drop)
     }
 
-    /// One signed request; a non-2xx answer becomes [`S3Error::Refused`] with S3's code.
-    async fn call(
+    /// Any signed request on a bucket or object, with `query` parameters (`("delete", "")`,
+    /// `("uploadId", id)`, …); a non-2xx answer becomes [`S3Error::Refused`] with S3's code.
+    pub async fn request(
         &self,
         method: reqwest::Method,
         bucket: &str,
         key: Option<&str>,
+        query: &[(&str, &str)],
         body: Bytes,
     ) -> Result<reqwest::Response, S3Error> {
         let path = match key {
@@ -150,18 +160,23 @@ impl S3Client {
             None => format!("/{}", uri_encode(bucket, false)),
         };
         let method_name = static_method(&method);
+        let mut pairs: Vec<String> =
+            query.iter().map(|(k, v)| format!("{}={}", uri_encode(k, true), uri_encode(v, true))).collect();
+        pairs.sort();
+        let query = pairs.join("&");
         let mut url = self.endpoint.clone();
         url.set_path(&path);
+        url.set_query((!query.is_empty()).then_some(query.as_str()));
         let host = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
         };
         let payload = if self.unsigned_payload { UNSIGNED.to_owned() } else { hex::encode(Sha256::digest(&body)) };
         let signed = sign(
-            &Request { method: method_name, path: &path, host: &host, payload_sha256: &payload },
+            &Request { method: method_name, path: &path, query: &query, host: &host, payload_sha256: &payload },
             &self.key,
             &self.region,
-            SystemTime::now(),
+            skewed(SystemTime::now(), self.clock_offset_s),
         );
         let r = self
             .http
@@ -190,6 +205,11 @@ impl S3Client {
 
 const UNSIGNED: &str = "UNSIGNED-PAYLOAD";
 
+fn skewed(now: SystemTime, secs: i64) -> SystemTime {
+    let by = std::time::Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 { now + by } else { now - by }
+}
+
 fn static_method(m: &reqwest::Method) -> &'static str {
     match *m {
         reqwest::Method::GET => "GET",
@@ -200,11 +220,13 @@ fn static_method(m: &reqwest::Method) -> &'static str {
     }
 }
 
-/// The parts of a request SigV4 covers here (no query string; three signed headers).
+/// The parts of a request SigV4 covers here (three signed headers).
 struct Request<'a> {
     method: &'a str,
     /// Already URI-encoded.
     path: &'a str,
+    /// The canonical query string (encoded, sorted).
+    query: &'a str,
     host: &'a str,
     payload_sha256: &'a str,
 }
@@ -221,8 +243,8 @@ fn sign(req: &Request<'_>, key: &S3Key, region: &str, now: SystemTime) -> Signed
     let amz_date: String = humantime::format_rfc3339_seconds(now).to_string().replace(['-', ':'], "");
     let day = &amz_date[..8];
     let canonical = format!(
-        "{}\n{}\n\nhost:{}\nx-amz-content-sha256:{}\nx-amz-date:{amz_date}\n\n{SIGNED_HEADERS}\n{}",
-        req.method, req.path, req.host, req.payload_sha256, req.payload_sha256
+        "{}\n{}\n{}\nhost:{}\nx-amz-content-sha256:{}\nx-amz-date:{amz_date}\n\n{SIGNED_HEADERS}\n{}",
+        req.method, req.path, req.query, req.host, req.payload_sha256, req.payload_sha256
     );
     let scope = format!("{day}/{region}/s3/aws4_request");
     let to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical)));
@@ -283,6 +305,7 @@ mod tests {
         let req = Request {
             method: "GET",
             path: "/examplebucket/test.txt",
+            query: "",
             host: "s3.amazonaws.com",
             payload_sha256: &empty,
         };

@@ -603,3 +603,71 @@ async fn copies_multi_deletes_v1_listings_and_conditions() {
     assert!(listed_keys(&left).is_empty(), "{left}");
     aws_refused(&w, &globex, &["s3api", "delete-objects", "--bucket", "docs", "--delete", &del], "AccessDenied");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_its_s3_error_and_the_gateway_keeps_serving() {
+    use reqwest::Method;
+    use ultracloud_lightningstor::client::s3::{S3Client, S3Key};
+    let w = World::start().await;
+    let acme = w.project_key("acme", "web").await;
+    let key = S3Key { access_key_id: acme.0.clone(), secret_access_key: acme.1.clone() };
+    let s3 = S3Client::new(&w.s3, key.clone()).unwrap();
+    s3.create_bucket("inputs").await.unwrap();
+    let body = bytes::Bytes::from_static(b"still here");
+    s3.put_object("inputs", "ok", body.clone()).await.unwrap();
+    let refused = |r: Result<reqwest::Response, ultracloud_lightningstor::client::s3::S3Error>| match r {
+        Ok(resp) => panic!("accepted: {}", resp.status()),
+        Err(e) => (e.status().unwrap_or(0), e.code().to_owned()),
+    };
+    let empty = bytes::Bytes::new();
+
+    // Signatures: a clock an hour off, a wrong secret.
+    let skewed = s3.clone().with_clock_offset(-3600);
+    let e = skewed.get_object("inputs", "ok").await.unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(403), "RequestTimeTooSkewed"), "{e}");
+    let forged = S3Client::new(&w.s3, S3Key { secret_access_key: "y".repeat(40), ..key }).unwrap();
+    assert_eq!(forged.get_object("inputs", "ok").await.unwrap_err().code(), "SignatureDoesNotMatch");
+
+    // Keys, XML bodies, upload IDs and part numbers.
+    let long = "k".repeat(1025);
+    let e = s3.put_object("inputs", &long, body.clone()).await.unwrap_err();
+    assert_eq!(e.code(), "KeyTooLongError", "{e}");
+    let garbage = bytes::Bytes::from_static(b"<Delete><Object><Key>a</Key></Object");
+    let (status, code) = refused(s3.request(Method::POST, "inputs", None, &[("delete", "")], garbage.clone()).await);
+    assert_eq!((status, code.as_str()), (400, "MalformedXML"));
+    let (status, code) =
+        refused(s3.request(Method::POST, "inputs", Some("mp"), &[("uploadId", "u-none")], garbage).await);
+    assert!(status == 400 && code == "MalformedXML", "{status} {code}");
+    let done = bytes::Bytes::from_static(
+        b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"x\"</ETag></Part></CompleteMultipartUpload>",
+    );
+    let (_, code) = refused(s3.request(Method::POST, "inputs", Some("mp"), &[("uploadId", "u-none")], done).await);
+    assert_eq!(code, "NoSuchUpload");
+    let (_, code) = refused(
+        s3.request(Method::PUT, "inputs", Some("mp"), &[("partNumber", "1"), ("uploadId", "u-none")], body.clone())
+            .await,
+    );
+    assert_eq!(code, "NoSuchUpload");
+    let (_, code) = refused(
+        s3.request(Method::PUT, "inputs", Some("mp"), &[("partNumber", "10001"), ("uploadId", "u-none")], body.clone())
+            .await,
+    );
+    assert_eq!(code, "InvalidArgument");
+    let (_, code) = refused(s3.request(Method::GET, "inputs", None, &[("max-keys", "-1")], empty.clone()).await);
+    assert_eq!(code, "InvalidArgument");
+    let (_, code) = refused(
+        s3.request(Method::GET, "inputs", None, &[("list-type", "2"), ("continuation-token", "!")], empty).await,
+    );
+    assert_eq!(code, "InvalidArgument");
+
+    // Oversized headers are refused by the HTTP layer, not by a crash.
+    let r = reqwest::Client::new()
+        .get(format!("{}/inputs/ok", w.s3))
+        .header("x-amz-meta-huge", "h".repeat(256 * 1024))
+        .send()
+        .await;
+    assert!(r.as_ref().map_or(true, |r| r.status().is_client_error()), "{r:?}");
+
+    // Through all of it the gateway kept serving.
+    assert_eq!(s3.get_object("inputs", "ok").await.unwrap(), body);
+}
