@@ -195,8 +195,8 @@ impl Cluster {
         Err(DataError::Unreadable { id, tried })
     }
 
-    /// Cuts `body` into blocks and writes them, [`IN_FLIGHT`] at a time; returns the blocks in
-    /// order. On an error the blocks already written stay (unreferenced; collected later).
+    /// Cuts `body` into blocks and writes them while more arrives, about [`IN_FLIGHT`] at a
+    /// time (a chunk spanning several blocks may add a few more); returns the blocks in order. On an error the blocks already written stay (unreferenced; collected later).
     pub async fn write_stream<S, E>(&self, mut body: S) -> Result<Vec<BlockRef>, DataError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -205,36 +205,33 @@ impl Cluster {
         let mut blocks = Vec::new();
         let mut pending = FuturesOrdered::new();
         let mut buf = BytesMut::with_capacity(self.block_bytes);
-        let mut done = false;
-        while !done {
-            match body.next().await {
-                Some(Ok(mut chunk)) => {
-                    while !chunk.is_empty() {
-                        let n = chunk.len().min(self.block_bytes - buf.len());
-                        buf.extend_from_slice(&chunk.split_to(n));
-                        if buf.len() == self.block_bytes {
-                            pending.push_back(self.write_ref(buf.split().freeze()));
-                            // Bounded: the oldest block must land before more is cut.
-                            if pending.len() >= IN_FLIGHT
-                                && let Some(r) = pending.next().await
-                            {
-                                blocks.push(r?);
+        let mut ended = false;
+        while !ended || !pending.is_empty() {
+            tokio::select! {
+                // Blocks are taken as they land (in order), so their writes overlap the body's
+                // arrival; a slow client never holds cut blocks back.
+                Some(r) = pending.next(), if !pending.is_empty() => blocks.push(r?),
+                // Bounded: no more is read while IN_FLIGHT blocks are on their way.
+                item = body.next(), if !ended && pending.len() < IN_FLIGHT => match item {
+                    Some(Ok(mut chunk)) => {
+                        while !chunk.is_empty() {
+                            let n = chunk.len().min(self.block_bytes - buf.len());
+                            buf.extend_from_slice(&chunk.split_to(n));
+                            if buf.len() == self.block_bytes {
+                                pending.push_back(self.write_ref(buf.split().freeze()));
                             }
                         }
                     }
-                }
-                Some(Err(e)) => return Err(DataError::Source(e.to_string())),
-                None => {
-                    // An empty object has no blocks.
-                    if !buf.is_empty() {
-                        pending.push_back(self.write_ref(buf.split().freeze()));
+                    Some(Err(e)) => return Err(DataError::Source(e.to_string())),
+                    None => {
+                        ended = true;
+                        // An empty object has no blocks.
+                        if !buf.is_empty() {
+                            pending.push_back(self.write_ref(buf.split().freeze()));
+                        }
                     }
-                    done = true;
-                }
+                },
             }
-        }
-        while let Some(r) = pending.next().await {
-            blocks.push(r?);
         }
         Ok(blocks)
     }

@@ -145,6 +145,19 @@ impl S3Client {
         self.request(reqwest::Method::DELETE, bucket, Some(key), &[], Bytes::new()).await.map(drop)
     }
 
+    /// `PUT /bucket/key` streaming `body` of `len` bytes, signed with UNSIGNED-PAYLOAD (a stream
+    /// cannot be hashed before it is sent); the object's ETag.
+    pub async fn put_object_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<String, S3Error> {
+        let r = self.send(reqwest::Method::PUT, bucket, Some(key), &[], body, UNSIGNED.to_owned(), Some(len)).await?;
+        Ok(r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().trim_matches('"').to_owned())
+    }
+
     /// Any signed request on a bucket or object, with `query` parameters (`("delete", "")`,
     /// `("uploadId", id)`, …); a non-2xx answer becomes [`S3Error::Refused`] with S3's code.
     pub async fn request(
@@ -154,6 +167,22 @@ impl S3Client {
         key: Option<&str>,
         query: &[(&str, &str)],
         body: Bytes,
+    ) -> Result<reqwest::Response, S3Error> {
+        let payload = if self.unsigned_payload { UNSIGNED.to_owned() } else { hex::encode(Sha256::digest(&body)) };
+        self.send(method, bucket, key, query, body.into(), payload, None).await
+    }
+
+    /// Signs and sends; a non-2xx answer becomes [`S3Error::Refused`].
+    #[allow(clippy::too_many_arguments)] // one private funnel for every call
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        bucket: &str,
+        key: Option<&str>,
+        query: &[(&str, &str)],
+        body: reqwest::Body,
+        payload: String,
+        content_length: Option<u64>,
     ) -> Result<reqwest::Response, S3Error> {
         let path = match key {
             Some(k) => format!("/{}/{}", uri_encode(bucket, false), uri_encode(k, false)),
@@ -171,23 +200,26 @@ impl S3Client {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
         };
-        let payload = if self.unsigned_payload { UNSIGNED.to_owned() } else { hex::encode(Sha256::digest(&body)) };
         let signed = sign(
             &Request { method: method_name, path: &path, query: &query, host: &host, payload_sha256: &payload },
             &self.key,
             &self.region,
             skewed(SystemTime::now(), self.clock_offset_s),
         );
-        let r = self
+        let mut r = self
             .http
             .request(method, url)
             .header("x-amz-date", &signed.amz_date)
             .header("x-amz-content-sha256", &payload)
-            .header("authorization", signed.authorization)
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| S3Error::Transport { method: method_name, path: path.clone(), source })?;
+            .header("authorization", signed.authorization);
+        if let Some(len) = content_length {
+            r = r.header("content-length", len);
+        }
+        let r = r.body(body).send().await.map_err(|source| S3Error::Transport {
+            method: method_name,
+            path: path.clone(),
+            source,
+        })?;
         if r.status().is_success() {
             return Ok(r);
         }

@@ -20,20 +20,21 @@ use crate::stack::Stack;
 
 /// Everything the gateway stands on (flaredb and iam: prismnet's test stack, whose controller
 /// idles here), three storage nodes, and the gateway.
-struct World {
-    s: Stack,
+pub(crate) struct World {
+    pub(crate) s: Stack,
     nodes: Vec<Served>,
-    s3: String,
+    pub(crate) s3: String,
+    keys: Arc<IamKeys>,
 }
 
 impl World {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let s = Stack::start().await;
-        let mut w = Self { s, nodes: Vec::new(), s3: String::new() };
         // The gateway's own service account, made by iam's bootstrap: the object-gateway role.
-        let key = std::fs::read_to_string(w.s.dir.path().join("iam").join("s3-gateway-api-key")).unwrap();
-        let tokens = ultracloud_iam::guard::TokenSource::new(vec![w.s.iam.clone()], key.trim().to_owned()).unwrap();
-        let keys = Arc::new(IamKeys::new(tokens.client("iam", &[w.s.iam.clone()]).unwrap()));
+        let key = std::fs::read_to_string(s.dir.path().join("iam").join("s3-gateway-api-key")).unwrap();
+        let tokens = ultracloud_iam::guard::TokenSource::new(vec![s.iam.clone()], key.trim().to_owned()).unwrap();
+        let keys = Arc::new(IamKeys::new(tokens.client("iam", &[s.iam.clone()]).unwrap()));
+        let mut w = Self { s, nodes: Vec::new(), s3: String::new(), keys };
 
         let mut members = Vec::new();
         for i in 0..3 {
@@ -45,14 +46,19 @@ impl World {
             });
             w.nodes.push(served);
         }
-        // Blocks of 1 MiB: a few-MiB object spans several.
-        let cluster = Arc::new(Cluster::new(members, 3, 1024 * 1024).unwrap());
-        let meta = Meta::new(ultracloud_flaredb::Client::new(vec![w.s.db.to_string()]).unwrap());
-        let service = Gateway::new(meta, cluster, keys).into_service(None).unwrap();
+        let service = w.gateway(members);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         w.s3 = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(serve(listener, service, tokio_util::sync::CancellationToken::new()));
         w
+    }
+
+    /// A gateway over the world's flaredb and iam and the storage nodes `members`, cutting
+    /// objects into 1 MiB blocks (a few-MiB object spans several).
+    pub(crate) fn gateway(&self, members: Vec<StorageNode>) -> s3s::service::S3Service {
+        let cluster = Arc::new(Cluster::new(members, 3, 1024 * 1024).unwrap());
+        let meta = Meta::new(ultracloud_flaredb::Client::new(vec![self.s.db.to_string()]).unwrap());
+        Gateway::new(meta, cluster, self.keys.clone()).into_service(None).unwrap()
     }
 
     async fn token(&self, user: &str, password: &str) -> String {
@@ -88,7 +94,7 @@ impl World {
     }
 
     /// A tenant with a project and a member of it; the member's S3 key pair.
-    async fn project_key(&self, tenant: &str, project: &str) -> (String, String) {
+    pub(crate) async fn project_key(&self, tenant: &str, project: &str) -> (String, String) {
         self.iam_ok("/v1/tenants", json!({"id": tenant})).await;
         self.iam_ok(&format!("/v1/tenants/{tenant}/projects"), json!({"id": project})).await;
         let user = format!("{tenant}-member");

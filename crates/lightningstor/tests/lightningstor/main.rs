@@ -3,9 +3,11 @@
 //! gateway driven by the AWS CLI.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
 
+mod crash;
 mod data;
 mod gateway;
 mod node;
+mod process;
 mod repair;
 
 /// flaredb and iam in-process: prismnet's test stack, shared rather than written again.
