@@ -33,7 +33,7 @@ impl World {
         // The gateway's own service account, made by iam's bootstrap: the object-gateway role.
         let key = std::fs::read_to_string(s.dir.path().join("iam").join("s3-gateway-api-key")).unwrap();
         let tokens = ultracloud_iam::guard::TokenSource::new(vec![s.iam.clone()], key.trim().to_owned()).unwrap();
-        let keys = Arc::new(IamKeys::new(tokens.client("iam", &[s.iam.clone()]).unwrap()));
+        let keys = Arc::new(IamKeys::new(tokens.client("iam", std::slice::from_ref(&s.iam)).unwrap()));
         let mut w = Self { s, nodes: Vec::new(), s3: String::new(), keys };
 
         let mut members = Vec::new();
