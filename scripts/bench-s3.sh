@@ -43,7 +43,14 @@ stop_all() {
 }
 
 cleanup() {
+    local rc=$?
     stop_all
+    if [ "$rc" != 0 ] && [ -n "$WORK" ]; then
+        for f in $(find "$WORK" -name '*.log' -o -name log | sort); do
+            echo "--- ${f#"$WORK"/} (last lines)" >&2
+            tail -n 5 "$f" >&2
+        done
+    fi
     [ -n "$WORK" ] && rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -64,6 +64,12 @@ pub fn router(service: &str, metrics: &Metrics, readiness: &Readiness, extra: Ro
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // No Nagle: a small answer written as headers then body must not wait for the peer's
+    // delayed ACK (40 ms on Linux) before its second segment leaves.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     // Handlers may ask for the peer address (`ConnectInfo<SocketAddr>`), e.g. to throttle by source.
     axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -461,10 +461,11 @@ async fn serve(config: IamConfig) -> Result<(), Box<dyn std::error::Error + Send
     });
     let admin = ctx.start_admin(config.admin_listen, axum::Router::new()).await?;
     let Some(iam) = connect(&config, &ctx.shutdown).await? else { return Ok(()) };
-    let _ = connected.set(iam.clone());
     for path in iam.bootstrap(ctx.data_dir().path()).await? {
         println!("iam: first start; a generated secret is in {} (mode 0600)", path.display());
     }
+    // Ready only once bootstrapped: whoever waits for /readyz may then read the key files.
+    let _ = connected.set(iam.clone());
     tokio::spawn(iam.clone().duties(ctx.shutdown.clone()));
     tracing::info!(api = %config.listen, admin = %admin.local_addr, "iam ready");
     ultracloud_tls::serve::serve_api(&ctx, listener, api::router(iam.clone()), tls.as_ref()).await?;

@@ -12,7 +12,7 @@ use ultracloud_iam::api::{CreatedS3Credential, NewS3Credential};
 use super::session::Session;
 use super::table::Output;
 
-/// Object storage (S3): access keys for a project.
+/// Object storage (S3): access keys for a project, and the storage nodes' state.
 #[derive(Debug, Args)]
 pub struct S3Args {
     /// Tenant (default: your home tenant).
@@ -39,6 +39,80 @@ enum S3Command {
         #[command(subcommand)]
         command: CredentialCommand,
     },
+    /// Operating the object store (platform operators: needs an admin certificate).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Each storage node: reachable, blocks held, bytes, free space, fsync, corrupt blocks set
+    /// aside, and its repair worker (passes, running, progress, the last pass's copies sent,
+    /// dropped and deferred).
+    Status {
+        /// The storage nodes: name=URL,… (what the gateways' --nodes names).
+        #[arg(long, env = "ULTRACLOUD_LIGHTNINGSTOR_NODES", value_name = "NODES")]
+        nodes: String,
+        /// The operator's TLS directory (an admin certificate from `ultracloud ca issue`).
+        #[arg(long, env = "ULTRACLOUD_TLS_DIR", value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
+    },
+}
+
+/// One storage node's row of `s3 admin status`.
+async fn node_row(name: &str, url: &str) -> serde_json::Value {
+    use ultracloud_lightningstor::client::NodeClient;
+    let client = match NodeClient::new(url) {
+        Ok(c) => c,
+        Err(e) => return serde_json::json!({"node": name, "url": url, "state": format!("bad URL: {e}")}),
+    };
+    let (status, repair) = tokio::join!(client.status(), client.repair_status());
+    let mut row = serde_json::json!({"node": name, "url": url});
+    match status {
+        Ok(s) => {
+            row["state"] = "up".into();
+            row["blocks"] = s.blocks.into();
+            row["bytes"] = s.bytes.into();
+            row["free_bytes"] = s.free_bytes.into();
+            row["fsync"] = s.fsync.into();
+            row["corrupt_found"] = s.corrupt_found.into();
+        }
+        Err(e) => row["state"] = format!("unreachable: {e}").into(),
+    }
+    if let Ok(r) = repair {
+        row["repair"] = if !r.enabled {
+            "off".into()
+        } else if r.running {
+            format!("running ({} scanned)", r.progress).into()
+        } else {
+            format!("idle after {} passes", r.passes).into()
+        };
+        if let Some(last) = r.last {
+            row["last_pass"] = format!(
+                "{} scanned, {} copied, {} dropped, {} deferred, {} ms",
+                last.scanned, last.copied, last.dropped, last.deferred, last.millis
+            )
+            .into();
+        }
+    }
+    row
+}
+
+/// `s3 admin status`.
+async fn admin_status(nodes: &str, tls_dir: Option<&std::path::Path>, output: Output) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = tls_dir {
+        ultracloud_tls::client::install_dir(dir).with_context(|| format!("--tls-dir {}", dir.display()))?;
+    }
+    let list = ultracloud_lightningstor::config::parse_nodes("--nodes", nodes)?;
+    if list.is_empty() {
+        bail!("--nodes: name at least one storage node (name=URL,…)");
+    }
+    let rows = futures::future::join_all(list.iter().map(|n| node_row(&n.member.id, &n.url))).await;
+    let down = rows.iter().filter(|r| r["state"] != "up").count();
+    output.list(&rows, &["node", "state", "blocks", "bytes", "free_bytes", "corrupt_found", "repair", "last_pass"]);
+    Ok(if down == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +146,12 @@ fn shared_credentials(c: &CreatedS3Credential) -> String {
 
 /// Runs `s3`.
 pub async fn run(args: S3Args) -> anyhow::Result<ExitCode> {
+    let command = match args.command {
+        S3Command::Admin { command: AdminCommand::Status { nodes, tls_dir } } => {
+            return admin_status(&nodes, tls_dir.as_deref(), args.output).await;
+        }
+        S3Command::Credentials { command } => command,
+    };
     let session = Session::open(args.iam.as_deref()).await?;
     let tenant = match &args.tenant {
         Some(t) => t.clone(),
@@ -85,7 +165,6 @@ pub async fn run(args: S3Args) -> anyhow::Result<ExitCode> {
     };
     let Some(project) = &args.project else { bail!("which project? pass --project (or set ULTRACLOUD_PROJECT)") };
     let base = format!("/v1/tenants/{tenant}/projects/{project}/s3-credentials");
-    let S3Command::Credentials { command } = args.command;
     match command {
         CredentialCommand::Create { description, write } => {
             let answer = session.iam_send(Method::POST, &base, &NewS3Credential { description }).await?;

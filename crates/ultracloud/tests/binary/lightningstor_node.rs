@@ -1,5 +1,6 @@
 //! `ultracloud lightningstor-node` as a process: bad flags refused by name, and blocks
-//! acknowledged before a SIGKILL all there after the restart; the gateway's bad flags too.
+//! acknowledged before a SIGKILL all there after the restart (and in `s3 admin status`); the
+//! gateway's bad flags too.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,6 +109,18 @@ async fn acknowledged_blocks_survive_a_sigkill() {
     let _child = start(dir.path(), port, admin);
     wait_ready(&node).await;
     assert_eq!(node.status().await.unwrap().blocks, 64);
+    // The operator's view: the node up with its 64 blocks; a node that is down fails the command.
+    let status = |nodes: String| {
+        Command::new(BIN).args(["s3", "admin", "status", "-o", "json", "--nodes", &nodes]).output().unwrap()
+    };
+    let out = status(format!("store1=http://127.0.0.1:{port}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((rows[0]["state"].as_str(), rows[0]["blocks"].as_u64()), (Some("up"), Some(64)), "{rows}");
+    let out = status(format!("store1=http://127.0.0.1:{port},gone=http://127.0.0.1:{}", stable_port()));
+    assert!(!out.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows[1]["state"].as_str().unwrap().starts_with("unreachable"), "{rows}");
     for (i, id) in acked.iter().enumerate() {
         let data = node.get(*id).await.unwrap().unwrap_or_else(|| panic!("block {i} lost"));
         assert_eq!(data, format!("block {i} ").repeat(1000 + i).into_bytes());
