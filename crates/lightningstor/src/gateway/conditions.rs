@@ -88,6 +88,7 @@ mod tests {
             metadata: Default::default(),
             modified_ms: 1_000_500, // 1000.5 s after the epoch
             blocks: Vec::new(),
+            tags: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::conditions::Conditions;
 use super::meta::{ObjectMeta, Put};
 use super::s3::{Gateway, MAX_KEY_BYTES, db_error, now_ms, timestamp};
+use super::tagging;
 
 /// Most keys one DeleteObjects names (S3's limit).
 const MAX_DELETE_KEYS: usize = 1000;
@@ -58,6 +59,11 @@ impl Gateway {
         } else {
             (source.content_type.clone(), source.metadata.clone())
         };
+        let tags = match input.tagging_directive.as_ref().map(|d| d.as_str()) {
+            None | Some("COPY") => source.tags.clone(),
+            Some("REPLACE") => tagging::from_header(input.tagging.as_deref())?,
+            Some(other) => return Err(s3_error!(InvalidArgument, "tagging directive {other:?}: COPY or REPLACE")),
+        };
         let o = ObjectMeta {
             key: input.key,
             size: source.size,
@@ -66,6 +72,7 @@ impl Gateway {
             metadata,
             modified_ms: now_ms(),
             blocks: source.blocks.clone(),
+            tags,
         };
         if self.meta.put_object(&target, &o).await.map_err(db_error)? == Put::BucketGone {
             return Err(s3_error!(NoSuchBucket, "the bucket was deleted during the copy"));

@@ -35,6 +35,9 @@ pub struct Bucket {
     pub project: String,
     /// Created (milliseconds since the epoch).
     pub created_ms: u64,
+    /// Its tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// The current version of an object.
@@ -56,6 +59,9 @@ pub struct ObjectMeta {
     pub modified_ms: u64,
     /// Its blocks, in order.
     pub blocks: Vec<BlockRef>,
+    /// Its tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// What deleting a bucket found.
@@ -209,6 +215,43 @@ impl Meta {
                     t.delete(&okey);
                 }
                 Ok(old)
+            })
+            .await
+    }
+
+    /// Replaces the tags of `key` in `bucket` (nothing else of it changes); `false` when there
+    /// is no such object.
+    pub async fn set_object_tags(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<bool, FlareError> {
+        let okey = object_key(bucket, key);
+        self.db
+            .transact(async move |t| {
+                let Some(bytes) = t.get(&okey).await? else { return Ok(false) };
+                let mut o: ObjectMeta = decode(&okey, &bytes)?;
+                o.tags.clone_from(&tags);
+                t.put(&okey, &encode(&o)?);
+                Ok(true)
+            })
+            .await
+    }
+
+    /// Replaces the tags of `bucket` if it is still the same bucket; `false` when it is gone.
+    pub async fn set_bucket_tags(&self, bucket: &Bucket, tags: BTreeMap<String, String>) -> Result<bool, FlareError> {
+        let (bkey, id) = (bucket_key(&bucket.name), bucket.id.clone());
+        self.db
+            .transact(async move |t| {
+                let Some(bytes) = t.get(&bkey).await? else { return Ok(false) };
+                let mut b: Bucket = decode(&bkey, &bytes)?;
+                if b.id != id {
+                    return Ok(false);
+                }
+                b.tags.clone_from(&tags);
+                t.put(&bkey, &encode(&b)?);
+                Ok(true)
             })
             .await
     }

@@ -11,6 +11,7 @@ pub mod meta;
 mod multipart;
 pub mod s3;
 pub mod service;
+pub mod tagging;
 pub mod uploads;
 
 use std::sync::Arc;

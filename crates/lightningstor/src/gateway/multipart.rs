@@ -12,6 +12,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::meta::Bucket;
 use super::s3::{Gateway, MAX_KEY_BYTES, db_error, now_ms, timestamp};
+use super::tagging;
 use super::uploads::{Completion, MAX_PART_NUMBER, PartMeta, Upload};
 
 /// Most parts or uploads a listing returns (S3's default and cap).
@@ -51,6 +52,7 @@ impl Gateway {
             initiated_ms: now_ms(),
             content_type: input.content_type,
             metadata: input.metadata.unwrap_or_default().into_iter().collect(),
+            tags: tagging::from_header(input.tagging.as_deref())?,
         };
         if !self.meta.create_upload(&bucket, &u).await.map_err(db_error)? {
             return Err(s3_error!(NoSuchBucket, "the bucket was deleted meanwhile"));

@@ -9,18 +9,22 @@ use futures::{SinkExt, StreamExt, TryStreamExt};
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, Bucket as S3Bucket, CompleteMultipartUploadInput,
     CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput, CreateBucketInput, CreateBucketOutput,
-    CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteBucketInput, DeleteBucketOutput, DeleteObjectInput,
-    DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, ETag, GetBucketLocationInput, GetBucketLocationOutput,
-    GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput,
-    ListBucketsInput, ListBucketsOutput, ListMultipartUploadsInput, ListMultipartUploadsOutput, ListObjectsInput,
-    ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput, PutObjectInput,
-    PutObjectOutput, StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
+    CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteBucketInput, DeleteBucketOutput,
+    DeleteBucketTaggingInput, DeleteBucketTaggingOutput, DeleteObjectInput, DeleteObjectOutput,
+    DeleteObjectTaggingInput, DeleteObjectTaggingOutput, DeleteObjectsInput, DeleteObjectsOutput, ETag,
+    GetBucketLocationInput, GetBucketLocationOutput, GetBucketTaggingInput, GetBucketTaggingOutput, GetObjectInput,
+    GetObjectOutput, GetObjectTaggingInput, GetObjectTaggingOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput,
+    HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListMultipartUploadsInput, ListMultipartUploadsOutput,
+    ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput,
+    PutBucketTaggingInput, PutBucketTaggingOutput, PutObjectInput, PutObjectOutput, PutObjectTaggingInput,
+    PutObjectTaggingOutput, StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::auth::{IamKeys, KeyOwner};
 use super::conditions::Conditions;
 use super::meta::{Bucket, BucketDeletion, Meta, ObjectMeta, Put};
+use super::tagging;
 use crate::data::{Cluster, DataError};
 
 /// Longest object key (S3's limit, in bytes).
@@ -169,6 +173,7 @@ impl S3 for Gateway {
             tenant: who.tenant.clone(),
             project: who.project.clone(),
             created_ms: now_ms(),
+            tags: Default::default(),
         };
         match self.meta.create_bucket(&b).await.map_err(db_error)? {
             None => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", b.name)) })),
@@ -221,6 +226,8 @@ impl S3 for Gateway {
             return Err(s3_error!(KeyTooLongError, "keys are at most {MAX_KEY_BYTES} bytes"));
         }
         let bucket = self.owned(&who, &input.bucket).await?;
+        // Refused before a byte is stored.
+        let tags = tagging::from_header(input.tagging.as_deref())?;
         let written = self.write_body(input.body, input.content_md5.as_deref(), input.content_length).await?;
         let o = ObjectMeta {
             key: input.key,
@@ -230,6 +237,7 @@ impl S3 for Gateway {
             metadata: input.metadata.unwrap_or_default().into_iter().collect(),
             modified_ms: now_ms(),
             blocks: written.blocks,
+            tags,
         };
         match self.meta.put_object(&bucket, &o).await.map_err(db_error)? {
             Put::Replaced(_) => {}
@@ -271,6 +279,7 @@ impl S3 for Gateway {
             last_modified: Some(timestamp(o.modified_ms)),
             content_type: o.content_type.clone(),
             metadata: (!o.metadata.is_empty()).then(|| o.metadata.clone().into_iter().collect()),
+            tag_count: (!o.tags.is_empty()).then(|| i32::try_from(o.tags.len()).unwrap_or(i32::MAX)),
             ..Default::default()
         }))
     }
@@ -356,6 +365,48 @@ impl S3 for Gateway {
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
         self.delete_many(req).await
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        self.put_tags(req).await
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        self.get_tags(req).await
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        self.delete_tags(req).await
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        self.put_bucket_tags(req).await
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        self.get_bucket_tags(req).await
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        self.delete_bucket_tags(req).await
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Upload {
     /// User metadata of the object to be.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Tags of the object to be (`x-amz-tagging`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// One uploaded part.
@@ -226,6 +229,7 @@ impl Meta {
                     metadata: upload.metadata.clone(),
                     modified_ms: ultracloud_runtime::clock::now_ms(),
                     blocks: chosen.iter().flat_map(|p| p.blocks.iter().cloned()).collect(),
+                    tags: upload.tags.clone(),
                 };
                 let old = match t.get(&okey).await? {
                     Some(bytes) => Some(Box::new(decode::<ObjectMeta>(&okey, &bytes)?)),

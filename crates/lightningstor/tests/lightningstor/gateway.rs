@@ -677,3 +677,86 @@ async fn bad_input_gets_its_s3_error_and_the_gateway_keeps_serving() {
     // Through all of it the gateway kept serving.
     assert_eq!(s3.get_object("inputs", "ok").await.unwrap(), body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_and_bucket_tags() {
+    if Command::new("aws").arg("--version").output().is_err() {
+        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+        return;
+    }
+    let w = World::start().await;
+    let acme = w.project_key("acme", "web").await;
+    let globex = w.project_key("globex", "app").await;
+    let files = tempfile::tempdir().unwrap();
+    aws_ok(&w, &acme, &["s3api", "create-bucket", "--bucket", "tagged"]);
+    let body = write(&files.path().join("body"), b"tag me");
+    let obj = ["--bucket", "tagged", "--key", "a.txt"];
+    let with =
+        |cmd: &'static str, extra: &[&'static str]| -> Vec<&'static str> { [&["s3api", cmd][..], extra].concat() };
+    let tags_of = |key: &str| -> Vec<(String, String)> {
+        let v = aws_json(&w, &acme, &["s3api", "get-object-tagging", "--bucket", "tagged", "--key", key]);
+        v["TagSet"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["Key"].as_str().unwrap().into(), t["Value"].as_str().unwrap().into()))
+            .collect()
+    };
+
+    // x-amz-tagging on PUT, then the tagging API, then copies keeping or replacing the tags.
+    aws_ok(
+        &w,
+        &acme,
+        &[&with("put-object", &["--body"])[..], &[body.as_str()], &obj, &["--tagging", "team=blue&cost+center=r%26d"]]
+            .concat(),
+    );
+    assert_eq!(tags_of("a.txt"), [("cost center".into(), "r&d".into()), ("team".into(), "blue".into())]);
+    let got = files.path().join("got");
+    let v = aws_json(&w, &acme, &[&with("get-object", &obj)[..], &[got.to_str().unwrap()]].concat());
+    assert_eq!(v["TagCount"].as_u64(), Some(2), "{v}");
+    let set = json!({"TagSet": [{"Key": "stage", "Value": "prod"}]}).to_string();
+    aws_ok(&w, &acme, &[&with("put-object-tagging", &obj)[..], &["--tagging", &set]].concat());
+    assert_eq!(tags_of("a.txt"), [("stage".into(), "prod".into())]);
+    aws_ok(
+        &w,
+        &acme,
+        &["s3api", "copy-object", "--copy-source", "tagged/a.txt", "--bucket", "tagged", "--key", "b.txt"],
+    );
+    assert_eq!(tags_of("b.txt"), [("stage".into(), "prod".into())], "COPY keeps the tags");
+    aws_ok(
+        &w,
+        &acme,
+        &[
+            "s3api",
+            "copy-object",
+            "--copy-source",
+            "tagged/a.txt",
+            "--bucket",
+            "tagged",
+            "--key",
+            "c.txt",
+            "--tagging-directive",
+            "REPLACE",
+            "--tagging",
+            "new=1",
+        ],
+    );
+    assert_eq!(tags_of("c.txt"), [("new".into(), "1".into())], "REPLACE takes the header's");
+    aws_ok(&w, &acme, &with("delete-object-tagging", &obj));
+    assert!(tags_of("a.txt").is_empty());
+    let reserved = json!({"TagSet": [{"Key": "aws:x", "Value": "1"}]}).to_string();
+    aws_refused(&w, &acme, &[&with("put-object-tagging", &obj)[..], &["--tagging", &reserved]].concat(), "InvalidTag");
+    aws_refused(&w, &acme, &["s3api", "get-object-tagging", "--bucket", "tagged", "--key", "nope"], "NoSuchKey");
+    aws_refused(&w, &globex, &with("get-object-tagging", &obj), "AccessDenied");
+    aws_refused(&w, &globex, &[&with("put-object-tagging", &obj)[..], &["--tagging", &set]].concat(), "AccessDenied");
+
+    // Bucket tags.
+    let bucket = ["--bucket", "tagged"];
+    aws_refused(&w, &acme, &with("get-bucket-tagging", &bucket), "NoSuchTagSet");
+    aws_ok(&w, &acme, &[&with("put-bucket-tagging", &bucket)[..], &["--tagging", &set]].concat());
+    let v = aws_json(&w, &acme, &with("get-bucket-tagging", &bucket));
+    assert_eq!(v["TagSet"][0]["Key"], "stage", "{v}");
+    aws_refused(&w, &globex, &with("get-bucket-tagging", &bucket), "AccessDenied");
+    aws_ok(&w, &acme, &with("delete-bucket-tagging", &bucket));
+    aws_refused(&w, &acme, &with("get-bucket-tagging", &bucket), "NoSuchTagSet");
+}
