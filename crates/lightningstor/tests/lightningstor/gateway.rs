@@ -760,3 +760,34 @@ async fn object_and_bucket_tags() {
     aws_ok(&w, &acme, &with("delete-bucket-tagging", &bucket));
     aws_refused(&w, &acme, &with("get-bucket-tagging", &bucket), "NoSuchTagSet");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_urls_work_until_they_expire() {
+    if Command::new("aws").arg("--version").output().is_err() {
+        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+        return;
+    }
+    let w = World::start().await;
+    let acme = w.project_key("acme", "web").await;
+    let files = tempfile::tempdir().unwrap();
+    aws_ok(&w, &acme, &["s3api", "create-bucket", "--bucket", "shared"]);
+    let body = write(&files.path().join("body"), b"for anyone with the link");
+    aws_ok(&w, &acme, &["s3api", "put-object", "--bucket", "shared", "--key", "note.txt", "--body", &body]);
+    // A URL signed by `aws s3 presign` (query auth) reads the object without credentials.
+    let url = aws_ok(&w, &acme, &["s3", "presign", "s3://shared/note.txt", "--expires-in", "60"]);
+    let r = reqwest::get(url.trim()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "for anyone with the link");
+    // Tampered with, or expired, it reads nothing.
+    let tampered = url.trim().replace("note.txt", "other.txt");
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403);
+    let short = aws_ok(&w, &acme, &["s3", "presign", "s3://shared/note.txt", "--expires-in", "1"]);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = reqwest::get(short.trim()).await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert!(status == 403 && text.contains("AccessDenied"), "an expired URL: {status} {text}");
+    // Unsigned requests are anonymous, and anonymous requests are refused.
+    let r = reqwest::get(format!("{}/shared/note.txt", w.s3)).await.unwrap();
+    assert_eq!(r.status(), 403);
+}
