@@ -301,8 +301,9 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-/// SigV4's URI encoding: every byte but `A-Za-z0-9-._~` as `%XX`; `/` too when `slash`.
-fn uri_encode(s: &str, slash: bool) -> String {
+/// S3's URI encoding (SigV4's, and listings' `encoding-type=url`): every byte but
+/// `A-Za-z0-9-._~` as `%XX`; `/` too when `slash`.
+pub(crate) fn uri_encode(s: &str, slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (b == b'/' && !slash) {

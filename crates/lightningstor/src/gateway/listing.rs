@@ -22,10 +22,11 @@ pub(super) struct Listing {
     pub(super) last: Option<String>,
 }
 
-/// A page size from a client's `max-keys`.
-fn max_keys(n: Option<i32>) -> S3Result<usize> {
-    match n {
-        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
+/// A page size from a client's `max-keys`, `max-parts` or `max-uploads` (named `what`):
+/// S3's default and cap of 1000; a negative one is refused.
+pub(super) fn page_size(asked: Option<i32>, what: &str) -> S3Result<usize> {
+    match asked {
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "{what} must not be negative")),
         Some(n) => Ok(usize::try_from(n).unwrap_or(MAX_KEYS).min(MAX_KEYS)),
         None => Ok(MAX_KEYS),
     }
@@ -48,17 +49,9 @@ fn url_encoded(encoding: Option<&s3s::dto::EncodingType>) -> S3Result<bool> {
 }
 
 /// S3's URL encoding of keys in listings: every byte but unreserved characters and `/` as
-/// `%XX` (clients decode with form rules, so `+` and spaces must be escaped too).
+/// `%XX` (clients decode with form rules, so `+` and spaces are escaped too).
 pub(super) fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::client::s3::uri_encode(s, false)
 }
 
 impl Gateway {
@@ -124,7 +117,7 @@ impl Gateway {
         let who = self.caller(&req).await?;
         let input = req.input;
         let bucket = self.owned(&who, &input.bucket).await?;
-        let limit = max_keys(input.max_keys)?;
+        let limit = page_size(input.max_keys, "max-keys")?;
         let encode = url_encoded(input.encoding_type.as_ref())?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
@@ -157,7 +150,7 @@ impl Gateway {
         let who = self.caller(&req).await?;
         let input = req.input;
         let bucket = self.owned(&who, &input.bucket).await?;
-        let limit = max_keys(input.max_keys)?;
+        let limit = page_size(input.max_keys, "max-keys")?;
         let encode = url_encoded(input.encoding_type.as_ref())?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
@@ -213,8 +206,8 @@ mod tests {
         assert_eq!(common_prefix("2026/a", "", None), None);
         assert_eq!(common_prefix("a--b--c", "", Some("--")).as_deref(), Some("a--"));
         assert_eq!(url_encode("a b+c/ü%"), "a%20b%2Bc/%C3%BC%25");
-        assert!(max_keys(Some(-1)).is_err());
-        assert_eq!(max_keys(Some(5000)).unwrap(), MAX_KEYS);
+        assert!(page_size(Some(-1), "max-keys").is_err());
+        assert_eq!(page_size(Some(5000), "max-keys").unwrap(), MAX_KEYS);
         assert_eq!(after_of_token(&token_of("k/ü")).unwrap(), "k/ü");
         assert!(after_of_token("!!").is_err());
     }

@@ -10,22 +10,11 @@ use s3s::dto::{
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::listing::page_size;
 use super::meta::Bucket;
 use super::s3::{Gateway, MAX_KEY_BYTES, db_error, now_ms, timestamp};
 use super::tagging;
 use super::uploads::{Completion, MAX_PART_NUMBER, PartMeta, Upload};
-
-/// Most parts or uploads a listing returns (S3's default and cap).
-const MAX_LISTED: usize = 1000;
-
-/// A page size from a client's `max-parts`/`max-uploads`.
-fn page_size(asked: Option<i32>, what: &str) -> S3Result<usize> {
-    match asked {
-        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "{what} must not be negative")),
-        Some(n) => Ok(usize::try_from(n).unwrap_or(MAX_LISTED).min(MAX_LISTED)),
-        None => Ok(MAX_LISTED),
-    }
-}
 
 impl Gateway {
     /// Upload `id` of `bucket` for `key`, or NoSuchUpload.

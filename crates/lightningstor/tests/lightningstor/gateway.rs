@@ -109,6 +109,15 @@ impl World {
     }
 }
 
+/// Whether the AWS CLI is absent (reported as a missing prerequisite: a failure under CI).
+fn aws_missing() -> bool {
+    let missing = Command::new("aws").arg("--version").output().is_err();
+    if missing {
+        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+    }
+    missing
+}
+
 /// Runs `aws` with a key pair against the gateway; (success, stdout, stderr).
 fn aws(w: &World, key: &(String, String), args: &[&str]) -> (bool, String, String) {
     let out = Command::new("aws")
@@ -151,8 +160,7 @@ fn write(path: &Path, bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_cli_buckets_objects_ranges_listings_and_refusals() {
-    if Command::new("aws").arg("--version").output().is_err() {
-        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+    if aws_missing() {
         return;
     }
     let w = World::start().await;
@@ -353,8 +361,7 @@ fn parts_json(parts: &[(u32, &str)]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_uploads_by_aws_and_our_own_client() {
-    if Command::new("aws").arg("--version").output().is_err() {
-        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+    if aws_missing() {
         return;
     }
     let w = World::start().await;
@@ -473,8 +480,7 @@ fn listed_keys(v: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_multi_deletes_v1_listings_and_conditions() {
-    if Command::new("aws").arg("--version").output().is_err() {
-        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+    if aws_missing() {
         return;
     }
     let w = World::start().await;
@@ -680,8 +686,7 @@ async fn bad_input_gets_its_s3_error_and_the_gateway_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_and_bucket_tags() {
-    if Command::new("aws").arg("--version").output().is_err() {
-        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+    if aws_missing() {
         return;
     }
     let w = World::start().await;
@@ -763,8 +768,7 @@ async fn object_and_bucket_tags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presigned_urls_work_until_they_expire() {
-    if Command::new("aws").arg("--version").output().is_err() {
-        ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
+    if aws_missing() {
         return;
     }
     let w = World::start().await;
