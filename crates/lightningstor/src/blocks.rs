@@ -7,13 +7,19 @@
 //! inspection, never served) and reported, so the gateway reads another copy and the repair
 //! restores this one.
 //!
+//! Garbage collection deletes a block only when it was last written before a cut-off
+//! ([`BlockStore::delete_if_older`]); a write of a block already here refreshes its time (under
+//! the same per-block lock), so a block a PUT in flight has just reused is never collected
+//! under it.
+//!
 //! Memory: a block is held whole while it is written or read, so a node needs about
 //! `max_block_bytes` per request in flight.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -51,9 +57,25 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     move |source| BlockError::Io { what, path: path.to_owned(), source }
 }
 
+/// Locks striping the block space: a reuse's refresh and a collection's check-and-delete of
+/// the same block never interleave.
+const STRIPES: usize = 64;
+
+/// What [`BlockStore::delete_if_older`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collected {
+    /// Deleted.
+    Deleted,
+    /// Kept: written (or reused) at or after the cut-off.
+    Recent,
+    /// Not on this node.
+    Missing,
+}
+
 /// The blocks of one node.
 #[derive(Debug)]
 pub struct BlockStore {
+    stripes: Arc<[Mutex<()>]>,
     root: PathBuf,
     fsync: bool,
     dirs: mpsc::Sender<(PathBuf, oneshot::Sender<std::io::Result<()>>)>,
@@ -93,6 +115,7 @@ impl BlockStore {
         let (dirs, queue) = mpsc::channel(4096);
         tokio::spawn(sync_dirs(queue));
         Ok(Arc::new(Self {
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             root: root.to_owned(),
             fsync,
             dirs,
@@ -115,13 +138,19 @@ impl BlockStore {
         let tmp = self.root.join("tmp").join(format!("{id}.{}", self.tmp_seq.fetch_add(1, Ordering::Relaxed)));
         let fsync = self.fsync;
         let len = data.len() as u64;
+        let stripes = self.stripes.clone();
         let created = tokio::task::spawn_blocking(move || -> Result<bool, BlockError> {
             let actual = BlockId::of(&data);
             if actual != id {
                 return Err(BlockError::Mismatch { named: id, actual });
             }
-            if path.exists() {
-                return Ok(false);
+            {
+                let _stripe = lock(&stripes, &id);
+                if path.exists() {
+                    // Reused: its time says so, or a collection running now could take it.
+                    refresh(&path, fsync).map_err(io("refreshing", &path))?;
+                    return Ok(false);
+                }
             }
             let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
             f.write_all(&data).map_err(io("writing", &tmp))?;
@@ -215,6 +244,39 @@ impl BlockStore {
         Ok(true)
     }
 
+    /// Removes block `id` if it was last written (or reused) before `cutoff`: garbage
+    /// collection's delete, which never takes a block a write has just put to use.
+    pub async fn delete_if_older(&self, id: BlockId, cutoff: SystemTime) -> Result<Collected, BlockError> {
+        let (path, stripes) = (self.path(&id), self.stripes.clone());
+        let removed = tokio::task::spawn_blocking(move || -> Result<Option<u64>, BlockError> {
+            let _stripe = lock(&stripes, &id);
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(BlockError::Io { what: "reading", path, source: e }),
+            };
+            if meta.modified().map_err(io("reading the time of", &path))? >= cutoff {
+                return Ok(Some(u64::MAX));
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => Ok(Some(meta.len())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(BlockError::Io { what: "removing", path, source: e }),
+            }
+        })
+        .await
+        .map_err(|e| BlockError::Io { what: "removing", path: self.path(&id), source: std::io::Error::other(e) })??;
+        Ok(match removed {
+            None => Collected::Missing,
+            Some(u64::MAX) => Collected::Recent,
+            Some(len) => {
+                self.blocks.fetch_sub(1, Ordering::Relaxed);
+                self.bytes.fetch_sub(len, Ordering::Relaxed);
+                Collected::Deleted
+            }
+        })
+    }
+
     /// Up to `limit` block names after `after`, ascending.
     pub fn list(&self, after: Option<BlockId>, limit: usize) -> Result<Vec<BlockId>, BlockError> {
         let first_shard = after.map_or(0, |a| a.as_bytes()[0]);
@@ -295,6 +357,20 @@ impl BlockStore {
     }
 }
 
+fn lock<'a>(stripes: &'a [Mutex<()>], id: &BlockId) -> std::sync::MutexGuard<'a, ()> {
+    stripes[usize::from(id.as_bytes()[1]) % stripes.len()].lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sets a block's time to now (durably with `fsync`: a crash must not make it look old).
+fn refresh(path: &Path, fsync: bool) -> std::io::Result<()> {
+    let f = std::fs::File::options().write(true).open(path)?;
+    f.set_modified(SystemTime::now())?;
+    if fsync {
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -327,6 +403,7 @@ async fn sync_dirs(mut queue: mpsc::Receiver<(PathBuf, oneshot::Sender<std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn blocks_are_checked_on_the_way_in_and_out_and_survive_reopening() {
@@ -380,5 +457,27 @@ mod tests {
         assert!(store.delete(ids[0]).await.unwrap());
         assert!(!store.delete(ids[0]).await.unwrap());
         assert_eq!(store.counts().0, 48);
+    }
+
+    #[tokio::test]
+    async fn collection_takes_only_blocks_older_than_the_cutoff_and_reuse_refreshes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlockStore::open(dir.path(), true).unwrap();
+        let (old, reused) = (Bytes::from_static(b"old block"), Bytes::from_static(b"reused block"));
+        let (old_id, reused_id) = (BlockId::of(&old), BlockId::of(&reused));
+        store.put(old_id, old).await.unwrap();
+        store.put(reused_id, reused.clone()).await.unwrap();
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        for id in [old_id, reused_id] {
+            std::fs::File::options().write(true).open(store.path(&id)).unwrap().set_modified(an_hour_ago).unwrap();
+        }
+        // A PUT reuses one of them: written again, it is refreshed, not duplicated.
+        assert!(!store.put(reused_id, reused).await.unwrap());
+        let cutoff = SystemTime::now() - Duration::from_secs(60);
+        assert_eq!(store.delete_if_older(old_id, cutoff).await.unwrap(), Collected::Deleted);
+        assert_eq!(store.delete_if_older(reused_id, cutoff).await.unwrap(), Collected::Recent);
+        assert_eq!(store.delete_if_older(old_id, cutoff).await.unwrap(), Collected::Missing);
+        assert_eq!(store.counts(), (1, 12, 0));
+        assert!(store.has(reused_id));
     }
 }

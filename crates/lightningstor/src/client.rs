@@ -7,6 +7,8 @@ use ultracloud_tls::replicas::{Client, ClientError};
 
 pub use crate::data::{BlockRef, Cluster, DataError, StorageNode, Written};
 
+pub use crate::blocks::Collected;
+
 use crate::api::{BlockId, BlockPage, NodeStatus, ScrubReport, Stored};
 use crate::repair::{RepairReport, RepairStatus};
 
@@ -58,6 +60,17 @@ impl NodeClient {
         match self.client.delete(&["v1", "blocks", &id.to_string()]).send().await {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Garbage collection's delete: removes block `id` only if the node last wrote it before
+    /// `cutoff_ms` (ms since the epoch).
+    pub async fn collect(&self, id: BlockId, cutoff_ms: u64) -> Result<Collected, ClientError> {
+        match self.client.delete(&["v1", "blocks", &id.to_string()]).query("older_than_ms", cutoff_ms).send().await {
+            Ok(_) => Ok(Collected::Deleted),
+            Err(e) if e.is_not_found() => Ok(Collected::Missing),
+            Err(e) if e.status() == Some(409) => Ok(Collected::Recent),
             Err(e) => Err(e),
         }
     }

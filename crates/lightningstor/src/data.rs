@@ -134,6 +134,11 @@ impl Cluster {
         self.clients.get(name)
     }
 
+    /// Every node with its client.
+    pub fn members(&self) -> impl Iterator<Item = (&str, &NodeClient)> {
+        self.clients.iter().map(|(name, client)| (name.as_str(), client))
+    }
+
     /// Whether `name` is a member.
     pub fn has_member(&self, name: &str) -> bool {
         self.clients.contains_key(name)

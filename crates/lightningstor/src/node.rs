@@ -6,6 +6,7 @@
 //! | `GET /v1/blocks/{id}` | 200 the bytes; 404; 500 `block_corrupt` when the copy here has rotted (set aside) |
 //! | `HEAD /v1/blocks/{id}` | 200 / 404, without reading the block |
 //! | `DELETE /v1/blocks/{id}` | 204 / 404 |
+//! | `DELETE /v1/blocks/{id}?older_than_ms=T` | garbage collection's delete: 204 when it was last written before `T` (ms since the epoch); 409 `block_recent` (kept) when at or after; 404 |
 //! | `GET /v1/blocks?after=&limit=` | [`BlockPage`] |
 //! | `GET /v1/status` | [`NodeStatus`] |
 //! | `POST /v1/scrub` | [`ScrubReport`] |
@@ -31,7 +32,7 @@ use ultracloud_tls::identity::Role;
 use ultracloud_tls::serve::require_role;
 
 use crate::api::{BlockId, BlockPage, NodeStatus, ScrubReport, Stored};
-use crate::blocks::{BlockError, BlockStore};
+use crate::blocks::{BlockError, BlockStore, Collected};
 use crate::repair::{RepairReport, RepairStatus, Repairer};
 
 /// Who may call a storage node over TLS.
@@ -90,8 +91,31 @@ async fn head(State(store): State<Arc<BlockStore>>, Path(id): Path<String>) -> R
     if store.has(id) { Ok(StatusCode::OK) } else { Err(ApiError::not_found(format!("block {id} is not on this node"))) }
 }
 
-async fn remove(State(store): State<Arc<BlockStore>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+/// `DELETE /v1/blocks/{id}` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveQuery {
+    older_than_ms: Option<u64>,
+}
+
+async fn remove(
+    State(store): State<Arc<BlockStore>>,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Result<StatusCode, ApiError> {
     let id = block_id(&id)?;
+    if let Some(ms) = q.older_than_ms {
+        let cutoff = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        return match store.delete_if_older(id, cutoff).await.map_err(api_error)? {
+            Collected::Deleted => Ok(StatusCode::NO_CONTENT),
+            Collected::Recent => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "block_recent",
+                format!("block {id} was written at or after {ms}; kept"),
+            )),
+            Collected::Missing => Err(ApiError::not_found(format!("block {id} is not on this node"))),
+        };
+    }
     if store.delete(id).await.map_err(api_error)? {
         Ok(StatusCode::NO_CONTENT)
     } else {

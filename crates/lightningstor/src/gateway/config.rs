@@ -35,6 +35,11 @@ pub struct GatewayConfig {
     pub block_bytes: usize,
     /// With a domain, `BUCKET.domain` addresses a bucket (virtual-host style) besides paths.
     pub domain: Option<String>,
+    /// Seconds between garbage-collection passes (one gateway at a time runs one); 0: never.
+    pub gc_interval_secs: u64,
+    /// Unreferenced blocks younger than this are kept by garbage collection: longer than the
+    /// longest PUT (whose blocks are written before its record).
+    pub gc_grace_secs: u64,
     /// The TLS directory (`ultracloud ca issue`): the S3 listener speaks TLS (clients show no
     /// certificate; they sign requests), and outbound calls use the cluster identity. Without
     /// it the gateway listens on loopback only.
@@ -54,6 +59,8 @@ impl Default for GatewayConfig {
             replication: 3,
             block_bytes: 4 * 1024 * 1024,
             domain: None,
+            gc_interval_secs: 3600,
+            gc_grace_secs: 3600,
             tls_dir: None,
         }
     }
@@ -90,6 +97,9 @@ impl Validate for GatewayConfig {
         }
         if self.block_bytes < 4096 || self.block_bytes > 64 * 1024 * 1024 {
             return Err(ConfigError::invalid("block_bytes", self.block_bytes, "between 4096 and 67108864"));
+        }
+        if self.gc_grace_secs < 60 {
+            return Err(ConfigError::invalid("gc_grace_secs", self.gc_grace_secs, "at least 60 (a PUT in flight needs it)"));
         }
         if let Some(d) = &self.domain
             && s3s::host::SingleDomain::new(d).is_err()

@@ -74,8 +74,12 @@ impl Gateway {
             blocks: source.blocks.clone(),
             tags,
         };
-        if self.meta.put_object(&target, &o).await.map_err(db_error)? == Put::BucketGone {
-            return Err(s3_error!(NoSuchBucket, "the bucket was deleted during the copy"));
+        match self.meta.copy_object(&target, &o, (&source_bucket, &source)).await.map_err(db_error)? {
+            Some(Put::Replaced(_)) => {}
+            Some(Put::BucketGone) => return Err(s3_error!(NoSuchBucket, "the bucket was deleted during the copy")),
+            None => {
+                return Err(s3_error!(OperationAborted, "the source object changed during the copy; retry"));
+            }
         }
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {

@@ -19,8 +19,8 @@ use ultracloud_resource::store::{decode, encode, end_of};
 
 use crate::data::BlockRef;
 
-const BUCKETS: &str = "lightningstor/bucket/";
-const OBJECTS: &str = "lightningstor/object/";
+pub(super) const BUCKETS: &str = "lightningstor/bucket/";
+pub(super) const OBJECTS: &str = "lightningstor/object/";
 
 /// A bucket: a global name owned by one project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +174,30 @@ impl Meta {
 
     /// Makes `o` the current version of its key in `bucket`.
     pub async fn put_object(&self, bucket: &Bucket, o: &ObjectMeta) -> Result<Put, FlareError> {
+        // Without a source to keep, there is no source to have changed.
+        Ok(self.put_object_keeping(bucket, o, None).await?.unwrap_or(Put::BucketGone))
+    }
+
+    /// Makes `o`, a copy of `source` (the object `source.1` of bucket `source.0`), the current
+    /// version of its key in `bucket` — if the source is still what was read. The source's
+    /// record is written again unchanged in the same transaction, so a delete racing the copy
+    /// conflicts with it: garbage collection never sees the copy's blocks unreferenced.
+    /// `None`: the source changed or went meanwhile, and nothing was written.
+    pub async fn copy_object(
+        &self,
+        bucket: &Bucket,
+        o: &ObjectMeta,
+        source: (&Bucket, &ObjectMeta),
+    ) -> Result<Option<Put>, FlareError> {
+        self.put_object_keeping(bucket, o, Some((object_key(source.0, &source.1.key), source.1.clone()))).await
+    }
+
+    async fn put_object_keeping(
+        &self,
+        bucket: &Bucket,
+        o: &ObjectMeta,
+        keep: Option<(Vec<u8>, ObjectMeta)>,
+    ) -> Result<Option<Put>, FlareError> {
         let (bkey, okey, value) = (bucket_key(&bucket.name), object_key(bucket, &o.key), encode(o)?);
         let id = bucket.id.clone();
         self.db
@@ -181,14 +205,22 @@ impl Meta {
                 // The bucket must still be this one (not deleted, not re-created).
                 match t.get(&bkey).await? {
                     Some(bytes) if decode::<Bucket>(&bkey, &bytes)?.id == id => {}
-                    _ => return Ok(Put::BucketGone),
+                    _ => return Ok(Some(Put::BucketGone)),
+                }
+                if let Some((skey, expected)) = &keep
+                    && *skey != okey
+                {
+                    match t.get(skey).await? {
+                        Some(bytes) if decode::<ObjectMeta>(skey, &bytes)? == *expected => t.put(skey, &bytes),
+                        _ => return Ok(None),
+                    }
                 }
                 let old = match t.get(&okey).await? {
                     Some(bytes) => Some(decode::<ObjectMeta>(&okey, &bytes)?),
                     None => None,
                 };
                 t.put(&okey, &value);
-                Ok(Put::Replaced(old))
+                Ok(Some(Put::Replaced(old)))
             })
             .await
     }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod conditions;
 pub mod config;
 mod copy;
+pub mod gc;
 mod listing;
 pub mod meta;
 mod multipart;

@@ -2,6 +2,7 @@
 //! surface.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ultracloud_resource::setup::{read_key, split};
 use ultracloud_runtime::ServiceContext;
@@ -11,6 +12,7 @@ use ultracloud_runtime::service::StartError as RuntimeStartError;
 use super::Gateway;
 use super::auth::IamKeys;
 use super::config::GatewayConfig;
+use super::gc::Collector;
 use super::meta::Meta;
 use crate::data::Cluster;
 
@@ -56,6 +58,10 @@ async fn serve(config: GatewayConfig) -> Result<(), GatewayError> {
     let copies = config.copies().map_err(setup)?;
     let cluster = Arc::new(Cluster::new(nodes, copies, config.block_bytes).map_err(setup)?);
     let db = ultracloud_flaredb::Client::new(split(&config.flaredb_endpoints)).map_err(setup)?;
+    if config.gc_interval_secs > 0 {
+        Collector::new(db.clone(), cluster.clone(), Duration::from_secs(config.gc_grace_secs))
+            .spawn(Duration::from_secs(config.gc_interval_secs), ctx.shutdown.clone());
+    }
     let service = Gateway::new(Meta::new(db), cluster, keys).into_service(config.domain.as_deref()).map_err(setup)?;
     // Every path is S3's: the service is the router's fallback (no route of ours shadows a
     // bucket name). A connection-level failure inside s3s becomes a 500.

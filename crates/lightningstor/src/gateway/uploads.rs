@@ -18,8 +18,8 @@ use ultracloud_resource::store::{decode, encode, end_of};
 use super::meta::{Bucket, Meta, ObjectMeta, bucket_key, object_key};
 use crate::data::BlockRef;
 
-const UPLOADS: &str = "lightningstor/upload/";
-const PARTS: &str = "lightningstor/part/";
+pub(super) const UPLOADS: &str = "lightningstor/upload/";
+pub(super) const PARTS: &str = "lightningstor/part/";
 
 /// The smallest part but the last (S3's rule).
 pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;

@@ -23,6 +23,8 @@ use crate::stack::Stack;
 pub(crate) struct World {
     pub(crate) s: Stack,
     nodes: Vec<Served>,
+    /// The storage nodes as the gateway knows them.
+    pub(crate) members: Vec<StorageNode>,
     pub(crate) s3: String,
     keys: Arc<IamKeys>,
 }
@@ -34,7 +36,7 @@ impl World {
         let key = std::fs::read_to_string(s.dir.path().join("iam").join("s3-gateway-api-key")).unwrap();
         let tokens = ultracloud_iam::guard::TokenSource::new(vec![s.iam.clone()], key.trim().to_owned()).unwrap();
         let keys = Arc::new(IamKeys::new(tokens.client("iam", std::slice::from_ref(&s.iam)).unwrap()));
-        let mut w = Self { s, nodes: Vec::new(), s3: String::new(), keys };
+        let mut w = Self { s, nodes: Vec::new(), members: Vec::new(), s3: String::new(), keys };
 
         let mut members = Vec::new();
         for i in 0..3 {
@@ -46,6 +48,7 @@ impl World {
             });
             w.nodes.push(served);
         }
+        w.members.clone_from(&members);
         let service = w.gateway(members);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         w.s3 = format!("http://{}", listener.local_addr().unwrap());
@@ -110,7 +113,7 @@ impl World {
 }
 
 /// Whether the AWS CLI is absent (reported as a missing prerequisite: a failure under CI).
-fn aws_missing() -> bool {
+pub(crate) fn aws_missing() -> bool {
     let missing = Command::new("aws").arg("--version").output().is_err();
     if missing {
         ultracloud_runtime::prerequisite::missing("the AWS CLI (`aws`; Debian package awscli)");
@@ -140,7 +143,7 @@ fn aws(w: &World, key: &(String, String), args: &[&str]) -> (bool, String, Strin
 }
 
 /// `aws` that must succeed; its stdout.
-fn aws_ok(w: &World, key: &(String, String), args: &[&str]) -> String {
+pub(crate) fn aws_ok(w: &World, key: &(String, String), args: &[&str]) -> String {
     let (ok, out, err) = aws(w, key, args);
     assert!(ok, "aws {args:?} failed: {err}");
     out

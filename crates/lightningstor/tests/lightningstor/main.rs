@@ -6,6 +6,7 @@
 mod crash;
 mod data;
 mod gateway;
+mod gc;
 mod node;
 mod process;
 mod repair;

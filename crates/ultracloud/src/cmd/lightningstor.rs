@@ -121,6 +121,16 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "DOMAIN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     domain: Option<String>,
+    /// Seconds between garbage-collection passes, which delete blocks no object references
+    /// (one gateway at a time runs one); 0: never [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gc_interval_secs: Option<u64>,
+    /// Garbage collection keeps unreferenced blocks younger than this: longer than the longest
+    /// PUT, at least 60 [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gc_grace_secs: Option<u64>,
 }
 
 /// Runs `lightningstor` (the gateway).

@@ -59,6 +59,66 @@ enum AdminCommand {
         #[arg(long, env = "ULTRACLOUD_TLS_DIR", value_name = "DIR")]
         tls_dir: Option<PathBuf>,
     },
+    /// Garbage collection: run a pass now (deleting blocks no object or upload references and
+    /// that are older than --grace-secs), or show the last pass of any gateway with --last.
+    /// The gateways also run passes on their own (--gc-interval-secs).
+    Gc {
+        /// The storage nodes: name=URL,… (what the gateways' --nodes names).
+        #[arg(long, env = "ULTRACLOUD_LIGHTNINGSTOR_NODES", value_name = "NODES", required_unless_present = "last")]
+        nodes: Option<String>,
+        /// flaredb nodes, host:port,… (the gateways' metadata).
+        #[arg(long, env = "ULTRACLOUD_FLAREDB", value_name = "ADDRS", default_value = "127.0.0.1:2479")]
+        flaredb: String,
+        /// Keep unreferenced blocks younger than this: longer than the longest PUT in flight.
+        #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..))]
+        grace_secs: u64,
+        /// Only show the last pass's report.
+        #[arg(long)]
+        last: bool,
+        /// The operator's TLS directory (an admin certificate from `ultracloud ca issue`).
+        #[arg(long, env = "ULTRACLOUD_TLS_DIR", value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
+    },
+}
+
+/// `s3 admin gc`.
+async fn admin_gc(
+    nodes: Option<&str>,
+    flaredb: &str,
+    grace: std::time::Duration,
+    last: bool,
+    tls_dir: Option<&std::path::Path>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    use ultracloud_lightningstor::gateway::gc::{Collector, Pass};
+    if let Some(dir) = tls_dir {
+        ultracloud_tls::client::install_dir(dir).with_context(|| format!("--tls-dir {}", dir.display()))?;
+    }
+    let db = ultracloud_flaredb::Client::new(ultracloud_resource::setup::split(flaredb))
+        .with_context(|| format!("--flaredb {flaredb}"))?;
+    if last {
+        match Collector::last(&db).await.context("reading the last report from flaredb")? {
+            Some(report) => output.one(&report),
+            None => println!("no garbage-collection pass has run yet"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = ultracloud_lightningstor::config::parse_nodes("--nodes", nodes.unwrap_or_default())?;
+    if list.is_empty() {
+        bail!("--nodes: name at least one storage node (name=URL,…)");
+    }
+    let cluster = ultracloud_lightningstor::client::Cluster::new(list, 1, 1 << 20)?;
+    eprintln!("marking the blocks objects and uploads reference, then sweeping every storage node…");
+    match Collector::new(db, std::sync::Arc::new(cluster), grace).pass().await.context("the pass failed")? {
+        Pass::Ran(report) => {
+            let complete = report.errors.is_empty();
+            output.one(&report);
+            Ok(if complete { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Pass::Busy { holder, until_ms } => {
+            bail!("another collector ({holder}) is running a pass (its lease ends at {until_ms} ms); try later")
+        }
+    }
 }
 
 /// One storage node's row of `s3 admin status`.
@@ -149,6 +209,10 @@ pub async fn run(args: S3Args) -> anyhow::Result<ExitCode> {
     let command = match args.command {
         S3Command::Admin { command: AdminCommand::Status { nodes, tls_dir } } => {
             return admin_status(&nodes, tls_dir.as_deref(), args.output).await;
+        }
+        S3Command::Admin { command: AdminCommand::Gc { nodes, flaredb, grace_secs, last, tls_dir } } => {
+            let grace = std::time::Duration::from_secs(grace_secs);
+            return admin_gc(nodes.as_deref(), &flaredb, grace, last, tls_dir.as_deref(), args.output).await;
         }
         S3Command::Credentials { command } => command,
     };
