@@ -18,9 +18,9 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -265,7 +265,11 @@ impl BlockStore {
             }
         })
         .await
-        .map_err(|e| BlockError::Io { what: "removing", path: self.path(&id), source: std::io::Error::other(e) })??;
+        .map_err(|e| BlockError::Io {
+            what: "removing",
+            path: self.path(&id),
+            source: std::io::Error::other(e),
+        })??;
         Ok(match removed {
             None => Collected::Missing,
             Some(u64::MAX) => Collected::Recent,

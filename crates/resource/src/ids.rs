@@ -14,6 +14,13 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{tail}")
 }
 
+/// `N` bytes from the operating system's random source (for IDs with a shape of their own).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
 pub use ultracloud_runtime::names::is_valid_name;
 
 /// Checks a resource name ([`is_valid_name`]), naming it in the error.

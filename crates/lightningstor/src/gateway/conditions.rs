@@ -89,6 +89,8 @@ mod tests {
             modified_ms: 1_000_500, // 1000.5 s after the epoch
             blocks: Vec::new(),
             tags: Default::default(),
+            version_id: None,
+            delete_marker: false,
         }
     }
 

@@ -99,7 +99,11 @@ impl Validate for GatewayConfig {
             return Err(ConfigError::invalid("block_bytes", self.block_bytes, "between 4096 and 67108864"));
         }
         if self.gc_grace_secs < 60 {
-            return Err(ConfigError::invalid("gc_grace_secs", self.gc_grace_secs, "at least 60 (a PUT in flight needs it)"));
+            return Err(ConfigError::invalid(
+                "gc_grace_secs",
+                self.gc_grace_secs,
+                "at least 60 (a PUT in flight needs it)",
+            ));
         }
         if let Some(d) = &self.domain
             && s3s::host::SingleDomain::new(d).is_err()

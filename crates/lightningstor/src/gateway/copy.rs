@@ -11,9 +11,10 @@ use s3s::dto::{
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::conditions::Conditions;
-use super::meta::{ObjectMeta, Put};
-use super::s3::{Gateway, MAX_KEY_BYTES, db_error, now_ms, timestamp};
+use super::meta::{Bucket, ObjectMeta, Put};
+use super::s3::{Gateway, check_key, db_error, now_ms, timestamp};
 use super::tagging;
+use super::versioning::{version_header, version_param};
 
 /// Most keys one DeleteObjects names (S3's limit).
 const MAX_DELETE_KEYS: usize = 1000;
@@ -22,20 +23,17 @@ impl Gateway {
     pub(super) async fn copy(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let who = self.caller(&req).await?;
         let input = req.input;
-        if input.key.len() > MAX_KEY_BYTES {
-            return Err(s3_error!(KeyTooLongError, "keys are at most {MAX_KEY_BYTES} bytes"));
-        }
-        let (src_bucket, src_key) = match &input.copy_source {
-            CopySource::Bucket { version_id: Some(_), .. } => {
-                return Err(s3_error!(NotImplemented, "copying a specific version: versioning is not supported yet"));
+        check_key(&input.key)?;
+        let (src_bucket, src_key, src_version) = match &input.copy_source {
+            CopySource::Bucket { bucket, key, version_id } => {
+                (bucket.to_string(), key.to_string(), version_id.as_deref().map(str::to_owned))
             }
-            CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
             _ => return Err(s3_error!(NotImplemented, "copy sources are bucket/key (no access points)")),
         };
         let source_bucket = self.owned(&who, &src_bucket).await?;
         let target =
             if src_bucket == input.bucket { source_bucket.clone() } else { self.owned(&who, &input.bucket).await? };
-        let source = self.object_of(&source_bucket, &src_key).await?;
+        let (source_record, source) = self.copy_source(&source_bucket, &src_key, src_version.as_deref()).await?;
         let conditions = Conditions {
             if_match: input.copy_source_if_match,
             if_none_match: input.copy_source_if_none_match,
@@ -48,7 +46,7 @@ impl Gateway {
             Some("REPLACE") => true,
             Some(other) => return Err(s3_error!(InvalidArgument, "metadata directive {other:?}: COPY or REPLACE")),
         };
-        if src_bucket == input.bucket && src_key == input.key && !replace {
+        if src_bucket == input.bucket && src_key == input.key && src_version.is_none() && !replace {
             return Err(s3_error!(
                 InvalidRequest,
                 "copying an object onto itself needs a REPLACE metadata directive (nothing would change)"
@@ -73,15 +71,19 @@ impl Gateway {
             modified_ms: now_ms(),
             blocks: source.blocks.clone(),
             tags,
+            version_id: None,
+            delete_marker: false,
         };
-        match self.meta.copy_object(&target, &o, (&source_bucket, &source)).await.map_err(db_error)? {
-            Some(Put::Replaced(_)) => {}
+        let o = match self.meta.copy_object(&target, &o, (source_record, &source)).await.map_err(db_error)? {
+            Some(Put::Written(o)) => o,
             Some(Put::BucketGone) => return Err(s3_error!(NoSuchBucket, "the bucket was deleted during the copy")),
             None => {
                 return Err(s3_error!(OperationAborted, "the source object changed during the copy; retry"));
             }
-        }
+        };
         Ok(S3Response::new(CopyObjectOutput {
+            version_id: version_header(&target, &o),
+            copy_source_version_id: version_header(&source_bucket, &source),
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(o.etag)),
                 last_modified: Some(timestamp(o.modified_ms)),
@@ -89,6 +91,30 @@ impl Gateway {
             }),
             ..Default::default()
         }))
+    }
+
+    /// A copy's source (a named version, or the newest) with the key of its record; a delete
+    /// marker cannot be copied.
+    async fn copy_source(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> S3Result<(Vec<u8>, ObjectMeta)> {
+        let wanted = match version_id {
+            Some(raw) => Some(version_param(raw)?),
+            None => None,
+        };
+        let found = match &wanted {
+            Some(v) => self.meta.version(bucket, key, v.as_deref()).await,
+            None => self.meta.current(bucket, key).await,
+        };
+        match found.map_err(db_error)? {
+            Some((_, o)) if o.delete_marker => Err(s3_error!(InvalidRequest, "the copy source names a delete marker")),
+            Some(found) => Ok(found),
+            None if wanted.is_some() => Err(s3_error!(NoSuchVersion)),
+            None => Err(s3_error!(NoSuchKey)),
+        }
     }
 
     pub(super) async fn delete_many(
@@ -105,28 +131,22 @@ impl Gateway {
         let quiet = input.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for o in objects {
-            if o.version_id.is_some() {
-                errors.push(S3ObjectError {
-                    code: Some("NotImplemented".into()),
-                    key: Some(o.key),
-                    message: Some("versioning is not supported yet".into()),
-                    version_id: o.version_id,
-                });
-                continue;
-            }
             // Deleting an absent key succeeds, as in S3.
-            match self.meta.delete_object(&bucket, &o.key).await {
+            match self.delete_key(&bucket, &o.key, o.version_id.as_deref()).await {
                 Ok(_) if quiet => {}
-                Ok(_) => deleted.push(DeletedObject { key: Some(o.key), ..Default::default() }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "a multi-object delete failed for one key");
-                    errors.push(S3ObjectError {
-                        code: Some("ServiceUnavailable".into()),
-                        key: Some(o.key),
-                        message: Some("the metadata store is unavailable; retry".into()),
-                        version_id: None,
-                    });
-                }
+                Ok((marker, version_id)) => deleted.push(DeletedObject {
+                    key: Some(o.key),
+                    delete_marker: marker.then_some(true),
+                    // A new marker's ID; or the version named.
+                    delete_marker_version_id: version_id.clone().filter(|_| marker && o.version_id.is_none()),
+                    version_id: o.version_id,
+                }),
+                Err(e) => errors.push(S3ObjectError {
+                    code: Some(e.code().as_str().to_owned()),
+                    key: Some(o.key),
+                    message: e.message().map(str::to_owned),
+                    version_id: o.version_id,
+                }),
             }
         }
         Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))

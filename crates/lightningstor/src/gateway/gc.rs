@@ -4,8 +4,8 @@
 //! all point at the same blocks), so a delete or an overwrite cannot free blocks itself. A pass
 //! instead marks and sweeps:
 //!
-//! 1. **Mark**, in one flaredb snapshot: every block listed by an object or by a part of an
-//!    upload in progress is live. Records the snapshot shows under a bucket or an upload that no
+//! 1. **Mark**, in one flaredb snapshot: every block listed by an object, an older version of
+//!    one or a part of an upload in progress is live. Records the snapshot shows under a bucket or an upload that no
 //!    longer exists (left by a PUT that raced the bucket's deletion) are invisible to clients;
 //!    they are deleted and their blocks not marked.
 //! 2. **Sweep**: each storage node lists its blocks; every block not marked is deleted — but
@@ -33,6 +33,7 @@ use ultracloud_resource::store::{decode, encode, end_of};
 
 use super::meta::{BUCKETS, Bucket, OBJECTS, ObjectMeta};
 use super::uploads::{PARTS, PartMeta, UPLOADS};
+use super::versions::VERSIONS;
 use crate::api::BlockId;
 use crate::client::Collected;
 use crate::data::Cluster;
@@ -58,6 +59,9 @@ pub struct GcReport {
     pub grace_ms: u64,
     /// Object records marked.
     pub objects: u64,
+    /// Older versions (and delete markers) marked.
+    #[serde(default)]
+    pub versions: u64,
     /// Part records of uploads in progress marked.
     pub parts: u64,
     /// Distinct blocks they reference.
@@ -130,8 +134,12 @@ impl Collector {
                 }
                 match self.pass().await {
                     Ok(Pass::Ran(r)) => tracing::info!(
-                        deleted = r.deleted, kept_recent = r.kept_recent, live_blocks = r.live_blocks,
-                        orphans_removed = r.orphans_removed, errors = r.errors.len(), millis = r.millis,
+                        deleted = r.deleted,
+                        kept_recent = r.kept_recent,
+                        live_blocks = r.live_blocks,
+                        orphans_removed = r.orphans_removed,
+                        errors = r.errors.len(),
+                        millis = r.millis,
                         "garbage collection pass"
                     ),
                     Ok(Pass::Busy { holder, .. }) => tracing::debug!(%holder, "another collector is running"),
@@ -230,6 +238,14 @@ impl Collector {
             if buckets.contains(split_two(&p.key, OBJECTS).0) {
                 live.extend(decode::<ObjectMeta>(&p.key, &p.value)?.blocks.iter().map(|b| b.id));
                 report.objects += 1;
+            } else {
+                orphans.push(p.key);
+            }
+        }
+        for p in self.rows(VERSIONS.as_bytes(), ts).await? {
+            if buckets.contains(split_two(&p.key, VERSIONS).0) {
+                live.extend(decode::<ObjectMeta>(&p.key, &p.value)?.blocks.iter().map(|b| b.id));
+                report.versions += 1;
             } else {
                 orphans.push(p.key);
             }

@@ -11,7 +11,7 @@ use super::meta::Bucket;
 use super::s3::{Gateway, db_error, timestamp};
 
 /// Most keys a listing returns (S3's default and cap).
-const MAX_KEYS: usize = 1000;
+pub(super) const MAX_KEYS: usize = 1000;
 
 /// One page of a listing.
 pub(super) struct Listing {
@@ -33,14 +33,14 @@ pub(super) fn page_size(asked: Option<i32>, what: &str) -> S3Result<usize> {
 }
 
 /// The common prefix `key` rolls up into under `prefix` and `delimiter`, if any.
-fn common_prefix(key: &str, prefix: &str, delimiter: Option<&str>) -> Option<String> {
+pub(super) fn common_prefix(key: &str, prefix: &str, delimiter: Option<&str>) -> Option<String> {
     let d = delimiter?;
     let rest = key.strip_prefix(prefix)?;
     rest.find(d).map(|i| format!("{prefix}{}", &rest[..i + d.len()]))
 }
 
 /// Whether a listing asked for `encoding-type=url`.
-fn url_encoded(encoding: Option<&s3s::dto::EncodingType>) -> S3Result<bool> {
+pub(super) fn url_encoded(encoding: Option<&s3s::dto::EncodingType>) -> S3Result<bool> {
     match encoding.map(s3s::dto::EncodingType::as_str) {
         None => Ok(false),
         Some("url") => Ok(true),

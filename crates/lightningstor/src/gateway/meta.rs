@@ -1,6 +1,6 @@
 //! The gateway's metadata in flaredb: buckets and the current version of each object.
 //!
-//! Keys (through the controller kit's codec):
+//! Keys (through the controller kit's codec; older versions: [`super::versions`]):
 //! - `lightningstor/bucket/{name}` → [`Bucket`]: names are global, as in S3;
 //! - `lightningstor/object/{bucket id}/{key}` → [`ObjectMeta`]: under the bucket's random ID,
 //!   not its name, so objects a racing PUT left behind in a deleted bucket never appear in a
@@ -17,6 +17,7 @@ use ultracloud_flaredb::Client;
 use ultracloud_flaredb::error::FlareError;
 use ultracloud_resource::store::{decode, encode, end_of};
 
+use super::versions::{self, Deletion, VersionCursor, VersionEntry, Versioning};
 use crate::data::BlockRef;
 
 pub(super) const BUCKETS: &str = "lightningstor/bucket/";
@@ -38,9 +39,12 @@ pub struct Bucket {
     /// Its tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Its versioning state.
+    #[serde(default, skip_serializing_if = "Versioning::is_unversioned")]
+    pub versioning: Versioning,
 }
 
-/// The current version of an object.
+/// A version of an object (or a delete marker).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
     /// Its key.
@@ -62,6 +66,30 @@ pub struct ObjectMeta {
     /// Its tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Its version ID; `None` is the `null` version (written without versioning enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// A delete marker: no bytes, it hides older versions from GETs and listings.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_marker: bool,
+}
+
+impl ObjectMeta {
+    /// A delete marker for `key`, written at `now_ms` (its version ID is given when installed).
+    pub fn marker(key: &str, now_ms: u64) -> Self {
+        Self {
+            key: key.to_owned(),
+            size: 0,
+            etag: String::new(),
+            content_type: None,
+            metadata: BTreeMap::new(),
+            modified_ms: now_ms,
+            blocks: Vec::new(),
+            tags: BTreeMap::new(),
+            version_id: None,
+            delete_marker: true,
+        }
+    }
 }
 
 /// What deleting a bucket found.
@@ -78,8 +106,8 @@ pub enum BucketDeletion {
 /// What a PUT's metadata transaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Put {
-    /// Written; the version it replaced, if any (its blocks are now garbage).
-    Replaced(Option<ObjectMeta>),
+    /// Written: the new version (with its version ID).
+    Written(ObjectMeta),
     /// The bucket was deleted (or re-created) meanwhile: nothing was written.
     BucketGone,
 }
@@ -97,12 +125,25 @@ pub(super) fn bucket_key(name: &str) -> Vec<u8> {
     format!("{BUCKETS}{name}").into_bytes()
 }
 
-fn objects_of(bucket: &Bucket) -> Vec<u8> {
+pub(super) fn objects_of(bucket: &Bucket) -> Vec<u8> {
     format!("{OBJECTS}{}/", bucket.id).into_bytes()
 }
 
 pub(super) fn object_key(bucket: &Bucket, key: &str) -> Vec<u8> {
     [objects_of(bucket), key.as_bytes().to_vec()].concat()
+}
+
+/// In `t`: the bucket at `bkey` if it is still the one with ID `id` (not deleted, not
+/// re-created under the same name).
+pub(super) async fn same_bucket(
+    t: &ultracloud_flaredb::client::Txn,
+    bkey: &[u8],
+    id: &str,
+) -> Result<Option<Bucket>, FlareError> {
+    match t.get(bkey).await? {
+        Some(bytes) => Ok(Some(decode::<Bucket>(bkey, &bytes)?).filter(|b| b.id == id)),
+        None => Ok(None),
+    }
 }
 
 /// The gateway's metadata store.
@@ -163,7 +204,9 @@ impl Meta {
                 let Some(bytes) = t.get(&key).await? else { return Ok(BucketDeletion::Missing) };
                 let b: Bucket = decode(&key, &bytes)?;
                 let prefix = objects_of(&b);
-                if !t.scan(&prefix, Some(&end_of(&prefix)), 1, false).await?.is_empty() {
+                if !t.scan(&prefix, Some(&end_of(&prefix)), 1, false).await?.is_empty()
+                    || versions::any_rows(t, &b).await?
+                {
                     return Ok(BucketDeletion::NotEmpty);
                 }
                 t.delete(&key);
@@ -178,7 +221,7 @@ impl Meta {
         Ok(self.put_object_keeping(bucket, o, None).await?.unwrap_or(Put::BucketGone))
     }
 
-    /// Makes `o`, a copy of `source` (the object `source.1` of bucket `source.0`), the current
+    /// Makes `o`, a copy of `source` (a version and the key of its record), the newest
     /// version of its key in `bucket` — if the source is still what was read. The source's
     /// record is written again unchanged in the same transaction, so a delete racing the copy
     /// conflicts with it: garbage collection never sees the copy's blocks unreferenced.
@@ -187,9 +230,9 @@ impl Meta {
         &self,
         bucket: &Bucket,
         o: &ObjectMeta,
-        source: (&Bucket, &ObjectMeta),
+        source: (Vec<u8>, &ObjectMeta),
     ) -> Result<Option<Put>, FlareError> {
-        self.put_object_keeping(bucket, o, Some((object_key(source.0, &source.1.key), source.1.clone()))).await
+        self.put_object_keeping(bucket, o, Some((source.0, source.1.clone()))).await
     }
 
     async fn put_object_keeping(
@@ -198,15 +241,13 @@ impl Meta {
         o: &ObjectMeta,
         keep: Option<(Vec<u8>, ObjectMeta)>,
     ) -> Result<Option<Put>, FlareError> {
-        let (bkey, okey, value) = (bucket_key(&bucket.name), object_key(bucket, &o.key), encode(o)?);
+        let (bkey, okey, o) = (bucket_key(&bucket.name), object_key(bucket, &o.key), o.clone());
         let id = bucket.id.clone();
         self.db
             .transact(async move |t| {
-                // The bucket must still be this one (not deleted, not re-created).
-                match t.get(&bkey).await? {
-                    Some(bytes) if decode::<Bucket>(&bkey, &bytes)?.id == id => {}
-                    _ => return Ok(Some(Put::BucketGone)),
-                }
+                // The bucket must still be this one (not deleted, not re-created); its
+                // versioning as of this transaction decides what the PUT does.
+                let Some(current) = same_bucket(t, &bkey, &id).await? else { return Ok(Some(Put::BucketGone)) };
                 if let Some((skey, expected)) = &keep
                     && *skey != okey
                 {
@@ -215,17 +256,18 @@ impl Meta {
                         _ => return Ok(None),
                     }
                 }
-                let old = match t.get(&okey).await? {
-                    Some(bytes) => Some(decode::<ObjectMeta>(&okey, &bytes)?),
-                    None => None,
-                };
-                t.put(&okey, &value);
-                Ok(Some(Put::Replaced(old)))
+                Ok(Some(Put::Written(versions::install(t, &current, o.clone()).await?)))
             })
             .await
     }
 
-    /// The current version of `key` in `bucket`.
+    /// The newest version of `key` when it is an object, with the key of its record.
+    pub async fn current(&self, bucket: &Bucket, key: &str) -> Result<Option<(Vec<u8>, ObjectMeta)>, FlareError> {
+        let okey = object_key(bucket, key);
+        Ok(self.db.get(&okey).await?.map(|b| decode(&okey, &b)).transpose()?.map(|o| (okey, o)))
+    }
+
+    /// The newest version of `key` in `bucket` when it is an object.
     pub async fn object(&self, bucket: &Bucket, key: &str) -> Result<Option<ObjectMeta>, FlareError> {
         let okey = object_key(bucket, key);
         match self.db.get(&okey).await? {
@@ -234,38 +276,81 @@ impl Meta {
         }
     }
 
-    /// Deletes `key` from `bucket`; returns what was there.
-    pub async fn delete_object(&self, bucket: &Bucket, key: &str) -> Result<Option<ObjectMeta>, FlareError> {
-        let okey = object_key(bucket, key);
+    /// Deletes `key` from `bucket` as a DELETE without a version does: removes it, or adds a
+    /// delete marker under versioning.
+    pub async fn delete_object(&self, bucket: &Bucket, key: &str, now_ms: u64) -> Result<Deletion, FlareError> {
+        let (bkey, id, key) = (bucket_key(&bucket.name), bucket.id.clone(), key.to_owned());
         self.db
-            .transact(async move |t| {
-                let old = match t.get(&okey).await? {
-                    Some(bytes) => Some(decode::<ObjectMeta>(&okey, &bytes)?),
-                    None => None,
-                };
-                if old.is_some() {
-                    t.delete(&okey);
-                }
-                Ok(old)
+            .transact(async move |t| match same_bucket(t, &bkey, &id).await? {
+                Some(current) => versions::delete_newest(t, &current, &key, now_ms).await,
+                None => Ok(Deletion::Removed),
             })
             .await
     }
 
-    /// Replaces the tags of `key` in `bucket` (nothing else of it changes); `false` when there
-    /// is no such object.
+    /// Deletes version `version_id` (`None`: the `null` version) of `key` for good; returns it
+    /// (`None`: there was no such version).
+    pub async fn delete_version(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<ObjectMeta>, FlareError> {
+        let (bucket, key, version_id) = (bucket.clone(), key.to_owned(), version_id.map(str::to_owned));
+        self.db.transact(async move |t| versions::delete_version(t, &bucket, &key, version_id.as_deref()).await).await
+    }
+
+    /// Version `version_id` (`None`: `null`) of `key`, with the key of its record.
+    pub async fn version(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<(Vec<u8>, ObjectMeta)>, FlareError> {
+        let t = self.db.begin().await?;
+        versions::find(&t, bucket, key, version_id).await
+    }
+
+    /// Up to `limit` versions of `bucket` under `prefix` after `after` (key ascending, newest
+    /// version first); and whether more follow.
+    pub(super) async fn versions(
+        &self,
+        bucket: &Bucket,
+        prefix: &str,
+        after: Option<&VersionCursor>,
+        limit: usize,
+    ) -> Result<(Vec<VersionEntry>, bool), FlareError> {
+        versions::list(&self.db, bucket, prefix, after, limit).await
+    }
+
+    /// Sets the versioning of `bucket` if it is still the same bucket; `false` when it is gone.
+    pub async fn set_versioning(&self, bucket: &Bucket, versioning: Versioning) -> Result<bool, FlareError> {
+        self.update_bucket(bucket, move |b| b.versioning = versioning).await
+    }
+
+    /// Replaces the tags of `key` in `bucket` — of its version `version` when given (`Some(None)`:
+    /// the `null` one), else the newest — and nothing else of it; `false` when there is no such
+    /// object (or the version is a delete marker).
     pub async fn set_object_tags(
         &self,
         bucket: &Bucket,
         key: &str,
+        version: Option<Option<String>>,
         tags: BTreeMap<String, String>,
     ) -> Result<bool, FlareError> {
-        let okey = object_key(bucket, key);
+        let (bucket, key) = (bucket.clone(), key.to_owned());
         self.db
             .transact(async move |t| {
-                let Some(bytes) = t.get(&okey).await? else { return Ok(false) };
-                let mut o: ObjectMeta = decode(&okey, &bytes)?;
+                let found = match &version {
+                    Some(v) => versions::find(t, &bucket, &key, v.as_deref()).await?,
+                    None => {
+                        let okey = object_key(&bucket, &key);
+                        t.get(&okey).await?.map(|b| decode(&okey, &b)).transpose()?.map(|o| (okey, o))
+                    }
+                };
+                let Some((record, mut o)) = found.filter(|(_, o)| !o.delete_marker) else { return Ok(false) };
                 o.tags.clone_from(&tags);
-                t.put(&okey, &encode(&o)?);
+                t.put(&record, &encode(&o)?);
                 Ok(true)
             })
             .await
@@ -273,15 +358,20 @@ impl Meta {
 
     /// Replaces the tags of `bucket` if it is still the same bucket; `false` when it is gone.
     pub async fn set_bucket_tags(&self, bucket: &Bucket, tags: BTreeMap<String, String>) -> Result<bool, FlareError> {
+        self.update_bucket(bucket, move |b| b.tags.clone_from(&tags)).await
+    }
+
+    /// Changes `bucket` with `change` if it is still the same bucket; `false` when it is gone.
+    async fn update_bucket(
+        &self,
+        bucket: &Bucket,
+        change: impl Fn(&mut Bucket) + Send + Sync + 'static,
+    ) -> Result<bool, FlareError> {
         let (bkey, id) = (bucket_key(&bucket.name), bucket.id.clone());
         self.db
             .transact(async move |t| {
-                let Some(bytes) = t.get(&bkey).await? else { return Ok(false) };
-                let mut b: Bucket = decode(&bkey, &bytes)?;
-                if b.id != id {
-                    return Ok(false);
-                }
-                b.tags.clone_from(&tags);
+                let Some(mut b) = same_bucket(t, &bkey, &id).await? else { return Ok(false) };
+                change(&mut b);
                 t.put(&bkey, &encode(&b)?);
                 Ok(true)
             })

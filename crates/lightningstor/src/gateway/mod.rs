@@ -14,6 +14,8 @@ pub mod s3;
 pub mod service;
 pub mod tagging;
 pub mod uploads;
+mod versioning;
+pub mod versions;
 
 use std::sync::Arc;
 

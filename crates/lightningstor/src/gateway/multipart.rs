@@ -12,7 +12,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::listing::page_size;
 use super::meta::Bucket;
-use super::s3::{Gateway, MAX_KEY_BYTES, db_error, now_ms, timestamp};
+use super::s3::{Gateway, check_key, db_error, now_ms, timestamp};
 use super::tagging;
 use super::uploads::{Completion, MAX_PART_NUMBER, PartMeta, Upload};
 
@@ -31,9 +31,7 @@ impl Gateway {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let who = self.caller(&req).await?;
         let input = req.input;
-        if input.key.len() > MAX_KEY_BYTES {
-            return Err(s3_error!(KeyTooLongError, "keys are at most {MAX_KEY_BYTES} bytes"));
-        }
+        check_key(&input.key)?;
         let bucket = self.owned(&who, &input.bucket).await?;
         let u = Upload {
             id: ultracloud_resource::ids::new_id("u"),
@@ -95,7 +93,7 @@ impl Gateway {
         }
         let done = self.meta.complete_upload(&bucket, &input.upload_id, &input.key, listed).await.map_err(db_error)?;
         let o = match done {
-            Completion::Done(o, _) => o,
+            Completion::Done(o) => o,
             Completion::NoSuchUpload => return Err(s3_error!(NoSuchUpload)),
             Completion::InvalidPart(n) => {
                 return Err(s3_error!(InvalidPart, "part {n} was not uploaded, or its ETag differs"));
@@ -114,6 +112,7 @@ impl Gateway {
             key: Some(o.key.clone()),
             e_tag: Some(ETag::Strong(o.etag.clone())),
             location: Some(format!("/{}/{}", bucket.name, o.key)),
+            version_id: super::versioning::version_header(&bucket, &o),
             ..Default::default()
         }))
     }

@@ -12,12 +12,14 @@ use s3s::dto::{
     CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteBucketInput, DeleteBucketOutput,
     DeleteBucketTaggingInput, DeleteBucketTaggingOutput, DeleteObjectInput, DeleteObjectOutput,
     DeleteObjectTaggingInput, DeleteObjectTaggingOutput, DeleteObjectsInput, DeleteObjectsOutput, ETag,
-    GetBucketLocationInput, GetBucketLocationOutput, GetBucketTaggingInput, GetBucketTaggingOutput, GetObjectInput,
-    GetObjectOutput, GetObjectTaggingInput, GetObjectTaggingOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput,
-    HeadObjectOutput, ListBucketsInput, ListBucketsOutput, ListMultipartUploadsInput, ListMultipartUploadsOutput,
-    ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, ListPartsInput, ListPartsOutput,
-    PutBucketTaggingInput, PutBucketTaggingOutput, PutObjectInput, PutObjectOutput, PutObjectTaggingInput,
-    PutObjectTaggingOutput, StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
+    GetBucketLocationInput, GetBucketLocationOutput, GetBucketTaggingInput, GetBucketTaggingOutput,
+    GetBucketVersioningInput, GetBucketVersioningOutput, GetObjectInput, GetObjectOutput, GetObjectTaggingInput,
+    GetObjectTaggingOutput, HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput,
+    ListBucketsOutput, ListMultipartUploadsInput, ListMultipartUploadsOutput, ListObjectVersionsInput,
+    ListObjectVersionsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output,
+    ListPartsInput, ListPartsOutput, PutBucketTaggingInput, PutBucketTaggingOutput, PutBucketVersioningInput,
+    PutBucketVersioningOutput, PutObjectInput, PutObjectOutput, PutObjectTaggingInput, PutObjectTaggingOutput,
+    StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
@@ -25,10 +27,23 @@ use super::auth::{IamKeys, KeyOwner};
 use super::conditions::Conditions;
 use super::meta::{Bucket, BucketDeletion, Meta, ObjectMeta, Put};
 use super::tagging;
+use super::versioning::version_header;
 use crate::data::{Cluster, DataError};
 
 /// Longest object key (S3's limit, in bytes).
 pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Refuses a key a new object cannot have: over [`MAX_KEY_BYTES`], or holding a NUL (which
+/// XML cannot carry and the version records use as a separator).
+pub(super) fn check_key(key: &str) -> S3Result<()> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(s3_error!(KeyTooLongError, "keys are at most {MAX_KEY_BYTES} bytes"));
+    }
+    if key.contains('\0') {
+        return Err(s3_error!(InvalidArgument, "keys cannot contain a NUL character"));
+    }
+    Ok(())
+}
 
 /// A request body stored as blocks.
 pub(super) struct Written {
@@ -174,6 +189,7 @@ impl S3 for Gateway {
             project: who.project.clone(),
             created_ms: now_ms(),
             tags: Default::default(),
+            versioning: Default::default(),
         };
         match self.meta.create_bucket(&b).await.map_err(db_error)? {
             None => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", b.name)) })),
@@ -222,9 +238,7 @@ impl S3 for Gateway {
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let who = self.caller(&req).await?;
         let input = req.input;
-        if input.key.len() > MAX_KEY_BYTES {
-            return Err(s3_error!(KeyTooLongError, "keys are at most {MAX_KEY_BYTES} bytes"));
-        }
+        check_key(&input.key)?;
         let bucket = self.owned(&who, &input.bucket).await?;
         // Refused before a byte is stored.
         let tags = tagging::from_header(input.tagging.as_deref())?;
@@ -238,12 +252,15 @@ impl S3 for Gateway {
             modified_ms: now_ms(),
             blocks: written.blocks,
             tags,
+            version_id: None,
+            delete_marker: false,
         };
-        match self.meta.put_object(&bucket, &o).await.map_err(db_error)? {
-            Put::Replaced(_) => {}
+        let o = match self.meta.put_object(&bucket, &o).await.map_err(db_error)? {
+            Put::Written(o) => o,
             Put::BucketGone => return Err(s3_error!(NoSuchBucket, "the bucket was deleted during the upload")),
-        }
+        };
         Ok(S3Response::new(PutObjectOutput {
+            version_id: version_header(&bucket, &o),
             e_tag: Some(ETag::Strong(o.etag)),
             size: i64::try_from(o.size).ok(),
             ..Default::default()
@@ -253,7 +270,7 @@ impl S3 for Gateway {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let who = self.caller(&req).await?;
         let bucket = self.owned(&who, &req.input.bucket).await?;
-        let o = self.object_of(&bucket, &req.input.key).await?;
+        let o = self.object_version(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
         let conditions = Conditions {
             if_match: req.input.if_match.clone(),
             if_none_match: req.input.if_none_match.clone(),
@@ -280,6 +297,7 @@ impl S3 for Gateway {
             content_type: o.content_type.clone(),
             metadata: (!o.metadata.is_empty()).then(|| o.metadata.clone().into_iter().collect()),
             tag_count: (!o.tags.is_empty()).then(|| i32::try_from(o.tags.len()).unwrap_or(i32::MAX)),
+            version_id: version_header(&bucket, &o),
             ..Default::default()
         }))
     }
@@ -287,7 +305,7 @@ impl S3 for Gateway {
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let who = self.caller(&req).await?;
         let bucket = self.owned(&who, &req.input.bucket).await?;
-        let o = self.object_of(&bucket, &req.input.key).await?;
+        let o = self.object_version(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
         let input = req.input;
         let conditions = Conditions {
             if_match: input.if_match,
@@ -303,6 +321,7 @@ impl S3 for Gateway {
             last_modified: Some(timestamp(o.modified_ms)),
             content_type: o.content_type.clone(),
             metadata: (!o.metadata.is_empty()).then(|| o.metadata.clone().into_iter().collect()),
+            version_id: version_header(&bucket, &o),
             ..Default::default()
         }))
     }
@@ -310,9 +329,34 @@ impl S3 for Gateway {
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         let who = self.caller(&req).await?;
         let bucket = self.owned(&who, &req.input.bucket).await?;
-        // Deleting an absent key succeeds, as in S3.
-        self.meta.delete_object(&bucket, &req.input.key).await.map_err(db_error)?;
-        Ok(S3Response::new(DeleteObjectOutput::default()))
+        // Deleting an absent key (or version) succeeds, as in S3.
+        let (marker, version_id) = self.delete_key(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
+        Ok(S3Response::new(DeleteObjectOutput {
+            delete_marker: marker.then_some(true),
+            version_id,
+            ..Default::default()
+        }))
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        self.put_versioning(req).await
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        self.get_versioning(req).await
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        self.list_versions(req).await
     }
 
     async fn create_multipart_upload(

@@ -12,6 +12,7 @@ use s3s::dto::{
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::s3::{Gateway, db_error};
+use super::versioning::{version_header, version_param};
 
 /// Tags by key.
 pub type Tags = BTreeMap<String, String>;
@@ -99,13 +100,11 @@ impl Gateway {
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
         let who = self.caller(&req).await?;
         let input = req.input;
-        if input.version_id.is_some() {
-            return Err(s3_error!(NotImplemented, "versioning is not supported yet"));
-        }
         let tags = from_set(input.tagging.tag_set, MAX_OBJECT_TAGS)?;
         let bucket = self.owned(&who, &input.bucket).await?;
-        if !self.meta.set_object_tags(&bucket, &input.key, tags).await.map_err(db_error)? {
-            return Err(s3_error!(NoSuchKey));
+        let version = input.version_id.as_deref().map(version_param).transpose()?;
+        if !self.meta.set_object_tags(&bucket, &input.key, version.clone(), tags).await.map_err(db_error)? {
+            return Err(if version.is_some() { s3_error!(NoSuchVersion) } else { s3_error!(NoSuchKey) });
         }
         Ok(S3Response::new(PutObjectTaggingOutput::default()))
     }
@@ -116,8 +115,11 @@ impl Gateway {
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
         let who = self.caller(&req).await?;
         let bucket = self.owned(&who, &req.input.bucket).await?;
-        let o = self.object_of(&bucket, &req.input.key).await?;
-        Ok(S3Response::new(GetObjectTaggingOutput { tag_set: to_set(&o.tags), version_id: None }))
+        let o = self.object_version(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
+        Ok(S3Response::new(GetObjectTaggingOutput {
+            tag_set: to_set(&o.tags),
+            version_id: version_header(&bucket, &o),
+        }))
     }
 
     pub(super) async fn delete_tags(
@@ -126,8 +128,9 @@ impl Gateway {
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         let who = self.caller(&req).await?;
         let bucket = self.owned(&who, &req.input.bucket).await?;
-        if !self.meta.set_object_tags(&bucket, &req.input.key, Tags::new()).await.map_err(db_error)? {
-            return Err(s3_error!(NoSuchKey));
+        let version = req.input.version_id.as_deref().map(version_param).transpose()?;
+        if !self.meta.set_object_tags(&bucket, &req.input.key, version.clone(), Tags::new()).await.map_err(db_error)? {
+            return Err(if version.is_some() { s3_error!(NoSuchVersion) } else { s3_error!(NoSuchKey) });
         }
         Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use ultracloud_flaredb::error::FlareError;
 use ultracloud_resource::store::{decode, encode, end_of};
 
-use super::meta::{Bucket, Meta, ObjectMeta, bucket_key, object_key};
+use super::meta::{Bucket, Meta, ObjectMeta, bucket_key, same_bucket};
 use crate::data::BlockRef;
 
 pub(super) const UPLOADS: &str = "lightningstor/upload/";
@@ -64,8 +64,8 @@ pub struct PartMeta {
 /// What completing an upload found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
-    /// The object is written; the version it replaced, if any.
-    Done(Box<ObjectMeta>, Option<Box<ObjectMeta>>),
+    /// The object is written (with its version ID).
+    Done(Box<ObjectMeta>),
     /// No such upload (completed or aborted already, or another key's).
     NoSuchUpload,
     /// A listed part was never uploaded, or its ETag differs.
@@ -133,9 +133,8 @@ impl Meta {
             (bucket_key(&bucket.name), upload_key(bucket, &u.id), encode(u)?, bucket.id.clone());
         self.db
             .transact(async move |t| {
-                match t.get(&bkey).await? {
-                    Some(bytes) if decode::<Bucket>(&bkey, &bytes)?.id == id => {}
-                    _ => return Ok(false),
+                if same_bucket(t, &bkey, &id).await?.is_none() {
+                    return Ok(false);
                 }
                 t.put(&ukey, &value);
                 Ok(true)
@@ -195,14 +194,13 @@ impl Meta {
         key: &str,
         listed: Vec<(i32, String)>,
     ) -> Result<Completion, FlareError> {
-        let (bkey, ukey, okey) = (bucket_key(&bucket.name), upload_key(bucket, id), object_key(bucket, key));
+        let (bkey, ukey) = (bucket_key(&bucket.name), upload_key(bucket, id));
         let (bucket_id, prefix, key) = (bucket.id.clone(), parts_of(id), key.to_owned());
         self.db
             .transact(async move |t| {
-                match t.get(&bkey).await? {
-                    Some(bytes) if decode::<Bucket>(&bkey, &bytes)?.id == bucket_id => {}
-                    _ => return Ok(Completion::BucketGone),
-                }
+                let Some(current) = same_bucket(t, &bkey, &bucket_id).await? else {
+                    return Ok(Completion::BucketGone);
+                };
                 let upload: Upload = match t.get(&ukey).await? {
                     Some(bytes) => decode(&ukey, &bytes)?,
                     None => return Ok(Completion::NoSuchUpload),
@@ -230,17 +228,15 @@ impl Meta {
                     modified_ms: ultracloud_runtime::clock::now_ms(),
                     blocks: chosen.iter().flat_map(|p| p.blocks.iter().cloned()).collect(),
                     tags: upload.tags.clone(),
+                    version_id: None,
+                    delete_marker: false,
                 };
-                let old = match t.get(&okey).await? {
-                    Some(bytes) => Some(Box::new(decode::<ObjectMeta>(&okey, &bytes)?)),
-                    None => None,
-                };
-                t.put(&okey, &encode(&o)?);
+                let o = super::versions::install(t, &current, o).await?;
                 t.delete(&ukey);
                 for row in &rows {
                     t.delete(&row.key);
                 }
-                Ok(Completion::Done(Box::new(o), old))
+                Ok(Completion::Done(Box::new(o)))
             })
             .await
     }

@@ -150,13 +150,13 @@ pub(crate) fn aws_ok(w: &World, key: &(String, String), args: &[&str]) -> String
 }
 
 /// `aws` that must fail with the S3 error `code`.
-fn aws_refused(w: &World, key: &(String, String), args: &[&str], code: &str) {
+pub(crate) fn aws_refused(w: &World, key: &(String, String), args: &[&str], code: &str) {
     let (ok, out, err) = aws(w, key, args);
     assert!(!ok, "aws {args:?} should fail with {code}: {out}");
     assert!(err.contains(code), "aws {args:?}: expected {code}, got: {err}");
 }
 
-fn write(path: &Path, bytes: &[u8]) -> String {
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> String {
     std::fs::write(path, bytes).unwrap();
     path.to_str().unwrap().to_owned()
 }
@@ -470,7 +470,7 @@ async fn multipart_uploads_by_aws_and_our_own_client() {
 }
 
 /// `aws` output as JSON.
-fn aws_json(w: &World, key: &(String, String), args: &[&str]) -> Value {
+pub(crate) fn aws_json(w: &World, key: &(String, String), args: &[&str]) -> Value {
     serde_json::from_str(&aws_ok(w, key, args)).unwrap()
 }
 

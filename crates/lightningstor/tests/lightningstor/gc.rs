@@ -66,6 +66,14 @@ async fn a_pass_keeps_exactly_the_referenced_blocks_and_every_object_reads_back(
     aws_ok(&w, &acme, &["s3api", "copy-object", "--bucket", "gcb", "--key", "copy", "--copy-source", "gcb/source"]);
     s3.delete_object("gcb", "source").await.unwrap();
 
+    // Under versioning, an overwritten version keeps its blocks until it is deleted.
+    let (older, newer) = (noise(9, 700), noise(10, 800));
+    aws_ok(&w, &acme, &["s3api", "create-bucket", "--bucket", "gcv"]);
+    let on = ["s3api", "put-bucket-versioning", "--bucket", "gcv", "--versioning-configuration", "Status=Enabled"];
+    aws_ok(&w, &acme, &on);
+    s3.put_object("gcv", "v", older.clone()).await.unwrap();
+    s3.put_object("gcv", "v", newer.clone()).await.unwrap();
+
     // An aborted upload's part is garbage; a part of an upload in progress is not.
     let dir = tempfile::tempdir().unwrap();
     let (aborted_part, open_part) = (noise(6, 1000), noise(7, 2000));
@@ -99,12 +107,14 @@ async fn a_pass_keeps_exactly_the_referenced_blocks_and_every_object_reads_back(
         modified_ms: 0,
         blocks: vec![ultracloud_lightningstor::client::BlockRef { id: BlockId::of(&orphan_data), len: 500 }],
         tags: Default::default(),
+        version_id: None,
+        delete_marker: false,
     };
     let db = ultracloud_flaredb::Client::new(vec![w.s.db.to_string()]).unwrap();
     db.put(b"lightningstor/object/bgone/x", &serde_json::to_vec(&orphan).unwrap()).await.unwrap();
 
     let live: BTreeSet<BlockId> =
-        [&keep, &new, &source, &open_part].iter().flat_map(|d| blocks_of(d)).collect();
+        [&keep, &new, &source, &open_part, &older, &newer].iter().flat_map(|d| blocks_of(d)).collect();
     let garbage: BTreeSet<BlockId> =
         [&gone, &old, &aborted_part, &orphan_data].iter().flat_map(|d| blocks_of(d)).collect();
     for n in &nodes {
@@ -129,7 +139,11 @@ async fn a_pass_keeps_exactly_the_referenced_blocks_and_every_object_reads_back(
 
     tokio::time::sleep(Duration::from_millis(20)).await;
     let Pass::Ran(second) = eager.pass().await.unwrap() else { panic!("the lease is free") };
-    assert_eq!((second.deleted, second.kept_recent, second.nodes_swept), (3 * garbage.len() as u64, 0, 3), "{second:?}");
+    assert_eq!(
+        (second.deleted, second.kept_recent, second.nodes_swept),
+        (3 * garbage.len() as u64, 0, 3),
+        "{second:?}"
+    );
     assert_eq!(second.live_blocks, live.len() as u64, "{second:?}");
     assert!(second.errors.is_empty(), "{second:?}");
     for n in &nodes {
@@ -138,6 +152,7 @@ async fn a_pass_keeps_exactly_the_referenced_blocks_and_every_object_reads_back(
     assert_eq!(s3.get_object("gcb", "keep").await.unwrap(), keep);
     assert_eq!(s3.get_object("gcb", "over").await.unwrap(), new);
     assert_eq!(s3.get_object("gcb", "copy").await.unwrap(), source, "the copy outlived its source");
+    assert_eq!(s3.get_object("gcv", "v").await.unwrap(), newer);
+    assert_eq!(second.versions, 1, "the older version was marked: {second:?}");
     assert_eq!(Collector::last(&db).await.unwrap(), Some(second), "the last report is kept for operators");
-
 }

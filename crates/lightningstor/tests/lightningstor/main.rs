@@ -10,6 +10,7 @@ mod gc;
 mod node;
 mod process;
 mod repair;
+mod versioning;
 
 /// flaredb and iam in-process: prismnet's test stack, shared rather than written again.
 #[path = "../../../prismnet/tests/prismnet/support/mod.rs"]
