@@ -17,7 +17,8 @@
 //! A copy re-writes its source's record in its own transaction, so a delete of the source that
 //! races the copy conflicts with it instead of leaving the copy's blocks unmarked.
 //!
-//! One gateway runs a pass at a time, holding a lease in flaredb; the last report is kept there
+//! Each pass first applies the buckets' lifecycle rules ([`super::expiry`]), so what they
+//! expire is collected at once. One gateway runs a pass at a time, holding a lease in flaredb; the last report is kept there
 //! for `ultracloud s3 admin gc --last`.
 
 use std::collections::HashSet;
@@ -31,7 +32,8 @@ use ultracloud_flaredb::error::FlareError;
 use ultracloud_flaredb::ts::Ts;
 use ultracloud_resource::store::{decode, encode, end_of};
 
-use super::meta::{BUCKETS, Bucket, OBJECTS, ObjectMeta};
+use super::expiry::{self, ExpiryReport};
+use super::meta::{BUCKETS, Bucket, Meta, OBJECTS, ObjectMeta};
 use super::uploads::{PARTS, PartMeta, UPLOADS};
 use super::versions::VERSIONS;
 use crate::api::BlockId;
@@ -76,6 +78,9 @@ pub struct GcReport {
     pub kept_recent: u64,
     /// Storage nodes swept completely.
     pub nodes_swept: u64,
+    /// What the buckets' lifecycle rules expired, first.
+    #[serde(default)]
+    pub lifecycle: ExpiryReport,
     /// Up to ten problems (an unreachable node is swept next time).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
@@ -181,6 +186,8 @@ impl Collector {
     }
 
     async fn mark_and_sweep(&self, report: &mut GcReport) -> Result<(), FlareError> {
+        // Lifecycle first: what it expires is collected by this same pass.
+        report.lifecycle = expiry::apply(&Meta::new(self.db.clone()), report.started_ms).await?;
         let cutoff_ms = report.started_ms.saturating_sub(report.grace_ms);
         let live = self.mark(report).await?;
         report.live_blocks = live.len() as u64;

@@ -17,6 +17,7 @@ use ultracloud_flaredb::Client;
 use ultracloud_flaredb::error::FlareError;
 use ultracloud_resource::store::{decode, encode, end_of};
 
+use super::lifecycle::Rule;
 use super::versions::{self, Deletion, VersionCursor, VersionEntry, Versioning};
 use crate::data::BlockRef;
 
@@ -42,6 +43,9 @@ pub struct Bucket {
     /// Its versioning state.
     #[serde(default, skip_serializing_if = "Versioning::is_unversioned")]
     pub versioning: Versioning,
+    /// Its lifecycle rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifecycle: Vec<Rule>,
 }
 
 /// A version of an object (or a delete marker).
@@ -184,15 +188,15 @@ impl Meta {
 
     /// The buckets of a project, by name.
     pub async fn buckets_of(&self, tenant: &str, project: &str) -> Result<Vec<Bucket>, FlareError> {
+        let mut all = self.all_buckets().await?;
+        all.retain(|b| b.tenant == tenant && b.project == project);
+        Ok(all)
+    }
+
+    /// Every bucket, by name.
+    pub async fn all_buckets(&self) -> Result<Vec<Bucket>, FlareError> {
         let rows = self.db.scan(BUCKETS.as_bytes(), Some(&end_of(BUCKETS.as_bytes())), 0, false).await?;
-        let mut out = Vec::new();
-        for p in rows {
-            let b: Bucket = decode(&p.key, &p.value)?;
-            if b.tenant == tenant && b.project == project {
-                out.push(b);
-            }
-        }
-        Ok(out)
+        rows.iter().map(|p| decode(&p.key, &p.value)).collect()
     }
 
     /// Deletes the bucket called `name` if it holds no object.
@@ -288,6 +292,24 @@ impl Meta {
             .await
     }
 
+    /// Expires `o` as a DELETE without a version would — if it is still the newest version of
+    /// its key (a PUT after it was read survives); `false` when it was not.
+    pub async fn expire_object(&self, bucket: &Bucket, o: &ObjectMeta, now_ms: u64) -> Result<bool, FlareError> {
+        let (bkey, id, okey, o) = (bucket_key(&bucket.name), bucket.id.clone(), object_key(bucket, &o.key), o.clone());
+        self.db
+            .transact(async move |t| {
+                let Some(current) = same_bucket(t, &bkey, &id).await? else { return Ok(false) };
+                match t.get(&okey).await? {
+                    Some(bytes) if decode::<ObjectMeta>(&okey, &bytes)? == o => {
+                        versions::delete_newest(t, &current, &o.key, now_ms).await?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            })
+            .await
+    }
+
     /// Deletes version `version_id` (`None`: the `null` version) of `key` for good; returns it
     /// (`None`: there was no such version).
     pub async fn delete_version(
@@ -354,6 +376,12 @@ impl Meta {
                 Ok(true)
             })
             .await
+    }
+
+    /// Replaces the lifecycle rules of `bucket` if it is still the same bucket; `false` when it
+    /// is gone.
+    pub async fn set_lifecycle(&self, bucket: &Bucket, rules: Vec<Rule>) -> Result<bool, FlareError> {
+        self.update_bucket(bucket, move |b| b.lifecycle.clone_from(&rules)).await
     }
 
     /// Replaces the tags of `bucket` if it is still the same bucket; `false` when it is gone.

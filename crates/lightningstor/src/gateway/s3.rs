@@ -21,6 +21,10 @@ use s3s::dto::{
     PutBucketVersioningOutput, PutObjectInput, PutObjectOutput, PutObjectTaggingInput, PutObjectTaggingOutput,
     StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
 };
+use s3s::dto::{
+    DeleteBucketLifecycleInput, DeleteBucketLifecycleOutput, GetBucketLifecycleConfigurationInput,
+    GetBucketLifecycleConfigurationOutput, PutBucketLifecycleConfigurationInput, PutBucketLifecycleConfigurationOutput,
+};
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::auth::{IamKeys, KeyOwner};
@@ -190,6 +194,7 @@ impl S3 for Gateway {
             created_ms: now_ms(),
             tags: Default::default(),
             versioning: Default::default(),
+            lifecycle: Vec::new(),
         };
         match self.meta.create_bucket(&b).await.map_err(db_error)? {
             None => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", b.name)) })),
@@ -350,6 +355,27 @@ impl S3 for Gateway {
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
         self.get_versioning(req).await
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        self.put_lifecycle(req).await
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        self.get_lifecycle(req).await
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        self.delete_lifecycle(req).await
     }
 
     async fn list_object_versions(

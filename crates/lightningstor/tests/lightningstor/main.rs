@@ -7,6 +7,7 @@ mod crash;
 mod data;
 mod gateway;
 mod gc;
+mod lifecycle;
 mod node;
 mod process;
 mod repair;
