@@ -7,6 +7,7 @@ use s3s::dto::{
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::access::Read;
 use super::meta::Bucket;
 use super::s3::{Gateway, db_error, timestamp};
 
@@ -114,9 +115,8 @@ impl Gateway {
     }
 
     pub(super) async fn list_v1(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
-        let who = self.caller(&req).await?;
+        let bucket = self.readable(&req, &req.input.bucket, Read::List).await?;
         let input = req.input;
-        let bucket = self.owned(&who, &input.bucket).await?;
         let limit = page_size(input.max_keys, "max-keys")?;
         let encode = url_encoded(input.encoding_type.as_ref())?;
         let prefix = input.prefix.clone().unwrap_or_default();
@@ -147,9 +147,8 @@ impl Gateway {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let who = self.caller(&req).await?;
+        let bucket = self.readable(&req, &req.input.bucket, Read::List).await?;
         let input = req.input;
-        let bucket = self.owned(&who, &input.bucket).await?;
         let limit = page_size(input.max_keys, "max-keys")?;
         let encode = url_encoded(input.encoding_type.as_ref())?;
         let prefix = input.prefix.clone().unwrap_or_default();

@@ -17,6 +17,7 @@ use ultracloud_flaredb::Client;
 use ultracloud_flaredb::error::FlareError;
 use ultracloud_resource::store::{decode, encode, end_of};
 
+use super::access::Public;
 use super::lifecycle::Rule;
 use super::versions::{self, Deletion, VersionCursor, VersionEntry, Versioning};
 use crate::data::BlockRef;
@@ -46,6 +47,9 @@ pub struct Bucket {
     /// Its lifecycle rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lifecycle: Vec<Rule>,
+    /// What it lets everyone read (nothing by default).
+    #[serde(default, skip_serializing_if = "Public::is_private_default")]
+    pub public: Public,
 }
 
 /// A version of an object (or a delete marker).
@@ -382,6 +386,16 @@ impl Meta {
     /// is gone.
     pub async fn set_lifecycle(&self, bucket: &Bucket, rules: Vec<Rule>) -> Result<bool, FlareError> {
         self.update_bucket(bucket, move |b| b.lifecycle.clone_from(&rules)).await
+    }
+
+    /// Changes what `bucket` lets everyone read if it is still the same bucket; `false` when
+    /// it is gone.
+    pub async fn update_public(
+        &self,
+        bucket: &Bucket,
+        change: impl Fn(&mut Public) + Send + Sync + 'static,
+    ) -> Result<bool, FlareError> {
+        self.update_bucket(bucket, move |b| change(&mut b.public)).await
     }
 
     /// Replaces the tags of `bucket` if it is still the same bucket; `false` when it is gone.

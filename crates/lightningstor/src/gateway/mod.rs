@@ -2,6 +2,7 @@
 //! ([`meta`]) and blocks on the storage nodes ([`crate::data`]); access keys resolved through
 //! iam ([`auth`]). Stateless: run any number behind any address.
 
+pub mod access;
 pub mod auth;
 pub mod conditions;
 pub mod config;
@@ -51,6 +52,7 @@ impl Gateway {
         let auth = KeyAuth(self.keys.clone());
         let mut b = S3ServiceBuilder::new(self);
         b.set_auth(auth);
+        b.set_access(access::PublicReads);
         if let Some(d) = domain {
             b.set_host(SingleDomain::new(d).map_err(|e| format!("domain {d:?}: {e}"))?);
         }

@@ -25,8 +25,14 @@ use s3s::dto::{
     DeleteBucketLifecycleInput, DeleteBucketLifecycleOutput, GetBucketLifecycleConfigurationInput,
     GetBucketLifecycleConfigurationOutput, PutBucketLifecycleConfigurationInput, PutBucketLifecycleConfigurationOutput,
 };
+use s3s::dto::{
+    DeleteBucketPolicyInput, DeleteBucketPolicyOutput, GetBucketAclInput, GetBucketAclOutput, GetBucketPolicyInput,
+    GetBucketPolicyOutput, GetBucketPolicyStatusInput, GetBucketPolicyStatusOutput, PutBucketAclInput,
+    PutBucketAclOutput, PutBucketPolicyInput, PutBucketPolicyOutput,
+};
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
+use super::access::{Public, Read, canned};
 use super::auth::{IamKeys, KeyOwner};
 use super::conditions::Conditions;
 use super::meta::{Bucket, BucketDeletion, Meta, ObjectMeta, Put};
@@ -186,6 +192,7 @@ impl Gateway {
 impl S3 for Gateway {
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         let who = self.caller(&req).await?;
+        let acl_read = canned(req.input.acl.as_ref())?.unwrap_or(false);
         let b = Bucket {
             name: req.input.bucket.clone(),
             id: crate::gateway::new_id(),
@@ -195,6 +202,7 @@ impl S3 for Gateway {
             tags: Default::default(),
             versioning: Default::default(),
             lifecycle: Vec::new(),
+            public: Public { acl_read, policy: None },
         };
         match self.meta.create_bucket(&b).await.map_err(db_error)? {
             None => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", b.name)) })),
@@ -273,8 +281,7 @@ impl S3 for Gateway {
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let who = self.caller(&req).await?;
-        let bucket = self.owned(&who, &req.input.bucket).await?;
+        let bucket = self.readable(&req, &req.input.bucket, Read::Object).await?;
         let o = self.object_version(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
         let conditions = Conditions {
             if_match: req.input.if_match.clone(),
@@ -308,8 +315,7 @@ impl S3 for Gateway {
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        let who = self.caller(&req).await?;
-        let bucket = self.owned(&who, &req.input.bucket).await?;
+        let bucket = self.readable(&req, &req.input.bucket, Read::Object).await?;
         let o = self.object_version(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
         let input = req.input;
         let conditions = Conditions {
@@ -376,6 +382,42 @@ impl S3 for Gateway {
         req: S3Request<DeleteBucketLifecycleInput>,
     ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
         self.delete_lifecycle(req).await
+    }
+
+    async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
+        self.put_acl(req).await
+    }
+
+    async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+        self.get_acl(req).await
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        self.put_policy(req).await
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        self.get_policy(req).await
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        self.delete_policy(req).await
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        self.policy_status(req).await
     }
 
     async fn list_object_versions(

@@ -10,6 +10,7 @@ mod gc;
 mod lifecycle;
 mod node;
 mod process;
+mod public;
 mod repair;
 mod versioning;
 
