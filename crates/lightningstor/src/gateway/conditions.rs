@@ -91,6 +91,7 @@ mod tests {
             tags: Default::default(),
             version_id: None,
             delete_marker: false,
+            checksum: None,
         }
     }
 

@@ -73,6 +73,7 @@ impl Gateway {
             tags,
             version_id: None,
             delete_marker: false,
+            checksum: source.checksum.clone(),
         };
         let o = match self.meta.copy_object(&target, &o, (source_record, &source)).await.map_err(db_error)? {
             Some(Put::Written(o)) => o,

@@ -18,6 +18,7 @@ use ultracloud_flaredb::error::FlareError;
 use ultracloud_resource::store::{decode, encode, end_of};
 
 use super::access::Public;
+use super::checksums::Stored;
 use super::lifecycle::Rule;
 use super::versions::{self, Deletion, VersionCursor, VersionEntry, Versioning};
 use crate::data::BlockRef;
@@ -80,6 +81,9 @@ pub struct ObjectMeta {
     /// A delete marker: no bytes, it hides older versions from GETs and listings.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delete_marker: bool,
+    /// The `x-amz-checksum-*` it was written with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Stored>,
 }
 
 impl ObjectMeta {
@@ -96,6 +100,7 @@ impl ObjectMeta {
             tags: BTreeMap::new(),
             version_id: None,
             delete_marker: true,
+            checksum: None,
         }
     }
 }
@@ -115,7 +120,7 @@ pub enum BucketDeletion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Put {
     /// Written: the new version (with its version ID).
-    Written(ObjectMeta),
+    Written(Box<ObjectMeta>),
     /// The bucket was deleted (or re-created) meanwhile: nothing was written.
     BucketGone,
 }
@@ -264,7 +269,7 @@ impl Meta {
                         _ => return Ok(None),
                     }
                 }
-                Ok(Some(Put::Written(versions::install(t, &current, o.clone()).await?)))
+                Ok(Some(Put::Written(Box::new(versions::install(t, &current, o.clone()).await?))))
             })
             .await
     }

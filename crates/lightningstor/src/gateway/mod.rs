@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod checksums;
 pub mod conditions;
 pub mod config;
 mod copy;

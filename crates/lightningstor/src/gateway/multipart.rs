@@ -10,6 +10,7 @@ use s3s::dto::{
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::checksums;
 use super::listing::page_size;
 use super::meta::Bucket;
 use super::s3::{Gateway, check_key, db_error, now_ms, timestamp};
@@ -63,7 +64,25 @@ impl Gateway {
         }
         let bucket = self.owned(&who, &input.bucket).await?;
         self.upload_of(&bucket, &input.upload_id, &input.key).await?;
-        let written = self.write_body(input.body, input.content_md5.as_deref(), input.content_length).await?;
+        let wanted = checksums::wanted(
+            input.checksum_algorithm.as_ref(),
+            [
+                input.checksum_crc32.as_deref(),
+                input.checksum_crc32c.as_deref(),
+                input.checksum_crc64nvme.as_deref(),
+                input.checksum_sha1.as_deref(),
+                input.checksum_sha256.as_deref(),
+            ],
+        )?;
+        let written = self
+            .write_body(
+                input.body,
+                input.content_md5.as_deref(),
+                input.content_length,
+                wanted,
+                req.trailing_headers.as_ref(),
+            )
+            .await?;
         let p = PartMeta {
             number: input.part_number,
             size: written.size,
@@ -71,10 +90,20 @@ impl Gateway {
             modified_ms: now_ms(),
             blocks: written.blocks,
         };
+        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] =
+            checksums::fields(written.checksum.as_ref());
         if !self.meta.put_part(&bucket, &input.upload_id, &p).await.map_err(db_error)? {
             return Err(s3_error!(NoSuchUpload, "the upload was completed or aborted meanwhile"));
         }
-        Ok(S3Response::new(UploadPartOutput { e_tag: Some(ETag::Strong(p.etag)), ..Default::default() }))
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(p.etag)),
+            checksum_crc32,
+            checksum_crc32c,
+            checksum_crc64nvme,
+            checksum_sha1,
+            checksum_sha256,
+            ..Default::default()
+        }))
     }
 
     pub(super) async fn complete_multipart(

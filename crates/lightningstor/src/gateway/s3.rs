@@ -34,6 +34,7 @@ use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::access::{Public, Read, canned};
 use super::auth::{IamKeys, KeyOwner};
+use super::checksums;
 use super::conditions::Conditions;
 use super::meta::{Bucket, BucketDeletion, Meta, ObjectMeta, Put};
 use super::tagging;
@@ -60,6 +61,7 @@ pub(super) struct Written {
     pub(super) blocks: Vec<crate::data::BlockRef>,
     pub(super) size: u64,
     pub(super) md5: [u8; 16],
+    pub(super) checksum: Option<checksums::Stored>,
 }
 
 /// The gateway: S3 on lightningstor.
@@ -128,13 +130,16 @@ impl Gateway {
         self.meta.object(bucket, key).await.map_err(db_error)?.ok_or_else(|| s3_error!(NoSuchKey))
     }
 
-    /// Streams a request body into blocks, checking Content-MD5 and Content-Length. On a
-    /// refusal the blocks written stay unreferenced: garbage, never visible.
+    /// Streams a request body into blocks, checking Content-MD5, Content-Length and the
+    /// `x-amz-checksum-*` the request names (`checksum`; its value perhaps in `trailers`). On
+    /// a refusal the blocks written stay unreferenced: garbage, never visible.
     pub(super) async fn write_body(
         &self,
         body: Option<StreamingBlob>,
         content_md5: Option<&str>,
         content_length: Option<i64>,
+        checksum: Option<checksums::Wanted>,
+        trailers: Option<&s3s::TrailingHeaders>,
     ) -> S3Result<Written> {
         let want_md5 = match content_md5 {
             Some(b64) => Some(
@@ -145,11 +150,15 @@ impl Gateway {
             None => None,
         };
         let mut md5 = <s3s::crypto::Md5 as s3s::crypto::Checksum>::new();
+        let mut hasher = checksum.map(checksums::Hasher::new);
         let mut size = 0u64;
         let blocks = match body {
             Some(body) => {
                 let body = body.inspect_ok(|chunk| {
                     s3s::crypto::Checksum::update(&mut md5, chunk);
+                    if let Some(h) = &mut hasher {
+                        h.update(chunk);
+                    }
                     size += chunk.len() as u64;
                 });
                 self.cluster.write_stream(body).await.map_err(data_error)?
@@ -163,7 +172,8 @@ impl Gateway {
         if content_length.is_some_and(|n| u64::try_from(n).ok() != Some(size)) {
             return Err(s3_error!(IncompleteBody, "the body is {size} bytes, not Content-Length"));
         }
-        Ok(Written { blocks, size, md5: digest })
+        let checksum = hasher.map(|h| h.finish(trailers)).transpose()?;
+        Ok(Written { blocks, size, md5: digest, checksum })
     }
 
     /// `bytes start..end` of `o` as a response body. A task reads the blocks ahead into a small
@@ -255,7 +265,25 @@ impl S3 for Gateway {
         let bucket = self.owned(&who, &input.bucket).await?;
         // Refused before a byte is stored.
         let tags = tagging::from_header(input.tagging.as_deref())?;
-        let written = self.write_body(input.body, input.content_md5.as_deref(), input.content_length).await?;
+        let wanted = checksums::wanted(
+            input.checksum_algorithm.as_ref(),
+            [
+                input.checksum_crc32.as_deref(),
+                input.checksum_crc32c.as_deref(),
+                input.checksum_crc64nvme.as_deref(),
+                input.checksum_sha1.as_deref(),
+                input.checksum_sha256.as_deref(),
+            ],
+        )?;
+        let written = self
+            .write_body(
+                input.body,
+                input.content_md5.as_deref(),
+                input.content_length,
+                wanted,
+                req.trailing_headers.as_ref(),
+            )
+            .await?;
         let o = ObjectMeta {
             key: input.key,
             size: written.size,
@@ -267,12 +295,20 @@ impl S3 for Gateway {
             tags,
             version_id: None,
             delete_marker: false,
+            checksum: written.checksum,
         };
         let o = match self.meta.put_object(&bucket, &o).await.map_err(db_error)? {
             Put::Written(o) => o,
             Put::BucketGone => return Err(s3_error!(NoSuchBucket, "the bucket was deleted during the upload")),
         };
+        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] =
+            checksums::fields(o.checksum.as_ref());
         Ok(S3Response::new(PutObjectOutput {
+            checksum_crc32,
+            checksum_crc32c,
+            checksum_crc64nvme,
+            checksum_sha1,
+            checksum_sha256,
             version_id: version_header(&bucket, &o),
             e_tag: Some(ETag::Strong(o.etag)),
             size: i64::try_from(o.size).ok(),
@@ -298,8 +334,18 @@ impl S3 for Gateway {
             }
             None => (0..o.size, None),
         };
+        // Checksums are of the whole object: given only when it is asked for whole.
+        let whole =
+            content_range.is_none() && req.input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == "ENABLED");
+        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] =
+            checksums::fields(o.checksum.as_ref().filter(|_| whole));
         let body = self.body(&o, range.start, range.end);
         Ok(S3Response::new(GetObjectOutput {
+            checksum_crc32,
+            checksum_crc32c,
+            checksum_crc64nvme,
+            checksum_sha1,
+            checksum_sha256,
             body: Some(body),
             content_length: i64::try_from(range.end - range.start).ok(),
             content_range,
@@ -325,7 +371,15 @@ impl S3 for Gateway {
             if_unmodified_since: input.if_unmodified_since,
         };
         conditions.check_read(&o)?;
+        let asked = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == "ENABLED");
+        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] =
+            checksums::fields(o.checksum.as_ref().filter(|_| asked));
         Ok(S3Response::new(HeadObjectOutput {
+            checksum_crc32,
+            checksum_crc32c,
+            checksum_crc64nvme,
+            checksum_sha1,
+            checksum_sha256,
             content_length: i64::try_from(o.size).ok(),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(o.etag.clone())),

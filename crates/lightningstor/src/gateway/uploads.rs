@@ -230,6 +230,8 @@ impl Meta {
                     tags: upload.tags.clone(),
                     version_id: None,
                     delete_marker: false,
+                    // S3's composite checksum of parts is not kept (the parts were checked).
+                    checksum: None,
                 };
                 let o = super::versions::install(t, &current, o).await?;
                 t.delete(&ukey);

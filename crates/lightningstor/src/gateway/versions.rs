@@ -48,7 +48,7 @@ pub enum Deletion {
     /// The object is gone (an unversioned bucket), or there was none.
     Removed,
     /// A delete marker is now the newest version.
-    Marker(ObjectMeta),
+    Marker(Box<ObjectMeta>),
 }
 
 /// A new version ID: newer ones sort first.
@@ -169,7 +169,7 @@ pub(super) async fn delete_newest(
         install(t, bucket, marker).await?;
         return Ok(Deletion::Removed);
     }
-    Ok(Deletion::Marker(install(t, bucket, marker).await?))
+    Ok(Deletion::Marker(Box::new(install(t, bucket, marker).await?)))
 }
 
 /// In `t`: deletes version `version_id` of `key` for good; returns it (`None`: no such

@@ -109,6 +109,7 @@ async fn a_pass_keeps_exactly_the_referenced_blocks_and_every_object_reads_back(
         tags: Default::default(),
         version_id: None,
         delete_marker: false,
+        checksum: None,
     };
     let db = ultracloud_flaredb::Client::new(vec![w.s.db.to_string()]).unwrap();
     db.put(b"lightningstor/object/bgone/x", &serde_json::to_vec(&orphan).unwrap()).await.unwrap();
