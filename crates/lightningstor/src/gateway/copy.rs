@@ -10,6 +10,7 @@ use s3s::dto::{
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::auth::KeyOwner;
 use super::conditions::Conditions;
 use super::meta::{Bucket, ObjectMeta, Put};
 use super::s3::{Gateway, check_key, db_error, now_ms, timestamp};
@@ -19,28 +20,34 @@ use super::versioning::{version_header, version_param};
 /// Most keys one DeleteObjects names (S3's limit).
 const MAX_DELETE_KEYS: usize = 1000;
 
+/// The object a copy reads.
+pub(super) struct Source {
+    /// Its bucket.
+    pub(super) bucket: Bucket,
+    /// The key of its record (for the copy's transaction).
+    pub(super) record: Vec<u8>,
+    /// The version copied.
+    pub(super) meta: ObjectMeta,
+    /// The version the request named, if any.
+    pub(super) version: Option<String>,
+}
+
 impl Gateway {
     pub(super) async fn copy(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let who = self.caller(&req).await?;
         let input = req.input;
         check_key(&input.key)?;
-        let (src_bucket, src_key, src_version) = match &input.copy_source {
-            CopySource::Bucket { bucket, key, version_id } => {
-                (bucket.to_string(), key.to_string(), version_id.as_deref().map(str::to_owned))
-            }
-            _ => return Err(s3_error!(NotImplemented, "copy sources are bucket/key (no access points)")),
-        };
-        let source_bucket = self.owned(&who, &src_bucket).await?;
-        let target =
-            if src_bucket == input.bucket { source_bucket.clone() } else { self.owned(&who, &input.bucket).await? };
-        let (source_record, source) = self.copy_source(&source_bucket, &src_key, src_version.as_deref()).await?;
         let conditions = Conditions {
             if_match: input.copy_source_if_match,
             if_none_match: input.copy_source_if_none_match,
             if_modified_since: input.copy_source_if_modified_since,
             if_unmodified_since: input.copy_source_if_unmodified_since,
         };
-        conditions.check_copy_source(&source)?;
+        let src = self.source_of(&who, &input.copy_source, &conditions).await?;
+        let target =
+            if src.bucket.name == input.bucket { src.bucket.clone() } else { self.owned(&who, &input.bucket).await? };
+        let (source_bucket, source_record, source) = (src.bucket, src.record, src.meta);
+        let (src_bucket, src_key, src_version) = (source_bucket.name.clone(), source.key.clone(), src.version);
         let replace = match input.metadata_directive.as_ref().map(|d| d.as_str()) {
             None | Some("COPY") => false,
             Some("REPLACE") => true,
@@ -92,6 +99,23 @@ impl Gateway {
             }),
             ..Default::default()
         }))
+    }
+
+    /// A copy's source in one of the caller's buckets, its conditions checked.
+    pub(super) async fn source_of(
+        &self,
+        who: &KeyOwner,
+        source: &CopySource,
+        conditions: &Conditions,
+    ) -> S3Result<Source> {
+        let CopySource::Bucket { bucket, key, version_id } = source else {
+            return Err(s3_error!(NotImplemented, "copy sources are bucket/key (no access points)"));
+        };
+        let bucket = self.owned(who, bucket).await?;
+        let version = version_id.as_deref().map(str::to_owned);
+        let (record, meta) = self.copy_source(&bucket, key, version.as_deref()).await?;
+        conditions.check_copy_source(&meta)?;
+        Ok(Source { bucket, record, meta, version })
     }
 
     /// A copy's source (a named version, or the newest) with the key of its record; a delete

@@ -1,4 +1,5 @@
-//! S3 multipart uploads: create, upload part, complete, abort, list parts, list uploads. Parts
+//! S3 multipart uploads: create, upload part (and part copy), complete, abort, list parts, list
+//! uploads. Parts
 //! stream into blocks like a PUT; completing stitches their block lists into one object in a
 //! single metadata transaction (see [`super::uploads`]).
 
@@ -8,14 +9,19 @@ use s3s::dto::{
     ListMultipartUploadsOutput, ListPartsInput, ListPartsOutput, MultipartUpload, Part, UploadPartInput,
     UploadPartOutput,
 };
+use s3s::dto::{CopyPartResult, UploadPartCopyInput, UploadPartCopyOutput};
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use futures::TryStreamExt;
+
 use super::checksums;
+use super::conditions::Conditions;
 use super::listing::page_size;
 use super::meta::Bucket;
 use super::s3::{Gateway, check_key, db_error, now_ms, timestamp};
 use super::tagging;
 use super::uploads::{Completion, MAX_PART_NUMBER, PartMeta, Upload};
+use super::versioning::version_header;
 
 impl Gateway {
     /// Upload `id` of `bucket` for `key`, or NoSuchUpload.
@@ -102,6 +108,60 @@ impl Gateway {
             checksum_crc64nvme,
             checksum_sha1,
             checksum_sha256,
+            ..Default::default()
+        }))
+    }
+
+    /// UploadPartCopy: a part made of (a range of) another object. The bytes are read and
+    /// written again — a range rarely falls on block boundaries, and a fresh write refreshes the
+    /// blocks' time for garbage collection.
+    pub(super) async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let who = self.caller(&req).await?;
+        let input = req.input;
+        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
+            return Err(s3_error!(InvalidArgument, "part numbers are 1 to {MAX_PART_NUMBER}"));
+        }
+        let bucket = self.owned(&who, &input.bucket).await?;
+        self.upload_of(&bucket, &input.upload_id, &input.key).await?;
+        let conditions = Conditions {
+            if_match: input.copy_source_if_match,
+            if_none_match: input.copy_source_if_none_match,
+            if_modified_since: input.copy_source_if_modified_since,
+            if_unmodified_since: input.copy_source_if_unmodified_since,
+        };
+        let src = self.source_of(&who, &input.copy_source, &conditions).await?;
+        let (start, end) = match input.copy_source_range.as_deref() {
+            Some(r) => copy_range(r, src.meta.size)?,
+            None => (0, src.meta.size),
+        };
+        let mut md5 = <s3s::crypto::Md5 as s3s::crypto::Checksum>::new();
+        let body = Box::pin(self.cluster.read_range(src.meta.blocks.clone(), start, end).inspect_ok(|chunk| {
+            s3s::crypto::Checksum::update(&mut md5, chunk);
+        }));
+        let blocks = self.cluster.write_stream(body).await.map_err(|e| {
+            tracing::warn!(error = %e, "a part copy failed");
+            s3_error!(ServiceUnavailable, "not enough storage nodes answered; retry")
+        })?;
+        let p = PartMeta {
+            number: input.part_number,
+            size: end - start,
+            etag: hex::encode(s3s::crypto::Checksum::finalize(md5)),
+            modified_ms: now_ms(),
+            blocks,
+        };
+        if !self.meta.put_part(&bucket, &input.upload_id, &p).await.map_err(db_error)? {
+            return Err(s3_error!(NoSuchUpload, "the upload was completed or aborted meanwhile"));
+        }
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(p.etag)),
+                last_modified: Some(timestamp(p.modified_ms)),
+                ..Default::default()
+            }),
+            copy_source_version_id: version_header(&src.bucket, &src.meta),
             ..Default::default()
         }))
     }
@@ -241,5 +301,39 @@ impl Gateway {
             uploads: Some(uploads),
             ..Default::default()
         }))
+    }
+}
+
+/// `x-amz-copy-source-range: bytes=first-last` of an object of `size` bytes, as `start..end`.
+fn copy_range(raw: &str, size: u64) -> S3Result<(u64, u64)> {
+    let bad = || {
+        s3_error!(
+            InvalidArgument,
+            "x-amz-copy-source-range {raw:?}: bytes=first-last, zero-based offsets with first <= last"
+        )
+    };
+    let (first, last) = raw.strip_prefix("bytes=").and_then(|r| r.split_once('-')).ok_or_else(bad)?;
+    let (first, last): (u64, u64) = (first.parse().map_err(|_| bad())?, last.parse().map_err(|_| bad())?);
+    if first > last {
+        return Err(bad());
+    }
+    if last >= size {
+        return Err(s3_error!(InvalidRange, "the range ends past the source's {size} bytes"));
+    }
+    Ok((first, last + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_ranges_are_inclusive_and_checked() {
+        assert_eq!(copy_range("bytes=0-9", 100).unwrap(), (0, 10));
+        assert_eq!(copy_range("bytes=99-99", 100).unwrap(), (99, 100));
+        assert_eq!(copy_range("bytes=0-100", 100).unwrap_err().code().as_str(), "InvalidRange");
+        for bad in ["0-9", "bytes=9-0", "bytes=-5", "bytes=a-b", "bytes=1-2,4-5"] {
+            assert_eq!(copy_range(bad, 100).unwrap_err().code().as_str(), "InvalidArgument", "{bad}");
+        }
     }
 }

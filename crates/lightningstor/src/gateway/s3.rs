@@ -30,6 +30,7 @@ use s3s::dto::{
     GetBucketPolicyOutput, GetBucketPolicyStatusInput, GetBucketPolicyStatusOutput, PutBucketAclInput,
     PutBucketAclOutput, PutBucketPolicyInput, PutBucketPolicyOutput,
 };
+use s3s::dto::{UploadPartCopyInput, UploadPartCopyOutput};
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::access::{Public, Read, canned};
@@ -490,6 +491,13 @@ impl S3 for Gateway {
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         self.upload_one_part(req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.upload_part_copy(req).await
     }
 
     async fn complete_multipart_upload(

@@ -798,3 +798,63 @@ async fn presigned_urls_work_until_they_expire() {
     let r = reqwest::get(format!("{}/shared/note.txt", w.s3)).await.unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_part_copy_joins_ranges_of_other_objects() {
+    if aws_missing() {
+        return;
+    }
+    let w = World::start().await;
+    let acme = w.project_key("acme", "web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..7_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let tail = b"and a small tail";
+    aws_ok(&w, &acme, &["s3api", "create-bucket", "--bucket", "parts"]);
+    let src = write(&dir.path().join("src"), &data);
+    aws_ok(&w, &acme, &["s3api", "put-object", "--bucket", "parts", "--key", "src", "--body", &src]);
+    let small = write(&dir.path().join("small"), tail);
+    aws_ok(&w, &acme, &["s3api", "put-object", "--bucket", "parts", "--key", "small", "--body", &small]);
+    let upload = aws_json(&w, &acme, &["s3api", "create-multipart-upload", "--bucket", "parts", "--key", "joined"]);
+    let id = upload["UploadId"].as_str().unwrap().to_owned();
+    let ids = ["--bucket", "parts", "--key", "joined", "--upload-id", &id];
+    let copy_part = |number: &str, source: &str, range: Option<&str>| {
+        let mut args = vec!["s3api", "upload-part-copy", "--part-number", number, "--copy-source", source];
+        if let Some(r) = range {
+            args.extend(["--copy-source-range", r]);
+        }
+        args.extend(ids);
+        aws_json(&w, &acme, &args)
+    };
+    let first = copy_part("1", "parts/src", Some("bytes=0-5242879"));
+    let second = copy_part("2", "parts/src", None);
+    let third = copy_part("3", "parts/small", None);
+    let etag = |v: &Value| v["CopyPartResult"]["ETag"].as_str().unwrap().to_owned();
+    let md5 = |b: &[u8]| format!("\"{}\"", hex::encode(<s3s::crypto::Md5 as s3s::crypto::Checksum>::checksum(b)));
+    assert_eq!(etag(&first), md5(&data[..5_242_880]), "a part's ETag is the MD5 of its bytes");
+    let parts = parts_json(&[(1, &etag(&first)), (2, &etag(&second)), (3, &etag(&third))]);
+    aws_ok(&w, &acme, &[&["s3api", "complete-multipart-upload", "--multipart-upload", &parts][..], &ids].concat());
+    let out = dir.path().join("out");
+    aws_ok(&w, &acme, &["s3api", "get-object", "--bucket", "parts", "--key", "joined", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), [&data[..5_242_880], &data[..], &tail[..]].concat());
+
+    // Refusals: a malformed range, one past the end, a missing source, another project's.
+    let upload = aws_json(&w, &acme, &["s3api", "create-multipart-upload", "--bucket", "parts", "--key", "again"]);
+    let id = upload["UploadId"].as_str().unwrap().to_owned();
+    let part = |source: &str, range: &str| -> Vec<String> {
+        ["s3api", "upload-part-copy", "--part-number", "1", "--copy-source", source, "--copy-source-range", range]
+            .into_iter()
+            .chain(["--bucket", "parts", "--key", "again", "--upload-id", &id])
+            .map(str::to_owned)
+            .collect()
+    };
+    let refused = |args: Vec<String>, code: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        aws_refused(&w, &acme, &args, code);
+    };
+    refused(part("parts/src", "bytes=10-5"), "InvalidArgument");
+    refused(part("parts/src", "bytes=0-7000000"), "InvalidRange");
+    refused(part("parts/nothing", "bytes=0-1"), "NoSuchKey");
+    let other = w.project_key("other", "proj").await;
+    aws_ok(&w, &other, &["s3api", "create-bucket", "--bucket", "theirs"]);
+    refused(part("theirs/x", "bytes=0-1"), "AccessDenied");
+}
