@@ -19,6 +19,7 @@ use ultracloud_resource::store::{decode, encode, end_of};
 
 use super::access::Public;
 use super::checksums::Stored;
+use super::cors::CorsRule;
 use super::lifecycle::Rule;
 use super::versions::{self, Deletion, VersionCursor, VersionEntry, Versioning};
 use crate::data::BlockRef;
@@ -48,6 +49,9 @@ pub struct Bucket {
     /// Its lifecycle rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lifecycle: Vec<Rule>,
+    /// Its CORS rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors: Vec<CorsRule>,
     /// What it lets everyone read (nothing by default).
     #[serde(default, skip_serializing_if = "Public::is_private_default")]
     pub public: Public,
@@ -391,6 +395,12 @@ impl Meta {
     /// is gone.
     pub async fn set_lifecycle(&self, bucket: &Bucket, rules: Vec<Rule>) -> Result<bool, FlareError> {
         self.update_bucket(bucket, move |b| b.lifecycle.clone_from(&rules)).await
+    }
+
+    /// Replaces the CORS rules of `bucket` if it is still the same bucket; `false` when it is
+    /// gone.
+    pub async fn set_cors(&self, bucket: &Bucket, rules: Vec<CorsRule>) -> Result<bool, FlareError> {
+        self.update_bucket(bucket, move |b| b.cors.clone_from(&rules)).await
     }
 
     /// Changes what `bucket` lets everyone read if it is still the same bucket; `false` when

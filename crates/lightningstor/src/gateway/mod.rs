@@ -8,6 +8,7 @@ pub mod checksums;
 pub mod conditions;
 pub mod config;
 mod copy;
+pub mod cors;
 pub mod expiry;
 pub mod gc;
 pub mod lifecycle;
@@ -47,9 +48,22 @@ impl Gateway {
         Self { meta, cluster, keys }
     }
 
-    /// The S3 service. With `domain`, `BUCKET.domain` addresses a bucket (virtual-host style);
-    /// path style works always.
-    pub fn into_service(self, domain: Option<&str>) -> Result<S3Service, String> {
+    /// The gateway's HTTP router: the S3 service behind the CORS layer. With `domain`,
+    /// `BUCKET.domain` addresses a bucket (virtual-host style); path style works always.
+    pub fn into_router(self, domain: Option<&str>) -> Result<axum::Router, String> {
+        let cors = cors::CorsState { meta: self.meta.clone(), domain: domain.map(str::to_owned) };
+        let service = self.into_service(domain)?;
+        // Every path is S3's: the service is the router's fallback (no route of ours shadows a
+        // bucket name). A connection-level failure inside s3s becomes a 500.
+        let s3 = axum::error_handling::HandleError::new(service, async |e: s3s::HttpError| {
+            tracing::warn!(error = ?e, "S3 request failed below the S3 layer");
+            (http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        });
+        Ok(axum::Router::new().fallback_service(s3).layer(axum::middleware::from_fn_with_state(cors, cors::layer)))
+    }
+
+    /// The S3 service alone (see [`Gateway::into_router`]).
+    fn into_service(self, domain: Option<&str>) -> Result<S3Service, String> {
         let auth = KeyAuth(self.keys.clone());
         let mut b = S3ServiceBuilder::new(self);
         b.set_auth(auth);
@@ -61,8 +75,10 @@ impl Gateway {
     }
 }
 
-/// Serves `service` on `listener` (HTTP/1.1 and HTTP/2) until `shutdown`.
-pub async fn serve(listener: TcpListener, service: S3Service, shutdown: CancellationToken) {
+/// Serves `router` (from [`Gateway::into_router`]) on `listener` without TLS (HTTP/1.1 and
+/// HTTP/2) until `shutdown`.
+pub async fn serve(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) {
+    let service = hyper_util::service::TowerToHyperService::new(router);
     let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     loop {
         let (socket, _) = tokio::select! {

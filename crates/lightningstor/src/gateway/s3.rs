@@ -22,6 +22,10 @@ use s3s::dto::{
     StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
 };
 use s3s::dto::{
+    DeleteBucketCorsInput, DeleteBucketCorsOutput, GetBucketCorsInput, GetBucketCorsOutput, PutBucketCorsInput,
+    PutBucketCorsOutput, UploadPartCopyInput, UploadPartCopyOutput,
+};
+use s3s::dto::{
     DeleteBucketLifecycleInput, DeleteBucketLifecycleOutput, GetBucketLifecycleConfigurationInput,
     GetBucketLifecycleConfigurationOutput, PutBucketLifecycleConfigurationInput, PutBucketLifecycleConfigurationOutput,
 };
@@ -30,7 +34,6 @@ use s3s::dto::{
     GetBucketPolicyOutput, GetBucketPolicyStatusInput, GetBucketPolicyStatusOutput, PutBucketAclInput,
     PutBucketAclOutput, PutBucketPolicyInput, PutBucketPolicyOutput,
 };
-use s3s::dto::{UploadPartCopyInput, UploadPartCopyOutput};
 use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::access::{Public, Read, canned};
@@ -213,6 +216,7 @@ impl S3 for Gateway {
             tags: Default::default(),
             versioning: Default::default(),
             lifecycle: Vec::new(),
+            cors: Vec::new(),
             public: Public { acl_read, policy: None },
         };
         match self.meta.create_bucket(&b).await.map_err(db_error)? {
@@ -437,6 +441,21 @@ impl S3 for Gateway {
         req: S3Request<DeleteBucketLifecycleInput>,
     ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
         self.delete_lifecycle(req).await
+    }
+
+    async fn put_bucket_cors(&self, req: S3Request<PutBucketCorsInput>) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        self.put_cors(req).await
+    }
+
+    async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        self.get_cors(req).await
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        self.delete_cors(req).await
     }
 
     async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {

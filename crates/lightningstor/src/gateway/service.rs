@@ -62,16 +62,7 @@ async fn serve(config: GatewayConfig) -> Result<(), GatewayError> {
         Collector::new(db.clone(), cluster.clone(), Duration::from_secs(config.gc_grace_secs))
             .spawn(Duration::from_secs(config.gc_interval_secs), ctx.shutdown.clone());
     }
-    let service = Gateway::new(Meta::new(db), cluster, keys).into_service(config.domain.as_deref()).map_err(setup)?;
-    // Every path is S3's: the service is the router's fallback (no route of ours shadows a
-    // bucket name). A connection-level failure inside s3s becomes a 500.
-    let router = axum::Router::new().fallback_service(axum::error_handling::HandleError::new(
-        service,
-        async |e: s3s::HttpError| {
-            tracing::warn!(error = ?e, "S3 request failed below the S3 layer");
-            (http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        },
-    ));
+    let router = Gateway::new(Meta::new(db), cluster, keys).into_router(config.domain.as_deref()).map_err(setup)?;
     let admin = ctx.start_admin(config.admin_listen, axum::Router::new()).await.map_err(RuntimeStartError::from)?;
     tracing::info!(s3 = %config.listen, admin = %admin.local_addr, copies, block_bytes = config.block_bytes,
         tls = tls.is_some(), "lightningstor gateway ready");

@@ -58,10 +58,10 @@ impl World {
 
     /// A gateway over the world's flaredb and iam and the storage nodes `members`, cutting
     /// objects into 1 MiB blocks (a few-MiB object spans several).
-    pub(crate) fn gateway(&self, members: Vec<StorageNode>) -> s3s::service::S3Service {
+    pub(crate) fn gateway(&self, members: Vec<StorageNode>) -> axum::Router {
         let cluster = Arc::new(Cluster::new(members, 3, 1024 * 1024).unwrap());
         let meta = Meta::new(ultracloud_flaredb::Client::new(vec![self.s.db.to_string()]).unwrap());
-        Gateway::new(meta, cluster, self.keys.clone()).into_service(None).unwrap()
+        Gateway::new(meta, cluster, self.keys.clone()).into_router(None).unwrap()
     }
 
     async fn token(&self, user: &str, password: &str) -> String {

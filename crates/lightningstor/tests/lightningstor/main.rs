@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
 
 mod checksum;
+mod cors;
 mod crash;
 mod data;
 mod gateway;
