@@ -11,10 +11,10 @@ install_prereqs() {
     # tests and smoke reach guests' HTTP from inside namespaces) mke2fs (guest image disks) and
     # cpio (a guest-image test cross-checks our initramfs writer against GNU cpio), mold (a
     # linker several times faster than GNU ld on our large, many test binaries; see use_mold), aws
-    # (lightningstor's gateway test drives the S3 gateway with the AWS CLI).
+    # and s3cmd (lightningstor's gateway tests drive the S3 gateway with both clients).
     build_pkgs=()
     for tool in gcc:gcc pkg-config:pkg-config protoc:protobuf-compiler etcdctl:etcd-client busybox:busybox-static \
-        curl:curl mke2fs:e2fsprogs cpio:cpio mold:mold aws:awscli; do
+        curl:curl mke2fs:e2fsprogs cpio:cpio mold:mold aws:awscli s3cmd:s3cmd; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || build_pkgs+=("${tool#*:}")
     done
     # protoc's well-known types (etcd-client's protos import them).

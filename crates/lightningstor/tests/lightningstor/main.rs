@@ -14,6 +14,7 @@ mod node;
 mod process;
 mod public;
 mod repair;
+mod s3cmd;
 mod versioning;
 
 /// flaredb and iam in-process: prismnet's test stack, shared rather than written again.
