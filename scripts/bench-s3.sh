@@ -20,6 +20,8 @@
 #   TARGETS="lightningstor-1 garage-1 lightningstor-3 garage-3"  which targets (default all)
 #   CELLS="4096:64:3000 1048576:64:600 67108864:16:48"  size:clients:objects per cell
 #   MAX_SECONDS=30  bound on each half-cell
+#   STREAM_MIB=4096  instead of the cells: one streamed PUT and GET of an object this large,
+#                    then each server process's peak resident memory (VmHWM)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-./target/release/ultracloud}
@@ -27,8 +29,10 @@ GARAGE=${GARAGE:-/work/peers/garage/target/release/garage}
 TARGETS=${TARGETS:-lightningstor-1 garage-1 lightningstor-3 garage-3}
 CELLS=${CELLS:-4096:64:3000 1048576:64:600 67108864:16:48}
 MAX_SECONDS=${MAX_SECONDS:-30}
+STREAM_MIB=${STREAM_MIB:-0}
 FSYNC=${FSYNC:-1}
 PIDS=()
+SERVERS=()
 WORK=""
 
 stop_all() {
@@ -86,9 +90,22 @@ WORK=$(mktemp -d /var/tmp/uc-bench-s3.XXXXXX)
 BASE=$(pick_base)
 SECRET_KEY_FILE=""
 
+# Peak resident memory of each named process: "name=pid …".
+peaks() {
+    local np
+    for np in "$@"; do
+        printf '  %-10s peak RSS %s\n' "${np%%=*}" "$(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/${np#*=}/status")"
+    done
+}
+
 bench() { # label endpoint region credentials-file
     local cell size clients requests
     echo "== $1 (fsync $([ "$FSYNC" = 1 ] && echo on || echo off))"
+    if [ "$STREAM_MIB" -gt 0 ]; then
+        "$BIN" bench s3 --endpoint "$2" --region "$3" --credentials-file "$4" --bucket bench --stream-mib "$STREAM_MIB"
+        peaks "${SERVERS[@]}"
+        return
+    fi
     for cell in $CELLS; do
         IFS=: read -r size clients requests <<<"$cell"
         "$BIN" bench s3 --endpoint "$2" --region "$3" --credentials-file "$4" --bucket bench \
@@ -123,12 +140,14 @@ start_lightningstor() { # nodes
         [ "$n" -gt 1 ] && args+=(--peers "$peers" --replication "$n")
         "$BIN" "${args[@]}" >"$d/s$i.log" 2>&1 &
         PIDS+=($!)
+        SERVERS+=("node-s$i=$!")
     done
     wait_http "http://127.0.0.1:$((BASE + 41))/readyz" iam
     "$BIN" lightningstor --listen "127.0.0.1:$((BASE + 50))" --admin-listen "127.0.0.1:$((BASE + 51))" \
         --data-dir "$d/gw" --flaredb-endpoints "$flare" --iam-endpoints "http://127.0.0.1:$((BASE + 40))" \
         --api-key-file "$d/iam/s3-gateway-api-key" --nodes "$peers" --replication "$n" >"$d/gw.log" 2>&1 &
     PIDS+=($!)
+    SERVERS+=("gateway=$!")
     wait_http "http://127.0.0.1:$((BASE + 51))/readyz" "the S3 gateway"
     # A tenant, a project and an S3 key pair, through the CLI as an operator does it.
     export XDG_CONFIG_HOME=$d/cli HOME=$d/cli ULTRACLOUD_IAM=http://127.0.0.1:$((BASE + 40))
@@ -169,6 +188,7 @@ api_bind_addr = "127.0.0.1:$((BASE + 10 + i))"
 EOF
         "$GARAGE" -c "$d/n$i/garage.toml" server >"$d/n$i/log" 2>&1 &
         PIDS+=($!)
+        SERVERS+=("garage-n$i=$!")
     done
     local g="$GARAGE -c $d/n1/garage.toml"
     for _ in $(seq 1 100); do $g status >/dev/null 2>&1 && break; sleep 0.2; done
@@ -193,6 +213,7 @@ EOF
 
 echo "cells (size:clients:objects): $CELLS; machine: $(nproc) cores; $(date -u +%FT%TZ)"
 for t in $TARGETS; do
+    SERVERS=()
     case $t in
     lightningstor-*)
         start_lightningstor "${t#lightningstor-}"

@@ -118,6 +118,15 @@ pub struct NodeStatus {
     pub fsync: bool,
     /// Blocks found corrupt (by reads or scrubs) and set aside since the node started.
     pub corrupt_found: u64,
+    /// When the last scrub since the start finished (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scrub_ms: Option<u64>,
+    /// Blocks it checked.
+    #[serde(default)]
+    pub last_scrub_checked: u64,
+    /// Blocks it found rotten.
+    #[serde(default)]
+    pub last_scrub_corrupt: u64,
 }
 
 /// `POST /v1/scrub`: a pass over every block.

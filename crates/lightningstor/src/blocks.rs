@@ -83,6 +83,7 @@ pub struct BlockStore {
     bytes: AtomicU64,
     corrupt: AtomicU64,
     tmp_seq: AtomicU64,
+    last_scrub: Mutex<Option<(u64, ScrubReport)>>,
 }
 
 impl BlockStore {
@@ -123,6 +124,7 @@ impl BlockStore {
             bytes: AtomicU64::new(bytes),
             corrupt: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
+            last_scrub: Mutex::new(None),
         }))
     }
 
@@ -307,8 +309,21 @@ impl BlockStore {
         Ok(out)
     }
 
-    /// Reads every block and sets aside those whose bytes no longer match their name.
+    /// Reads every block and sets aside those whose bytes no longer match their name; the
+    /// report is kept as the last scrub's.
     pub async fn scrub(&self) -> Result<ScrubReport, BlockError> {
+        let report = self.scrub_all().await?;
+        *self.last_scrub.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((ultracloud_runtime::clock::now_ms(), report.clone()));
+        Ok(report)
+    }
+
+    /// When the last scrub finished (ms since the epoch) and what it found.
+    pub fn last_scrub(&self) -> Option<(u64, ScrubReport)> {
+        self.last_scrub.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    async fn scrub_all(&self) -> Result<ScrubReport, BlockError> {
         let mut report = ScrubReport::default();
         let mut after = None;
         loop {
@@ -456,7 +471,9 @@ mod tests {
         }
         assert_eq!(seen, ids);
         std::fs::write(store.path(&ids[3]), b"rotten").unwrap();
+        assert!(store.last_scrub().is_none());
         let report = store.scrub().await.unwrap();
+        assert_eq!(store.last_scrub().map(|s| s.1), Some(report.clone()), "kept for the node's status");
         assert_eq!((report.checked, report.corrupt), (50, vec![ids[3]]));
         assert!(store.delete(ids[0]).await.unwrap());
         assert!(!store.delete(ids[0]).await.unwrap());

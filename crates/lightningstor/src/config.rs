@@ -33,6 +33,9 @@ pub struct NodeConfig {
     pub replication: usize,
     /// Seconds between repair passes.
     pub repair_interval_s: u64,
+    /// Seconds between scrubs (every block read and checked against its name; rot is set
+    /// aside and the repair restores it from another copy); 0: only on request.
+    pub scrub_interval_s: u64,
     /// The TLS directory (`ultracloud ca issue`): the listener speaks TLS and admits only
     /// control-plane and admin certificates. Without it the node listens on loopback only.
     pub tls_dir: Option<PathBuf>,
@@ -50,6 +53,7 @@ impl Default for NodeConfig {
             peers: String::new(),
             replication: 3,
             repair_interval_s: 60,
+            scrub_interval_s: 7 * 24 * 3600,
             tls_dir: None,
         }
     }

@@ -187,12 +187,13 @@ impl Cluster {
         Ok(Written { id, on })
     }
 
-    /// Reads one block from the first node with a good copy.
+    /// Reads one block from the first node with a good copy (a node checks a block against
+    /// its name before it answers; a rotten copy is an error, and the next node is asked).
     pub async fn read_block(&self, id: BlockId) -> Result<Bytes, DataError> {
         let mut tried = Vec::new();
         for node in self.ranking(&id) {
-            match self.clients[node].get(id).await {
-                Ok(Some(data)) => return Ok(Bytes::from(data)),
+            match self.clients[node].read(id).await {
+                Ok(Some(data)) => return Ok(data),
                 Ok(None) => tried.push(format!("{node}: absent")),
                 Err(e) => tried.push(format!("{node}: {e}")),
             }

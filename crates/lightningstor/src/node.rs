@@ -147,7 +147,17 @@ async fn list(State(store): State<Arc<BlockStore>>, Query(q): Query<ListQuery>) 
 
 async fn status(State(store): State<Arc<BlockStore>>) -> Json<NodeStatus> {
     let (blocks, bytes, corrupt_found) = store.counts();
-    Json(NodeStatus { blocks, bytes, free_bytes: store.free_bytes(), fsync: store.fsync(), corrupt_found })
+    let scrub = store.last_scrub();
+    Json(NodeStatus {
+        blocks,
+        bytes,
+        free_bytes: store.free_bytes(),
+        fsync: store.fsync(),
+        corrupt_found,
+        last_scrub_ms: scrub.as_ref().map(|s| s.0),
+        last_scrub_checked: scrub.as_ref().map_or(0, |s| s.1.checked),
+        last_scrub_corrupt: scrub.as_ref().map_or(0, |s| s.1.corrupt.len() as u64),
+    })
 }
 
 async fn scrub(State(store): State<Arc<BlockStore>>) -> Result<Json<ScrubReport>, ApiError> {

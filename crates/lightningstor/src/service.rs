@@ -54,10 +54,33 @@ async fn serve(config: NodeConfig) -> Result<(), ServiceError> {
     if let Some(r) = &repair {
         r.spawn(std::time::Duration::from_secs(config.repair_interval_s), ctx.shutdown.clone());
     }
+    if config.scrub_interval_s > 0 {
+        spawn_scrubs(&store, std::time::Duration::from_secs(config.scrub_interval_s), ctx.shutdown.clone());
+    }
     let router = crate::node::router(store, repair, config.max_block_bytes, tls.is_some());
     ultracloud_tls::serve::serve_api(&ctx, listener, router, tls.as_ref()).await?;
     let _ = admin.task.await;
     Ok(())
+}
+
+/// Scrubs the store every `interval` (the first one an interval after the start).
+fn spawn_scrubs(store: &Arc<BlockStore>, interval: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
+    let store = store.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            match store.scrub().await {
+                Ok(r) if r.corrupt.is_empty() => tracing::info!(checked = r.checked, "scrub found no rot"),
+                Ok(r) => {
+                    tracing::error!(checked = r.checked, corrupt = r.corrupt.len(), "scrub set rotten blocks aside")
+                }
+                Err(e) => tracing::warn!(error = %e, "scrub failed; next time"),
+            }
+        }
+    });
 }
 
 fn repairer(config: &NodeConfig, store: &Arc<BlockStore>) -> Result<Option<Arc<Repairer>>, ServiceError> {

@@ -285,8 +285,8 @@ pub struct Answer {
     pub status: StatusCode,
     /// Its headers.
     pub headers: HeaderMap,
-    /// Its body.
-    pub body: Vec<u8>,
+    /// Its body (as received: no copy).
+    pub body: bytes::Bytes,
 }
 
 impl Answer {
@@ -417,7 +417,7 @@ impl Call<'_> {
                 let status = resp.status();
                 let headers = resp.headers().clone();
                 let body = match resp.bytes().await {
-                    Ok(b) => b.to_vec(),
+                    Ok(b) => b,
                     Err(e) => {
                         last =
                             format!("{}: reading the answer: {}", base.as_str().trim_end_matches('/'), error_chain(&e));

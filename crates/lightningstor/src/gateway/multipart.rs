@@ -9,14 +9,14 @@ use s3s::dto::{
     ListMultipartUploadsOutput, ListPartsInput, ListPartsOutput, MultipartUpload, Part, UploadPartInput,
     UploadPartOutput,
 };
-use s3s::dto::{CopyPartResult, UploadPartCopyInput, UploadPartCopyOutput};
+use s3s::dto::{CommonPrefix, CopyPartResult, UploadPartCopyInput, UploadPartCopyOutput};
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use futures::TryStreamExt;
 
 use super::checksums;
 use super::conditions::Conditions;
-use super::listing::page_size;
+use super::listing::{common_prefix, page_size};
 use super::meta::Bucket;
 use super::s3::{Gateway, check_key, db_error, now_ms, timestamp};
 use super::tagging;
@@ -260,25 +260,45 @@ impl Gateway {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let who = self.caller(&req).await?;
         let input = req.input;
-        if input.delimiter.as_deref().is_some_and(|d| !d.is_empty()) {
-            return Err(s3_error!(NotImplemented, "listing uploads with a delimiter is not supported yet"));
-        }
         let bucket = self.owned(&who, &input.bucket).await?;
         let limit = page_size(input.max_uploads, "max-uploads")?;
         let prefix = input.prefix.clone().unwrap_or_default();
-        // After (key marker, upload ID marker): S3's order is by key, then by upload.
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        // After (key marker, upload ID marker): S3's order is by key, then by upload. A key
+        // marker that is a common prefix skips every key under it.
         let marker = input.key_marker.clone().unwrap_or_default();
         let id_marker = input.upload_id_marker.clone().unwrap_or_default();
+        let marker_rolls_up = common_prefix(&marker, &prefix, delimiter.as_deref()).as_deref() == Some(marker.as_str());
         let after = |u: &Upload| {
+            if marker_rolls_up && !marker.is_empty() {
+                return u.key > marker && !u.key.starts_with(&marker);
+            }
             marker.is_empty() || u.key > marker || (u.key == marker && !id_marker.is_empty() && u.id > id_marker)
         };
         let all = self.meta.uploads(&bucket).await.map_err(db_error)?;
-        let mut matching = all.into_iter().filter(|u| u.key.starts_with(&prefix) && after(u));
-        let page: Vec<Upload> = matching.by_ref().take(limit).collect();
-        let more = matching.next().is_some();
-        let (next_key, next_id) = match (more, page.last()) {
-            (true, Some(u)) => (Some(u.key.clone()), Some(u.id.clone())),
-            _ => (None, None),
+        let (mut page, mut prefixes, mut more) = (Vec::<Upload>::new(), Vec::<String>::new(), false);
+        for u in all.into_iter().filter(|u| u.key.starts_with(&prefix) && after(u)) {
+            let common = common_prefix(&u.key, &prefix, delimiter.as_deref());
+            if common.is_some() && prefixes.last() == common.as_ref() {
+                continue;
+            }
+            if page.len() + prefixes.len() == limit {
+                more = true;
+                break;
+            }
+            match common {
+                Some(c) => prefixes.push(c),
+                None => page.push(u),
+            }
+        }
+        // The next page starts after whichever came last: an upload or a common prefix.
+        let last_upload = page.last().map(|u| (u.key.clone(), u.id.clone()));
+        let (next_key, next_id) = match (more, prefixes.last(), last_upload) {
+            (false, _, _) => (None, None),
+            (true, Some(p), Some((k, _))) if *p > k => (Some(p.clone()), None),
+            (true, _, Some((k, id))) => (Some(k), Some(id)),
+            (true, Some(p), None) => (Some(p.clone()), None),
+            (true, None, None) => (None, None),
         };
         let uploads = page
             .into_iter()
@@ -299,6 +319,8 @@ impl Gateway {
             max_uploads: i32::try_from(limit).ok(),
             is_truncated: Some(more),
             uploads: Some(uploads),
+            delimiter: input.delimiter,
+            common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
             ..Default::default()
         }))
     }

@@ -857,4 +857,27 @@ async fn upload_part_copy_joins_ranges_of_other_objects() {
     let other = w.project_key("other", "proj").await;
     aws_ok(&w, &other, &["s3api", "create-bucket", "--bucket", "theirs"]);
     refused(part("theirs/x", "bytes=0-1"), "AccessDenied");
+
+    // Uploads listed with a delimiter roll up into common prefixes, page by page too.
+    for key in ["dir/a", "dir/b", "dir/sub/c"] {
+        aws_ok(&w, &acme, &["s3api", "create-multipart-upload", "--bucket", "parts", "--key", key]);
+    }
+    let list = |extra: &[&str]| {
+        aws_json(
+            &w,
+            &acme,
+            &[&["s3api", "list-multipart-uploads", "--bucket", "parts", "--delimiter", "/"][..], extra].concat(),
+        )
+    };
+    let keys = |v: &Value| -> (Vec<String>, Vec<String>) {
+        let field = |f: &str, k: &str| -> Vec<String> {
+            v[f].as_array().map(|a| a.iter().map(|u| u[k].as_str().unwrap().to_owned()).collect()).unwrap_or_default()
+        };
+        (field("Uploads", "Key"), field("CommonPrefixes", "Prefix"))
+    };
+    let whole = keys(&list(&[]));
+    assert_eq!(whole, (vec!["again".to_owned()], vec!["dir/".to_owned()]));
+    assert_eq!(keys(&list(&["--page-size", "1"])), whole, "one entry per page gives the same");
+    let inside = keys(&list(&["--prefix", "dir/"]));
+    assert_eq!(inside, (vec!["dir/a".to_owned(), "dir/b".to_owned()], vec!["dir/sub/".to_owned()]));
 }

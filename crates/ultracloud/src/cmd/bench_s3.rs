@@ -45,6 +45,11 @@ pub struct S3Bench {
     /// of every byte).
     #[arg(long)]
     signed_payload: bool,
+    /// Instead of the cells: one PUT of an object this many MiB large, streamed from a
+    /// generator (the client holds one MiB at a time), then one streamed GET of it — for the
+    /// servers' memory bound on huge objects (read their peak RSS, VmHWM, afterwards).
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    stream_mib: u64,
 }
 
 /// The `[default]` profile of an AWS shared-credentials file.
@@ -92,6 +97,31 @@ fn object(run: u64, n: usize, size: usize) -> Bytes {
     Bytes::from(data)
 }
 
+/// One streamed PUT of `mib` MiB and one streamed GET of it, each with its throughput.
+async fn stream_one(s3: &S3Client, bucket: &str, mib: u64) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let run = ultracloud_runtime::clock::now_ms();
+    let key = format!("stream/{run}");
+    let chunks = futures::stream::iter(0..mib)
+        .map(move |i| Ok::<_, std::io::Error>(object(run, usize::try_from(i).unwrap_or(usize::MAX), 1 << 20)));
+    let started = std::time::Instant::now();
+    s3.put_object_stream(bucket, &key, reqwest::Body::wrap_stream(chunks), mib << 20).await.context("the PUT")?;
+    let put = started.elapsed();
+    println!("put {mib} MiB streamed: {:.1} s, {:.1} MiB/s", put.as_secs_f64(), mib as f64 / put.as_secs_f64());
+    let started = std::time::Instant::now();
+    let answer = s3.request(reqwest::Method::GET, bucket, Some(&key), &[], Bytes::new()).await.context("the GET")?;
+    let mut body = answer.bytes_stream();
+    let mut got = 0u64;
+    while let Some(chunk) = body.next().await {
+        got += chunk.context("reading the GET's body")?.len() as u64;
+    }
+    ensure!(got == mib << 20, "the GET returned {got} bytes, not {}", mib << 20);
+    let get = started.elapsed();
+    println!("get {mib} MiB streamed: {:.1} s, {:.1} MiB/s", get.as_secs_f64(), mib as f64 / get.as_secs_f64());
+    s3.delete_object(bucket, &key).await.context("deleting the object")?;
+    Ok(())
+}
+
 /// Runs the benchmark and prints a PUT and a GET row per cell.
 pub async fn run(a: S3Bench) -> anyhow::Result<()> {
     let mut s3 = S3Client::new(&a.endpoint, key_of(&a)?)?.with_region(&a.region);
@@ -102,6 +132,9 @@ pub async fn run(a: S3Bench) -> anyhow::Result<()> {
         Ok(()) => {}
         Err(e) if e.code() == "BucketAlreadyOwnedByYou" => {}
         Err(e) => return Err(e).context(format!("creating bucket {}", a.bucket)),
+    }
+    if a.stream_mib > 0 {
+        return stream_one(&s3, &a.bucket, a.stream_mib).await;
     }
     let s3 = Arc::new(s3);
     let deadline = Duration::from_secs(a.max_seconds);

@@ -58,6 +58,11 @@ pub struct NodeArgs {
     #[arg(long, value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     repair_interval_s: Option<u64>,
+    /// Seconds between scrubs, which read every block and set rotten ones aside for the
+    /// repair to restore; 0: only on request (POST /v1/scrub) [default: 604800, a week].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrub_interval_s: Option<u64>,
 }
 
 /// Runs `lightningstor-node`.

@@ -49,7 +49,7 @@ enum S3Command {
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
     /// Each storage node: reachable, blocks held, bytes, free space, fsync, corrupt blocks set
-    /// aside, and its repair worker (passes, running, progress, the last pass's copies sent,
+    /// aside, its last scrub, and its repair worker (passes, running, progress, the last pass's copies sent,
     /// dropped and deferred).
     Status {
         /// The storage nodes: name=URL,… (what the gateways' --nodes names).
@@ -138,6 +138,16 @@ async fn node_row(name: &str, url: &str) -> serde_json::Value {
             row["free_bytes"] = s.free_bytes.into();
             row["fsync"] = s.fsync.into();
             row["corrupt_found"] = s.corrupt_found.into();
+            row["last_scrub"] = match s.last_scrub_ms {
+                Some(ms) => format!(
+                    "{} checked, {} rotten, {} s ago",
+                    s.last_scrub_checked,
+                    s.last_scrub_corrupt,
+                    ultracloud_runtime::clock::now_ms().saturating_sub(ms) / 1000
+                )
+                .into(),
+                None => "none since start".into(),
+            };
         }
         Err(e) => row["state"] = format!("unreachable: {e}").into(),
     }
@@ -171,7 +181,9 @@ async fn admin_status(nodes: &str, tls_dir: Option<&std::path::Path>, output: Ou
     }
     let rows = futures::future::join_all(list.iter().map(|n| node_row(&n.member.id, &n.url))).await;
     let down = rows.iter().filter(|r| r["state"] != "up").count();
-    output.list(&rows, &["node", "state", "blocks", "bytes", "free_bytes", "corrupt_found", "repair", "last_pass"]);
+    let columns =
+        ["node", "state", "blocks", "bytes", "free_bytes", "corrupt_found", "last_scrub", "repair", "last_pass"];
+    output.list(&rows, &columns);
     Ok(if down == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
