@@ -274,6 +274,26 @@ impl std::fmt::Debug for CreatedS3Credential {
     }
 }
 
-/// `GET /v1/s3-credentials/{access_key_id}` (S3 gateways only) answers the same pair as a
-/// create: what verifying a signature made with the key needs.
-pub type S3Secret = CreatedS3Credential;
+/// `GET /v1/s3-credentials/{access_key_id}` (S3 gateways only): what verifying a signature
+/// made with the key needs, and what the key's creator may do in its project now.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct S3Secret {
+    /// The credential.
+    #[serde(flatten)]
+    pub record: S3CredentialView,
+    /// The secret access key.
+    pub secret_access_key: String,
+    /// The creator may only read objects in the project now (a viewer): the gateway refuses
+    /// every other request signed with the key.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl std::fmt::Debug for S3Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Secret")
+            .field("record", &self.record)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}

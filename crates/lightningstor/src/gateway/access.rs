@@ -73,19 +73,33 @@ pub(super) enum Read {
     List,
 }
 
-/// Lets unsigned requests through to the operations a public bucket answers (the handlers
-/// decide per bucket); every other unsigned request is refused here, before it is read.
-#[derive(Debug, Clone, Copy)]
-pub struct PublicReads;
+/// The check before a request is read: unsigned requests only reach the operations a public
+/// bucket answers (the handlers decide per bucket); a key whose creator may only read in its
+/// project (a viewer now) only reaches reads.
+#[derive(Debug, Clone)]
+pub struct RequestAccess(pub std::sync::Arc<super::auth::IamKeys>);
+
+/// Whether an S3 operation only reads.
+fn reads(operation: &str) -> bool {
+    ["Get", "Head", "List"].iter().any(|p| operation.starts_with(p))
+}
 
 #[async_trait::async_trait]
-impl S3Access for PublicReads {
+impl S3Access for RequestAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
-        if cx.credentials().is_some() || PUBLIC_OPERATIONS.contains(&cx.s3_op().name()) {
-            Ok(())
-        } else {
-            Err(s3_error!(AccessDenied, "a signature is required"))
+        let operation = cx.s3_op().name();
+        let Some(credentials) = cx.credentials() else {
+            if PUBLIC_OPERATIONS.contains(&operation) {
+                return Ok(());
+            }
+            return Err(s3_error!(AccessDenied, "a signature is required"));
+        };
+        // Resolved (and cached) already: the signature was checked with its secret.
+        let (_, owner) = self.0.resolve(&credentials.access_key).await?;
+        if owner.read_only && !reads(operation) {
+            return Err(s3_error!(AccessDenied, "the key's creator may only read in its project ({operation} writes)"));
         }
+        Ok(())
     }
 }
 

@@ -30,6 +30,8 @@ pub struct KeyOwner {
     pub project: String,
     /// The subject that created the key.
     pub subject: String,
+    /// The creator may only read in the project now: requests other than reads are refused.
+    pub read_only: bool,
 }
 
 struct Cached {
@@ -73,14 +75,25 @@ impl IamKeys {
             Err(e) if e.is_not_found() || e.status() == Some(400) => {
                 return Err(s3s::s3_error!(InvalidAccessKeyId, "the access key is not known"));
             }
+            // Its creator no longer holds a role in the project: the key acts as nobody.
+            Err(e) if e.status() == Some(403) => {
+                return Err(s3s::s3_error!(
+                    AccessDenied,
+                    "the access key's creator no longer holds a role in its project"
+                ));
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot resolve an S3 access key through iam");
                 return Err(s3s::s3_error!(ServiceUnavailable, "cannot check the access key now; retry"));
             }
         };
         let secret = SecretKey::from(found.secret_access_key);
-        let owner =
-            KeyOwner { tenant: found.record.tenant, project: found.record.project, subject: found.record.owner };
+        let owner = KeyOwner {
+            tenant: found.record.tenant,
+            project: found.record.project,
+            subject: found.record.owner,
+            read_only: found.read_only,
+        };
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, c| c.at.elapsed() < CACHE_TTL);

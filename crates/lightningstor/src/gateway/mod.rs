@@ -65,9 +65,10 @@ impl Gateway {
     /// The S3 service alone (see [`Gateway::into_router`]).
     fn into_service(self, domain: Option<&str>) -> Result<S3Service, String> {
         let auth = KeyAuth(self.keys.clone());
+        let keys = self.keys.clone();
         let mut b = S3ServiceBuilder::new(self);
         b.set_auth(auth);
-        b.set_access(access::PublicReads);
+        b.set_access(access::RequestAccess(keys));
         if let Some(d) = domain {
             b.set_host(SingleDomain::new(d).map_err(|e| format!("domain {d:?}: {e}"))?);
         }

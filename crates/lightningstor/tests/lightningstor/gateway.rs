@@ -79,7 +79,13 @@ impl World {
         v["access_token"].as_str().unwrap_or_else(|| panic!("login {user}: {v}")).to_owned()
     }
 
-    async fn iam_call(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn iam_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut r = self.s.http.request(method, format!("{}{path}", self.s.iam)).bearer_auth(token);
         if let Some(b) = body {
             r = r.json(&b);
@@ -90,7 +96,7 @@ impl World {
     }
 
     /// A POST to iam as the admin that must succeed.
-    async fn iam_ok(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn iam_ok(&self, path: &str, body: Value) -> Value {
         let (s, v) = self.iam_call(reqwest::Method::POST, path, &self.s.admin, Some(body)).await;
         assert!(s == 201 || s == 200, "POST {path}: {s} {v}");
         v
@@ -122,7 +128,7 @@ pub(crate) fn aws_missing() -> bool {
 }
 
 /// Runs `aws` with a key pair against the gateway; (success, stdout, stderr).
-fn aws(w: &World, key: &(String, String), args: &[&str]) -> (bool, String, String) {
+pub(crate) fn aws(w: &World, key: &(String, String), args: &[&str]) -> (bool, String, String) {
     let out = Command::new("aws")
         .args(["--endpoint-url", &w.s3, "--output", "json"])
         .args(args)

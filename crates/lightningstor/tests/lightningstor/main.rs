@@ -14,6 +14,7 @@ mod node;
 mod process;
 mod public;
 mod repair;
+mod revocation;
 mod s3cmd;
 mod versioning;
 

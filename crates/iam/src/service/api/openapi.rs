@@ -115,7 +115,7 @@ const OPERATIONS: &[(&str, &str, &str, bool, Option<&str>)] = &[
     (
         "get",
         "/v1/s3-credentials/{id}",
-        "An access key's secret and project (S3 gateways only: platform.s3_credential.resolve)",
+        "An access key's secret and project, and whether its creator may still write (read_only) or act at all (403 when not) there (S3 gateways only: platform.s3_credential.resolve)",
         true,
         None,
     ),

@@ -19,6 +19,11 @@ use crate::service::model::S3Credential;
 use crate::service::store::Page;
 use crate::service::{Iam, now_secs};
 
+/// What a key's creator must still be allowed in the project for the key to write …
+const WRITE_ACTION: &str = "object.object.create";
+/// … and to read.
+const READ_ACTION: &str = "object.object.read";
+
 /// Longest description kept.
 const MAX_DESCRIPTION: usize = 256;
 
@@ -88,7 +93,10 @@ pub(super) async fn delete(
     Ok(http::StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/s3-credentials/{access_key_id}`: platform only (S3 gateways).
+/// `GET /v1/s3-credentials/{access_key_id}`: platform only (S3 gateways). A key acts as its
+/// creator, so the creator's roles in the project are checked on every resolve (gateways cache
+/// the answer for seconds): a creator who may still write gets a read-write key, one who may
+/// only read (demoted to viewer) a read-only key, and one with no role left a refusal (403).
 pub(super) async fn resolve(
     State(iam): State<Arc<Iam>>,
     caller: Caller,
@@ -101,7 +109,16 @@ pub(super) async fn resolve(
     let Some(c) = iam.store.s3_credential(&id).await.map_err(db_error)? else {
         return Err(ApiError::not_found(format!("S3 credential {id:?} not found")));
     };
-    Ok(Json(S3Secret { record: c.view, secret_access_key: c.secret }))
+    let scope = project_scope(&c.view.tenant, &c.view.project);
+    let owner = iam.authz.policy(&c.view.owner).await?;
+    let writes = owner.decide(WRITE_ACTION, &scope).allowed;
+    if !writes && !owner.decide(READ_ACTION, &scope).allowed {
+        return Err(ApiError::forbidden(format!(
+            "the creator of {id} ({}) no longer holds a role in {}/{}",
+            c.view.owner, c.view.tenant, c.view.project
+        )));
+    }
+    Ok(Json(S3Secret { record: c.view, secret_access_key: c.secret, read_only: !writes }))
 }
 
 /// Deletes a project's S3 credentials (with the project).
@@ -110,4 +127,16 @@ pub(super) async fn delete_all_of(iam: &Iam, tenant: &str, project: &str) -> Res
         iam.store.delete_s3_credential(&c.view.access_key_id).await.map_err(db_error)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_actions_a_key_is_checked_against_exist() {
+        // An unknown action is refused to everyone: every key would be refused.
+        assert!(crate::policy::is_known_action(WRITE_ACTION));
+        assert!(crate::policy::is_known_action(READ_ACTION));
+    }
 }
