@@ -96,6 +96,23 @@ pub fn wanted(algorithm: Option<&ChecksumAlgorithm>, values: [Option<&str>; 5]) 
     }
 }
 
+/// [`wanted`] over the checksum fields of a PutObject or UploadPart input (they share names).
+macro_rules! wanted_by {
+    ($input:expr) => {
+        $crate::gateway::checksums::wanted(
+            $input.checksum_algorithm.as_ref(),
+            [
+                $input.checksum_crc32.as_deref(),
+                $input.checksum_crc32c.as_deref(),
+                $input.checksum_crc64nvme.as_deref(),
+                $input.checksum_sha1.as_deref(),
+                $input.checksum_sha256.as_deref(),
+            ],
+        )
+    };
+}
+pub(crate) use wanted_by;
+
 /// A running checksum of a body.
 pub struct Hasher {
     wanted: Wanted,

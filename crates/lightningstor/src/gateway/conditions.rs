@@ -20,6 +20,20 @@ pub struct Conditions {
     pub if_unmodified_since: Option<Timestamp>,
 }
 
+/// The `x-amz-copy-source-if-*` conditions of a CopyObject or UploadPartCopy input (they
+/// share names), taken out of it.
+macro_rules! copy_source_conditions {
+    ($input:expr) => {
+        $crate::gateway::conditions::Conditions {
+            if_match: $input.copy_source_if_match,
+            if_none_match: $input.copy_source_if_none_match,
+            if_modified_since: $input.copy_source_if_modified_since,
+            if_unmodified_since: $input.copy_source_if_unmodified_since,
+        }
+    };
+}
+pub(crate) use copy_source_conditions;
+
 /// Why a condition failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failed {

@@ -11,7 +11,7 @@ use s3s::dto::{
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::auth::KeyOwner;
-use super::conditions::Conditions;
+use super::conditions::{self, Conditions};
 use super::meta::{Bucket, ObjectMeta, Put};
 use super::s3::{Gateway, check_key, db_error, now_ms, timestamp};
 use super::tagging;
@@ -37,12 +37,7 @@ impl Gateway {
         let who = self.caller(&req).await?;
         let input = req.input;
         check_key(&input.key)?;
-        let conditions = Conditions {
-            if_match: input.copy_source_if_match,
-            if_none_match: input.copy_source_if_none_match,
-            if_modified_since: input.copy_source_if_modified_since,
-            if_unmodified_since: input.copy_source_if_unmodified_since,
-        };
+        let conditions = conditions::copy_source_conditions!(input);
         let src = self.source_of(&who, &input.copy_source, &conditions).await?;
         let target =
             if src.bucket.name == input.bucket { src.bucket.clone() } else { self.owned(&who, &input.bucket).await? };

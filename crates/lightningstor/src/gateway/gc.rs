@@ -233,30 +233,25 @@ impl Collector {
             }
         }
         let mut live = HashSet::new();
-        for p in self.rows(PARTS.as_bytes(), ts).await? {
-            if uploads.contains(split_two(&p.key, PARTS).0) {
-                live.extend(decode::<PartMeta>(&p.key, &p.value)?.blocks.iter().map(|b| b.id));
-                report.parts += 1;
-            } else {
-                orphans.push(p.key);
-            }
-        }
-        for p in self.rows(OBJECTS.as_bytes(), ts).await? {
-            if buckets.contains(split_two(&p.key, OBJECTS).0) {
-                live.extend(decode::<ObjectMeta>(&p.key, &p.value)?.blocks.iter().map(|b| b.id));
-                report.objects += 1;
-            } else {
-                orphans.push(p.key);
-            }
-        }
-        for p in self.rows(VERSIONS.as_bytes(), ts).await? {
-            if buckets.contains(split_two(&p.key, VERSIONS).0) {
-                live.extend(decode::<ObjectMeta>(&p.key, &p.value)?.blocks.iter().map(|b| b.id));
-                report.versions += 1;
-            } else {
-                orphans.push(p.key);
-            }
-        }
+        let mut mark =
+            async |prefix: &str, owners: &HashSet<String>, blocks_of: fn(&Pair) -> Result<Vec<BlockId>, FlareError>| {
+                let mut marked = 0u64;
+                for p in self.rows(prefix.as_bytes(), ts).await? {
+                    if owners.contains(split_two(&p.key, prefix).0) {
+                        live.extend(blocks_of(&p)?);
+                        marked += 1;
+                    } else {
+                        orphans.push(p.key);
+                    }
+                }
+                Ok::<_, FlareError>(marked)
+            };
+        let part_blocks = |p: &Pair| Ok(decode::<PartMeta>(&p.key, &p.value)?.blocks.iter().map(|b| b.id).collect());
+        let object_blocks =
+            |p: &Pair| Ok(decode::<ObjectMeta>(&p.key, &p.value)?.blocks.iter().map(|b| b.id).collect());
+        report.parts = mark(PARTS, &uploads, part_blocks).await?;
+        report.objects = mark(OBJECTS, &buckets, object_blocks).await?;
+        report.versions = mark(VERSIONS, &buckets, object_blocks).await?;
         for key in orphans {
             self.db.delete(&key).await?;
             report.orphans_removed += 1;

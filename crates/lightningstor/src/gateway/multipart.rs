@@ -14,8 +14,9 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use futures::TryStreamExt;
 
+use super::auth::KeyOwner;
 use super::checksums;
-use super::conditions::Conditions;
+use super::conditions;
 use super::listing::{common_prefix, page_size};
 use super::meta::Bucket;
 use super::s3::{Gateway, check_key, db_error, now_ms, timestamp};
@@ -59,27 +60,32 @@ impl Gateway {
         }))
     }
 
+    /// The bucket of a part about to be written: a valid part number, the caller's bucket, an
+    /// upload in progress for the key.
+    async fn part_target(
+        &self,
+        who: &KeyOwner,
+        bucket: &str,
+        upload_id: &str,
+        key: &str,
+        part_number: i32,
+    ) -> S3Result<Bucket> {
+        if !(1..=MAX_PART_NUMBER).contains(&part_number) {
+            return Err(s3_error!(InvalidArgument, "part numbers are 1 to {MAX_PART_NUMBER}"));
+        }
+        let bucket = self.owned(who, bucket).await?;
+        self.upload_of(&bucket, upload_id, key).await?;
+        Ok(bucket)
+    }
+
     pub(super) async fn upload_one_part(
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let who = self.caller(&req).await?;
         let input = req.input;
-        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
-            return Err(s3_error!(InvalidArgument, "part numbers are 1 to {MAX_PART_NUMBER}"));
-        }
-        let bucket = self.owned(&who, &input.bucket).await?;
-        self.upload_of(&bucket, &input.upload_id, &input.key).await?;
-        let wanted = checksums::wanted(
-            input.checksum_algorithm.as_ref(),
-            [
-                input.checksum_crc32.as_deref(),
-                input.checksum_crc32c.as_deref(),
-                input.checksum_crc64nvme.as_deref(),
-                input.checksum_sha1.as_deref(),
-                input.checksum_sha256.as_deref(),
-            ],
-        )?;
+        let bucket = self.part_target(&who, &input.bucket, &input.upload_id, &input.key, input.part_number).await?;
+        let wanted = checksums::wanted_by!(input)?;
         let written = self
             .write_body(
                 input.body,
@@ -121,17 +127,8 @@ impl Gateway {
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let who = self.caller(&req).await?;
         let input = req.input;
-        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
-            return Err(s3_error!(InvalidArgument, "part numbers are 1 to {MAX_PART_NUMBER}"));
-        }
-        let bucket = self.owned(&who, &input.bucket).await?;
-        self.upload_of(&bucket, &input.upload_id, &input.key).await?;
-        let conditions = Conditions {
-            if_match: input.copy_source_if_match,
-            if_none_match: input.copy_source_if_none_match,
-            if_modified_since: input.copy_source_if_modified_since,
-            if_unmodified_since: input.copy_source_if_unmodified_since,
-        };
+        let bucket = self.part_target(&who, &input.bucket, &input.upload_id, &input.key, input.part_number).await?;
+        let conditions = conditions::copy_source_conditions!(input);
         let src = self.source_of(&who, &input.copy_source, &conditions).await?;
         let (start, end) = match input.copy_source_range.as_deref() {
             Some(r) => copy_range(r, src.meta.size)?,

@@ -270,16 +270,7 @@ impl S3 for Gateway {
         let bucket = self.owned(&who, &input.bucket).await?;
         // Refused before a byte is stored.
         let tags = tagging::from_header(input.tagging.as_deref())?;
-        let wanted = checksums::wanted(
-            input.checksum_algorithm.as_ref(),
-            [
-                input.checksum_crc32.as_deref(),
-                input.checksum_crc32c.as_deref(),
-                input.checksum_crc64nvme.as_deref(),
-                input.checksum_sha1.as_deref(),
-                input.checksum_sha256.as_deref(),
-            ],
-        )?;
+        let wanted = checksums::wanted_by!(input)?;
         let written = self
             .write_body(
                 input.body,
