@@ -332,13 +332,17 @@ pub async fn finish_out(paths: &VmPaths) -> Result<Value, String> {
 /// Follows QEMU's migration to its end, finishing the mirrors at the switchover pause.
 async fn follow(q: &mut Qmp) -> Result<Value, String> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    // QEMU's migration thread may still report the pause for a moment after it was told to
+    // go on; a second migrate-continue then fails against a migration already completed.
+    let mut continued = false;
     loop {
         let info = q.execute("query-migrate", None).await.map_err(qmp_err)?;
         match info["status"].as_str().unwrap_or("none") {
             "completed" => return Ok(info),
-            "pre-switchover" => {
+            "pre-switchover" if !continued => {
                 finish_mirrors(q).await?;
                 q.execute("migrate-continue", Some(json!({"state": "pre-switchover"}))).await.map_err(qmp_err)?;
+                continued = true;
             }
             s @ ("failed" | "cancelled" | "none") => {
                 let why = info["error-desc"].as_str().unwrap_or("no reason given");
