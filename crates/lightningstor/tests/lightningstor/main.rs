@@ -9,6 +9,7 @@ mod crash;
 mod data;
 mod gateway;
 mod gc;
+mod hostile;
 mod lifecycle;
 mod node;
 mod process;
