@@ -58,6 +58,14 @@ impl Public {
         self.acl_read || self.policy.as_ref().is_some_and(|p| p.list_bucket)
     }
 
+    /// Whether everyone may do `read`.
+    pub(super) fn allows(&self, read: Read) -> bool {
+        match read {
+            Read::Object => self.reads(),
+            Read::List => self.lists(),
+        }
+    }
+
     /// Whether it is the default: no ACL grant and no policy.
     pub fn is_private_default(&self) -> bool {
         *self == Self::default()
@@ -182,14 +190,11 @@ impl Gateway {
         let bucket = self.meta.bucket(name).await.map_err(db_error)?;
         match (bucket, signed) {
             (Some(b), Some(who)) if b.tenant == who.tenant && b.project == who.project => Ok(b),
-            (Some(b), _) if (read == Read::Object && b.public.reads()) || (read == Read::List && b.public.lists()) => {
-                Ok(b)
-            }
+            (Some(b), _) if b.public.allows(read) => Ok(b),
             (Some(_), Some(_)) => Err(s3_error!(AccessDenied, "the bucket belongs to another project")),
-            (Some(_), None) => Err(s3_error!(AccessDenied, "the bucket is not public; sign the request")),
-            // An unsigned caller learns nothing about names that do not exist.
-            (None, None) => Err(s3_error!(AccessDenied, "the bucket is not public; sign the request")),
             (None, Some(_)) => Err(s3_error!(NoSuchBucket)),
+            // An unsigned caller learns nothing about names that do not exist.
+            (_, None) => Err(s3_error!(AccessDenied, "the bucket is not public; sign the request")),
         }
     }
 

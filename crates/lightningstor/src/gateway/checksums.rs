@@ -170,6 +170,18 @@ pub fn fields(c: Option<&Stored>) -> [Option<String>; 5] {
     ALL.map(|a| c.filter(|c| c.algorithm == a).map(|c| c.value.clone()))
 }
 
+/// Sets the five checksum fields of an S3 output (PutObject, GetObject, HeadObject,
+/// UploadPart: they share names) from a stored checksum.
+macro_rules! answer_with {
+    ($output:expr, $checksum:expr) => {{
+        let mut out = $output;
+        [out.checksum_crc32, out.checksum_crc32c, out.checksum_crc64nvme, out.checksum_sha1, out.checksum_sha256] =
+            $crate::gateway::checksums::fields($checksum);
+        out
+    }};
+}
+pub(crate) use answer_with;
+
 #[cfg(test)]
 mod tests {
     use super::*;

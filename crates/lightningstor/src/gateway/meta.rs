@@ -286,11 +286,7 @@ impl Meta {
 
     /// The newest version of `key` in `bucket` when it is an object.
     pub async fn object(&self, bucket: &Bucket, key: &str) -> Result<Option<ObjectMeta>, FlareError> {
-        let okey = object_key(bucket, key);
-        match self.db.get(&okey).await? {
-            Some(bytes) => Ok(Some(decode(&okey, &bytes)?)),
-            None => Ok(None),
-        }
+        Ok(self.current(bucket, key).await?.map(|(_, o)| o))
     }
 
     /// Deletes `key` from `bucket` as a DELETE without a version does: removes it, or adds a
@@ -312,13 +308,11 @@ impl Meta {
         self.db
             .transact(async move |t| {
                 let Some(current) = same_bucket(t, &bkey, &id).await? else { return Ok(false) };
-                match t.get(&okey).await? {
-                    Some(bytes) if decode::<ObjectMeta>(&okey, &bytes)? == o => {
-                        versions::delete_newest(t, &current, &o.key, now_ms).await?;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
+                if versions::current(t, &okey).await?.as_ref() != Some(&o) {
+                    return Ok(false);
                 }
+                versions::delete_newest(t, &current, &o.key, now_ms).await?;
+                Ok(true)
             })
             .await
     }
@@ -380,7 +374,7 @@ impl Meta {
                     Some(v) => versions::find(t, &bucket, &key, v.as_deref()).await?,
                     None => {
                         let okey = object_key(&bucket, &key);
-                        t.get(&okey).await?.map(|b| decode(&okey, &b)).transpose()?.map(|o| (okey, o))
+                        versions::current(t, &okey).await?.map(|o| (okey, o))
                     }
                 };
                 let Some((record, mut o)) = found.filter(|(_, o)| !o.delete_marker) else { return Ok(false) };

@@ -102,20 +102,11 @@ impl Gateway {
             modified_ms: now_ms(),
             blocks: written.blocks,
         };
-        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] =
-            checksums::fields(written.checksum.as_ref());
         if !self.meta.put_part(&bucket, &input.upload_id, &p).await.map_err(db_error)? {
             return Err(s3_error!(NoSuchUpload, "the upload was completed or aborted meanwhile"));
         }
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(ETag::Strong(p.etag)),
-            checksum_crc32,
-            checksum_crc32c,
-            checksum_crc64nvme,
-            checksum_sha1,
-            checksum_sha256,
-            ..Default::default()
-        }))
+        let out = UploadPartOutput { e_tag: Some(ETag::Strong(p.etag)), ..Default::default() };
+        Ok(S3Response::new(checksums::answer_with!(out, written.checksum.as_ref())))
     }
 
     /// UploadPartCopy: a part made of (a range of) another object. The bytes are read and

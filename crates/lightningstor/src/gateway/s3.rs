@@ -297,19 +297,13 @@ impl S3 for Gateway {
             Put::Written(o) => o,
             Put::BucketGone => return Err(s3_error!(NoSuchBucket, "the bucket was deleted during the upload")),
         };
-        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] =
-            checksums::fields(o.checksum.as_ref());
-        Ok(S3Response::new(PutObjectOutput {
-            checksum_crc32,
-            checksum_crc32c,
-            checksum_crc64nvme,
-            checksum_sha1,
-            checksum_sha256,
+        let out = PutObjectOutput {
             version_id: version_header(&bucket, &o),
-            e_tag: Some(ETag::Strong(o.etag)),
+            e_tag: Some(ETag::Strong(o.etag.clone())),
             size: i64::try_from(o.size).ok(),
             ..Default::default()
-        }))
+        };
+        Ok(S3Response::new(checksums::answer_with!(out, o.checksum.as_ref())))
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -333,15 +327,8 @@ impl S3 for Gateway {
         // Checksums are of the whole object: given only when it is asked for whole.
         let whole =
             content_range.is_none() && req.input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == "ENABLED");
-        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] =
-            checksums::fields(o.checksum.as_ref().filter(|_| whole));
         let body = self.body(&o, range.start, range.end);
-        Ok(S3Response::new(GetObjectOutput {
-            checksum_crc32,
-            checksum_crc32c,
-            checksum_crc64nvme,
-            checksum_sha1,
-            checksum_sha256,
+        let out = GetObjectOutput {
             body: Some(body),
             content_length: i64::try_from(range.end - range.start).ok(),
             content_range,
@@ -353,7 +340,8 @@ impl S3 for Gateway {
             tag_count: (!o.tags.is_empty()).then(|| i32::try_from(o.tags.len()).unwrap_or(i32::MAX)),
             version_id: version_header(&bucket, &o),
             ..Default::default()
-        }))
+        };
+        Ok(S3Response::new(checksums::answer_with!(out, o.checksum.as_ref().filter(|_| whole))))
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
@@ -368,14 +356,7 @@ impl S3 for Gateway {
         };
         conditions.check_read(&o)?;
         let asked = input.checksum_mode.as_ref().is_some_and(|m| m.as_str() == "ENABLED");
-        let [checksum_crc32, checksum_crc32c, checksum_crc64nvme, checksum_sha1, checksum_sha256] =
-            checksums::fields(o.checksum.as_ref().filter(|_| asked));
-        Ok(S3Response::new(HeadObjectOutput {
-            checksum_crc32,
-            checksum_crc32c,
-            checksum_crc64nvme,
-            checksum_sha1,
-            checksum_sha256,
+        let out = HeadObjectOutput {
             content_length: i64::try_from(o.size).ok(),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(o.etag.clone())),
@@ -384,7 +365,8 @@ impl S3 for Gateway {
             metadata: (!o.metadata.is_empty()).then(|| o.metadata.clone().into_iter().collect()),
             version_id: version_header(&bucket, &o),
             ..Default::default()
-        }))
+        };
+        Ok(S3Response::new(checksums::answer_with!(out, o.checksum.as_ref().filter(|_| asked))))
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {

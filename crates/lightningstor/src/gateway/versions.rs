@@ -111,7 +111,8 @@ async fn rows(t: &Txn, bucket: &Bucket, key: &str, limit: usize) -> Result<Vec<(
     found.into_iter().map(|p| Ok((p.key.clone(), decode(&p.key, &p.value)?))).collect()
 }
 
-async fn current(t: &Txn, okey: &[u8]) -> Result<Option<ObjectMeta>, FlareError> {
+/// In `t`: the object record at `okey` (a key's newest version when it is an object).
+pub(super) async fn current(t: &Txn, okey: &[u8]) -> Result<Option<ObjectMeta>, FlareError> {
     t.get(okey).await?.map(|b| decode(okey, &b)).transpose()
 }
 
