@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ultracloud_guest_image::{BuildOptions, Manifest, read_manifest, verify_image};
+use ultracloud_runtime::test_port::free_port;
 
 /// Generous: TCG on a loaded 2-core machine. Typical boots take seconds.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -202,10 +203,6 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
 
 fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(body)))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub mod readiness;
 pub mod secret_file;
 pub mod service;
 pub mod shutdown;
+pub mod test_port;
 pub mod version;
 
 pub use entry::Entry;

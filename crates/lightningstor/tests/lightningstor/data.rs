@@ -13,8 +13,7 @@ fn node(name: &str, url: String) -> StorageNode {
 
 /// A URL where nothing listens (a node that is down).
 fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", l.local_addr().unwrap())
+    format!("http://127.0.0.1:{}", ultracloud_runtime::test_port::free_port())
 }
 
 fn body_of(data: &[u8], chunk: usize) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Unpin {

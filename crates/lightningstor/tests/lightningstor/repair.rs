@@ -32,8 +32,8 @@ async fn nodes(live: usize, dead: usize, copies: usize) -> Nodes {
         listeners.push(l);
     }
     for i in 0..dead {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        members.push(member(&format!("dead{i}"), format!("http://{}", l.local_addr().unwrap())));
+        let port = ultracloud_runtime::test_port::free_port();
+        members.push(member(&format!("dead{i}"), format!("http://127.0.0.1:{port}")));
     }
     let mut dirs = Vec::new();
     let mut tasks = Vec::new();

@@ -9,9 +9,7 @@ use nix::unistd::Pid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ultracloud");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use ultracloud_runtime::test_port::free_port;
 
 fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
     let path = dir.join("node.toml");

@@ -112,8 +112,7 @@ async fn the_internal_planes_admit_only_cluster_certificates_in_their_roles() {
 
 async fn chainfire_admits_only_cluster_certificates(pki: &Pki) {
     let dir = tempfile::tempdir().unwrap();
-    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (client, peer) = (port(0), port(1));
+    let (client, peer) = (ultracloud_runtime::test_port::free_port(), ultracloud_runtime::test_port::free_port());
     let log = std::fs::File::create(dir.path().join("chainfire.log")).unwrap();
     let mut child = Command::new(BIN)
         .arg("chainfire")

@@ -11,10 +11,7 @@ use ultracloud_chainfire::config::{ChainfireConfig, ClusterState};
 use ultracloud_chainfire::node::Node;
 use ultracloud_chainfire::server::{self, Running};
 
-/// A free TCP port on 127.0.0.1 (bound then released; the window for a clash is tiny).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use ultracloud_runtime::test_port::free_port;
 
 /// One member and how to stop it.
 pub struct Member {
