@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: lightningstor (the S3 gateway over flaredb metadata and storage
 # nodes) vs Garage, on loopback, with the same load tool (`ultracloud bench s3`, our SigV4
-# client, UNSIGNED-PAYLOAD bodies, every object unique in every 64 KiB): PUT and GET of 4 KiB
+# client, UNSIGNED-PAYLOAD bodies, pseudo-random objects): PUT and GET of 4 KiB
 # objects at 64 clients, 1 MiB at 64 clients, 64 MiB at 16 clients; one node, then three nodes
 # with three copies. One S3 endpoint per target (one gateway; Garage's first node).
 #
@@ -9,6 +9,10 @@
 # storage nodes fsync every block before acknowledging and flaredb fsyncs its Raft log and
 # commits its applies durably. FSYNC=0: Garage's defaults (both off) and our storage nodes with
 # --fsync=false; flaredb stays durable (it has no switch), so ours does more work there.
+#
+# Objects are pseudo-random: Garage compresses blocks with zstd by default (compression_level 1,
+# kept here: it is what a self-hoster runs) and a patterned body would let it write almost nothing;
+# real large objects (backups, images, media) are mostly compressed already.
 #
 # Garage is the v2.0.0 binary built from its source (GARAGE=path; default
 # /work/peers/garage/target/release/garage: `git checkout v2.0.0 && cargo build --release -p
@@ -20,6 +24,7 @@
 #   TARGETS="lightningstor-1 garage-1 lightningstor-3 garage-3"  which targets (default all)
 #   CELLS="4096:64:3000 1048576:64:600 67108864:16:48"  size:clients:objects per cell
 #   MAX_SECONDS=30  bound on each half-cell
+#   GARAGE_COMPRESSION=none  Garage's compression_level (default 1, Garage's own default)
 #   STREAM_MIB=4096  instead of the cells: one streamed PUT and GET of an object this large,
 #                    then each server process's peak resident memory (VmHWM)
 set -euo pipefail
@@ -31,6 +36,7 @@ CELLS=${CELLS:-4096:64:3000 1048576:64:600 67108864:16:48}
 MAX_SECONDS=${MAX_SECONDS:-30}
 STREAM_MIB=${STREAM_MIB:-0}
 FSYNC=${FSYNC:-1}
+GARAGE_COMPRESSION=${GARAGE_COMPRESSION:-1}
 PIDS=()
 SERVERS=()
 WORK=""
@@ -172,6 +178,7 @@ metadata_dir = "$d/n$i/meta"
 data_dir = "$d/n$i/data"
 db_engine = "lmdb"
 metadata_fsync = $fsync
+compression_level = $( [ "$GARAGE_COMPRESSION" = none ] && echo '"none"' || echo "$GARAGE_COMPRESSION" )
 data_fsync = $fsync
 replication_factor = $n
 rpc_bind_addr = "127.0.0.1:$((BASE + 20 + i))"

@@ -4,17 +4,21 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-/// A block's name: the SHA-256 of its bytes (64 lowercase hex digits on the wire), so a block
-/// can be checked against its name wherever it is read.
+/// A block's name: the BLAKE3 hash of its bytes (64 lowercase hex digits on the wire), so a
+/// block can be checked against its name wherever it is read.
+///
+/// BLAKE3 rather than SHA-256: every block is hashed when it is cut, when each node stores it
+/// and on every read, and on these machines BLAKE3 (AVX-512) is about three times as fast as
+/// SHA-256 even with the SHA extensions — the hash was a fifth of all CPU in a 1 MiB GET
+/// benchmark. Both are collision-resistant; the name only has to be.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockId([u8; 32]);
 
 impl BlockId {
     /// The name of `data`.
     pub fn of(data: &[u8]) -> Self {
-        Self(Sha256::digest(data).into())
+        Self(*blake3::hash(data).as_bytes())
     }
 
     /// Its 32 bytes.
@@ -62,7 +66,7 @@ impl FromStr for BlockId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = |reason| BadBlockId { given: s.chars().take(80).collect(), reason };
         if s.len() != 64 {
-            return Err(bad("a SHA-256 is 64 hex digits"));
+            return Err(bad("a block name is 64 hex digits"));
         }
         if s.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(bad("hex digits are lowercase"));
@@ -145,8 +149,9 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_bad_names_are_refused_by_reason() {
+        // BLAKE3 of "hello", as the reference implementation (Python `blake3`) gives it.
         let id = BlockId::of(b"hello");
-        assert_eq!(id.to_string(), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(id.to_string(), "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f");
         assert_eq!(id.to_string().parse::<BlockId>(), Ok(id));
         assert_eq!(serde_json::from_str::<BlockId>(&serde_json::to_string(&id).unwrap()).unwrap(), id);
         let short = "abc".parse::<BlockId>().unwrap_err().to_string();

@@ -31,7 +31,7 @@ use crate::api::{BlockId, ScrubReport};
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
     /// The bytes sent are not the named block.
-    #[error("the body's SHA-256 is {actual}, not the block's name {named}")]
+    #[error("the body's BLAKE3 hash is {actual}, not the block's name {named}")]
     Mismatch {
         /// The name in the request.
         named: BlockId,
@@ -133,7 +133,7 @@ impl BlockStore {
         self.root.join("blocks").join(&name[..2]).join(name)
     }
 
-    /// Stores `data` as block `id` (checked: it must be the SHA-256 of `data`). `Ok(false)`:
+    /// Stores `data` as block `id` (checked: it must be the BLAKE3 hash of `data`). `Ok(false)`:
     /// it was already here. Returns only once the block is durable (with fsync on).
     pub async fn put(&self, id: BlockId, data: Bytes) -> Result<bool, BlockError> {
         let path = self.path(&id);
@@ -203,23 +203,26 @@ impl BlockStore {
     /// Block `id`'s bytes, checked against its name; `None` when this node does not hold it.
     pub async fn get(&self, id: BlockId) -> Result<Option<Bytes>, BlockError> {
         let path = self.path(&id);
+        // Read and checked off the async workers: hashing a block takes a while.
         let read = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || std::fs::read(&path)).await.map_err(|e| BlockError::Io {
-                what: "reading",
-                path: self.path(&id),
-                source: std::io::Error::other(e),
-            })?
+            tokio::task::spawn_blocking(move || std::fs::read(&path).map(|d| (BlockId::of(&d) == id, d)))
+                .await
+                .map_err(|e| BlockError::Io {
+                    what: "reading",
+                    path: self.path(&id),
+                    source: std::io::Error::other(e),
+                })?
         };
         let data = match read {
-            Ok(d) => d,
+            Ok((true, d)) => d,
+            Ok((false, d)) => {
+                self.set_aside(id, d.len() as u64)?;
+                return Err(BlockError::Corrupt(id));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(BlockError::Io { what: "reading", path, source: e }),
         };
-        if BlockId::of(&data) != id {
-            self.set_aside(id, data.len() as u64)?;
-            return Err(BlockError::Corrupt(id));
-        }
         Ok(Some(Bytes::from(data)))
     }
 

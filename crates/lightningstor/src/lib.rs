@@ -1,6 +1,6 @@
 //! lightningstor: UltraCloud's object store.
 //!
-//! Objects are cut into blocks; each block is named by the SHA-256 of its bytes ([`api::BlockId`])
+//! Objects are cut into blocks; each block is named by the BLAKE3 hash of its bytes ([`api::BlockId`])
 //! and kept on `replication` storage nodes chosen by a weighted rendezvous [`layout`]. A storage
 //! node ([`node`], `ultracloud lightningstor-node`) is a durable, checksummed home for blocks
 //! ([`blocks`]): it never acknowledges a write before the block and its directory entry are on

@@ -62,7 +62,7 @@ async fn blocks_round_trip_and_every_refusal_names_its_cause() {
     let wrong = http.put(url(&format!("/v1/blocks/{}", BlockId::of(b"x")))).body(data.clone()).send().await.unwrap();
     assert_eq!(wrong.status(), 400);
     let body = wrong.text().await.unwrap();
-    assert!(body.contains("block_mismatch") && body.contains("SHA-256"), "{body}");
+    assert!(body.contains("block_mismatch") && body.contains("BLAKE3"), "{body}");
     let bad_name = http.get(url("/v1/blocks/not-a-hash")).send().await.unwrap();
     assert_eq!(bad_name.status(), 400);
     assert!(bad_name.text().await.unwrap().contains("64 hex digits"));

@@ -1,6 +1,6 @@
 //! `ultracloud bench s3`: PUT and GET throughput of any S3 endpoint — lightningstor's gateway
 //! or, side by side with the same client, Garage — at given object sizes and concurrency.
-//! Every object is unique in every 64 KiB (neither store can deduplicate its blocks).
+//! Every object is pseudo-random bytes: neither store can deduplicate or compress its blocks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,17 +84,35 @@ fn key_of(a: &S3Bench) -> anyhow::Result<S3Key> {
     }
 }
 
-/// Object `n` of run `run`: `size` bytes, stamped with (run, n, offset) every 64 KiB.
+/// Object `n` of run `run`: `size` bytes (at least 24) of pseudo-random data — neither
+/// compressible (Garage compresses blocks with zstd by default, and a pattern would let it
+/// write almost nothing) nor shared between objects or within one (no deduplication).
 fn object(run: u64, n: usize, size: usize) -> Bytes {
-    let mut data = vec![0x5a; size.max(24)];
-    for (i, chunk) in data.chunks_mut(64 * 1024).enumerate() {
-        if chunk.len() >= 24 {
-            chunk[..8].copy_from_slice(&run.to_le_bytes());
-            chunk[8..16].copy_from_slice(&(n as u64).to_le_bytes());
-            chunk[16..24].copy_from_slice(&(i as u64).to_le_bytes());
-        }
+    // splitmix64: cheap enough that the load tool does not compete with the servers for CPU.
+    let mut state = run ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut data = Vec::with_capacity(size.max(24) + 8);
+    while data.len() < size.max(24) {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        data.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
     }
+    data.truncate(size.max(24));
     Bytes::from(data)
+}
+
+/// GETs `key` and counts its bytes as they arrive, keeping none: a load tool that gathered
+/// each body whole would spend more CPU than the servers it measures (they share the cores).
+async fn get_counted(s3: &S3Client, bucket: &str, key: &str) -> anyhow::Result<u64> {
+    use futures::StreamExt;
+    let answer = s3.request(reqwest::Method::GET, bucket, Some(key), &[], Bytes::new()).await?;
+    let mut body = answer.bytes_stream();
+    let mut got = 0u64;
+    while let Some(chunk) = body.next().await {
+        got += chunk.context("reading a GET's body")?.len() as u64;
+    }
+    Ok(got)
 }
 
 /// One streamed PUT of `mib` MiB and one streamed GET of it, each with its throughput.
@@ -109,12 +127,7 @@ async fn stream_one(s3: &S3Client, bucket: &str, mib: u64) -> anyhow::Result<()>
     let put = started.elapsed();
     println!("put {mib} MiB streamed: {:.1} s, {:.1} MiB/s", put.as_secs_f64(), mib as f64 / put.as_secs_f64());
     let started = std::time::Instant::now();
-    let answer = s3.request(reqwest::Method::GET, bucket, Some(&key), &[], Bytes::new()).await.context("the GET")?;
-    let mut body = answer.bytes_stream();
-    let mut got = 0u64;
-    while let Some(chunk) = body.next().await {
-        got += chunk.context("reading the GET's body")?.len() as u64;
-    }
+    let got = get_counted(s3, bucket, &key).await?;
     ensure!(got == mib << 20, "the GET returned {got} bytes, not {}", mib << 20);
     let get = started.elapsed();
     println!("get {mib} MiB streamed: {:.1} s, {:.1} MiB/s", get.as_secs_f64(), mib as f64 / get.as_secs_f64());
@@ -159,8 +172,8 @@ pub async fn run(a: S3Bench) -> anyhow::Result<()> {
             let (get, _) = cell(clients, written.len(), deadline, move |i| {
                 let (s3, bucket, written) = (s.clone(), bucket.clone(), w.clone());
                 async move {
-                    let got = s3.get_object(&bucket, &written[i]).await?;
-                    ensure!(got.len() == size.max(24), "{} is {} bytes, not {size}", written[i], got.len());
+                    let got = get_counted(&s3, &bucket, &written[i]).await?;
+                    ensure!(got == size.max(24) as u64, "{} is {got} bytes, not {size}", written[i]);
                     anyhow::Ok(())
                 }
             })
@@ -189,12 +202,18 @@ mod tests {
     }
 
     #[test]
-    fn objects_differ_in_every_64_kib() {
+    fn objects_differ_in_every_64_kib_and_do_not_compress() {
         let (a, b) = (object(1, 0, 256 << 10), object(1, 1, 256 << 10));
         for off in (0..256 << 10).step_by(64 << 10) {
             assert_ne!(a[off..off + (64 << 10)], b[off..off + (64 << 10)]);
         }
         assert_ne!(a[..64 << 10], a[64 << 10..128 << 10], "chunks of one object differ too");
         assert_eq!(object(1, 0, 4).len(), 24);
+        assert_eq!(object(1, 0, 1000).len(), 1000);
+        // Every byte value about equally often: nothing for a compressor to take.
+        let mut counts = [0usize; 256];
+        a.iter().for_each(|&x| counts[usize::from(x)] += 1);
+        let expected = a.len() / 256;
+        assert!(counts.iter().all(|&c| c > expected * 9 / 10 && c < expected * 11 / 10), "{counts:?}");
     }
 }
