@@ -129,22 +129,19 @@ pub(crate) fn aws_missing() -> bool {
 
 /// Runs `aws` with a key pair against the gateway; (success, stdout, stderr).
 pub(crate) fn aws(w: &World, key: &(String, String), args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("aws")
-        .args(["--endpoint-url", &w.s3, "--output", "json"])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", &key.0)
-        .env("AWS_SECRET_ACCESS_KEY", &key.1)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .output()
-        .expect("aws runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    let args: Vec<&str> =
+        ["--endpoint-url", &w.s3, "--output", "json"].into_iter().chain(args.iter().copied()).collect();
+    crate::aws_cli::run(
+        &args,
+        &[
+            ("AWS_ACCESS_KEY_ID", &key.0),
+            ("AWS_SECRET_ACCESS_KEY", &key.1),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ],
     )
 }
 

@@ -3,6 +3,7 @@
 //! gateway driven by the AWS CLI.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is the failure report in tests
 
+mod aws_cli;
 mod checksum;
 mod cors;
 mod crash;
