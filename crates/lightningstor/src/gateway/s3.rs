@@ -202,6 +202,20 @@ impl Gateway {
     }
 }
 
+/// Refuses a request that asks for server-side encryption (SSE-S3, SSE-KMS or SSE-C): the
+/// gateway does not encrypt at rest, and storing the object anyway would let the client
+/// believe it encrypted (ceph's s3-tests found the headers silently ignored).
+macro_rules! refuse_encryption {
+    ($input:expr, $($field:ident),+) => {
+        if $($input.$field.is_some())||+ {
+            return Err(s3_error!(
+                NotImplemented,
+                "server-side encryption (x-amz-server-side-encryption*) is not offered by this gateway"
+            ));
+        }
+    };
+}
+
 #[async_trait::async_trait]
 impl S3 for Gateway {
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
@@ -264,6 +278,7 @@ impl S3 for Gateway {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        refuse_encryption!(req.input, server_side_encryption, sse_customer_algorithm, ssekms_key_id);
         let who = self.caller(&req).await?;
         let input = req.input;
         check_key(&input.key)?;
@@ -307,6 +322,7 @@ impl S3 for Gateway {
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        refuse_encryption!(req.input, sse_customer_algorithm);
         let bucket = self.readable(&req, &req.input.bucket, Read::Object).await?;
         let o = self.object_version(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
         let conditions = Conditions {
@@ -345,6 +361,7 @@ impl S3 for Gateway {
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        refuse_encryption!(req.input, sse_customer_algorithm);
         let bucket = self.readable(&req, &req.input.bucket, Read::Object).await?;
         let o = self.object_version(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
         let input = req.input;
@@ -478,10 +495,12 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        refuse_encryption!(req.input, server_side_encryption, sse_customer_algorithm, ssekms_key_id);
         self.create_multipart(req).await
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        refuse_encryption!(req.input, sse_customer_algorithm);
         self.upload_one_part(req).await
     }
 
@@ -489,6 +508,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        refuse_encryption!(req.input, sse_customer_algorithm, copy_source_sse_customer_algorithm);
         self.upload_part_copy(req).await
     }
 
@@ -526,6 +546,13 @@ impl S3 for Gateway {
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        refuse_encryption!(
+            req.input,
+            server_side_encryption,
+            sse_customer_algorithm,
+            ssekms_key_id,
+            copy_source_sse_customer_algorithm
+        );
         self.copy(req).await
     }
 

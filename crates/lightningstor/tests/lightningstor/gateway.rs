@@ -678,6 +678,15 @@ async fn bad_input_gets_its_s3_error_and_the_gateway_keeps_serving() {
     );
     assert_eq!(code, "InvalidArgument");
 
+    // Server-side encryption is not offered: asking for it is refused, never ignored.
+    for sse in [&["--server-side-encryption", "AES256"][..], &["--server-side-encryption", "aws:kms"]] {
+        let put = [&["s3api", "put-object", "--bucket", "inputs", "--key", "secret"][..], sse].concat();
+        aws_refused(&w, &acme, &put, "NotImplemented");
+        let create = [&["s3api", "create-multipart-upload", "--bucket", "inputs", "--key", "secret"][..], sse].concat();
+        aws_refused(&w, &acme, &create, "NotImplemented");
+    }
+    aws_refused(&w, &acme, &["s3api", "head-object", "--bucket", "inputs", "--key", "secret"], "404");
+
     // Oversized headers are refused by the HTTP layer, not by a crash.
     let r = reqwest::Client::new()
         .get(format!("{}/inputs/ok", w.s3))
