@@ -130,13 +130,21 @@ impl Gateway {
             return Ok(Some(VersionCursor { key: key.to_owned(), rank: None }));
         };
         let wanted = version_param(raw)?;
-        let (record, o) = self
-            .meta
-            .version(bucket, key, wanted.as_deref())
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| s3_error!(InvalidArgument, "version-id-marker {raw} is not a version of {key:?}"))?;
-        let rank = if record == object_key(bucket, key) { String::new() } else { order_of(&o) };
+        let rank = match (self.meta.version(bucket, key, wanted.as_deref()).await.map_err(db_error)?, wanted) {
+            (Some((record, o)), _) => {
+                if record == object_key(bucket, key) {
+                    String::new()
+                } else {
+                    order_of(&o)
+                }
+            }
+            // Gone since the page that named it (a client deleting what it lists, as S3 clean-up
+            // tools do): a marker is a position, not a reference. A version ID is its own order,
+            // so the listing resumes where it was; the `null` version's place went with it, so
+            // the listing resumes after the key.
+            (None, Some(id)) => id,
+            (None, None) => return Ok(Some(VersionCursor { key: key.to_owned(), rank: None })),
+        };
         Ok(Some(VersionCursor { key: key.to_owned(), rank: Some(rank) }))
     }
 
