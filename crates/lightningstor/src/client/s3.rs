@@ -74,6 +74,15 @@ impl S3Error {
     }
 }
 
+/// The condition of a conditional PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteCondition<'a> {
+    /// `If-None-Match: *`: create only; refused when the key has an object.
+    IfAbsent,
+    /// `If-Match`: replace only the object with this ETag.
+    IfMatch(&'a str),
+}
+
 /// An S3 endpoint with one key pair.
 #[derive(Debug, Clone)]
 pub struct S3Client {
@@ -129,7 +138,26 @@ impl S3Client {
 
     /// `PUT /bucket/key`; the object's ETag.
     pub async fn put_object(&self, bucket: &str, key: &str, body: Bytes) -> Result<String, S3Error> {
-        let r = self.request(reqwest::Method::PUT, bucket, Some(key), &[], body).await?;
+        self.put_object_if(bucket, key, body, None).await
+    }
+
+    /// `PUT /bucket/key` only if `condition` holds: `If-None-Match: *` creates only when the
+    /// key has no object, `If-Match: <etag>` replaces only that object (412
+    /// PreconditionFailed otherwise, checked atomically with the write); the object's ETag.
+    pub async fn put_object_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        condition: Option<WriteCondition<'_>>,
+    ) -> Result<String, S3Error> {
+        let payload = self.payload_of(&body);
+        let headers: Vec<(&str, String)> = match condition {
+            None => Vec::new(),
+            Some(WriteCondition::IfAbsent) => vec![("if-none-match", "*".to_owned())],
+            Some(WriteCondition::IfMatch(etag)) => vec![("if-match", format!("\"{}\"", etag.trim_matches('"')))],
+        };
+        let r = self.send(reqwest::Method::PUT, bucket, Some(key), &[], &headers, body.into(), payload, None).await?;
         Ok(r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().trim_matches('"').to_owned())
     }
 
@@ -154,7 +182,8 @@ impl S3Client {
         body: reqwest::Body,
         len: u64,
     ) -> Result<String, S3Error> {
-        let r = self.send(reqwest::Method::PUT, bucket, Some(key), &[], body, UNSIGNED.to_owned(), Some(len)).await?;
+        let r =
+            self.send(reqwest::Method::PUT, bucket, Some(key), &[], &[], body, UNSIGNED.to_owned(), Some(len)).await?;
         Ok(r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().trim_matches('"').to_owned())
     }
 
@@ -168,8 +197,13 @@ impl S3Client {
         query: &[(&str, &str)],
         body: Bytes,
     ) -> Result<reqwest::Response, S3Error> {
-        let payload = if self.unsigned_payload { UNSIGNED.to_owned() } else { hex::encode(Sha256::digest(&body)) };
-        self.send(method, bucket, key, query, body.into(), payload, None).await
+        let payload = self.payload_of(&body);
+        self.send(method, bucket, key, query, &[], body.into(), payload, None).await
+    }
+
+    /// The `x-amz-content-sha256` of `body`.
+    fn payload_of(&self, body: &Bytes) -> String {
+        if self.unsigned_payload { UNSIGNED.to_owned() } else { hex::encode(Sha256::digest(body)) }
     }
 
     /// Signs and sends; a non-2xx answer becomes [`S3Error::Refused`].
@@ -180,6 +214,7 @@ impl S3Client {
         bucket: &str,
         key: Option<&str>,
         query: &[(&str, &str)],
+        headers: &[(&str, String)],
         body: reqwest::Body,
         payload: String,
         content_length: Option<u64>,
@@ -214,6 +249,10 @@ impl S3Client {
             .header("authorization", signed.authorization);
         if let Some(len) = content_length {
             r = r.header("content-length", len);
+        }
+        // Sent unsigned (SigV4 signs `host` and the `x-amz-*` headers it names).
+        for (name, value) in headers {
+            r = r.header(*name, value);
         }
         let r = r.body(body).send().await.map_err(|source| S3Error::Transport {
             method: method_name,

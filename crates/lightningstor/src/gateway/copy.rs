@@ -6,12 +6,12 @@
 
 use s3s::dto::{
     CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource, DeleteObjectsInput, DeleteObjectsOutput,
-    DeletedObject, ETag, Error as S3ObjectError,
+    DeletedObject, ETag, ETagCondition, Error as S3ObjectError,
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::auth::KeyOwner;
-use super::conditions::{self, Conditions};
+use super::conditions::{self, Conditions, DeleteConditions};
 use super::meta::{Bucket, ObjectMeta, Put};
 use super::s3::{Gateway, check_key, db_error, now_ms, timestamp};
 use super::tagging;
@@ -80,6 +80,7 @@ impl Gateway {
         let o = match self.meta.copy_object(&target, &o, (source_record, &source)).await.map_err(db_error)? {
             Some(Put::Written(o)) => o,
             Some(Put::BucketGone) => return Err(s3_error!(NoSuchBucket, "the bucket was deleted during the copy")),
+            Some(Put::Refused(refused)) => return Err(refused.into()),
             None => {
                 return Err(s3_error!(OperationAborted, "the source object changed during the copy; retry"));
             }
@@ -151,8 +152,14 @@ impl Gateway {
         let quiet = input.delete.quiet.unwrap_or(false);
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for o in objects {
-            // Deleting an absent key succeeds, as in S3.
-            match self.delete_key(&bucket, &o.key, o.version_id.as_deref()).await {
+            let conditions = DeleteConditions {
+                if_match: o.e_tag.map(ETagCondition::ETag),
+                last_modified: o.last_modified_time,
+                size: o.size,
+            };
+            // Deleting an absent key succeeds, as in S3; a key whose condition fails is
+            // reported in `Errors` and the others go on.
+            match self.delete_key(&bucket, &o.key, o.version_id.as_deref(), &conditions).await {
                 Ok(_) if quiet => {}
                 Ok((marker, version_id)) => deleted.push(DeletedObject {
                     key: Some(o.key),

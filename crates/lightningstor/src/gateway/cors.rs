@@ -183,11 +183,16 @@ fn text(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
 }
 
 fn forbidden(why: &str) -> Response {
+    refusal(StatusCode::FORBIDDEN, "AccessForbidden", why)
+}
+
+/// An S3 error document.
+fn refusal(status: StatusCode, code: &str, why: &str) -> Response {
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessForbidden</Code><Message>{why}</Message></Error>"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{why}</Message></Error>"
     );
     let mut r = Response::new(Body::from(body));
-    *r.status_mut() = StatusCode::FORBIDDEN;
+    *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     r
 }
@@ -221,7 +226,17 @@ fn allow(h: &mut HeaderMap, rule: &CorsRule, origin: &str, preflight: Option<&[S
 /// The layer: preflights answered here, other requests with an `Origin` answered by the S3
 /// service and then given the matching rule's headers.
 pub async fn layer(State(state): State<CorsState>, req: Request, next: Next) -> Response {
-    let Some(origin) = text(req.headers(), header::ORIGIN) else { return next.run(req).await };
+    let Some(origin) = text(req.headers(), header::ORIGIN) else {
+        // A preflight without an origin is malformed (S3's answer), not unauthenticated.
+        if req.method() == Method::OPTIONS {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Insufficient information. Origin request header needed.",
+            );
+        }
+        return next.run(req).await;
+    };
     let bucket = bucket_of(req.headers(), req.uri().path(), state.domain.as_deref());
     let rules = match &bucket {
         Some(name) => match state.meta.bucket(name).await {

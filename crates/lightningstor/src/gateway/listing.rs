@@ -3,7 +3,7 @@
 //! `encoding-type=url`.
 
 use s3s::dto::{
-    CommonPrefix, ETag, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, Object,
+    CommonPrefix, ETag, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output, Object, Owner,
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
@@ -121,7 +121,9 @@ impl Gateway {
         let encode = url_encoded(input.encoding_type.as_ref())?;
         let prefix = input.prefix.clone().unwrap_or_default();
         let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
-        let l = self.list(&bucket, &prefix, delimiter.as_deref(), input.marker.clone(), limit, encode).await?;
+        let mut l = self.list(&bucket, &prefix, delimiter.as_deref(), input.marker.clone(), limit, encode).await?;
+        // Version 1 lists every object's owner.
+        with_owner(&bucket, &mut l.contents);
         // S3 gives NextMarker only with a delimiter; without one, clients use the last key.
         let next_marker = match (&delimiter, l.truncated) {
             (Some(_), true) => l.last.as_deref().map(|m| if encode { url_encode(m) } else { m.to_owned() }),
@@ -158,7 +160,10 @@ impl Gateway {
             Some(t) => Some(after_of_token(t)?),
             None => input.start_after.clone(),
         };
-        let l = self.list(&bucket, &prefix, delimiter.as_deref(), after, limit, encode).await?;
+        let mut l = self.list(&bucket, &prefix, delimiter.as_deref(), after, limit, encode).await?;
+        if input.fetch_owner == Some(true) {
+            with_owner(&bucket, &mut l.contents);
+        }
         let e = |s: Option<String>| s.map(|s| if encode { url_encode(&s) } else { s });
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(bucket.name),
@@ -175,6 +180,14 @@ impl Gateway {
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
+    }
+}
+
+/// Names each object's owner: the bucket's project (the ID versions are listed with too).
+fn with_owner(bucket: &Bucket, objects: &mut [Object]) {
+    let id = format!("{}/{}", bucket.tenant, bucket.project);
+    for o in objects {
+        o.owner = Some(Owner { id: Some(id.clone()), display_name: Some(id.clone()) });
     }
 }
 

@@ -19,6 +19,7 @@ use ultracloud_resource::store::{decode, encode, end_of};
 
 use super::access::Public;
 use super::checksums::Stored;
+use super::conditions::{DeleteConditions, Refusal, WriteConditions};
 use super::cors::CorsRule;
 use super::lifecycle::Rule;
 use super::versions::{self, Deletion, VersionCursor, VersionEntry, Versioning};
@@ -127,6 +128,8 @@ pub enum Put {
     Written(Box<ObjectMeta>),
     /// The bucket was deleted (or re-created) meanwhile: nothing was written.
     BucketGone,
+    /// A condition of the write did not hold: nothing was written.
+    Refused(Refusal),
 }
 
 /// One page of a bucket's objects in key order.
@@ -232,10 +235,16 @@ impl Meta {
             .await
     }
 
-    /// Makes `o` the current version of its key in `bucket`.
-    pub async fn put_object(&self, bucket: &Bucket, o: &ObjectMeta) -> Result<Put, FlareError> {
+    /// Makes `o` the current version of its key in `bucket` if the key's current object
+    /// meets `conditions` (checked in the same transaction).
+    pub async fn put_object(
+        &self,
+        bucket: &Bucket,
+        o: &ObjectMeta,
+        conditions: &WriteConditions,
+    ) -> Result<Put, FlareError> {
         // Without a source to keep, there is no source to have changed.
-        Ok(self.put_object_keeping(bucket, o, None).await?.unwrap_or(Put::BucketGone))
+        Ok(self.put_object_keeping(bucket, o, None, conditions).await?.unwrap_or(Put::BucketGone))
     }
 
     /// Makes `o`, a copy of `source` (a version and the key of its record), the newest
@@ -249,7 +258,7 @@ impl Meta {
         o: &ObjectMeta,
         source: (Vec<u8>, &ObjectMeta),
     ) -> Result<Option<Put>, FlareError> {
-        self.put_object_keeping(bucket, o, Some((source.0, source.1.clone()))).await
+        self.put_object_keeping(bucket, o, Some((source.0, source.1.clone())), &WriteConditions::default()).await
     }
 
     async fn put_object_keeping(
@@ -257,14 +266,20 @@ impl Meta {
         bucket: &Bucket,
         o: &ObjectMeta,
         keep: Option<(Vec<u8>, ObjectMeta)>,
+        conditions: &WriteConditions,
     ) -> Result<Option<Put>, FlareError> {
         let (bkey, okey, o) = (bucket_key(&bucket.name), object_key(bucket, &o.key), o.clone());
-        let id = bucket.id.clone();
+        let (id, conditions) = (bucket.id.clone(), conditions.clone());
         self.db
             .transact(async move |t| {
                 // The bucket must still be this one (not deleted, not re-created); its
                 // versioning as of this transaction decides what the PUT does.
                 let Some(current) = same_bucket(t, &bkey, &id).await? else { return Ok(Some(Put::BucketGone)) };
+                if !conditions.is_empty()
+                    && let Err(refused) = conditions.check(versions::current(t, &okey).await?.as_ref())
+                {
+                    return Ok(Some(Put::Refused(refused)));
+                }
                 if let Some((skey, expected)) = &keep
                     && *skey != okey
                 {
@@ -290,13 +305,30 @@ impl Meta {
     }
 
     /// Deletes `key` from `bucket` as a DELETE without a version does: removes it, or adds a
-    /// delete marker under versioning.
-    pub async fn delete_object(&self, bucket: &Bucket, key: &str, now_ms: u64) -> Result<Deletion, FlareError> {
+    /// delete marker under versioning — if its newest version meets `conditions` (with
+    /// conditions and nothing to delete, nothing is written: no marker).
+    pub async fn delete_object(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        now_ms: u64,
+        conditions: &DeleteConditions,
+    ) -> Result<Result<Deletion, Refusal>, FlareError> {
         let (bkey, id, key) = (bucket_key(&bucket.name), bucket.id.clone(), key.to_owned());
+        let conditions = conditions.clone();
         self.db
-            .transact(async move |t| match same_bucket(t, &bkey, &id).await? {
-                Some(current) => versions::delete_newest(t, &current, &key, now_ms).await,
-                None => Ok(Deletion::Removed),
+            .transact(async move |t| {
+                let Some(current) = same_bucket(t, &bkey, &id).await? else { return Ok(Ok(Deletion::Removed)) };
+                if !conditions.is_empty() {
+                    let newest = versions::newest(t, &current, &key).await?;
+                    if let Err(refused) = conditions.check(newest.as_ref()) {
+                        return Ok(Err(refused));
+                    }
+                    if newest.is_none() {
+                        return Ok(Ok(Deletion::Removed));
+                    }
+                }
+                versions::delete_newest(t, &current, &key, now_ms).await.map(Ok)
             })
             .await
     }
@@ -325,8 +357,32 @@ impl Meta {
         key: &str,
         version_id: Option<&str>,
     ) -> Result<Option<ObjectMeta>, FlareError> {
+        // No condition: nothing to refuse.
+        Ok(self.delete_version_if(bucket, key, version_id, &DeleteConditions::default()).await?.unwrap_or(None))
+    }
+
+    /// [`Meta::delete_version`] if the version meets `conditions` (checked in the same
+    /// transaction).
+    pub async fn delete_version_if(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        version_id: Option<&str>,
+        conditions: &DeleteConditions,
+    ) -> Result<Result<Option<ObjectMeta>, Refusal>, FlareError> {
         let (bucket, key, version_id) = (bucket.clone(), key.to_owned(), version_id.map(str::to_owned));
-        self.db.transact(async move |t| versions::delete_version(t, &bucket, &key, version_id.as_deref()).await).await
+        let conditions = conditions.clone();
+        self.db
+            .transact(async move |t| {
+                if !conditions.is_empty() {
+                    let found = versions::find(t, &bucket, &key, version_id.as_deref()).await?;
+                    if let Err(refused) = conditions.check(found.as_ref().map(|(_, o)| o)) {
+                        return Ok(Err(refused));
+                    }
+                }
+                versions::delete_version(t, &bucket, &key, version_id.as_deref()).await.map(Ok)
+            })
+            .await
     }
 
     /// Version `version_id` (`None`: `null`) of `key`, with the key of its record.

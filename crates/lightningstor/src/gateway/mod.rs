@@ -15,6 +15,7 @@ pub mod lifecycle;
 mod listing;
 pub mod meta;
 mod multipart;
+pub mod request_id;
 pub mod s3;
 pub mod service;
 pub mod tagging;
@@ -48,7 +49,7 @@ impl Gateway {
         Self { meta, cluster, keys }
     }
 
-    /// The gateway's HTTP router: the S3 service behind the CORS layer. With `domain`,
+    /// The gateway's HTTP router: the S3 service behind the CORS and request-ID layers. With `domain`,
     /// `BUCKET.domain` addresses a bucket (virtual-host style); path style works always.
     pub fn into_router(self, domain: Option<&str>) -> Result<axum::Router, String> {
         let cors = cors::CorsState { meta: self.meta.clone(), domain: domain.map(str::to_owned) };
@@ -59,7 +60,11 @@ impl Gateway {
             tracing::warn!(error = ?e, "S3 request failed below the S3 layer");
             (http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         });
-        Ok(axum::Router::new().fallback_service(s3).layer(axum::middleware::from_fn_with_state(cors, cors::layer)))
+        // Request IDs outermost: the CORS layer's refusals get one too.
+        Ok(axum::Router::new()
+            .fallback_service(s3)
+            .layer(axum::middleware::from_fn_with_state(cors, cors::layer))
+            .layer(axum::middleware::from_fn(request_id::layer)))
     }
 
     /// The S3 service alone (see [`Gateway::into_router`]).

@@ -16,7 +16,7 @@ use futures::TryStreamExt;
 
 use super::auth::KeyOwner;
 use super::checksums;
-use super::conditions;
+use super::conditions::{self, WriteConditions};
 use super::listing::{common_prefix, page_size};
 use super::meta::Bucket;
 use super::s3::{Gateway, check_key, db_error, now_ms, timestamp};
@@ -168,7 +168,12 @@ impl Gateway {
             };
             listed.push((number, etag.value().to_owned()));
         }
-        let done = self.meta.complete_upload(&bucket, &input.upload_id, &input.key, listed).await.map_err(db_error)?;
+        let conditions = WriteConditions { if_match: input.if_match, if_none_match: input.if_none_match };
+        let done = self
+            .meta
+            .complete_upload(&bucket, &input.upload_id, &input.key, listed, &conditions)
+            .await
+            .map_err(db_error)?;
         let o = match done {
             Completion::Done(o) => o,
             Completion::NoSuchUpload => return Err(s3_error!(NoSuchUpload)),
@@ -183,6 +188,7 @@ impl Gateway {
             }
             Completion::NoParts => return Err(s3_error!(MalformedXML, "the part list is empty")),
             Completion::BucketGone => return Err(s3_error!(NoSuchBucket, "the bucket was deleted meanwhile")),
+            Completion::Refused(refused) => return Err(refused.into()),
         };
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(bucket.name.clone()),

@@ -39,7 +39,7 @@ use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 use super::access::{Public, Read, canned};
 use super::auth::{IamKeys, KeyOwner};
 use super::checksums;
-use super::conditions::Conditions;
+use super::conditions::{Conditions, DeleteConditions, WriteConditions};
 use super::meta::{Bucket, BucketDeletion, Meta, ObjectMeta, Put};
 use super::tagging;
 use super::versioning::version_header;
@@ -286,6 +286,12 @@ impl S3 for Gateway {
         // Refused before a byte is stored.
         let tags = tagging::from_header(input.tagging.as_deref())?;
         let wanted = checksums::wanted_by!(input)?;
+        let conditions = WriteConditions { if_match: input.if_match, if_none_match: input.if_none_match };
+        if !conditions.is_empty() {
+            // Early, to spare the upload of a body that cannot be kept; the transaction that
+            // installs the object checks again.
+            conditions.check(self.meta.object(&bucket, &input.key).await.map_err(db_error)?.as_ref())?;
+        }
         let written = self
             .write_body(
                 input.body,
@@ -308,9 +314,11 @@ impl S3 for Gateway {
             delete_marker: false,
             checksum: written.checksum,
         };
-        let o = match self.meta.put_object(&bucket, &o).await.map_err(db_error)? {
+        let o = match self.meta.put_object(&bucket, &o, &conditions).await.map_err(db_error)? {
             Put::Written(o) => o,
             Put::BucketGone => return Err(s3_error!(NoSuchBucket, "the bucket was deleted during the upload")),
+            // The blocks just written are referenced by nothing: garbage collection takes them.
+            Put::Refused(refused) => return Err(refused.into()),
         };
         let out = PutObjectOutput {
             version_id: version_header(&bucket, &o),
@@ -389,8 +397,15 @@ impl S3 for Gateway {
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         let who = self.caller(&req).await?;
         let bucket = self.owned(&who, &req.input.bucket).await?;
+        let input = req.input;
+        let conditions = DeleteConditions {
+            if_match: input.if_match,
+            last_modified: input.if_match_last_modified_time,
+            size: input.if_match_size,
+        };
         // Deleting an absent key (or version) succeeds, as in S3.
-        let (marker, version_id) = self.delete_key(&bucket, &req.input.key, req.input.version_id.as_deref()).await?;
+        let (marker, version_id) =
+            self.delete_key(&bucket, &input.key, input.version_id.as_deref(), &conditions).await?;
         Ok(S3Response::new(DeleteObjectOutput {
             delete_marker: marker.then_some(true),
             version_id,

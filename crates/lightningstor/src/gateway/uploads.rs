@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use ultracloud_flaredb::error::FlareError;
 use ultracloud_resource::store::{decode, encode, end_of};
 
+use super::conditions::{Refusal, WriteConditions};
 use super::meta::{Bucket, Meta, ObjectMeta, bucket_key, same_bucket};
 use crate::data::BlockRef;
 
@@ -78,6 +79,8 @@ pub enum Completion {
     NoParts,
     /// The bucket was deleted (or re-created) meanwhile.
     BucketGone,
+    /// A condition on the key's current object did not hold (the upload stays).
+    Refused(Refusal),
 }
 
 fn uploads_of(bucket: &Bucket) -> Vec<u8> {
@@ -186,16 +189,19 @@ impl Meta {
     }
 
     /// Completes upload `id` into `key` with the `listed` parts (number, ETag), in one
-    /// transaction: the object appears and the upload with all its part records goes.
+    /// transaction: the object appears and the upload with all its part records goes — if the
+    /// key's current object meets `conditions`.
     pub async fn complete_upload(
         &self,
         bucket: &Bucket,
         id: &str,
         key: &str,
         listed: Vec<(i32, String)>,
+        conditions: &WriteConditions,
     ) -> Result<Completion, FlareError> {
         let (bkey, ukey) = (bucket_key(&bucket.name), upload_key(bucket, id));
         let (bucket_id, prefix, key) = (bucket.id.clone(), parts_of(id), key.to_owned());
+        let (okey, conditions) = (super::meta::object_key(bucket, &key), conditions.clone());
         self.db
             .transact(async move |t| {
                 let Some(current) = same_bucket(t, &bkey, &bucket_id).await? else {
@@ -207,6 +213,11 @@ impl Meta {
                 };
                 if upload.key != key {
                     return Ok(Completion::NoSuchUpload);
+                }
+                if !conditions.is_empty()
+                    && let Err(refused) = conditions.check(super::versions::current(t, &okey).await?.as_ref())
+                {
+                    return Ok(Completion::Refused(refused));
                 }
                 let rows = t.scan(&prefix, Some(&end_of(&prefix)), 0, false).await?;
                 let mut stored = BTreeMap::new();

@@ -8,6 +8,7 @@ use s3s::dto::{
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::conditions::DeleteConditions;
 use super::listing::{MAX_KEYS, common_prefix, page_size, url_encode, url_encoded};
 use super::meta::{Bucket, ObjectMeta, object_key};
 use super::s3::{Gateway, db_error, now_ms, timestamp};
@@ -49,22 +50,28 @@ impl Gateway {
         }
     }
 
-    /// A DELETE of `key` (of one version when `version_id` names it): whether a delete
-    /// marker was added or removed, and the version ID to answer with.
+    /// A DELETE of `key` (of one version when `version_id` names it) if that version meets
+    /// `conditions`: whether a delete marker was added or removed, and the version ID to
+    /// answer with.
     pub(super) async fn delete_key(
         &self,
         bucket: &Bucket,
         key: &str,
         version_id: Option<&str>,
+        conditions: &DeleteConditions,
     ) -> S3Result<(bool, Option<String>)> {
         match version_id {
-            None => match self.meta.delete_object(bucket, key, now_ms()).await.map_err(db_error)? {
+            None => match self.meta.delete_object(bucket, key, now_ms(), conditions).await.map_err(db_error)?? {
                 Deletion::Removed => Ok((false, None)),
                 Deletion::Marker(m) => Ok((true, Some(shown(m.version_id.as_deref())))),
             },
             Some(raw) => {
                 let wanted = version_param(raw)?;
-                let removed = self.meta.delete_version(bucket, key, wanted.as_deref()).await.map_err(db_error)?;
+                let removed = self
+                    .meta
+                    .delete_version_if(bucket, key, wanted.as_deref(), conditions)
+                    .await
+                    .map_err(db_error)??;
                 Ok((removed.is_some_and(|o| o.delete_marker), Some(raw.to_owned())))
             }
         }

@@ -116,6 +116,15 @@ pub(super) async fn current(t: &Txn, okey: &[u8]) -> Result<Option<ObjectMeta>, 
     t.get(okey).await?.map(|b| decode(okey, &b)).transpose()
 }
 
+/// In `t`: `key`'s newest version, an object or a delete marker (`None`: the key has none).
+pub(super) async fn newest(t: &Txn, bucket: &Bucket, key: &str) -> Result<Option<ObjectMeta>, FlareError> {
+    // The object record exists iff the newest version is an object; else a marker leads the rows.
+    if let Some(o) = current(t, &object_key(bucket, key)).await? {
+        return Ok(Some(o));
+    }
+    Ok(rows(t, bucket, key, 1).await?.into_iter().map(|(_, o)| o).next().filter(|o| o.delete_marker))
+}
+
 /// Removes `key`'s `null` row, if any (a new `null` version replaces it for good).
 async fn drop_null_row(t: &mut Txn, bucket: &Bucket, key: &str) -> Result<(), FlareError> {
     for (row, o) in rows(t, bucket, key, 0).await? {

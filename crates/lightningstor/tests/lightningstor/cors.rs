@@ -42,6 +42,14 @@ async fn preflights_and_answers_follow_the_bucket_rules() {
     };
     let (status, _, body) = preflight("https://app.example.com", "PUT").await;
     assert_eq!(status, 403, "no rules yet: {body}");
+    let (status, h, body) = call(&w, reqwest::Method::OPTIONS, "/app/f", &[]).await;
+    assert!(status == 400 && body.contains("Origin request header needed"), "no Origin: {status} {body}");
+    // Every answer names its request, an error document the same ID (as S3's do).
+    let id = h["x-amz-request-id"].to_str().unwrap();
+    assert!(body.contains(&format!("<RequestId>{id}</RequestId>")), "{id}: {body}");
+    let (status, h, body) = call(&w, reqwest::Method::GET, "/app/missing", &[]).await;
+    let id = h["x-amz-request-id"].to_str().unwrap();
+    assert!(status == 404 && body.contains(&format!("<RequestId>{id}</RequestId>")), "{status} {id}: {body}");
 
     let config = r#"{"CORSRules":[{"AllowedOrigins":["https://app.example.com"],"AllowedMethods":["GET","PUT"],
         "AllowedHeaders":["*"],"ExposeHeaders":["ETag"],"MaxAgeSeconds":600}]}"#;

@@ -603,6 +603,12 @@ async fn copies_multi_deletes_v1_listings_and_conditions() {
     assert_eq!(listed_keys(&all), ["dir/a", "dir/b", "dir/sub/c", "dst.bin", odd, "src.bin", "y"], "{all}");
     let v2 = aws_json(&w, &acme, &["s3api", "list-objects-v2", "--bucket", "docs", "--prefix", "odd"]);
     assert_eq!(listed_keys(&v2), [odd], "{v2}");
+    // Owners: always in version 1, in version 2 when fetch-owner asks.
+    assert_eq!(all["Contents"][0]["Owner"]["ID"], "acme/web", "{all}");
+    assert!(v2["Contents"][0].get("Owner").is_none(), "{v2}");
+    let owned =
+        aws_json(&w, &acme, &["s3api", "list-objects-v2", "--bucket", "docs", "--prefix", "odd", "--fetch-owner"]);
+    assert_eq!(owned["Contents"][0]["Owner"]["ID"], "acme/web", "{owned}");
     let rolled =
         aws_json(&w, &acme, &["s3api", "list-objects", "--bucket", "docs", "--delimiter", "/", "--page-size", "1"]);
     let prefixes: Vec<&str> =

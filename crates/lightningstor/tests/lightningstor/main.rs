@@ -5,6 +5,7 @@
 
 mod aws_cli;
 mod checksum;
+mod conditional;
 mod cors;
 mod crash;
 mod data;
