@@ -70,7 +70,19 @@ impl Plasmavmc {
     /// Starts, stops or reboots a VM. A start or stop states the wanted power, so repeating
     /// it is harmless; a reboot is not retried once it may have arrived.
     pub async fn act(&self, owner: &Owner, vm: &str, action: VmAction) -> Result<VmView, ClientError> {
-        let call = self.vms(owner).call(Method::POST, &[vm, action.segment()]);
+        self.act_if(owner, vm, action, None).await
+    }
+
+    /// [`Plasmavmc::act`] only while the VM is at revision `if_match` (its `ETag`; 412
+    /// Precondition Failed when another change came first).
+    pub async fn act_if(
+        &self,
+        owner: &Owner,
+        vm: &str,
+        action: VmAction,
+        if_match: Option<u64>,
+    ) -> Result<VmView, ClientError> {
+        let call = self.vms(owner).call(Method::POST, &[vm, action.segment()]).if_match(if_match);
         let call = if action == VmAction::Reboot { call } else { call.retry_safe() };
         call.fetch().await
     }

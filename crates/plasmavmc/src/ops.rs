@@ -8,7 +8,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use ultracloud_resource::ids::{new_id, valid_name};
 pub use ultracloud_resource::store::resolve;
-use ultracloud_resource::store::{Store, StoreError, obj_key, refuse, txn_delete, txn_get, txn_put};
+use ultracloud_resource::store::{Store, StoreError, check_revision, obj_key, refuse, txn_delete, txn_get, txn_put};
 
 use crate::image_fetch::{self, FetchError, ImagePolicy};
 use crate::model::{
@@ -435,8 +435,9 @@ pub enum Action {
     Delete,
 }
 
-/// Applies an action to a VM record (the agent carries it out).
-pub async fn act(store: &Store, owner: &Owner, id: &str, action: Action) -> Result<Vm> {
+/// Applies an action to a VM record (the agent carries it out) — with `if_match`, only if the
+/// VM is still at that revision (412 otherwise), checked in the transaction.
+pub async fn act(store: &Store, owner: &Owner, id: &str, action: Action, if_match: Option<u64>) -> Result<Vm> {
     let vm: Vm = resolve(store, owner, id, "VM").await?;
     let id = vm.id.clone();
     let out = store
@@ -444,6 +445,9 @@ pub async fn act(store: &Store, owner: &Owner, id: &str, action: Action) -> Resu
             let Some(mut vm) = txn_get::<Vm>(t, &obj_key::<Vm>(&id)).await? else {
                 return refuse(StoreError::NotFound(format!("VM {id} was deleted")));
             };
+            if let Err(e) = check_revision(&vm, if_match) {
+                return refuse(e);
+            }
             if vm.deleting {
                 return refuse(conflict(format!("VM {} is being deleted", vm.name)));
             }
@@ -487,10 +491,20 @@ pub struct MigrateRequest {
     pub live: bool,
 }
 
-/// Starts a migration. A live one first puts the VM's ports on standby on the target (prismnet
-/// makes their taps there, detached), since the incoming QEMU opens them before the move.
-pub async fn migrate(store: &Store, net: &Prismnet, owner: &Owner, id: &str, req: &MigrateRequest) -> Result<Vm> {
+/// Starts a migration (with `if_match`, only from that revision of the VM). A live one first
+/// puts the VM's ports on standby on the target (prismnet makes their taps there, detached),
+/// since the incoming QEMU opens them before the move.
+pub async fn migrate(
+    store: &Store,
+    net: &Prismnet,
+    owner: &Owner,
+    id: &str,
+    req: &MigrateRequest,
+    if_match: Option<u64>,
+) -> Result<Vm> {
     let vm: Vm = resolve(store, owner, id, "VM").await?;
+    // Checked before the placement (which may set up a standby port) and again when recorded.
+    check_revision(&vm, if_match)?;
     if req.target.as_deref() == Some(vm.host.as_str()) {
         return Err(invalid(format!("VM {} already runs on {}", vm.name, vm.host)));
     }
@@ -530,6 +544,9 @@ pub async fn migrate(store: &Store, net: &Prismnet, owner: &Owner, id: &str, req
                 let Some(mut vm) = txn_get::<Vm>(t, &obj_key::<Vm>(&vm_id)).await? else {
                     return refuse(StoreError::NotFound(format!("VM {vm_id} was deleted")));
                 };
+                if let Err(e) = check_revision(&vm, if_match) {
+                    return refuse(e);
+                }
                 if vm.deleting {
                     return refuse(conflict(format!("VM {} is being deleted", vm.name)));
                 }
@@ -795,7 +812,13 @@ pub async fn create_volume(store: &Store, owner: &Owner, req: &NewVolume) -> Res
 }
 
 /// Attaches (`Some(vm)`) or detaches (`None`) a volume; the VM must be stopped.
-pub async fn set_attachment(store: &Store, owner: &Owner, volume: &str, vm: Option<&str>) -> Result<Volume> {
+pub async fn set_attachment(
+    store: &Store,
+    owner: &Owner,
+    volume: &str,
+    vm: Option<&str>,
+    if_match: Option<u64>,
+) -> Result<Volume> {
     let vol: Volume = resolve(store, owner, volume, "volume").await?;
     let target_vm = match (vm, &vol.attached_to) {
         (Some(v), _) => resolve::<Vm>(store, owner, v, "VM").await?,
@@ -809,6 +832,9 @@ pub async fn set_attachment(store: &Store, owner: &Owner, volume: &str, vm: Opti
             let Some(mut vol) = txn_get::<Volume>(t, &key).await? else {
                 return refuse(StoreError::NotFound(format!("volume {vol_id} was deleted")));
             };
+            if let Err(e) = check_revision(&vol, if_match) {
+                return refuse(e);
+            }
             let Some(mut vm) = txn_get::<Vm>(t, &obj_key::<Vm>(&vm_id)).await? else {
                 return refuse(StoreError::NotFound(format!("VM {vm_id} was deleted")));
             };

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use ultracloud_iam::guard::Guard;
 use ultracloud_resource::audit::Event as AuditEvent;
 pub use ultracloud_resource::http::Items;
-use ultracloud_resource::http::{Tagged, api_error, created, owner, with_etag};
+use ultracloud_resource::http::{IfMatch, Tagged, api_error, created, owner, with_etag};
 use ultracloud_resource::page::ListQuery;
 pub use ultracloud_resource::watch::WatchAnswer;
 use ultracloud_resource::watch::{VersionWatch, WatchQuery};
@@ -109,27 +109,28 @@ async fn show_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Respons
     Ok(with_etag(http::StatusCode::OK, view(&c.store, vm).await.map_err(api_error)?))
 }
 
-async fn act(c: &Controller, t: String, p: String, id: &str, action: Action) -> ApiResult<Json<VmView>> {
-    let vm = ops::act(&c.store, &owner((t, p)), id, action).await.map_err(api_error)?;
-    Ok(Json(view(&c.store, vm).await.map_err(api_error)?))
+/// An action on a VM (`If-Match` honoured); the VM as it now is, with its `ETag`.
+async fn act(c: &Controller, t: String, p: String, id: &str, action: Action, rev: Option<u64>) -> ApiResult<Response> {
+    let vm = ops::act(&c.store, &owner((t, p)), id, action, rev).await.map_err(api_error)?;
+    Ok(with_etag(http::StatusCode::OK, view(&c.store, vm).await.map_err(api_error)?))
 }
 
-async fn start_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<VmView>> {
-    act(&c, t, p, &id, Action::Start).await
+async fn start_vm(State(c): Ctl, Path((t, p, id)): ItemPath, IfMatch(rev): IfMatch) -> ApiResult<Response> {
+    act(&c, t, p, &id, Action::Start, rev).await
 }
 
-async fn stop_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<VmView>> {
-    act(&c, t, p, &id, Action::Stop).await
+async fn stop_vm(State(c): Ctl, Path((t, p, id)): ItemPath, IfMatch(rev): IfMatch) -> ApiResult<Response> {
+    act(&c, t, p, &id, Action::Stop, rev).await
 }
 
-async fn reboot_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<VmView>> {
-    act(&c, t, p, &id, Action::Reboot).await
+async fn reboot_vm(State(c): Ctl, Path((t, p, id)): ItemPath, IfMatch(rev): IfMatch) -> ApiResult<Response> {
+    act(&c, t, p, &id, Action::Reboot, rev).await
 }
 
 /// `DELETE …/vms/{id}`: 202 while its agent tears it down; the record goes after.
-async fn delete_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Response> {
+async fn delete_vm(State(c): Ctl, Path((t, p, id)): ItemPath, IfMatch(rev): IfMatch) -> ApiResult<Response> {
     let o = owner((t, p));
-    let vm = ops::act(&c.store, &o, &id, Action::Delete).await.map_err(api_error)?;
+    let vm = ops::act(&c.store, &o, &id, Action::Delete, rev).await.map_err(api_error)?;
     // A VM on a worker that never registered (or was removed) has nothing to tear down.
     let hosts = records::hosts(&c.store).await.map_err(api_error)?;
     if !hosts.iter().any(|h| h.name == vm.host) {
@@ -143,10 +144,11 @@ async fn delete_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Respo
 async fn migrate_vm(
     State(c): Ctl,
     Path((t, p, id)): ItemPath,
+    IfMatch(rev): IfMatch,
     ApiJson(r): ApiJson<ops::MigrateRequest>,
-) -> ApiResult<Json<VmView>> {
-    let vm = ops::migrate(&c.store, &c.net, &owner((t, p)), &id, &r).await.map_err(api_error)?;
-    Ok(Json(view(&c.store, vm).await.map_err(api_error)?))
+) -> ApiResult<Response> {
+    let vm = ops::migrate(&c.store, &c.net, &owner((t, p)), &id, &r, rev).await.map_err(api_error)?;
+    Ok(with_etag(http::StatusCode::OK, view(&c.store, vm).await.map_err(api_error)?))
 }
 
 async fn console(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<String> {
@@ -231,13 +233,16 @@ pub struct AttachRequest {
 async fn attach_volume(
     State(c): Ctl,
     Path((t, p, id)): ItemPath,
+    IfMatch(rev): IfMatch,
     ApiJson(r): ApiJson<AttachRequest>,
-) -> ApiResult<Json<Volume>> {
-    ops::set_attachment(&c.store, &owner((t, p)), &id, Some(&r.vm)).await.map(Json).map_err(api_error)
+) -> ApiResult<Response> {
+    let vol = ops::set_attachment(&c.store, &owner((t, p)), &id, Some(&r.vm), rev).await.map_err(api_error)?;
+    Ok(with_etag(http::StatusCode::OK, vol))
 }
 
-async fn detach_volume(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Json<Volume>> {
-    ops::set_attachment(&c.store, &owner((t, p)), &id, None).await.map(Json).map_err(api_error)
+async fn detach_volume(State(c): Ctl, Path((t, p, id)): ItemPath, IfMatch(rev): IfMatch) -> ApiResult<Response> {
+    let vol = ops::set_attachment(&c.store, &owner((t, p)), &id, None, rev).await.map_err(api_error)?;
+    Ok(with_etag(http::StatusCode::OK, vol))
 }
 
 /// `PUT /v1/hosts/{host}`: an agent's registration and heartbeat.

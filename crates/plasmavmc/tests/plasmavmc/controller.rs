@@ -190,6 +190,25 @@ async fn placement_nics_isolation_and_bad_input() {
     assert_eq!((st, v["power"].as_str()), (200, Some("stopped")), "{v}");
     let (st, v) = c.vmc(M::POST, &format!("{base}/vms/a/reboot"), &acme, None).await;
     assert_eq!(st, 409, "a stopped VM is not rebooted: {v}");
+    // Actions honour If-Match: a stale revision is refused (412) and changes nothing; the
+    // current one applies, and the answer carries the next ETag.
+    let (_, now) = c.vmc(M::GET, &format!("{base}/vms/a"), &acme, None).await;
+    let rev = now["meta"]["revision"].as_u64().unwrap();
+    let act_if = |action: &'static str, rev: u64| {
+        let (c, path, acme) = (&c, format!("{base}/vms/a/{action}"), acme.clone());
+        async move {
+            let tag = format!("\"{rev}\"");
+            c.s.call_at(&c.vmc, M::POST, &path, &acme, &[("if-match", tag.as_str())], None).await
+        }
+    };
+    let (st, v) = act_if("start", rev - 1).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (412, Some("precondition_failed")), "{v}");
+    let (_, still) = c.vmc(M::GET, &format!("{base}/vms/a"), &acme, None).await;
+    assert_eq!((still["power"].as_str(), &still["meta"]["revision"]), (Some("stopped"), &json!(rev)), "{still}");
+    let (st, v) = act_if("start", rev).await;
+    assert_eq!((st, v["power"].as_str(), v["meta"]["revision"].as_u64()), (200, Some("running"), Some(rev + 1)), "{v}");
+    let (st, v) = act_if("stop", rev + 1).await;
+    assert_eq!((st, v["power"].as_str()), (200, Some("stopped")), "{v}");
     let (st, _) = c.vmc(M::DELETE, &format!("{base}/images/g"), &acme, None).await;
     assert_eq!(st, 409);
 
