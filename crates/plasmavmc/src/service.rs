@@ -50,6 +50,8 @@ pub struct PlasmavmcConfig {
     /// TLS directory (`ca.pem`, `cert.pem`, `key.pem` from `ultracloud ca issue`): the API
     /// speaks TLS, and flaredb, iam and prismnet are reached over TLS with this node's certificate.
     pub tls_dir: Option<PathBuf>,
+    /// Days the project audit trail (`…/events`) keeps an event; `0` keeps them for ever.
+    pub event_retention_days: u32,
 }
 
 impl Default for PlasmavmcConfig {
@@ -64,6 +66,7 @@ impl Default for PlasmavmcConfig {
             api_key_file: default_key_file(),
             image_policy: ImagePolicy::default(),
             tls_dir: None,
+            event_retention_days: ultracloud_resource::audit::DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -95,6 +98,7 @@ async fn serve(config: PlasmavmcConfig) -> Result<(), BoxError> {
     let store = crate::records::store(ultracloud_flaredb::Client::new(split(&config.flaredb_endpoints))?);
     let ctl = Controller::new(store, net, config.image_policy.clone());
     tokio::spawn(ctl.clone().watch_versions(ctx.shutdown.clone()));
+    ultracloud_resource::audit::spawn_expiry(ctl.store.clone(), config.event_retention_days, ctx.shutdown.clone());
     let probe = ctl.clone();
     ctx.readiness.add("flaredb", move || {
         let store = probe.store.clone();

@@ -35,6 +35,8 @@ pub struct PrismnetConfig {
     /// TLS directory (`ca.pem`, `cert.pem`, `key.pem` from `ultracloud ca issue`): the API
     /// speaks TLS, and flaredb and iam are reached over TLS with this node's certificate.
     pub tls_dir: Option<PathBuf>,
+    /// Days the project audit trail (`…/events`) keeps an event; `0` keeps them for ever.
+    pub event_retention_days: u32,
 }
 
 impl Default for PrismnetConfig {
@@ -47,6 +49,7 @@ impl Default for PrismnetConfig {
             iam_endpoints: "http://127.0.0.1:8480".into(),
             api_key_file: default_key_file(),
             tls_dir: None,
+            event_retention_days: ultracloud_resource::audit::DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -79,6 +82,7 @@ async fn serve(config: PrismnetConfig) -> Result<(), BoxError> {
     let store = crate::store::open(ultracloud_flaredb::Client::new(split(&config.flaredb_endpoints))?);
     let ctl = Controller::new(store);
     tokio::spawn(ctl.clone().watch_versions(ctx.shutdown.clone()));
+    ultracloud_resource::audit::spawn_expiry(ctl.store.clone(), config.event_retention_days, ctx.shutdown.clone());
     let probe = ctl.clone();
     ctx.readiness.add("flaredb", move || {
         let store = probe.store.clone();

@@ -5,10 +5,28 @@
 //! | key | value |
 //! |---|---|
 //! | `{service}/event/{tenant}/{project}/{at_ms:013}-{kind}-{id}-{revision}` | the [`Event`] |
+//!
+//! Events expire: [`spawn_expiry`] deletes those older than the service's retention (30 days
+//! by default) every hour. A project's events sort by time, so a pass reads only what it
+//! deletes plus one event per project.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use ultracloud_flaredb::error::FlareError;
 
+use crate::store::{Store, end_of};
 use crate::{Owner, Resource};
+
+/// How long events are kept unless a service is configured otherwise.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+
+/// How often expired events are deleted.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Keys read per scan, and deleted per transaction, by an expiry pass.
+const EXPIRY_BATCH: usize = 500;
 
 /// What happened to the resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,4 +86,93 @@ impl Event {
 /// The prefix of a project's events.
 pub fn prefix(service: &str, owner: &Owner) -> Vec<u8> {
     format!("{service}/event/{}/{}/", owner.tenant, owner.project).into_bytes()
+}
+
+/// The time of the event at `key` and the prefix of its project's events, read off the key
+/// (`{service}/event/{tenant}/{project}/{at_ms:013}-…`); `None` for a key of another shape.
+fn parse_key<'k>(service_events: &[u8], key: &'k [u8]) -> Option<(&'k [u8], u64)> {
+    let rest = key.strip_prefix(service_events)?;
+    let tenant_end = rest.iter().position(|b| *b == b'/')?;
+    let project_end = tenant_end + 1 + rest[tenant_end + 1..].iter().position(|b| *b == b'/')?;
+    let at = rest.get(project_end + 1..project_end + 14)?;
+    let at_ms = std::str::from_utf8(at).ok()?.parse().ok()?;
+    Some((&key[..service_events.len() + project_end + 1], at_ms))
+}
+
+/// Deletes `store`'s service's events from before `cutoff_ms`, in every project; how many.
+pub async fn expire(store: &Store, cutoff_ms: u64) -> Result<usize, FlareError> {
+    let all = format!("{}/event/", store.service()).into_bytes();
+    let end = end_of(&all);
+    let (mut start, mut deleted) = (all.clone(), 0);
+    loop {
+        let rows = store.db.scan(&start, Some(&end), EXPIRY_BATCH, false).await?;
+        let Some(last) = rows.last() else { return Ok(deleted) };
+        let mut next = [last.key.as_slice(), &[0]].concat();
+        let mut old = Vec::new();
+        for row in &rows {
+            match parse_key(&all, &row.key) {
+                Some((_, at_ms)) if at_ms < cutoff_ms => old.push(row.key.clone()),
+                // The first event to keep: the rest of its project is newer; skip to the next.
+                Some((project, _)) => {
+                    next = end_of(project);
+                    break;
+                }
+                None => {}
+            }
+        }
+        if !old.is_empty() {
+            deleted += old.len();
+            // Owned by the body: a transaction's future must be `Send` for any borrow.
+            store
+                .db
+                .transact(async move |t| {
+                    for k in &old {
+                        t.delete(k);
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        start = next;
+    }
+}
+
+/// Runs [`expire`] now and then every hour with a cutoff `retention_days` back, until
+/// `shutdown`; `0` days keeps events for ever. Any replica may run it (deletes repeat harmlessly).
+pub fn spawn_expiry(store: Store, retention_days: u32, shutdown: CancellationToken) {
+    if retention_days == 0 {
+        return;
+    }
+    let keep_ms = u64::from(retention_days) * 86_400_000;
+    tokio::spawn(async move {
+        loop {
+            let cutoff = ultracloud_runtime::clock::now_ms().saturating_sub(keep_ms);
+            match expire(&store, cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(service = store.service(), events = n, retention_days, "expired audit events"),
+                Err(e) => {
+                    tracing::warn!(service = store.service(), error = %e, "expiring audit events failed; will retry")
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(EXPIRY_INTERVAL) => {}
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_their_project_and_time() {
+        let all = b"svc/event/";
+        let key = b"svc/event/acme/web/0001700000000-vm-vm-abc-3";
+        assert_eq!(parse_key(all, key), Some((&b"svc/event/acme/web/"[..], 1_700_000_000)));
+        assert_eq!(parse_key(all, b"svc/event/acme/web/12-x"), None, "a short time");
+        assert_eq!(parse_key(all, b"svc/event/acme"), None);
+        assert_eq!(parse_key(all, b"other/event/acme/web/0001700000000-x"), None);
+    }
 }

@@ -208,8 +208,7 @@ mod tests {
 
     #[test]
     fn not_modified_names_the_etag() {
-        let mut c = Conditions::default();
-        c.if_none_match = etag("abc");
+        let c = Conditions { if_none_match: etag("abc"), ..Default::default() };
         let e = c.check_read(&object()).unwrap_err();
         assert_eq!(e.code().as_str(), "NotModified");
         assert_eq!(e.headers().and_then(|h| h.get("etag")).map(|v| v.to_str().unwrap()), Some("\"abc\""));

@@ -480,3 +480,48 @@ async fn api_conventions_idempotency_labels_paging_etags_and_audit() {
     assert_eq!(v["items"].as_array().unwrap().len(), 4);
     assert!(v["next_page_token"].is_string(), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_expire_after_their_retention() {
+    use ultracloud_resource::audit::{self, Action, Event};
+    let s = support::Stack::start().await;
+    let store = ultracloud_prismnet::store::open(ultracloud_flaredb::Client::new(vec![s.db.to_string()]).unwrap());
+    let day = 86_400_000;
+    let now = ultracloud_runtime::clock::now_ms();
+    // Three projects with events from 40, 35 and 1 days ago (and one only recent ones).
+    let projects: Vec<Owner> = [("t1", "p1"), ("t1", "p2"), ("t2", "p1"), ("t3", "new")]
+        .iter()
+        .map(|(t, p)| Owner { tenant: (*t).into(), project: (*p).into() })
+        .collect();
+    let mut kept = Vec::new();
+    for (n, owner) in projects.iter().enumerate() {
+        let ages: &[u64] = if owner.project == "new" { &[1] } else { &[40, 35, 1] };
+        for (i, age) in ages.iter().enumerate() {
+            let e = Event {
+                at_ms: now - age * day,
+                actor: "user:u".into(),
+                action: Action::Created,
+                kind: "vpc".into(),
+                id: format!("vpc-{n}-{i}"),
+                name: String::new(),
+                revision: 1,
+            };
+            let key = e.key("prismnet", owner);
+            store.db.put(&key, &serde_json::to_vec(&e).unwrap()).await.unwrap();
+            if *age < 30 {
+                kept.push(key);
+            }
+        }
+    }
+    assert_eq!(audit::expire(&store, now - 30 * day).await.unwrap(), 6, "two old events in each of three projects");
+    let left: Vec<Vec<u8>> = store
+        .db
+        .scan(b"prismnet/event/", Some(b"prismnet/event0"), 0, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    assert_eq!(left, kept);
+    assert_eq!(audit::expire(&store, now - 30 * day).await.unwrap(), 0, "a second pass finds nothing");
+}
