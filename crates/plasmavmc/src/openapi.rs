@@ -36,7 +36,13 @@ const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ("delete", "/volumes/{id}", "Delete a detached volume", "storage.volume.delete"),
     ("post", "/volumes/{id}/attach", "Attach to a stopped VM {vm}", "storage.volume.attach"),
     ("post", "/volumes/{id}/detach", "Detach from its (stopped) VM", "storage.volume.detach"),
+    ("patch", "/vms/{id}/metadata", META, "compute.vm.update"),
+    ("patch", "/images/{id}/metadata", META, "compute.image.update"),
+    ("patch", "/volumes/{id}/metadata", META, "storage.volume.update"),
 ];
+
+/// What every `…/metadata` PATCH does.
+const META: &str = "Set or remove labels and annotations {labels?, annotations?} (null removes; If-Match)";
 
 /// Platform routes (agents): (method, path, summary, action).
 const PLATFORM: &[(&str, &str, &str, &str)] = &[

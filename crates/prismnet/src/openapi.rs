@@ -51,7 +51,16 @@ const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ("get", "/service-ips", "List service IPs", "network.service_ip.list"),
     ("get", "/service-ips/{id}", "A service IP", "network.service_ip.read"),
     ("delete", "/service-ips/{id}", "Release a service IP", "network.service_ip.delete"),
+    ("patch", "/vpcs/{id}/metadata", META, "network.vpc.update"),
+    ("patch", "/subnets/{id}/metadata", META, "network.subnet.update"),
+    ("patch", "/routers/{id}/metadata", META, "network.router.update"),
+    ("patch", "/security-groups/{id}/metadata", META, "network.security_group.update"),
+    ("patch", "/ports/{id}/metadata", META, "network.port.update"),
+    ("patch", "/service-ips/{id}/metadata", META, "network.service_ip.update"),
 ];
+
+/// What every `…/metadata` PATCH does.
+const META: &str = "Set or remove labels and annotations {labels?, annotations?} (null removes; If-Match)";
 
 /// Platform routes: (method, path, summary, action).
 const PLATFORM: &[(&str, &str, &str, &str)] = &[

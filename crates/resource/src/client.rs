@@ -100,6 +100,17 @@ impl<'c, R: DeserializeOwned, N: Serialize> Collection<'c, R, N> {
     pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
         self.call(Method::DELETE, &[id]).done().await
     }
+
+    /// `PATCH …/{kind}/{id}/metadata`: sets and removes labels and annotations (with
+    /// `if_match`, only at that revision); the resource as it now is.
+    pub async fn patch_meta(
+        &self,
+        id: &str,
+        patch: &crate::MetaPatch,
+        if_match: Option<u64>,
+    ) -> Result<R, ClientError> {
+        self.call(Method::PATCH, &[id, "metadata"]).json(patch).if_match(if_match).fetch().await
+    }
 }
 
 #[cfg(test)]

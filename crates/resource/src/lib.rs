@@ -30,5 +30,5 @@ pub mod setup;
 pub mod store;
 pub mod watch;
 
-pub use meta::{Labels, Meta};
+pub use meta::{Labels, Meta, MetaPatch};
 pub use store::{Owner, Resource, Store, StoreError};

@@ -66,6 +66,49 @@ impl Meta {
     }
 }
 
+/// A change of a resource's labels and annotations, as a JSON merge patch (RFC 7396):
+/// `"key": "value"` sets, `"key": null` removes, keys not named stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaPatch {
+    /// Labels to set (a value) or remove (`null`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, Option<String>>,
+    /// Annotations to set or remove.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, Option<String>>,
+}
+
+impl MetaPatch {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty()
+    }
+}
+
+fn merge(into: &mut Labels, patch: &BTreeMap<String, Option<String>>) {
+    for (k, v) in patch {
+        match v {
+            Some(v) => into.insert(k.clone(), v.clone()),
+            None => into.remove(k),
+        };
+    }
+}
+
+impl Meta {
+    /// Applies `patch`; refused (and `self` unchanged) when the result breaks the label or
+    /// annotation rules.
+    pub fn apply(&mut self, patch: &MetaPatch) -> Result<(), StoreError> {
+        let (mut labels, mut annotations) = (self.labels.clone(), self.annotations.clone());
+        merge(&mut labels, &patch.labels);
+        merge(&mut annotations, &patch.annotations);
+        check_labels(&labels)?;
+        check_annotations(&annotations)?;
+        (self.labels, self.annotations) = (labels, annotations);
+        Ok(())
+    }
+}
+
 /// `KEY=VALUE`, as the CLI takes a label or an annotation (the value may be empty); the key
 /// and value are checked by the API.
 pub fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -184,6 +227,27 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_meta_patch_sets_removes_and_keeps_the_rules() {
+        let mut m = Meta::new(
+            Labels::from([("env".into(), "dev".into()), ("tier".into(), "web".into())]),
+            Labels::from([("note".into(), "x".into())]),
+        )
+        .unwrap();
+        let patch: MetaPatch =
+            serde_json::from_str(r#"{"labels":{"env":"prod","tier":null,"team":"a"},"annotations":{"note":null}}"#)
+                .unwrap();
+        m.apply(&patch).unwrap();
+        assert_eq!(m.labels, Labels::from([("env".into(), "prod".into()), ("team".into(), "a".into())]));
+        assert!(m.annotations.is_empty());
+        let bad: MetaPatch = serde_json::from_str(r#"{"labels":{"bad key":"x","ok":"y"}}"#).unwrap();
+        let before = m.clone();
+        assert!(m.apply(&bad).is_err());
+        assert_eq!(m, before, "a refused patch changes nothing");
+        assert!(serde_json::from_str::<MetaPatch>(r#"{"revision":3}"#).is_err(), "stamps are not patched");
+        assert!(MetaPatch::default().is_empty());
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()

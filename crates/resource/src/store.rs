@@ -21,7 +21,7 @@ use ultracloud_flaredb::error::FlareError;
 use ultracloud_runtime::{actor, clock};
 
 use crate::audit::{self, Action, Event};
-use crate::meta::Meta;
+use crate::meta::{Meta, MetaPatch};
 use crate::page::{self, ListQuery, Page};
 
 /// Where a resource lives.
@@ -346,6 +346,36 @@ impl Store {
 /// wrote is committed.
 pub fn refuse<T>(e: StoreError) -> std::result::Result<Result<T>, FlareError> {
     Ok(Err(e))
+}
+
+/// Applies `patch` to the labels and annotations of `owner`'s `R` named by ID or name — with
+/// `if_match`, only at that revision — stamped and audited like any change; the resource as
+/// written. The resource's own fields are read and written in the same transaction, so a
+/// concurrent change of them is never undone.
+pub async fn patch_meta<R: Resource + Send + Sync + 'static>(
+    store: &Store,
+    owner: &Owner,
+    id_or_name: &str,
+    what: &str,
+    patch: &MetaPatch,
+    if_match: Option<u64>,
+) -> Result<R> {
+    let id = resolve::<R>(store, owner, id_or_name, what).await?.id().to_owned();
+    let (patch, what) = (patch.clone(), what.to_owned());
+    store
+        .change(async move |t| {
+            let Some(mut r) = txn_get::<R>(t, &obj_key::<R>(&id)).await? else {
+                return refuse(StoreError::NotFound(format!("{what} {id} was deleted")));
+            };
+            if let Err(e) = check_revision(&r, if_match) {
+                return refuse(e);
+            }
+            if let Err(e) = r.meta_mut().apply(&patch) {
+                return refuse(e);
+            }
+            Ok(Ok(txn_put(t, &r)?))
+        })
+        .await
 }
 
 /// Resolves an ID-or-name of a kind in a project.

@@ -421,6 +421,14 @@ async fn hostile_callers_never_reach_plans_statuses_consoles_or_disks() {
                 assert_eq!(st, 403, "{who} {m} {path} {h:?}: {v}");
             }
         }
+        // Label changes: refused to other tenants, to the tenant's own viewer and to a node.
+        let label = || Some(json!({"labels": {"owned": "yes"}}));
+        for (who, token) in tenants.iter().skip(1).map(|(w, t)| (*w, (*t).clone())).chain([("node w1", w1.clone())]) {
+            for path in [format!("{base}/vms/v/metadata"), format!("{base}/images/g/metadata")] {
+                let (st, v) = call(M::PATCH, path.clone(), token.clone(), h, label()).await;
+                assert_eq!(st, 403, "{who} PATCH {path} {h:?}: {v}");
+            }
+        }
         // w2's credential names only w2, and w1's VM is not on w2.
         for (m, path, body) in agent_routes("w1").into_iter().skip(1).take(4) {
             let (st, v) = call(m.clone(), path.clone(), w2.clone(), h, body).await;
@@ -434,6 +442,15 @@ async fn hostile_callers_never_reach_plans_statuses_consoles_or_disks() {
         let (st, v) = call(M::GET, format!("{base}/vms/v"), w1.clone(), h, None).await;
         assert_eq!(st, 403, "a node reads no tenant API: {v}");
     }
+    let (_, vm) = c.vmc(M::GET, &format!("{base}/vms/v"), &acme, None).await;
+    assert!(vm["meta"]["labels"].get("owned").is_none(), "no refused label landed: {vm}");
+    let (st, vm) =
+        c.vmc(M::PATCH, &format!("{base}/vms/v/metadata"), &acme, Some(json!({"labels": {"env": "prod"}}))).await;
+    assert_eq!(
+        (st, &vm["meta"]["labels"]["env"], &vm["state"]),
+        (200, &json!("prod"), &json!("pending")),
+        "the VM's view: {vm}"
+    );
     // Nothing a refused caller sent took effect.
     let (st, plan) = call(M::GET, "/v1/hosts/w1/plan".into(), w1.clone(), &[], None).await;
     assert_eq!(st, 200, "{plan}");

@@ -298,6 +298,9 @@ async fn hostile_callers_are_refused_everywhere() {
                 (M::GET, format!("{base}/subnets/s1"), None),
                 (M::GET, format!("{base}/vpcs/net"), None),
                 (M::PATCH, format!("{base}/ports/{id}"), Some(json!({"security_groups": []}))),
+                (M::PATCH, format!("{base}/ports/{id}/metadata"), Some(json!({"labels": {"owned": "yes"}}))),
+                (M::PATCH, format!("{base}/vpcs/net/metadata"), Some(json!({"labels": {"owned": "yes"}}))),
+                (M::PATCH, format!("{base}/subnets/s1/metadata"), Some(json!({"annotations": {"x": "y"}}))),
                 (M::DELETE, format!("{base}/ports/{id}"), None),
                 (M::DELETE, format!("{base}/subnets/s1"), None),
             ] {
@@ -327,6 +330,14 @@ async fn hostile_callers_are_refused_everywhere() {
             for (who, token) in &tenants[..2] {
                 let (st, v) = call(m.clone(), path.clone(), (*token).clone(), h, Some(body.clone())).await;
                 assert_eq!(st, 403, "{who} {m} {path} {body} {h:?}: {v}");
+            }
+        }
+        // Labels are a change: the tenant's own viewer and a node may not make it.
+        for (who, token) in [("acme viewer", &acme_viewer), ("node h1", &h1)] {
+            for path in [format!("{base}/ports/{id}/metadata"), format!("{base}/vpcs/net/metadata")] {
+                let body = Some(json!({"labels": {"owned": "yes"}}));
+                let (st, v) = call(M::PATCH, path.clone(), token.clone(), h, body).await;
+                assert_eq!(st, 403, "{who} PATCH {path} {h:?}: {v}");
             }
         }
         // A node's credential: its own host only, and no tenant data.
@@ -458,6 +469,39 @@ async fn api_conventions_idempotency_labels_paging_etags_and_audit() {
     assert_eq!(v["meta"]["revision"], 2, "{v}");
     assert_eq!(v["meta"]["labels"]["tier"], "web", "labels survive an update: {v}");
 
+    // Labels change after creation: a merge patch (null removes), If-Match, stamped and audited.
+    let patch_meta = json!({"labels": {"tier": null, "env": "prod"}, "annotations": {"owner": "ops"}});
+    let (st, v) = call(
+        M::PATCH,
+        format!("{base}/security-groups/g0/metadata"),
+        &[("if-match", "\"1\"")],
+        Some(patch_meta.clone()),
+    )
+    .await;
+    assert_eq!(st, 412, "a stale revision: {v}");
+    let (st, v) =
+        call(M::PATCH, format!("{base}/security-groups/g0/metadata"), &[("if-match", "\"2\"")], Some(patch_meta)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["meta"]["labels"], json!({"env": "prod"}), "{v}");
+    assert_eq!(
+        (v["meta"]["annotations"]["owner"].as_str(), v["meta"]["revision"].as_u64()),
+        (Some("ops"), Some(3)),
+        "{v}"
+    );
+    assert_eq!(v["rules"].as_array().map(Vec::len), Some(1), "the group's own fields stay: {v}");
+    let (st, v) =
+        call(M::PATCH, format!("{base}/security-groups/g0/metadata"), &[], Some(json!({"labels": {"bad key": "x"}})))
+            .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) =
+        call(M::PATCH, format!("{base}/security-groups/g0/metadata"), &[], Some(json!({"revision": 9}))).await;
+    assert_eq!(st, 422, "only labels and annotations: {v}");
+    let (_, v) = call(M::GET, format!("{base}/security-groups?selector=env%3Dprod"), &[], None).await;
+    assert_eq!(names(&v), ["g0"], "selectors see the new label: {v}");
+    let (st, v) =
+        call(M::PATCH, format!("{base}/vpcs/net/metadata"), &[], Some(json!({"labels": {"env": "prod"}}))).await;
+    assert_eq!((st, &v["meta"]["labels"]["env"]), (200, &json!("prod")), "{v}");
+
     // The audit trail: every change, who made it, oldest first, paged like any list.
     let (st, v) = call(M::GET, format!("{base}/events"), &[], None).await;
     assert_eq!(st, 200, "{v}");
@@ -473,8 +517,8 @@ async fn api_conventions_idempotency_labels_paging_etags_and_audit() {
         })
         .collect();
     assert_eq!(summary.first(), Some(&("created".into(), "vpc".into(), "net".into())), "{v}");
-    assert_eq!(summary.last(), Some(&("updated".into(), "sg".into(), "g0".into())), "{v}");
-    assert_eq!(summary.len(), 7, "1 VPC, 5 groups, 1 update: {v}");
+    assert_eq!(summary.last(), Some(&("updated".into(), "vpc".into(), "net".into())), "{v}");
+    assert_eq!(summary.len(), 9, "1 VPC, 5 groups, 1 rules update, 2 label patches: {v}");
     assert!(events.iter().all(|e| e["actor"].as_str().unwrap().starts_with("user:")), "{v}");
     let (_, v) = call(M::GET, format!("{base}/events?limit=4"), &[], None).await;
     assert_eq!(v["items"].as_array().unwrap().len(), 4);

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use ultracloud_plasmavmc::api::*;
 use ultracloud_plasmavmc::client::{Plasmavmc, VmAction};
 
-use super::project::{Ctx, ListArgs, MetaArgs, ProjectArgs};
+use super::project::{Ctx, LabelArgs, ListArgs, MetaArgs, ProjectArgs};
 
 /// Where compute resources live and how to print them.
 #[derive(Debug, Args)]
@@ -98,6 +98,8 @@ enum VmCommand {
         /// Name or ID.
         name: String,
     },
+    /// Set or remove labels (`KEY=VALUE`, `KEY-`) and annotations of a VM.
+    Label(LabelArgs),
     /// Start a VM.
     Start {
         /// Name or ID.
@@ -267,6 +269,7 @@ pub async fn vm(args: VmArgs) -> anyhow::Result<ExitCode> {
         }
         VmCommand::List(l) => c.list(vms, &l, VM_FIELDS).await?,
         VmCommand::Show { name } => c.show(&vms.get(&name).await?),
+        VmCommand::Label(l) => c.label(vms, &l).await?,
         VmCommand::Start { name, wait } => {
             vmc.act(&c.owner, &name, VmAction::Start).await?;
             println!("VM {name}: start requested");
@@ -367,6 +370,8 @@ enum ImageCommand {
         /// Name or ID.
         name: String,
     },
+    /// Set or remove labels (`KEY=VALUE`, `KEY-`) and annotations of an image.
+    Label(LabelArgs),
     /// Delete an image no VM uses.
     Delete {
         /// Name or ID.
@@ -436,6 +441,7 @@ pub async fn image(args: ImageArgs) -> anyhow::Result<ExitCode> {
         }
         ImageCommand::List(l) => c.list(images, &l, &["name", "format", "disk.size", "id"]).await?,
         ImageCommand::Show { name } => c.show(&images.get(&name).await?),
+        ImageCommand::Label(l) => c.label(images, &l).await?,
         ImageCommand::Delete { name } => c.delete(images, &name, "image").await?,
         ImageCommand::BuildGuest(_) => unreachable!("handled above"),
     }
@@ -478,6 +484,8 @@ enum VolumeCommand {
         /// Volume name or ID.
         name: String,
     },
+    /// Set or remove labels (`KEY=VALUE`, `KEY-`) and annotations of a volume.
+    Label(LabelArgs),
     /// Delete a detached volume.
     Delete {
         /// Name or ID.
@@ -497,6 +505,7 @@ pub async fn volume(args: VolumeArgs) -> anyhow::Result<ExitCode> {
         VolumeCommand::List(l) => c.list(volumes, &l, &["name", "size_gib", "host", "attached_to", "id"]).await?,
         VolumeCommand::Attach { name, vm } => c.show(&vmc.attach(&c.owner, &name, &vm).await?),
         VolumeCommand::Detach { name } => c.show(&vmc.detach(&c.owner, &name).await?),
+        VolumeCommand::Label(l) => c.label(volumes, &l).await?,
         VolumeCommand::Delete { name } => c.delete(volumes, &name, "volume").await?,
     }
     Ok(ExitCode::SUCCESS)

@@ -12,7 +12,7 @@ use ultracloud_prismnet::apply::{self, Current, Spec};
 use ultracloud_prismnet::cidr::Cidr;
 use ultracloud_prismnet::client::Prismnet;
 
-use super::project::{Ctx, ListArgs, MetaArgs, ProjectArgs};
+use super::project::{Ctx, LabelArgs, ListArgs, MetaArgs, ProjectArgs};
 
 /// Where resources live and how to print them (every resource command takes these).
 #[derive(Debug, Args)]
@@ -69,6 +69,8 @@ enum NetworkCommand {
         /// Name or ID.
         name: String,
     },
+    /// Set or remove labels (`KEY=VALUE`, `KEY-`) and annotations of a VPC.
+    Label(LabelArgs),
     /// Delete a VPC (it must have no subnets or routers).
     Delete {
         /// Name or ID.
@@ -99,6 +101,7 @@ pub async fn network(args: NetworkArgs) -> anyhow::Result<ExitCode> {
         }
         NetworkCommand::List(l) => c.list(vpcs, &l, &["name", "cidr", "id"]).await?,
         NetworkCommand::Show { name } => c.show(&vpcs.get(&name).await?),
+        NetworkCommand::Label(l) => c.label(vpcs, &l).await?,
         NetworkCommand::Delete { name } => c.delete(vpcs, &name, "VPC").await?,
         NetworkCommand::Apply { .. } => unreachable!("handled above"),
     }
@@ -202,6 +205,8 @@ enum SubnetCommand {
         /// Name or ID.
         name: String,
     },
+    /// Set or remove labels (`KEY=VALUE`, `KEY-`) and annotations of a subnet.
+    Label(LabelArgs),
     /// Delete a subnet (refused while ports use it).
     Delete {
         /// Name or ID.
@@ -232,6 +237,7 @@ pub async fn subnet(args: SubnetArgs) -> anyhow::Result<ExitCode> {
         }
         SubnetCommand::List(l) => c.list(subnets, &l, &["name", "cidr", "gateway", "vni", "dhcp", "id"]).await?,
         SubnetCommand::Show { name } => c.show(&subnets.get(&name).await?),
+        SubnetCommand::Label(l) => c.label(subnets, &l).await?,
         SubnetCommand::Delete { name } => c.delete(subnets, &name, "subnet").await?,
     }
     Ok(ExitCode::SUCCESS)
@@ -268,6 +274,8 @@ enum RouterCommand {
         /// Name or ID.
         name: String,
     },
+    /// Set or remove labels (`KEY=VALUE`, `KEY-`) and annotations of a router.
+    Label(LabelArgs),
     /// Delete a router.
     Delete {
         /// Name or ID.
@@ -286,6 +294,7 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<ExitCode> {
         }
         RouterCommand::List(l) => c.list(routers, &l, &["name", "vpc", "subnets", "id"]).await?,
         RouterCommand::Show { name } => c.show(&routers.get(&name).await?),
+        RouterCommand::Label(l) => c.label(routers, &l).await?,
         RouterCommand::Delete { name } => c.delete(routers, &name, "router").await?,
     }
     Ok(ExitCode::SUCCESS)
@@ -328,6 +337,8 @@ enum SecgroupCommand {
         /// Name or ID.
         name: String,
     },
+    /// Set or remove labels (`KEY=VALUE`, `KEY-`) and annotations of a group.
+    Label(LabelArgs),
     /// Delete an unused group.
     Delete {
         /// Name or ID.
@@ -356,6 +367,7 @@ pub async fn secgroup(args: SecgroupArgs) -> anyhow::Result<ExitCode> {
         }
         SecgroupCommand::List(l) => c.list(groups, &l, &["name", "rules", "id"]).await?,
         SecgroupCommand::Show { name } => c.show(&groups.get(&name).await?),
+        SecgroupCommand::Label(l) => c.label(groups, &l).await?,
         SecgroupCommand::Delete { name } => c.delete(groups, &name, "security group").await?,
     }
     Ok(ExitCode::SUCCESS)
@@ -402,6 +414,8 @@ enum PortCommand {
         /// ID.
         id: String,
     },
+    /// Set or remove labels (`KEY=VALUE`, `KEY-`) and annotations of a port.
+    Label(LabelArgs),
     /// Delete a port (its addresses are released).
     Delete {
         /// ID.
@@ -434,6 +448,7 @@ pub async fn port(args: PortArgs) -> anyhow::Result<ExitCode> {
         }
         PortCommand::List(l) => c.list(ports, &l, &["id", "name", "mac", "fixed_ips", "device_owner"]).await?,
         PortCommand::Show { id } => c.show(&ports.get(&id).await?),
+        PortCommand::Label(l) => c.label(ports, &l).await?,
         PortCommand::Delete { id } => c.delete(ports, &id, "port").await?,
     }
     Ok(ExitCode::SUCCESS)

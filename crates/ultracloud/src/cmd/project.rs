@@ -80,6 +80,40 @@ impl MetaArgs {
     }
 }
 
+/// `label NAME KEY=VALUE… KEY-…`: changes a resource's labels (and annotations) after it was
+/// created, as a merge patch.
+#[derive(Debug, clap::Args)]
+pub struct LabelArgs {
+    /// Name or ID.
+    pub name: String,
+    /// `KEY=VALUE` sets a label, `KEY-` removes it.
+    #[arg(value_name = "KEY=VALUE|KEY-", value_parser = parse_change)]
+    pub labels: Vec<(String, Option<String>)>,
+    /// An annotation to set (`KEY=VALUE`) or remove (`KEY-`), repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE|KEY-", value_parser = parse_change)]
+    pub annotations: Vec<(String, Option<String>)>,
+}
+
+/// `KEY=VALUE` (set) or `KEY-` (remove), as `kubectl label` takes them.
+fn parse_change(s: &str) -> Result<(String, Option<String>), String> {
+    match s.strip_suffix('-') {
+        Some(k) if !k.is_empty() && !k.contains('=') => Ok((k.to_owned(), None)),
+        _ => ultracloud_resource::meta::parse_pair(s).map(|(k, v)| (k, Some(v))).map_err(|e| format!("{e} or KEY-")),
+    }
+}
+
+impl LabelArgs {
+    /// The patch the API takes.
+    pub fn patch(&self) -> anyhow::Result<ultracloud_resource::MetaPatch> {
+        let patch = ultracloud_resource::MetaPatch {
+            labels: self.labels.iter().cloned().collect(),
+            annotations: self.annotations.iter().cloned().collect(),
+        };
+        anyhow::ensure!(!patch.is_empty(), "name at least one change: KEY=VALUE, KEY- or --annotation");
+        Ok(patch)
+    }
+}
+
 /// An open session, the service's client and the project.
 pub struct Ctx {
     /// The service, authenticated by the session (whose token renews itself).
@@ -127,6 +161,16 @@ impl Ctx {
     /// Prints one resource.
     pub fn show<T: Serialize>(&self, item: &T) {
         self.out.one(item);
+    }
+
+    /// Changes the labels and annotations of a collection's resource and shows it.
+    pub async fn label<R: DeserializeOwned + Serialize, N: Serialize>(
+        &self,
+        c: Collection<'_, R, N>,
+        args: &LabelArgs,
+    ) -> anyhow::Result<()> {
+        self.show(&c.patch_meta(&args.name, &args.patch()?, None).await?);
+        Ok(())
     }
 
     /// Deletes `id` from a collection and says so.
