@@ -424,7 +424,8 @@ async fn hostile_callers_never_reach_plans_statuses_consoles_or_disks() {
         // Label changes: refused to other tenants, to the tenant's own viewer and to a node.
         let label = || Some(json!({"labels": {"owned": "yes"}}));
         for (who, token) in tenants.iter().skip(1).map(|(w, t)| (*w, (*t).clone())).chain([("node w1", w1.clone())]) {
-            for path in [format!("{base}/vms/v/metadata"), format!("{base}/images/g/metadata")] {
+            for kind in ["vms/v", "images/g", "volumes/data"] {
+                let path = format!("{base}/{kind}/metadata");
                 let (st, v) = call(M::PATCH, path.clone(), token.clone(), h, label()).await;
                 assert_eq!(st, 403, "{who} PATCH {path} {h:?}: {v}");
             }

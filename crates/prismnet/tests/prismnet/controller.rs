@@ -301,6 +301,9 @@ async fn hostile_callers_are_refused_everywhere() {
                 (M::PATCH, format!("{base}/ports/{id}/metadata"), Some(json!({"labels": {"owned": "yes"}}))),
                 (M::PATCH, format!("{base}/vpcs/net/metadata"), Some(json!({"labels": {"owned": "yes"}}))),
                 (M::PATCH, format!("{base}/subnets/s1/metadata"), Some(json!({"annotations": {"x": "y"}}))),
+                (M::PATCH, format!("{base}/routers/r1/metadata"), Some(json!({"labels": {"owned": "yes"}}))),
+                (M::PATCH, format!("{base}/security-groups/default/metadata"), Some(json!({"labels": {"o": "y"}}))),
+                (M::PATCH, format!("{base}/service-ips/sip/metadata"), Some(json!({"labels": {"owned": "yes"}}))),
                 (M::DELETE, format!("{base}/ports/{id}"), None),
                 (M::DELETE, format!("{base}/subnets/s1"), None),
             ] {
@@ -334,7 +337,8 @@ async fn hostile_callers_are_refused_everywhere() {
         }
         // Labels are a change: the tenant's own viewer and a node may not make it.
         for (who, token) in [("acme viewer", &acme_viewer), ("node h1", &h1)] {
-            for path in [format!("{base}/ports/{id}/metadata"), format!("{base}/vpcs/net/metadata")] {
+            for kind in ["ports", "vpcs", "subnets", "routers", "security-groups", "service-ips"] {
+                let path = format!("{base}/{kind}/{}/metadata", if kind == "ports" { id.as_str() } else { "net" });
                 let body = Some(json!({"labels": {"owned": "yes"}}));
                 let (st, v) = call(M::PATCH, path.clone(), token.clone(), h, body).await;
                 assert_eq!(st, 403, "{who} PATCH {path} {h:?}: {v}");
