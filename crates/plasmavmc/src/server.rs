@@ -15,7 +15,7 @@ use ultracloud_iam::guard::Guard;
 use ultracloud_resource::MetaPatch;
 use ultracloud_resource::audit::Event as AuditEvent;
 pub use ultracloud_resource::http::Items;
-use ultracloud_resource::http::{IfMatch, Tagged, api_error, created, owner, with_etag};
+use ultracloud_resource::http::{HasStore, IfMatch, Tagged, api_error, created, owner, patch_meta, with_etag};
 use ultracloud_resource::page::ListQuery;
 use ultracloud_resource::store::patch_meta as patch_metadata;
 pub use ultracloud_resource::watch::WatchAnswer;
@@ -42,6 +42,12 @@ pub struct Controller {
     pub images: crate::image_fetch::ImagePolicy,
     version: VersionWatch,
     plans: crate::plan::PlanCache,
+}
+
+impl HasStore for Controller {
+    fn store(&self) -> &Store {
+        &self.store
+    }
 }
 
 impl Controller {
@@ -109,18 +115,6 @@ async fn list_vms(
 async fn show_vm(State(c): Ctl, Path((t, p, id)): ItemPath) -> ApiResult<Response> {
     let vm = ops::resolve::<Vm>(&c.store, &owner((t, p)), &id, "VM").await.map_err(api_error)?;
     Ok(with_etag(http::StatusCode::OK, view(&c.store, vm).await.map_err(api_error)?))
-}
-
-/// `PATCH …/{kind}/{id}/metadata`: labels and annotations as a merge patch (`If-Match`
-/// honoured); the resource with its new `ETag`.
-async fn patch_meta<R: ultracloud_resource::Resource + Serialize + Send + Sync + 'static>(
-    State(c): Ctl,
-    Path((t, p, id)): ItemPath,
-    IfMatch(rev): IfMatch,
-    ApiJson(patch): ApiJson<MetaPatch>,
-) -> ApiResult<Response> {
-    let r: R = patch_metadata(&c.store, &owner((t, p)), &id, R::KIND, &patch, rev).await.map_err(api_error)?;
-    Ok(with_etag(http::StatusCode::OK, r))
 }
 
 /// A VM's metadata PATCH answers with the VM as `GET` shows it.
@@ -463,11 +457,11 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
         .route(&format!("{base}/vms/{{id}}/metadata"), patch(patch_vm_meta).route_layer(g("compute.vm.update")))
         .route(
             &format!("{base}/images/{{id}}/metadata"),
-            patch(patch_meta::<Image>).route_layer(g("compute.image.update")),
+            patch(patch_meta::<Controller, Image>).route_layer(g("compute.image.update")),
         )
         .route(
             &format!("{base}/volumes/{{id}}/metadata"),
-            patch(patch_meta::<Volume>).route_layer(g("storage.volume.update")),
+            patch(patch_meta::<Controller, Volume>).route_layer(g("storage.volume.update")),
         )
         .route(&format!("{base}/events"), get(list_audit).route_layer(g("compute.event.list")))
         // Platform-only: operators and platform services list the workers; each worker's

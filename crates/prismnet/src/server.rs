@@ -19,12 +19,10 @@ use crate::model::{Owner, Port, Router as NetRouter, Rule, SecurityGroup, Servic
 use crate::ops;
 use crate::plan::{self, HostPlan};
 use crate::store::{Host, Resource, Store};
-use ultracloud_resource::MetaPatch;
 use ultracloud_resource::audit::Event;
 pub use ultracloud_resource::http::Items;
-use ultracloud_resource::http::{IfMatch, api_error, created, owner, with_etag};
+use ultracloud_resource::http::{HasStore, IfMatch, api_error, created, owner, patch_meta, with_etag};
 use ultracloud_resource::page::ListQuery;
-use ultracloud_resource::store::patch_meta as patch_metadata;
 pub use ultracloud_resource::watch::{VersionWatch, WatchAnswer, WatchQuery};
 
 /// The controller: its store and the version agents watch.
@@ -33,6 +31,12 @@ pub struct Controller {
     /// flaredb records.
     pub store: Store,
     version: VersionWatch,
+}
+
+impl HasStore for Controller {
+    fn store(&self) -> &Store {
+        &self.store
+    }
 }
 
 impl Controller {
@@ -144,18 +148,6 @@ async fn update_group(
 
 /// Whether the caller acts for the platform (may set a port's platform-only fields): it holds
 /// `platform.port.bind`, which only platform roles bound platform-wide grant.
-/// `PATCH …/{kind}/{id}/metadata`: labels and annotations as a merge patch (`If-Match`
-/// honoured); the resource with its new `ETag`.
-async fn patch_meta<R: Resource + Send + Sync + 'static>(
-    State(c): Ctl,
-    Path((t, p, id)): Path<(String, String, String)>,
-    IfMatch(rev): IfMatch,
-    ApiJson(patch): ApiJson<MetaPatch>,
-) -> ApiResult<Response> {
-    let r: R = patch_metadata(&c.store, &owner((t, p)), &id, R::KIND, &patch, rev).await.map_err(api_error)?;
-    Ok(with_etag(http::StatusCode::OK, r))
-}
-
 fn by(caller: &Principal) -> ops::By {
     if caller.may("platform.port.bind", &Scope::System) { ops::By::Platform } else { ops::By::Tenant }
 }
@@ -337,26 +329,29 @@ pub fn router(ctl: Arc<Controller>, guard: &Arc<Guard>) -> Router {
                 .route_layer(g("network.service_ip.read"))
                 .merge(delete(delete_sip).route_layer(g("network.service_ip.delete"))),
         )
-        .route(&format!("{base}/vpcs/{{id}}/metadata"), patch(patch_meta::<Vpc>).route_layer(g("network.vpc.update")))
+        .route(
+            &format!("{base}/vpcs/{{id}}/metadata"),
+            patch(patch_meta::<Controller, Vpc>).route_layer(g("network.vpc.update")),
+        )
         .route(
             &format!("{base}/subnets/{{id}}/metadata"),
-            patch(patch_meta::<Subnet>).route_layer(g("network.subnet.update")),
+            patch(patch_meta::<Controller, Subnet>).route_layer(g("network.subnet.update")),
         )
         .route(
             &format!("{base}/routers/{{id}}/metadata"),
-            patch(patch_meta::<NetRouter>).route_layer(g("network.router.update")),
+            patch(patch_meta::<Controller, NetRouter>).route_layer(g("network.router.update")),
         )
         .route(
             &format!("{base}/security-groups/{{id}}/metadata"),
-            patch(patch_meta::<SecurityGroup>).route_layer(g("network.security_group.update")),
+            patch(patch_meta::<Controller, SecurityGroup>).route_layer(g("network.security_group.update")),
         )
         .route(
             &format!("{base}/ports/{{id}}/metadata"),
-            patch(patch_meta::<Port>).route_layer(g("network.port.update")),
+            patch(patch_meta::<Controller, Port>).route_layer(g("network.port.update")),
         )
         .route(
             &format!("{base}/service-ips/{{id}}/metadata"),
-            patch(patch_meta::<ServiceIp>).route_layer(g("network.service_ip.update")),
+            patch(patch_meta::<Controller, ServiceIp>).route_layer(g("network.service_ip.update")),
         )
         .route(&format!("{base}/events"), get(list_events).route_layer(g("network.event.list")))
         // Platform-only agent routes: each worker's agent reads and registers its own host.

@@ -1,13 +1,15 @@
 //! The HTTP side every controller shares: the one mapping of store errors to
 //! `{"error":{"code","message"}}` answers, the list shape, `201 Created`.
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use ultracloud_runtime::error::ApiError;
+use ultracloud_runtime::error::{ApiError, ApiJson};
 
-use crate::{Owner, Resource, StoreError};
+use crate::{MetaPatch, Owner, Resource, Store, StoreError};
 
 /// A store error as an API answer: refusals keep their message and get their status (409,
 /// 404, 400, 403); a database failure is logged and answered 503 "retry".
@@ -77,6 +79,25 @@ pub fn created<T: Tagged>(r: T) -> Response {
 /// caller against them before the handler runs).
 pub fn owner((tenant, project): (String, String)) -> Owner {
     Owner { tenant, project }
+}
+
+/// A service's router state, as the kit's generic handlers need it.
+pub trait HasStore: Send + Sync + 'static {
+    /// The service's store.
+    fn store(&self) -> &Store;
+}
+
+/// `PATCH …/{kind}/{id}/metadata` for any kind `R`: labels and annotations as a merge patch
+/// (`If-Match` honoured, see [`crate::store::patch_meta`]); the resource with its new `ETag`.
+pub async fn patch_meta<S: HasStore, R: Resource + Send + Sync + 'static>(
+    State(s): State<Arc<S>>,
+    Path((tenant, project, id)): Path<(String, String, String)>,
+    IfMatch(rev): IfMatch,
+    ApiJson(patch): ApiJson<MetaPatch>,
+) -> Result<Response, ApiError> {
+    let o = owner((tenant, project));
+    let r: R = crate::store::patch_meta(s.store(), &o, &id, R::KIND, &patch, rev).await.map_err(api_error)?;
+    Ok(with_etag(http::StatusCode::OK, r))
 }
 
 #[cfg(test)]
